@@ -1,0 +1,94 @@
+//! `umldbg kernel build|path|list`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+use umldbg::kernel::{self, BuildOptions, manifest};
+
+#[derive(Subcommand, Debug)]
+pub enum KernelCmd {
+    /// Build the debug-ready UML kernel (or find it in the cache)
+    Build(BuildArgs),
+    /// Print the cached kernel
+    Path {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the cached kernels, valid or not
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// Your own kernel tree or tarball instead of Debian's newest linux-source package
+    #[arg(long)]
+    pub source: Option<PathBuf>,
+    /// Parallel make jobs (default: the number of cores)
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Ask the mirror for a newer source even when a valid build is cached
+    #[arg(long)]
+    pub refresh: bool,
+}
+
+pub fn run(cmd: KernelCmd, cache: PathBuf) -> anyhow::Result<()> {
+    match cmd {
+        KernelCmd::Build(a) => {
+            let jobs = a.jobs.unwrap_or_else(|| {
+                std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+            });
+            let out = kernel::build(&BuildOptions {
+                source: a.source,
+                jobs,
+                cache,
+                refresh: a.refresh,
+                progress: true,
+            })?;
+            let m = &out.manifest;
+            println!(
+                "kernel {} {} in {:.1}s: {} (build-id {})",
+                m.version,
+                if out.cache_hit { "cached" } else { "built" },
+                out.seconds,
+                m.linux.display(),
+                &m.build_id[..12.min(m.build_id.len())]
+            );
+        }
+        KernelCmd::Path { json } => {
+            let m = kernel::cached(&cache)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&m)?);
+            } else {
+                println!("{}", m.linux.display());
+            }
+        }
+        KernelCmd::List { json } => {
+            let entries = manifest::list(&cache);
+            if json {
+                let v: Vec<serde_json::Value> = entries
+                    .iter()
+                    .map(|e| match &e.manifest {
+                        Ok(m) => serde_json::json!({"dir": e.dir, "valid": true, "manifest": m}),
+                        Err(r) => serde_json::json!({"dir": e.dir, "valid": false, "reason": r}),
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v).context("json")?);
+            } else if entries.is_empty() {
+                println!("no kernels cached under {}", cache.display());
+            } else {
+                for e in entries {
+                    match e.manifest {
+                        Ok(m) => println!("valid    {:<10} {}", m.version, m.linux.display()),
+                        Err(r) => println!("invalid  {:<10} {} ({r})", "-", e.dir.display()),
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}

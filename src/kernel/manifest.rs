@@ -1,0 +1,109 @@
+//! The manifest of a cached kernel build, and how the cache is searched.
+//!
+//! A build lives in `<cache>/kernels/<key>/`; its `manifest.json` is written last, by rename, so a
+//! directory without one is a build that did not finish and is never reported valid.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::KernelError;
+
+/// What a finished build produced.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Manifest {
+    /// `make kernelrelease`, e.g. `7.2.13`.
+    pub version: String,
+    /// The UML kernel executable, with DWARF.
+    pub linux: PathBuf,
+    /// `lib/modules/<version>` as installed by `modules_install`.
+    pub modules_dir: PathBuf,
+    /// The configured and built tree, usable for `make -C build_dir M=DIR ARCH=um modules`.
+    pub build_dir: PathBuf,
+    /// GNU build-id of `linux`, lowercase hex.
+    pub build_id: String,
+    /// sha256 of the final `.config`.
+    pub config_hash: String,
+    /// Where the source came from (a Debian package file name, or the user's path).
+    pub source: String,
+    /// Seconds since the epoch when the build finished.
+    pub built_at: u64,
+}
+
+pub const MANIFEST: &str = "manifest.json";
+
+/// The directory holding every cached build.
+pub fn kernels_dir(cache: &Path) -> PathBuf {
+    cache.join("kernels")
+}
+
+impl Manifest {
+    pub fn read(dir: &Path) -> Result<Manifest, KernelError> {
+        let path = dir.join(MANIFEST);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| KernelError::Io { what: format!("read {}", path.display()), source: e })?;
+        serde_json::from_str(&text).map_err(|e| KernelError::BadManifest { path, reason: e.to_string() })
+    }
+
+    /// Write atomically: a reader sees either no manifest or a whole one.
+    pub fn write(&self, dir: &Path) -> Result<(), KernelError> {
+        let tmp = dir.join(".manifest.json.tmp");
+        let text = serde_json::to_string_pretty(self).expect("manifest serialises");
+        std::fs::write(&tmp, text)
+            .map_err(|e| KernelError::Io { what: format!("write {}", tmp.display()), source: e })?;
+        std::fs::rename(&tmp, dir.join(MANIFEST))
+            .map_err(|e| KernelError::Io { what: format!("rename {}", tmp.display()), source: e })
+    }
+
+    /// A manifest is valid when the files it names are there and `linux` still has its build-id.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.modules_dir.join("modules.dep").is_file() {
+            return Err(format!("{} has no modules.dep", self.modules_dir.display()));
+        }
+        if !self.build_dir.join("Module.symvers").is_file() {
+            return Err(format!("{} has no Module.symvers", self.build_dir.display()));
+        }
+        let id = crate::kernel::file_build_id(&self.linux)
+            .map_err(|e| format!("{}: {e}", self.linux.display()))?;
+        if id != self.build_id {
+            return Err(format!(
+                "{} has build-id {id}, the manifest says {}",
+                self.linux.display(),
+                self.build_id
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One cached build, valid or not.
+#[derive(Debug)]
+pub struct CacheEntry {
+    pub dir: PathBuf,
+    pub manifest: Result<Manifest, String>,
+}
+
+/// Every build directory under the cache, newest valid first.
+pub fn list(cache: &Path) -> Vec<CacheEntry> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(kernels_dir(cache)) else { return out };
+    for ent in rd.flatten() {
+        let dir = ent.path();
+        if !dir.is_dir() {
+            continue;
+        }
+        let manifest = match Manifest::read(&dir) {
+            Ok(m) => m.check().map(|()| m),
+            Err(KernelError::Io { .. }) => Err("incomplete build (no manifest)".to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        out.push(CacheEntry { dir, manifest });
+    }
+    out.sort_by_key(|e| std::cmp::Reverse(e.manifest.as_ref().map(|m| m.built_at).unwrap_or(0)));
+    out
+}
+
+/// The newest valid build, if any.
+pub fn newest(cache: &Path) -> Option<Manifest> {
+    list(cache).into_iter().find_map(|e| e.manifest.ok())
+}

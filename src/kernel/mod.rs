@@ -1,0 +1,74 @@
+//! Obtaining, configuring, building and caching the UML kernel that every lab boots.
+//!
+//! The kernel is built from Debian's `linux-source-X.Y` (or the user's tree) with the committed
+//! fragment `scripts/kernel.config` on top of `defconfig`: full DWARF, frame pointers, netfilter
+//! with iptables-legacy, ipt_REJECT as a module, vector networking and hostfs.
+
+pub mod build;
+pub mod manifest;
+pub mod source;
+
+use std::path::{Path, PathBuf};
+
+pub use build::{BuildOptions, build};
+pub use manifest::Manifest;
+
+/// The configuration fragment, compiled in so that the binary alone can build its kernel.
+pub const FRAGMENT: &str = include_str!("../../scripts/kernel.config");
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("step `{step}` failed: {source}")]
+    Step { step: &'static str, source: crate::util::CmdError },
+    #[error("step `{step}` failed, see {log} (last lines: {tail})")]
+    Make { step: &'static str, log: PathBuf, tail: String },
+    #[error("no Debian archive found in /etc/apt/sources.list{{,.d/}}: pass --source with a kernel tree or tarball")]
+    NoMirror,
+    #[error("the mirror serves no linux-source-X.Y of version 6.13 or newer: pass --source with a kernel tree or tarball")]
+    NoSourcePackage,
+    #[error("{0} is not a Linux kernel tree (no top Makefile with VERSION/PATCHLEVEL, or no arch/um): pass the top of a kernel source tree or a kernel tarball")]
+    NotATree(PathBuf),
+    #[error("{what} is Linux {version}: UML kernels older than 6.13 crash at the first user process on hosts with AMX state (`ptrace set fp regs failed`); use 6.13 or newer")]
+    TooOld { what: String, version: String },
+    #[error("{path}: invalid manifest ({reason}); run `umldbg kernel build` to rebuild")]
+    BadManifest { path: PathBuf, reason: String },
+    #[error("no kernel in the cache {0}: run `umldbg kernel build` (or scripts/setup.sh)")]
+    NotCached(PathBuf),
+    #[error("only {free_mb} MB free under {dir}: a kernel build needs about {need_mb} MB; free some space or set UMLDBG_CACHE")]
+    DiskFull { dir: PathBuf, free_mb: u64, need_mb: u64 },
+    #[error("{path}: no GNU build-id note")]
+    NoBuildId { path: PathBuf },
+}
+
+/// GNU build-id of an ELF file, lowercase hex.
+pub fn file_build_id(path: &Path) -> Result<String, KernelError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| KernelError::Io { what: format!("read {}", path.display()), source: e })?;
+    elf_build_id(&bytes).ok_or_else(|| KernelError::NoBuildId { path: path.to_path_buf() })
+}
+
+/// GNU build-id from ELF bytes (the `NT_GNU_BUILD_ID` note).
+pub fn elf_build_id(bytes: &[u8]) -> Option<String> {
+    use object::{Object, ObjectSection};
+    let obj = object::File::parse(bytes).ok()?;
+    if let Ok(Some(id)) = obj.build_id() {
+        return Some(id.iter().map(|b| format!("{b:02x}")).collect());
+    }
+    // Fall back to the section by name for files whose program headers do not cover the note.
+    let sec = obj.section_by_name(".note.gnu.build-id")?;
+    let data = sec.data().ok()?;
+    // namesz, descsz, type, "GNU\0", desc
+    if data.len() < 16 {
+        return None;
+    }
+    let descsz = u32::from_le_bytes(data[4..8].try_into().ok()?) as usize;
+    let desc = data.get(16..16 + descsz)?;
+    Some(desc.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The newest valid cached kernel, or an error saying how to build one.
+pub fn cached(cache: &Path) -> Result<Manifest, KernelError> {
+    manifest::newest(cache).ok_or_else(|| KernelError::NotCached(cache.to_path_buf()))
+}

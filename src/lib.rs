@@ -1,0 +1,15 @@
+//! umldbg: see inside the Linux network stack with User-Mode Linux.
+//!
+//! The library is organised by external peer: the kernel build (`kernel`), a lab of UML machines
+//! (`lab`), one UML instance (`uml`), kernel module files (`kmod`), DWARF type layouts (`dwarf`),
+//! gdb over GDB/MI (`gdbmi`), the debug session daemon (`daemon`), packet decoding (`net`) and the
+//! gdb remote-protocol server (`stub`).
+
+pub mod dwarf;
+pub mod gdbmi;
+pub mod kernel;
+pub mod kmod;
+pub mod lab;
+pub mod net;
+pub mod uml;
+pub mod util;
