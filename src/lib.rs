@@ -5,6 +5,7 @@
 //! gdb over GDB/MI (`gdbmi`), the debug session daemon (`daemon`), packet decoding (`net`) and the
 //! gdb remote-protocol server (`stub`).
 
+pub mod daemon;
 pub mod dwarf;
 pub mod gdbmi;
 pub mod kernel;

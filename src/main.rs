@@ -13,6 +13,15 @@ struct Cli {
     /// Cache directory for kernels and layouts
     #[arg(long, global = true, env = "UMLDBG_CACHE")]
     cache: Option<PathBuf>,
+    /// The machine a debug command talks to (default: the only attached machine)
+    #[arg(long, global = true)]
+    umid: Option<String>,
+    /// UML's directory of pid files and sockets (as UML's uml_dir=; default ~/.uml)
+    #[arg(long, global = true, value_name = "DIR")]
+    uml_dir: Option<PathBuf>,
+    /// Print JSON instead of text
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -24,15 +33,49 @@ enum Cmd {
     Kernel(cli::kernel::KernelCmd),
     /// Check that this machine has what labs and debugging need, and say how to fix what is missing
     Doctor,
+    /// Start, inspect, draw and stop labs of UML machines
+    #[command(subcommand)]
+    Lab(cli::lab::LabCmd),
+    /// Run a command on a lab machine's console and print its output
+    Exec(cli::lab::ExecArgs),
+    /// An interactive terminal on a lab machine (Ctrl-] leaves)
+    Console {
+        umid: String,
+    },
+    /// Write a pcap of what crosses a lab domain
+    Capture(cli::lab::CaptureArgs),
+    /// Attach a debug session (gdb with every module's symbols) to a running UML machine
+    Attach(cli::debug::AttachArgs),
+    #[command(flatten)]
+    Debug(cli::debug::DebugCmd),
+    /// (internal) the session daemon started by attach
+    #[command(hide = true, name = "daemon-run")]
+    DaemonRun { options: String },
+}
+
+fn code(c: i32) -> ExitCode {
+    ExitCode::from(c.clamp(0, 255) as u8)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let cache = cli.cache.clone().unwrap_or_else(umldbg::util::cache_dir);
+    let target = cli::debug::Target { umid: cli.umid.clone(), uml_dir: cli.uml_dir.clone(), json: cli.json };
+    let json = cli.json;
     let res: anyhow::Result<ExitCode> = match cli.cmd {
-        Cmd::Kernel(k) => cli::kernel::run(k, cache).map(|()| ExitCode::SUCCESS),
+        Cmd::Kernel(k) => cli::kernel::run(k, cache, json).map(|()| ExitCode::SUCCESS),
         Cmd::Doctor => cli::doctor::run(&cache)
             .map(|ok| if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }),
+        Cmd::Lab(c) => cli::lab::run(c, cache, json).map(code),
+        Cmd::Attach(a) => cli::debug::attach(a, target, cache).map(code),
+        Cmd::Debug(d) => cli::debug::run(d, target).map(code),
+        Cmd::DaemonRun { options } => match serde_json::from_str(&options) {
+            Ok(o) => Ok(code(umldbg::daemon::daemon_main(o))),
+            Err(e) => Err(anyhow::anyhow!("daemon-run: bad options: {e}")),
+        },
+        Cmd::Exec(a) => cli::lab::exec(a).map(code),
+        Cmd::Console { umid } => cli::lab::console(&umid).map(code),
+        Cmd::Capture(a) => cli::lab::capture(a).map(code),
     };
     match res {
         Ok(code) => code,

@@ -12,15 +12,9 @@ pub enum KernelCmd {
     /// Build the debug-ready UML kernel (or find it in the cache)
     Build(BuildArgs),
     /// Print the cached kernel
-    Path {
-        #[arg(long)]
-        json: bool,
-    },
+    Path,
     /// List the cached kernels, valid or not
-    List {
-        #[arg(long)]
-        json: bool,
-    },
+    List,
 }
 
 #[derive(Args, Debug)]
@@ -36,7 +30,7 @@ pub struct BuildArgs {
     pub refresh: bool,
 }
 
-pub fn run(cmd: KernelCmd, cache: PathBuf) -> anyhow::Result<()> {
+pub fn run(cmd: KernelCmd, cache: PathBuf, json: bool) -> anyhow::Result<()> {
     match cmd {
         KernelCmd::Build(a) => {
             let jobs = a.jobs.unwrap_or_else(|| {
@@ -59,7 +53,7 @@ pub fn run(cmd: KernelCmd, cache: PathBuf) -> anyhow::Result<()> {
                 &m.build_id[..12.min(m.build_id.len())]
             );
         }
-        KernelCmd::Path { json } => {
+        KernelCmd::Path => {
             let m = kernel::cached(&cache)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&m)?);
@@ -67,7 +61,7 @@ pub fn run(cmd: KernelCmd, cache: PathBuf) -> anyhow::Result<()> {
                 println!("{}", m.linux.display());
             }
         }
-        KernelCmd::List { json } => {
+        KernelCmd::List => {
             let entries = manifest::list(&cache);
             if json {
                 let v: Vec<serde_json::Value> = entries

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Prepare this machine for umldbg: host packages (idempotent), the umldbg binary, the UML kernel.
+# Safe to run again: installed packages and a valid cached kernel are reused.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "setup: run as root (sudo $0): it installs packages and labs need network namespaces" >&2
+  exit 1
+fi
+
+packages=(
+  # debugging and the article's tools, used on the host and (through the hostfs root) in guests
+  gdb iptables kmod iproute2 iputils-ping traceroute tcpdump python3 procps
+  # the kernel build
+  build-essential flex bison bc libelf-dev xz-utils dpkg-dev
+  # benchmarks compare with pahole
+  dwarves
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+cargo build --release --locked
+./target/release/umldbg kernel build

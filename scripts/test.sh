@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Set up what the tests need (packages, the kernel) and run the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+cargo test --release --locked -- --test-threads=2

@@ -1,0 +1,346 @@
+//! `umldbg lab up|status|down|graph`, `umldbg exec`, `umldbg console`, `umldbg capture`.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand, ValueEnum};
+
+use umldbg::lab::client::{self, LabError};
+use umldbg::lab::spec::LabSpec;
+use umldbg::lab::state::{self, LabState};
+use umldbg::lab::supervisor::Request;
+
+#[derive(Subcommand, Debug)]
+pub enum LabCmd {
+    /// Start a lab: the article's network, a lab file (TOML) or a Kathara/Netkit directory
+    Up(UpArgs),
+    /// Show the labs that are up, their machines and whether they run
+    Status,
+    /// Halt a lab's machines and remove its taps, bridges, namespace and ~/.uml/<umid> dirs
+    Down {
+        /// The lab (default: the only lab that is up)
+        name: Option<String>,
+    },
+    /// Draw a lab's topology
+    Graph {
+        /// A lab file or directory (default: the article's network, or --lab)
+        path: Option<PathBuf>,
+        /// A lab that is up
+        #[arg(long)]
+        lab: Option<String>,
+        #[arg(long, value_enum, default_value = "dot")]
+        format: GraphFormat,
+    },
+    /// (internal) the long-lived process that owns a lab's consoles
+    #[command(hide = true)]
+    Supervise { name: String },
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+pub enum GraphFormat {
+    Dot,
+    Svg,
+}
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// Lab file (.toml) or Kathara/Netkit directory; default: the article's three machines
+    pub path: Option<PathBuf>,
+    /// Lab name (default: the file's own)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Prefix for the lab name and every umid, to run several copies side by side
+    #[arg(long)]
+    pub prefix: Option<String>,
+}
+
+fn load_spec(path: Option<&Path>) -> anyhow::Result<LabSpec> {
+    Ok(match path {
+        Some(p) => LabSpec::load(p)?,
+        None => umldbg::lab::builtin::article_lab(),
+    })
+}
+
+fn only_lab() -> anyhow::Result<String> {
+    let labs = state::lab_names();
+    match labs.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => bail!("no lab is up: start one with `umldbg lab up`"),
+        many => bail!("several labs are up ({}): name one", many.join(", ")),
+    }
+}
+
+pub fn run(cmd: LabCmd, cache: PathBuf, json: bool) -> anyhow::Result<i32> {
+    match cmd {
+        LabCmd::Up(a) => {
+            let mut spec = load_spec(a.path.as_deref())?;
+            if let Some(n) = a.name {
+                spec.name = n;
+            }
+            if let Some(p) = a.prefix {
+                spec = spec.with_prefix(&p);
+            }
+            spec.validate()?;
+            let t0 = Instant::now();
+            let st = client::up(&spec, &cache)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+            } else {
+                println!("lab {} up in {:.2}s (namespace {})", st.name, t0.elapsed().as_secs_f64(), st.netns);
+                print_table(&st);
+            }
+            Ok(0)
+        }
+        LabCmd::Status => {
+            let mut all = Vec::new();
+            for name in state::lab_names() {
+                let dir = state::lab_dir(&name);
+                let Some(st) = LabState::read(&dir) else { continue };
+                let sup = state::pid_alive(st.supervisor_pid);
+                let alive: Vec<bool> = st.machines.iter().map(|m| state::pid_alive(m.pid)).collect();
+                all.push((st, sup, alive));
+            }
+            if json {
+                let v: Vec<serde_json::Value> = all
+                    .iter()
+                    .map(|(st, sup, alive)| {
+                        serde_json::json!({
+                            "name": st.name, "netns": st.netns, "supervisor_alive": sup,
+                            "machines": st.machines.iter().zip(alive).map(|(m, a)| serde_json::json!({
+                                "umid": m.umid, "hostname": m.hostname, "pid": m.pid, "alive": a,
+                                "addresses": m.addresses,
+                            })).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else if all.is_empty() {
+                println!("no lab is up");
+            } else {
+                for (st, sup, alive) in &all {
+                    println!(
+                        "lab {} (namespace {}, supervisor {})",
+                        st.name,
+                        st.netns,
+                        if *sup { "running" } else { "GONE: run `umldbg lab down` to clean up" }
+                    );
+                    for (m, a) in st.machines.iter().zip(alive) {
+                        println!(
+                            "  {:<24} {:<10} pid {:<8} {}  {}",
+                            m.umid,
+                            m.hostname,
+                            m.pid,
+                            if *a { "running" } else { "DEAD   " },
+                            addr_text(m)
+                        );
+                    }
+                }
+            }
+            Ok(0)
+        }
+        LabCmd::Down { name } => {
+            let name = match name {
+                Some(n) => n,
+                None => only_lab()?,
+            };
+            client::down(&name)?;
+            println!("lab {name} down");
+            Ok(0)
+        }
+        LabCmd::Graph { path, lab, format } => {
+            let spec = match lab {
+                Some(l) => state::read_spec(&state::lab_dir(&l))
+                    .ok_or_else(|| LabError::NoLab(l.clone(), state::lab_names().join(", ")))?,
+                None => load_spec(path.as_deref())?,
+            };
+            match format {
+                GraphFormat::Dot => print!("{}", umldbg::lab::graph::to_dot(&spec)),
+                GraphFormat::Svg => print!("{}", umldbg::lab::graph::to_svg(&spec)),
+            }
+            Ok(0)
+        }
+        LabCmd::Supervise { name } => Ok(umldbg::lab::supervisor::main(&name, &cache)),
+    }
+}
+
+fn addr_text(m: &state::MachineState) -> String {
+    m.addresses
+        .iter()
+        .map(|(i, a)| format!("{i} {}", a.join(",")))
+        .collect::<Vec<_>>()
+        .join("  ")
+}
+
+fn print_table(st: &LabState) {
+    println!("{:<24} {:<10} {:<8} {:<34} ADDRESSES", "UMID", "HOSTNAME", "PID", "CONSOLE");
+    for m in &st.machines {
+        println!(
+            "{:<24} {:<10} {:<8} {:<34} {}",
+            m.umid,
+            m.hostname,
+            m.pid,
+            format!("umldbg console {}", m.umid),
+            addr_text(m)
+        );
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    pub umid: String,
+    /// Seconds before the command is interrupted
+    #[arg(long, default_value_t = 30)]
+    pub timeout: u64,
+    /// A shell line (pipes, redirections) instead of a command and its arguments
+    #[arg(long)]
+    pub shell: Option<String>,
+    /// The command and its arguments, passed to the guest exactly as given
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+pub fn exec(a: ExecArgs) -> anyhow::Result<i32> {
+    let script = match (&a.shell, a.command.is_empty()) {
+        (Some(s), true) => s.clone(),
+        (None, false) => a.command.iter().map(|w| umldbg::lab::init::sh_quote(w)).collect::<Vec<_>>().join(" "),
+        (Some(_), false) => bail!("give either --shell 'LINE' or `-- command args...`, not both"),
+        (None, true) => bail!("nothing to run: `umldbg exec {} -- command args...` or --shell 'LINE'", a.umid),
+    };
+    let r = client::exec(&a.umid, &script, a.timeout)?;
+    if let Some(out) = &r.output {
+        print!("{out}");
+        let _ = std::io::stdout().flush();
+    }
+    if !r.ok {
+        bail!("{}", r.error.unwrap_or_else(|| "exec failed".into()));
+    }
+    Ok(r.status.unwrap_or(0))
+}
+
+/// The escape key that leaves `umldbg console`: Ctrl-].
+pub const ESCAPE: u8 = 0x1d;
+
+pub fn console(umid: &str) -> anyhow::Result<i32> {
+    use std::io::IsTerminal;
+    let (lab, _) = client::find_machine(umid)?;
+    let (r, mut s) = client::request(&lab, &Request::Console { umid: umid.into() })?;
+    if !r.ok {
+        bail!("{}", r.error.unwrap_or_default());
+    }
+    eprintln!("connected to {umid}'s console; Ctrl-] leaves");
+    let stdin = std::io::stdin();
+    let saved = if stdin.is_terminal() {
+        let t = nix::sys::termios::tcgetattr(&stdin).ok();
+        if let Some(t) = &t {
+            let mut raw = t.clone();
+            nix::sys::termios::cfmakeraw(&mut raw);
+            let _ = nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSANOW, &raw);
+        }
+        t
+    } else {
+        None
+    };
+    let mut out = s.try_clone()?;
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let mut so = std::io::stdout();
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 || so.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            let _ = so.flush();
+        }
+    });
+    // Wake the guest's shell so that its prompt shows.
+    let _ = s.write_all(b"\n");
+    let mut buf = [0u8; 1024];
+    let mut input = std::io::stdin().lock();
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if let Some(pos) = buf[..n].iter().position(|&b| b == ESCAPE) {
+            let _ = s.write_all(&buf[..pos]);
+            break;
+        }
+        if s.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    if let Some(t) = saved {
+        let _ = nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSANOW, &t);
+    }
+    let _ = s.shutdown(std::net::Shutdown::Both);
+    let _ = reader.join();
+    eprintln!("\nleft {umid}'s console");
+    Ok(0)
+}
+
+#[derive(Args, Debug)]
+pub struct CaptureArgs {
+    /// The domain (a bridge of the lab)
+    pub domain: String,
+    /// The pcap file to write
+    #[arg(short = 'w', long = "write")]
+    pub file: PathBuf,
+    /// Stop after this many packets
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Stop after this many seconds (default 10 when --count is not given)
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// The lab (default: the only lab with that domain)
+    #[arg(long)]
+    pub lab: Option<String>,
+}
+
+pub fn capture(a: CaptureArgs) -> anyhow::Result<i32> {
+    let candidates: Vec<LabState> = state::lab_names()
+        .into_iter()
+        .filter(|n| a.lab.as_ref().is_none_or(|l| l == n))
+        .filter_map(|n| LabState::read(&state::lab_dir(&n)))
+        .filter(|st| st.domains.iter().any(|d| d.name == a.domain))
+        .collect();
+    let st = match candidates.as_slice() {
+        [one] => one,
+        [] => bail!("no lab that is up has a domain {} (labs: {})", a.domain, state::lab_names().join(", ")),
+        _ => bail!("several labs have a domain {}: pick one with --lab", a.domain),
+    };
+    let bridge = &st.domains.iter().find(|d| d.name == a.domain).expect("filtered").bridge;
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &st.netns, "tcpdump", "-i", bridge, "-U", "-n", "-w"]).arg(&a.file);
+    if let Some(c) = a.count {
+        cmd.args(["-c", &c.to_string()]);
+    }
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().context("run tcpdump (apt-get install tcpdump)")?;
+    let limit = a.duration.or(if a.count.is_none() { Some(10.0) } else { None });
+    let deadline = limit.map(|s| Instant::now() + Duration::from_secs_f64(s));
+    loop {
+        if let Some(st) = child.try_wait()? {
+            let mut err = String::new();
+            child.stderr.take().map(|mut e| e.read_to_string(&mut err));
+            if !st.success() {
+                bail!("tcpdump on {} failed: {}", a.domain, err.lines().last().unwrap_or(""));
+            }
+            eprint!("{err}");
+            return Ok(0);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::SIGINT,
+            );
+            let _ = child.wait();
+            let mut err = String::new();
+            child.stderr.take().map(|mut e| e.read_to_string(&mut err));
+            eprint!("{err}");
+            return Ok(0);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

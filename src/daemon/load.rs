@@ -1,0 +1,90 @@
+//! `umldbg load`: find a module file on the host, load it in the guest (dependencies first), and
+//! read back where the guest placed it.
+//!
+//! The file may sit anywhere on the host, also where the guest cannot see it (the guest mounts
+//! its own tmpfs over /tmp and /run): such a file is copied to a stage directory under the cache,
+//! which the guest sees through its read-only hostfs root.
+
+use std::path::{Path, PathBuf};
+
+use super::modules::{self, GuestModule};
+use crate::kmod::ModuleInfo;
+
+/// A module file that `load` will use.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub file: PathBuf,
+    pub name: String,
+    pub depends: Vec<String>,
+    /// The file is the cached kernel's installed module (the guest can `modprobe` it by name).
+    pub installed: bool,
+}
+
+/// A path to a `.ko`, or a module name looked up in the search path and the installed tree.
+pub fn resolve(arg: &str, search: &[PathBuf], modules_dir: Option<&Path>) -> Result<Resolved, String> {
+    let as_path = Path::new(arg);
+    let file = if arg.ends_with(".ko") || arg.contains('/') {
+        let mut cands = vec![as_path.to_path_buf()];
+        if as_path.is_relative() {
+            cands.extend(search.iter().map(|d| d.join(as_path)));
+        }
+        match cands.into_iter().find(|p| p.is_file()) {
+            Some(p) => p,
+            None => {
+                // A bare `ipt_REJECT.ko` may name an installed module.
+                let stem = as_path.file_stem().and_then(|s| s.to_str()).unwrap_or(arg);
+                match (as_path.components().count() == 1, modules_dir) {
+                    (true, Some(md)) => modules::find_module_file(stem, search, md).ok_or_else(|| {
+                        format!("{arg}: no such file here, in --module-path or among the kernel's modules")
+                    })?,
+                    _ => return Err(format!("{arg}: no such file")),
+                }
+            }
+        }
+    } else {
+        let md = modules_dir.unwrap_or(Path::new("/nonexistent"));
+        modules::find_module_file(arg, search, md)
+            .ok_or_else(|| format!("module {arg}: no {arg}.ko in --module-path or among the kernel's modules"))?
+    };
+    let file = std::fs::canonicalize(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let info = ModuleInfo::parse(&bytes).map_err(|e| format!("{}: {e}", file.display()))?;
+    let installed = modules_dir.is_some_and(|md| file.starts_with(md));
+    Ok(Resolved { name: info.name.clone(), depends: info.depends(), file, installed })
+}
+
+fn exec(umid: &str, script: &str, timeout: u64) -> Result<String, String> {
+    let r = crate::lab::client::exec(umid, script, timeout).map_err(|e| e.to_string())?;
+    let out = r.output.clone().unwrap_or_default();
+    match (r.ok, r.status) {
+        (true, Some(0)) => Ok(out),
+        (true, Some(rc)) => Err(format!("`{}` on {umid} exited {rc}: {}", script.lines().next().unwrap_or(""), out.trim())),
+        _ => Err(r.error.unwrap_or_else(|| "console error".into())),
+    }
+}
+
+/// Load the module in the guest unless it is there already, then list its sections.
+pub fn load_in_guest(
+    umid: &str,
+    r: &Resolved,
+    cache: &Path,
+    _installed_dir: Option<&Path>,
+) -> Result<Vec<GuestModule>, String> {
+    let loaded = exec(umid, &format!("[ -d /sys/module/{}/sections ] && echo yes || echo no", r.name), 20)?;
+    if loaded.trim() != "yes" {
+        if r.installed {
+            exec(umid, &format!("modprobe {}", r.name), 60)?;
+        } else {
+            if !r.depends.is_empty() {
+                exec(umid, &format!("modprobe -a {}", r.depends.join(" ")), 60)?;
+            }
+            let stage = cache.join("stage").join(umid);
+            std::fs::create_dir_all(&stage).map_err(|e| format!("{}: {e}", stage.display()))?;
+            let staged = stage.join(format!("{}.ko", r.name));
+            std::fs::copy(&r.file, &staged).map_err(|e| format!("copy {} to {}: {e}", r.file.display(), staged.display()))?;
+            exec(umid, &format!("insmod {}", crate::lab::init::sh_quote(&staged.display().to_string())), 60)?;
+        }
+    }
+    let listing = exec(umid, &modules::listing_script_for(&r.name), 30)?;
+    Ok(modules::parse_listing(&listing))
+}

@@ -1,0 +1,917 @@
+//! The debug session: one task owns gdb and the state of the machine (running, stopped, gone)
+//! and answers requests in order.
+//!
+//! Internal breakpoints on the kernel's module loader (`do_init_module`) and unloader
+//! (`free_module`) keep gdb's symbol tables in step with the guest: a module loaded by any means
+//! gets its symbols before its init function runs, and loses them when it goes. Those stops are
+//! handled here and resumed at once; the user never sees them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::journal::Journal;
+use super::modules::{self, GuestModule, Source};
+use super::protocol::{Event, FrameInfo, Request, Response, StopInfo};
+use crate::gdbmi::{AsyncEvent, BreakOptions, Command, Gdb, GdbError, StopEvent, StopReason};
+
+/// UML's own signals: gdb must pass them to the kernel without stopping or printing.
+pub const UML_SIGNALS: &[&str] =
+    &["SIGSEGV", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGVTALRM", "SIGIO", "SIGCHLD", "SIGWINCH", "SIGPROF", "SIGPIPE"];
+
+/// Everything a session is started with.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub umid: String,
+    pub pid: i32,
+    pub gdb_path: PathBuf,
+    /// The kernel image the process runs (`/proc/<pid>/exe`, resolved).
+    pub image: PathBuf,
+    /// The installed modules of the cached kernel, when it is the one running.
+    pub modules_dir: Option<PathBuf>,
+    pub module_paths: Vec<PathBuf>,
+    /// Whether the machine's console can be reached through its lab.
+    pub console: bool,
+    pub stopped: bool,
+    pub cache: PathBuf,
+    pub journal: PathBuf,
+}
+
+/// What the machine is doing, as far as the session knows.
+#[derive(Debug, Clone)]
+enum RunState {
+    Running,
+    Stopped(StopInfo),
+    Gone(String),
+}
+
+/// Symbols the session gave gdb for one module.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LoadedSymbols {
+    pub name: String,
+    pub file: PathBuf,
+    pub text: u64,
+    pub sections: usize,
+    pub source: Source,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Internal {
+    ModuleLoad,
+    ModuleFree,
+}
+
+/// A message to the session task.
+pub enum Msg {
+    Request(Request, oneshot::Sender<Response>),
+    /// The console part of a `load` finished (it runs beside the session so that the module
+    /// loader's internal stop can be served meanwhile).
+    LoadConsoleDone { file: PathBuf, name: String, result: Result<Vec<GuestModule>, String>, reply: oneshot::Sender<Response> },
+}
+
+pub struct Session {
+    gdb: Arc<Gdb>,
+    cfg: SessionConfig,
+    state: RunState,
+    /// A stop that no `wait` has reported yet.
+    unreported: Option<StopInfo>,
+    waiters: Vec<oneshot::Sender<Response>>,
+    internal: HashMap<u32, Internal>,
+    user_bps: BTreeMap<u32, String>,
+    pub modules: BTreeMap<String, LoadedSymbols>,
+    events_rx: broadcast::Receiver<AsyncEvent>,
+    events_tx: broadcast::Sender<Event>,
+    tx: mpsc::Sender<Msg>,
+    journal: Journal,
+    symbols: Arc<crate::daemon::symbols::SymbolIndex>,
+    skb: Option<crate::daemon::skb::SkbReader>,
+}
+
+fn gdb_err(e: GdbError) -> String {
+    e.to_string()
+}
+
+impl Session {
+    /// Start gdb, attach, load every module's symbols; the machine runs again unless asked not to.
+    pub async fn start(
+        cfg: SessionConfig,
+        guest_modules: Option<Vec<GuestModule>>,
+        tx: mpsc::Sender<Msg>,
+        events_tx: broadcast::Sender<Event>,
+    ) -> Result<(Session, String), String> {
+        let gdb = Gdb::spawn(&cfg.gdb_path, &[]).await.map_err(gdb_err)?;
+        let gdb = Arc::new(gdb);
+        let events_rx = gdb.events();
+        for (k, v) in [("mi-async", "on"), ("pagination", "off"), ("confirm", "off"), ("width", "0"), ("height", "0"), ("print pretty", "off"), ("breakpoint pending", "off")] {
+            let _ = gdb.cmd(Command::gdb_set(k, v)).await;
+        }
+        let _ = gdb.console("set debuginfod enabled off").await;
+        for s in UML_SIGNALS {
+            gdb.console(&format!("handle {s} nostop noprint pass")).await.map_err(gdb_err)?;
+        }
+        let long = Duration::from_secs(120);
+        gdb.cmd_timeout(Command::file_exec_and_symbols(&cfg.image), long)
+            .await
+            .map_err(|e| format!("loading the kernel's symbols from {}: {e}", cfg.image.display()))?;
+        let journal = Journal::open(&cfg.journal, cfg.pid);
+        if let Ok(n) = journal.repair() {
+            if n > 0 {
+                tracing::warn!("restored {n} breakpoint bytes left by an earlier session");
+            }
+        }
+        gdb.cmd_timeout(Command::target_attach(cfg.pid as u32), long)
+            .await
+            .map_err(|e| format!("attach to pid {}: {e}", cfg.pid))?;
+        // The attach stop arrives as an event; it is not the user's.
+        let symbols = Arc::new(crate::daemon::symbols::SymbolIndex::from_image(&cfg.image));
+        let skb = crate::daemon::skb::SkbReader::new(&cfg.image, &cfg.cache, cfg.pid).ok();
+        let mut s = Session {
+            gdb,
+            state: RunState::Stopped(StopInfo::attached()),
+            unreported: None,
+            waiters: Vec::new(),
+            internal: HashMap::new(),
+            user_bps: BTreeMap::new(),
+            modules: BTreeMap::new(),
+            events_rx,
+            events_tx,
+            tx,
+            journal,
+            symbols,
+            skb,
+            cfg,
+        };
+        s.drain_attach_stop().await;
+        let (mods, source) = match guest_modules {
+            Some(m) => (m, Source::Console),
+            None => (s.modules_from_memory().await?, Source::Memory),
+        };
+        let mut loaded = 0;
+        let mut problems = Vec::new();
+        for m in &mods {
+            match s.add_module_symbols(m, None, source).await {
+                Ok(_) => loaded += 1,
+                Err(e) => problems.push(e),
+            }
+        }
+        for (loc, kind) in [("do_init_module", Internal::ModuleLoad), ("free_module", Internal::ModuleFree)] {
+            if let Ok(bp) = s.gdb.break_insert(loc, &BreakOptions::default()).await {
+                s.internal.insert(bp.number, kind);
+                s.journal_bp(&bp);
+            }
+        }
+        let mut summary = format!(
+            "attached to {} (pid {}): kernel symbols from {}, {loaded} module(s) from {source}",
+            s.cfg.umid,
+            s.cfg.pid,
+            s.cfg.image.display()
+        );
+        for p in &problems {
+            summary.push_str(&format!("\n  warning: {p}"));
+        }
+        if s.cfg.stopped {
+            s.state = RunState::Stopped(StopInfo::attached());
+            summary.push_str("\nthe machine is stopped: `umldbg continue` resumes it");
+        } else {
+            s.resume().await?;
+        }
+        Ok((s, summary))
+    }
+
+    async fn drain_attach_stop(&mut self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match tokio::time::timeout_at(deadline, self.events_rx.recv()).await {
+                Ok(Ok(AsyncEvent::Stopped(_))) | Err(_) => return,
+                Ok(Err(broadcast::error::RecvError::Closed)) => return,
+                _ => continue,
+            }
+        }
+    }
+
+    /// The module list and section addresses from kernel memory, as the kernel's lx-symbols does.
+    async fn modules_from_memory(&self) -> Result<Vec<GuestModule>, String> {
+        let mut out = Vec::new();
+        let head = "(&modules)";
+        let off = "((unsigned long)&((struct module *)0)->list)";
+        let mut next = self.gdb.evaluate(&format!("(unsigned long){head}->next")).await.map_err(gdb_err)?;
+        let head_addr = self.gdb.evaluate(&format!("(unsigned long){head}")).await.map_err(gdb_err)?;
+        let mut guard = 0;
+        while next != head_addr && guard < 512 {
+            guard += 1;
+            let m = format!("((struct module *)({next} - {off}))");
+            if let Some(gm) = self.module_at(&m).await {
+                out.push(gm);
+            }
+            next = self.gdb.evaluate(&format!("(unsigned long){m}->list.next")).await.map_err(gdb_err)?;
+        }
+        Ok(out)
+    }
+
+    /// Name and sections of the `struct module` at expression `m`.
+    async fn module_at(&self, m: &str) -> Option<GuestModule> {
+        let name = self.gdb.evaluate(&format!("{m}->name")).await.ok()?;
+        let name = parse_c_string(&name)?;
+        let mut sections = BTreeMap::new();
+        for i in 0..128 {
+            let attr = format!("{m}->sect_attrs->grp.bin_attrs[{i}]");
+            let p = self.gdb.evaluate(&format!("(unsigned long){attr}")).await.ok()?;
+            if p == "0" {
+                break;
+            }
+            let sname = self.gdb.evaluate(&format!("{attr}->attr.name")).await.ok()?;
+            let addr = self.gdb.evaluate(&format!("(unsigned long){attr}->private")).await.ok()?;
+            if let (Some(sname), Ok(addr)) = (parse_c_string(&sname), addr.parse::<u64>()) {
+                sections.insert(sname, addr);
+            }
+        }
+        Some(GuestModule { name, sections, build_id: None })
+    }
+
+    /// Give gdb a module's symbols; `file` overrides the search.
+    async fn add_module_symbols(&mut self, m: &GuestModule, file: Option<&Path>, source: Source) -> Result<LoadedSymbols, String> {
+        let file = match file {
+            Some(f) => f.to_path_buf(),
+            None => {
+                let md = self.cfg.modules_dir.clone().unwrap_or_default();
+                modules::find_module_file(&m.name, &self.cfg.module_paths, &md).ok_or_else(|| {
+                    format!("no file for module {} (add a directory with --module-path)", m.name)
+                })?
+            }
+        };
+        let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        if let (Some(guest), Some(host)) = (&m.build_id, crate::kernel::elf_build_id(&bytes)) {
+            if *guest != host {
+                return Err(format!(
+                    "{} has build-id {host} but the guest's {} has {guest}: not the loaded module, refusing its symbols",
+                    file.display(),
+                    m.name
+                ));
+            }
+        }
+        let secs = alloc_sections(&bytes);
+        let cmd = modules::add_symbol_file_command(&file, m, &secs)
+            .ok_or_else(|| format!("module {} reports no .text", m.name))?;
+        if let Some(old) = self.modules.get(&m.name) {
+            let _ = self.gdb.console(&format!("remove-symbol-file -a {:#x}", old.text)).await;
+        }
+        self.gdb.console(&cmd).await.map_err(|e| format!("{cmd}: {e}"))?;
+        let ls = LoadedSymbols {
+            name: m.name.clone(),
+            file,
+            text: m.text().unwrap_or(0),
+            sections: m.sections.len(),
+            source,
+        };
+        self.symbols.add_module(&ls.file, &m.name);
+        self.modules.insert(m.name.clone(), ls.clone());
+        Ok(ls)
+    }
+
+    fn journal_bp(&mut self, bp: &crate::gdbmi::Breakpoint) {
+        let mut addrs: Vec<u64> = bp.addr.as_deref().and_then(parse_addr).into_iter().collect();
+        addrs.extend(bp.locations.iter().filter_map(|l| l.addr.as_deref().and_then(parse_addr)));
+        for a in addrs {
+            self.journal.record(bp.number, a);
+        }
+    }
+
+    async fn resume(&mut self) -> Result<(), String> {
+        self.gdb.cmd(Command::exec_continue()).await.map_err(gdb_err)?;
+        self.state = RunState::Running;
+        Ok(())
+    }
+
+    /// Stop a running machine for a moment; returns whether it was running.
+    async fn pause(&mut self) -> Result<bool, String> {
+        if !matches!(self.state, RunState::Running) {
+            return Ok(false);
+        }
+        self.gdb.cmd(Command::exec_interrupt()).await.map_err(gdb_err)?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match tokio::time::timeout_at(deadline, self.events_rx.recv()).await {
+                Ok(Ok(AsyncEvent::Stopped(ev))) => {
+                    let ours = matches!(ev.reason, Some(StopReason::SignalReceived))
+                        && ev.signal_name.as_deref() == Some("SIGINT");
+                    if ours {
+                        self.state = RunState::Stopped(StopInfo::attached());
+                        return Ok(true);
+                    }
+                    // A real stop raced with the interrupt: keep it for the user, stay stopped.
+                    if let Some(kind) = ev.bkptno.and_then(|n| self.internal.get(&n).copied()) {
+                        self.handle_internal(kind).await;
+                        self.gdb.cmd(Command::exec_interrupt()).await.map_err(gdb_err)?;
+                        continue;
+                    }
+                    self.record_user_stop(&ev).await;
+                    return Ok(false);
+                }
+                Ok(Ok(AsyncEvent::Exited(e))) => {
+                    self.state = RunState::Gone(format!("gdb exited ({e})"));
+                    return Err(format!("gdb exited ({e})"));
+                }
+                Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
+                Ok(Err(_)) => return Err("gdb is gone".into()),
+                Err(_) => return Err("the machine did not stop within 10 s of an interrupt".into()),
+            }
+        }
+    }
+
+    async fn with_stopped<T>(&mut self, f: impl AsyncFnOnce(&mut Session) -> T) -> Result<T, String> {
+        let was_running = self.pause().await?;
+        let r = f(self).await;
+        if was_running {
+            self.resume().await?;
+        }
+        Ok(r)
+    }
+
+    /// Module load or unload stop: update symbols and resume.
+    async fn handle_internal(&mut self, kind: Internal) {
+        match kind {
+            Internal::ModuleLoad => {
+                if let Some(m) = self.module_at("mod").await {
+                    if let Ok(ls) = self.add_module_symbols(&m, None, Source::Memory).await {
+                        let _ = self.events_tx.send(Event::ModuleLoaded {
+                            name: ls.name.clone(),
+                            text: format!("{:#x}", ls.text),
+                            source: ls.source.to_string(),
+                        });
+                    }
+                }
+            }
+            Internal::ModuleFree => {
+                if let Ok(n) = self.gdb.evaluate("mod->name").await {
+                    if let Some(name) = parse_c_string(&n) {
+                        if let Some(ls) = self.modules.remove(&name) {
+                            let _ = self.gdb.console(&format!("remove-symbol-file -a {:#x}", ls.text)).await;
+                            let _ = self.events_tx.send(Event::ModuleUnloaded { name });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn stop_info(&mut self, ev: &StopEvent) -> StopInfo {
+        let reason = ev.reason.as_ref().map(|r| r.as_str().to_string()).unwrap_or_else(|| "unknown".into());
+        let mut info = StopInfo {
+            reason,
+            function: ev.frame.as_ref().and_then(|f| f.func.clone()),
+            file: ev.frame.as_ref().and_then(|f| f.file.clone()),
+            line: ev.frame.as_ref().and_then(|f| f.line),
+            args: ev.frame.as_ref().map(|f| f.args.iter().cloned().collect()).unwrap_or_default(),
+            backtrace: Vec::new(),
+            breakpoint: ev.bkptno,
+            signal: ev.signal_name.clone(),
+            skb: None,
+            skb_text: None,
+        };
+        if let Ok(bt) = self.gdb.backtrace().await {
+            info.backtrace = bt
+                .0
+                .iter()
+                .map(|f| FrameInfo { function: f.func.clone(), file: f.file.clone(), line: f.line, addr: f.addr.clone() })
+                .collect();
+            if let Some(f0) = bt.0.first() {
+                if info.args.is_empty() {
+                    info.args = f0.args.iter().cloned().collect();
+                }
+            }
+        }
+        if let Some(addr) = self.skb_argument().await {
+            if let Some(r) = self.skb.as_mut() {
+                match r.read(addr) {
+                    Ok(v) => {
+                        info.skb_text = Some(v.text);
+                        info.skb = Some(v.json);
+                    }
+                    Err(e) => info.skb_text = Some(format!("skb at {addr:#x}: {e}")),
+                }
+            }
+        }
+        info
+    }
+
+    /// The address of a `struct sk_buff *` argument or local of the current frame, if any.
+    async fn skb_argument(&self) -> Option<u64> {
+        let r = self.gdb.cmd(Command::new("-stack-list-variables").arg("--simple-values")).await.ok()?;
+        let vars = r.results.get("variables")?;
+        for v in vars.as_list()?.values() {
+            let Some(t) = v.as_tuple() else { continue };
+            let ty = t.get_str("type").unwrap_or("");
+            if ty.replace(' ', "") == "structsk_buff*" {
+                if let Some(val) = t.get_str("value") {
+                    if let Some(a) = parse_addr(val) {
+                        if a != 0 {
+                            return Some(a);
+                        }
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    async fn record_user_stop(&mut self, ev: &StopEvent) {
+        let info = self.stop_info(ev).await;
+        self.state = RunState::Stopped(info.clone());
+        let _ = self.events_tx.send(Event::Stopped(info.clone()));
+        if self.waiters.is_empty() {
+            self.unreported = Some(info);
+        } else {
+            let data = serde_json::to_value(&info).unwrap_or_default();
+            for w in self.waiters.drain(..) {
+                let _ = w.send(Response::ok_data(info.render(), data.clone()));
+            }
+        }
+    }
+
+    /// Serve until detach or until gdb or the machine is gone.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        loop {
+            tokio::select! {
+                msg = rx.recv() => {
+                    let Some(msg) = msg else { break };
+                    if self.on_msg(msg).await {
+                        break;
+                    }
+                }
+                ev = self.events_rx.recv() => {
+                    match ev {
+                        Ok(ev) => self.on_event(ev).await,
+                        Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => {
+                            self.gone("gdb is gone".into());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn gone(&mut self, why: String) {
+        if matches!(self.state, RunState::Gone(_)) {
+            return;
+        }
+        // gdb died with breakpoints possibly inserted in a running kernel: put the bytes back.
+        let n = self.journal.repair().unwrap_or(0);
+        let why = if n > 0 { format!("{why}; restored {n} breakpoint byte(s) in kernel text") } else { why };
+        let _ = self.events_tx.send(Event::Exited { reason: why.clone() });
+        for w in self.waiters.drain(..) {
+            let _ = w.send(Response::err(format!("the session is over: {why}")));
+        }
+        self.state = RunState::Gone(why);
+    }
+
+    async fn on_event(&mut self, ev: AsyncEvent) {
+        match ev {
+            AsyncEvent::Stopped(ev) => {
+                if ev.reason.as_ref().is_some_and(|r| r.is_exit()) {
+                    self.gone(format!("the machine exited ({})", ev.reason.as_ref().map(|r| r.as_str()).unwrap_or("?")));
+                    return;
+                }
+                if let Some(kind) = ev.bkptno.and_then(|n| self.internal.get(&n).copied()) {
+                    self.handle_internal(kind).await;
+                    let _ = self.resume().await;
+                    return;
+                }
+                self.record_user_stop(&ev).await;
+            }
+            AsyncEvent::Running { .. } => {
+                if !matches!(self.state, RunState::Gone(_)) {
+                    self.state = RunState::Running;
+                }
+            }
+            AsyncEvent::Exited(e) => self.gone(format!("gdb exited ({e})")),
+            _ => {}
+        }
+    }
+
+    /// Returns true when the session ends.
+    async fn on_msg(&mut self, msg: Msg) -> bool {
+        match msg {
+            Msg::Request(req, reply) => {
+                if let RunState::Gone(why) = &self.state {
+                    if !matches!(req, Request::Status) {
+                        let _ = reply.send(Response::err(format!("the session is over: {why}")));
+                        return matches!(req, Request::Detach);
+                    }
+                }
+                let detach = matches!(req, Request::Detach);
+                match req {
+                    Request::Wait { .. } => {
+                        if let Some(info) = self.unreported.take() {
+                            let data = serde_json::to_value(&info).unwrap_or_default();
+                            let _ = reply.send(Response::ok_data(info.render(), data));
+                        } else {
+                            self.waiters.push(reply);
+                        }
+                        false
+                    }
+                    Request::Load { file, module_path } => {
+                        self.start_load(file, module_path, reply).await;
+                        false
+                    }
+                    other => {
+                        let r = self.handle(other).await;
+                        let ok = r.ok;
+                        let _ = reply.send(r);
+                        detach && ok
+                    }
+                }
+            }
+            Msg::LoadConsoleDone { file, name, result, reply } => {
+                let r = self.finish_load(file, name, result).await;
+                let _ = reply.send(r);
+                false
+            }
+        }
+    }
+
+    async fn handle(&mut self, req: Request) -> Response {
+        match req {
+            Request::Status => self.status(),
+            Request::Break { location, cond } => {
+                let r = self
+                    .with_stopped(async |s: &mut Session| {
+                        let opts = BreakOptions { condition: cond.clone(), ..Default::default() };
+                        s.gdb.break_insert(&location, &opts).await
+                    })
+                    .await;
+                match r {
+                    Ok(Ok(bp)) => {
+                        self.journal_bp(&bp);
+                        self.user_bps.insert(bp.number, location.clone());
+                        let at = match (&bp.file, bp.line) {
+                            (Some(f), Some(l)) => format!(" at {f}:{l}"),
+                            _ => String::new(),
+                        };
+                        Response::ok_data(
+                            format!("breakpoint {} on {}{at} ({})", bp.number, bp.func.as_deref().unwrap_or(&location), bp.addr.as_deref().unwrap_or("?")),
+                            serde_json::to_value(&bp).unwrap_or_default(),
+                        )
+                    }
+                    Ok(Err(e)) => {
+                        let near = self.symbols.near(&location, 5);
+                        let hint = if near.is_empty() { String::new() } else { format!("; did you mean {}?", near.join(", ")) };
+                        Response::err(format!("cannot break on {location}: {}{hint}", short(&e)))
+                    }
+                    Err(e) => Response::err(e),
+                }
+            }
+            Request::Delete { id } => {
+                if self.internal.contains_key(&id) || !self.user_bps.contains_key(&id) {
+                    return Response::err(format!("no breakpoint {id} (see `umldbg breaks`)"));
+                }
+                let r = self.with_stopped(async |s: &mut Session| s.gdb.cmd(Command::break_delete(id)).await).await;
+                match r {
+                    Ok(Ok(_)) => {
+                        self.user_bps.remove(&id);
+                        self.journal.forget(id);
+                        Response::ok_text(format!("deleted breakpoint {id}"))
+                    }
+                    Ok(Err(e)) => Response::err(short(&e)),
+                    Err(e) => Response::err(e),
+                }
+            }
+            Request::Breaks => match self.gdb.break_list().await {
+                Ok(list) => {
+                    let list: Vec<_> = list.into_iter().filter(|b| !self.internal.contains_key(&b.number)).collect();
+                    let text = if list.is_empty() {
+                        "no breakpoints".to_string()
+                    } else {
+                        list.iter()
+                            .map(|b| format!("{:<3} {} hits {}{}", b.number, b.func.as_deref().or(b.original_location.as_deref()).unwrap_or("?"), b.times, b.cond.as_ref().map(|c| format!(" if {c}")).unwrap_or_default()))
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    };
+                    Response::ok_data(text, serde_json::to_value(&list).unwrap_or_default())
+                }
+                Err(e) => Response::err(short(&e)),
+            },
+            Request::Continue => match self.state {
+                RunState::Running => Response::ok_text("the machine is already running"),
+                _ => {
+                    self.unreported = None;
+                    match self.resume().await {
+                        Ok(()) => Response::ok_text("continuing"),
+                        Err(e) => Response::err(e),
+                    }
+                }
+            },
+            Request::Interrupt => {
+                if !matches!(self.state, RunState::Running) {
+                    return Response::ok_text("the machine is already stopped");
+                }
+                match self.pause().await {
+                    Ok(_) => {
+                        let info = match &self.state {
+                            RunState::Stopped(i) => i.clone(),
+                            _ => StopInfo::attached(),
+                        };
+                        Response::ok_data("interrupted", serde_json::to_value(&info).unwrap_or_default())
+                    }
+                    Err(e) => Response::err(e),
+                }
+            }
+            Request::Step | Request::Next | Request::Finish => {
+                if matches!(self.state, RunState::Running) {
+                    return Response::err("the machine is running: `umldbg interrupt` or wait for a breakpoint first");
+                }
+                let (cmd, what) = match req {
+                    Request::Step => (Command::exec_step(), "step"),
+                    Request::Next => (Command::exec_next(), "next"),
+                    _ => (Command::exec_finish(), "finish"),
+                };
+                self.unreported = None;
+                if let Err(e) = self.gdb.cmd(cmd).await {
+                    return Response::err(format!("{what}: {}", short(&e)));
+                }
+                // The step's stop arrives as an event; wait for it here.
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+                loop {
+                    match tokio::time::timeout_at(deadline, self.events_rx.recv()).await {
+                        Ok(Ok(AsyncEvent::Stopped(ev))) => {
+                            if let Some(kind) = ev.bkptno.and_then(|n| self.internal.get(&n).copied()) {
+                                self.handle_internal(kind).await;
+                                let _ = self.resume().await;
+                                continue;
+                            }
+                            let info = self.stop_info(&ev).await;
+                            self.state = RunState::Stopped(info.clone());
+                            let _ = self.events_tx.send(Event::Stopped(info.clone()));
+                            let text = match self.gdb.console("frame").await {
+                                Ok(t) if !t.trim().is_empty() => t,
+                                _ => info.render(),
+                            };
+                            return Response::ok_data(text.trim_end().to_string(), serde_json::to_value(&info).unwrap_or_default());
+                        }
+                        Ok(Ok(AsyncEvent::Exited(e))) => {
+                            self.gone(format!("gdb exited ({e})"));
+                            return Response::err("gdb exited");
+                        }
+                        Ok(_) => continue,
+                        Err(_) => {
+                            self.state = RunState::Running;
+                            return Response::ok_text(format!("{what} did not stop within 30 s; the machine is running"));
+                        }
+                    }
+                }
+            }
+            Request::Bt => self.stopped_console("bt").await,
+            Request::Print { expr } => {
+                if matches!(self.state, RunState::Running) {
+                    return Response::err("the machine is running: print needs a stop (`umldbg wait` or `umldbg interrupt`)");
+                }
+                match self.gdb.evaluate(&expr).await {
+                    Ok(v) => Response::ok_data(v.clone(), serde_json::json!({"expr": expr, "value": v})),
+                    Err(e) => Response::err(format!("print {expr}: {}", short(&e))),
+                }
+            }
+            Request::List { location } => {
+                let cmd = match location {
+                    Some(l) => format!("list {l}"),
+                    None => "list".into(),
+                };
+                match self.gdb.console(&cmd).await {
+                    Ok(t) => Response::ok_text(t.trim_end().to_string()),
+                    Err(e) => Response::err(short(&e)),
+                }
+            }
+            Request::Gdb { command } => {
+                let running = matches!(self.state, RunState::Running);
+                let r = if running {
+                    self.with_stopped(async |s: &mut Session| s.gdb.console(&command).await).await
+                } else {
+                    Ok(self.gdb.console(&command).await)
+                };
+                match r {
+                    Ok(Ok(t)) => Response::ok_text(t.trim_end().to_string()),
+                    Ok(Err(e)) => Response::err(short(&e)),
+                    Err(e) => Response::err(e),
+                }
+            }
+            Request::Skb { expr, raw, hex } => self.skb_request(expr, raw, hex).await,
+            Request::Complete { prefix } => {
+                let v = self.symbols.complete(&prefix, 200);
+                Response::ok_data(v.join("\n"), serde_json::json!(v))
+            }
+            Request::Detach => self.detach().await,
+            Request::Events | Request::Wait { .. } | Request::Load { .. } => Response::err("not handled here"),
+        }
+    }
+
+    async fn stopped_console(&mut self, cmd: &str) -> Response {
+        if matches!(self.state, RunState::Running) {
+            return Response::err(format!("the machine is running: {cmd} needs a stop (`umldbg wait` or `umldbg interrupt`)"));
+        }
+        match self.gdb.console(cmd).await {
+            Ok(t) => Response::ok_text(t.trim_end().to_string()),
+            Err(e) => Response::err(short(&e)),
+        }
+    }
+
+    async fn skb_request(&mut self, expr: Option<String>, raw: bool, hex: bool) -> Response {
+        if matches!(self.state, RunState::Running) {
+            return Response::err("the machine is running: skb needs a stop (`umldbg wait` or `umldbg interrupt`)");
+        }
+        let addr = match &expr {
+            Some(e) => {
+                let t = match self.gdb.cmd(Command::new("-var-create").arg("-").arg("*").arg(e.as_str())).await {
+                    Ok(r) => r.results.get_str("type").unwrap_or("").to_string(),
+                    Err(err) => return Response::err(format!("skb {e}: {}", short(&err))),
+                };
+                if let Ok(r) = self.gdb.cmd(Command::new("-var-delete").arg("*")).await {
+                    let _ = r;
+                }
+                if t.replace(' ', "") != "structsk_buff*" {
+                    return Response::err(format!("{e} is a {t}, not a struct sk_buff *"));
+                }
+                match self.gdb.evaluate(&format!("(unsigned long)({e})")).await {
+                    Ok(v) => v.parse::<u64>().ok(),
+                    Err(err) => return Response::err(format!("skb {e}: {}", short(&err))),
+                }
+            }
+            None => self.skb_argument().await,
+        };
+        let Some(addr) = addr else {
+            return Response::err("no struct sk_buff * in scope at this stop: give an expression, e.g. `umldbg skb skb`");
+        };
+        let Some(reader) = self.skb.as_mut() else {
+            return Response::err("no sk_buff layout for this kernel (its DWARF could not be read)");
+        };
+        match reader.read(addr) {
+            Ok(mut v) => {
+                if hex {
+                    v.text.push_str(&v.hex);
+                }
+                if raw {
+                    if let Ok(t) = self.gdb.console(&format!("print *(struct sk_buff *){addr:#x}")).await {
+                        v.text.push_str("\n");
+                        v.text.push_str(t.trim_end());
+                    }
+                }
+                Response::ok_data(v.text, v.json)
+            }
+            Err(e) => Response::err(format!("skb at {addr:#x}: {e}")),
+        }
+    }
+
+    fn status(&self) -> Response {
+        let (state, stop) = match &self.state {
+            RunState::Running => ("running", None),
+            RunState::Stopped(i) => ("stopped", Some(i.clone())),
+            RunState::Gone(w) => ("gone", Some(StopInfo { reason: w.clone(), ..StopInfo::attached() })),
+        };
+        let mods: Vec<_> = self.modules.values().cloned().collect();
+        let data = serde_json::json!({
+            "umid": self.cfg.umid, "pid": self.cfg.pid, "state": state, "stop": stop,
+            "image": self.cfg.image, "modules": mods,
+            "breakpoints": self.user_bps,
+            "daemon_pid": std::process::id(), "gdb_pid": self.gdb.pid(),
+        });
+        let mut text = format!(
+            "session on {} (pid {}): {state}; {} module(s) with symbols; {} breakpoint(s)",
+            self.cfg.umid,
+            self.cfg.pid,
+            self.modules.len(),
+            self.user_bps.len()
+        );
+        for m in self.modules.values() {
+            text.push_str(&format!("\n  {:<20} .text {:#x}  {} sections from {}  {}", m.name, m.text, m.sections, m.source, m.file.display()));
+        }
+        Response::ok_data(text, data)
+    }
+
+    async fn detach(&mut self) -> Response {
+        let _ = self.pause().await;
+        let ids: Vec<u32> = self.user_bps.keys().copied().chain(self.internal.keys().copied()).collect();
+        for id in ids {
+            let _ = self.gdb.cmd(Command::break_delete(id)).await;
+        }
+        let r = self.gdb.cmd(Command::target_detach()).await;
+        let _ = self.gdb.cmd(Command::gdb_exit()).await;
+        self.journal.clear();
+        self.state = RunState::Gone("detached".into());
+        match r {
+            Ok(_) => Response::ok_text(format!("detached from {}; the machine keeps running", self.cfg.umid)),
+            Err(e) => Response::err(format!("detach: {}", short(&e))),
+        }
+    }
+
+    async fn start_load(&mut self, file: String, module_path: Vec<PathBuf>, reply: oneshot::Sender<Response>) {
+        if !matches!(self.state, RunState::Running) {
+            let _ = reply.send(Response::err("the machine is stopped; the guest loads modules while it runs: `umldbg continue` first"));
+            return;
+        }
+        if !self.cfg.console {
+            let _ = reply.send(Response::err(format!("{} has no console that umldbg can reach (not in a lab); load the module in the guest yourself: its symbols are added automatically", self.cfg.umid)));
+            return;
+        }
+        let mut search = module_path;
+        search.extend(self.cfg.module_paths.iter().cloned());
+        let resolved = match super::load::resolve(&file, &search, self.cfg.modules_dir.as_deref()) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = reply.send(Response::err(e));
+                return;
+            }
+        };
+        let tx = self.tx.clone();
+        let umid = self.cfg.umid.clone();
+        let cache = self.cfg.cache.clone();
+        let installed = self.cfg.modules_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = super::load::load_in_guest(&umid, &resolved, &cache, installed.as_deref());
+            let _ = tx.blocking_send(Msg::LoadConsoleDone { file: resolved.file.clone(), name: resolved.name.clone(), result, reply });
+        });
+    }
+
+    async fn finish_load(&mut self, file: PathBuf, name: String, result: Result<Vec<GuestModule>, String>) -> Response {
+        let mods = match result {
+            Ok(m) => m,
+            Err(e) => return Response::err(e),
+        };
+        let Some(m) = mods.iter().find(|m| modules::same_module_name(&m.name, &name)) else {
+            return Response::err(format!("the guest does not list module {name} after loading it"));
+        };
+        let r = self.with_stopped(async |s: &mut Session| s.add_module_symbols(m, Some(&file), Source::Console).await).await;
+        match r {
+            Ok(Ok(ls)) => Response::ok_data(
+                format!("{}: .text {:#x}, {} sections, addresses from {}, symbols from {}", ls.name, ls.text, ls.sections, ls.source, ls.file.display()),
+                serde_json::to_value(&ls).unwrap_or_default(),
+            ),
+            Ok(Err(e)) => Response::err(e),
+            Err(e) => Response::err(e),
+        }
+    }
+}
+
+impl StopInfo {
+    fn attached() -> StopInfo {
+        StopInfo {
+            reason: "attached".into(),
+            function: None,
+            file: None,
+            line: None,
+            args: BTreeMap::new(),
+            backtrace: Vec::new(),
+            breakpoint: None,
+            signal: None,
+            skb: None,
+            skb_text: None,
+        }
+    }
+}
+
+/// gdb's errors carry a prefix the user does not need.
+fn short(e: &GdbError) -> String {
+    match e {
+        GdbError::Command { msg, .. } => msg.clone(),
+        other => other.to_string(),
+    }
+}
+
+pub fn parse_addr(s: &str) -> Option<u64> {
+    let t = s.split_whitespace().next()?;
+    let t = t.strip_prefix("0x")?;
+    u64::from_str_radix(t, 16).ok()
+}
+
+/// `0x1234 "ipt_REJECT"` or `"ipt_REJECT", '\000' <repeats 44 times>` -> `ipt_REJECT`.
+pub fn parse_c_string(v: &str) -> Option<String> {
+    let start = v.find('"')? + 1;
+    let end = start + v[start..].find('"')?;
+    Some(v[start..end].to_string())
+}
+
+/// Names of the sections a module file allocates (the ones the kernel places).
+fn alloc_sections(bytes: &[u8]) -> Vec<String> {
+    match crate::kmod::ModuleInfo::parse(bytes) {
+        Ok(info) => info.alloc_sections().map(|s| s.name.clone()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn c_strings_from_gdb_values() {
+        assert_eq!(parse_c_string("\"ipt_REJECT\", '\\000' <repeats 44 times>").as_deref(), Some("ipt_REJECT"));
+        assert_eq!(parse_c_string("0x6000 \".text\"").as_deref(), Some(".text"));
+        assert_eq!(parse_c_string("0x0"), None);
+    }
+
+    #[test]
+    fn addresses_from_gdb_values() {
+        assert_eq!(parse_addr("0x60b5e000 <reject_tg>"), Some(0x60b5e000));
+        assert_eq!(parse_addr("42"), None);
+    }
+}

@@ -1,0 +1,113 @@
+//! What a running lab leaves on disk: its run directory and `state.json`.
+//!
+//! Every lab has `<run>/labs/<name>/` holding the spec it was started from, the state written by
+//! its supervisor, the supervisor's socket, the machines' init scripts and console logs. The
+//! state is what `lab down` uses to clean up even when the supervisor is gone.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::spec::LabSpec;
+
+/// Root of every lab's run directory: `$UMLDBG_RUN_DIR`, else `/run/umldbg`.
+pub fn run_root() -> PathBuf {
+    std::env::var_os("UMLDBG_RUN_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/run/umldbg"))
+}
+
+pub fn lab_dir(name: &str) -> PathBuf {
+    run_root().join("labs").join(name)
+}
+
+/// The network namespace that holds a lab's bridges, taps and lab-host addresses.
+pub fn netns_name(lab: &str) -> String {
+    format!("umldbg-{lab}")
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MachineState {
+    pub umid: String,
+    pub hostname: String,
+    pub pid: i32,
+    /// Tap name (inside the lab's namespace) per guest interface, in order.
+    pub taps: Vec<String>,
+    /// Guest interface name and its addresses, for the status table.
+    pub addresses: Vec<(String, Vec<String>)>,
+    pub console_log: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DomainState {
+    pub name: String,
+    pub bridge: String,
+    pub host_address: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabState {
+    pub name: String,
+    pub netns: String,
+    pub supervisor_pid: i32,
+    pub kernel: PathBuf,
+    pub kernel_version: String,
+    pub uml_dir: PathBuf,
+    pub machines: Vec<MachineState>,
+    pub domains: Vec<DomainState>,
+}
+
+pub const STATE: &str = "state.json";
+pub const SPEC: &str = "spec.json";
+pub const SOCKET: &str = "supervisor.sock";
+
+impl LabState {
+    pub fn read(dir: &Path) -> Option<LabState> {
+        serde_json::from_str(&std::fs::read_to_string(dir.join(STATE)).ok()?).ok()
+    }
+
+    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
+        let tmp = dir.join(".state.json.tmp");
+        std::fs::write(&tmp, serde_json::to_string_pretty(self).expect("state serialises"))?;
+        std::fs::rename(tmp, dir.join(STATE))
+    }
+
+    pub fn machine(&self, umid: &str) -> Option<&MachineState> {
+        self.machines.iter().find(|m| m.umid == umid)
+    }
+}
+
+/// The spec a lab was started from, kept beside its state.
+pub fn read_spec(dir: &Path) -> Option<LabSpec> {
+    serde_json::from_str(&std::fs::read_to_string(dir.join(SPEC)).ok()?).ok()
+}
+
+/// Names of every lab with a run directory.
+pub fn lab_names() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(run_root().join("labs"))
+        .map(|rd| rd.flatten().filter_map(|e| e.file_name().into_string().ok()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Find the lab that runs `umid`.
+pub fn lab_of_umid(umid: &str) -> Option<(String, LabState)> {
+    lab_names().into_iter().find_map(|n| {
+        let st = LabState::read(&lab_dir(&n))?;
+        st.machine(umid).is_some().then_some((n, st))
+    })
+}
+
+/// Is the process alive (and not a zombie)?
+pub fn pid_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => {
+            // state is the field after the parenthesised command name
+            let state = s.rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next());
+            !matches!(state, Some('Z') | Some('X'))
+        }
+        Err(_) => false,
+    }
+}

@@ -1,0 +1,116 @@
+//! Shared harness of the tests that run real UML machines: the cached kernel, labs that are
+//! taken down on drop (also when a test fails), polling with deadlines instead of sleeps.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_umldbg")
+}
+
+/// Run umldbg with arguments; return the output whatever the exit status.
+pub fn umldbg(args: &[&str]) -> Output {
+    Command::new(bin()).args(args).output().expect("run umldbg")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Run umldbg and require success.
+pub fn ok(args: &[&str]) -> String {
+    let o = umldbg(args);
+    assert!(o.status.success(), "umldbg {args:?} failed: {}{}", stdout(&o), stderr(&o));
+    stdout(&o)
+}
+
+/// The cached kernel's manifest; fails (does not skip) when the kernel is not built.
+pub fn kernel() -> serde_json::Value {
+    let o = umldbg(&["kernel", "path", "--json"]);
+    assert!(
+        o.status.success(),
+        "no cached kernel: run `umldbg kernel build` (scripts/setup.sh): {}",
+        stderr(&o)
+    );
+    serde_json::from_slice(&o.stdout).expect("kernel path --json is JSON")
+}
+
+pub fn kernel_path(key: &str) -> PathBuf {
+    PathBuf::from(kernel()[key].as_str().expect("manifest field"))
+}
+
+/// Poll `f` until it returns Some or the deadline passes.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A lab that is up for the life of the value and taken down when it drops.
+pub struct Lab {
+    pub name: String,
+    pub prefix: String,
+}
+
+impl Lab {
+    /// The article's lab with every umid and the lab name prefixed, so tests run side by side.
+    pub fn article(prefix: &str) -> Lab {
+        Lab::up(prefix, None)
+    }
+
+    pub fn up(prefix: &str, path: Option<&str>) -> Lab {
+        let mut args = vec!["lab", "up", "--prefix", prefix];
+        if let Some(p) = path {
+            args.insert(2, p);
+        }
+        let o = umldbg(&args);
+        let lab = Lab { name: format!("{prefix}article"), prefix: prefix.to_string() };
+        assert!(o.status.success(), "lab up failed: {}{}", stdout(&o), stderr(&o));
+        lab
+    }
+
+    pub fn with_name(name: &str, prefix: &str) -> Lab {
+        Lab { name: name.to_string(), prefix: prefix.to_string() }
+    }
+
+    /// The umid of one of the article's machines: "A", "R" or "B".
+    pub fn umid(&self, m: &str) -> String {
+        match m {
+            "A" => format!("{}client-uml-A", self.prefix),
+            "B" => format!("{}client-uml-B", self.prefix),
+            "R" => format!("{}router-uml-R", self.prefix),
+            other => format!("{}{other}", self.prefix),
+        }
+    }
+
+    /// Run a shell line on a machine; returns (exit status, output).
+    pub fn sh(&self, m: &str, line: &str) -> (i32, String) {
+        let umid = self.umid(m);
+        let o = umldbg(&["exec", &umid, "--timeout", "60", "--shell", line]);
+        (o.status.code().unwrap_or(-1), stdout(&o) + &stderr(&o))
+    }
+
+    /// Run a shell line that must succeed.
+    pub fn must(&self, m: &str, line: &str) -> String {
+        let (rc, out) = self.sh(m, line);
+        assert_eq!(rc, 0, "`{line}` on {m} failed: {out}");
+        out
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = umldbg(&["lab", "down", &self.name]);
+    }
+}

@@ -1,0 +1,136 @@
+//! The cached kernel (issue: Foundation): it boots here from a read-only hostfs root, carries full
+//! DWARF, ships ipt_REJECT as a module that describes struct sk_buff, and a rebuild is a cache hit.
+
+mod common;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[test]
+fn cached_kernel_boots_read_only_and_prints_uname() {
+    let linux = kernel_path("linux");
+    let version = kernel()["version"].as_str().unwrap().to_string();
+    let dir = tempdir("boot");
+    let init = dir.join("init.sh");
+    let marker = dir.join("host-file-written-by-guest");
+    std::fs::write(
+        &init,
+        format!(
+            "#!/bin/sh\nexport PATH=/usr/sbin:/usr/bin:/sbin:/bin\nmount -t proc proc /proc\n\
+             echo \"UNAME=$(uname -r)\"\n\
+             if echo x > {m} 2>/dev/null; then echo WRITE=ok; else echo WRITE=refused; fi\n\
+             echo o > /proc/sysrq-trigger\nsleep 30\n",
+            m = marker.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&init, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let umid = format!("t-boot-{}", std::process::id());
+    let t0 = Instant::now();
+    let mut child = Command::new(&linux)
+        .args(["mem=64M", &format!("umid={umid}"), "rootfstype=hostfs", "rootflags=/", "ro"])
+        .arg(format!("init={}", init.display()))
+        .args(["con0=fd:0,fd:1", "con=null", "loglevel=2"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("start linux");
+    let pid = child.id() as i32;
+    let mut out = String::new();
+    let mut so = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let _ = so.read_to_string(&mut out);
+        out
+    });
+    let status = wait_for("the machine to halt", Duration::from_secs(20), || child.try_wait().unwrap());
+    let elapsed = t0.elapsed();
+    // Whatever happened, nothing of this machine may outlive the test.
+    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+    let _ = std::fs::remove_dir_all(umldbg::util::home_dir().join(".uml").join(&umid));
+    let out = reader.join().unwrap();
+    eprintln!("booted and halted in {elapsed:?}, status {status}");
+    assert!(out.contains(&format!("UNAME={version}")), "no uname -r {version} in: {out}");
+    assert!(out.contains("WRITE=refused"), "the guest could write to the host's /: {out}");
+    assert!(!marker.exists(), "the guest wrote {} on the host", marker.display());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+use std::os::unix::process::CommandExt;
+
+fn tempdir(tag: &str) -> std::path::PathBuf {
+    // Not under /tmp: that is where a guest sees its own tmpfs, which would hide the init script's
+    // neighbours; the cache is on the host's disk and readable by the guest.
+    let d = umldbg::util::cache_dir().join("test-tmp").join(format!("{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn linux_has_full_dwarf() {
+    use object::{Object, ObjectSection};
+    let linux = kernel_path("linux");
+    let bytes = std::fs::read(&linux).unwrap();
+    let obj = object::File::parse(&*bytes).unwrap();
+    let info = obj.section_by_name(".debug_info").expect("linux has .debug_info");
+    assert!(info.size() > 10_000_000, ".debug_info is only {} bytes: reduced DWARF?", info.size());
+}
+
+#[test]
+fn ipt_reject_is_a_module_whose_dwarf_describes_sk_buff() {
+    let mods = kernel_path("modules_dir");
+    let builtin = std::fs::read_to_string(mods.join("modules.builtin")).unwrap_or_default();
+    assert!(!builtin.contains("ipt_REJECT"), "ipt_REJECT is built in");
+    let dep = std::fs::read_to_string(mods.join("modules.dep")).unwrap();
+    let rel = dep
+        .lines()
+        .find_map(|l| l.split(':').next().filter(|p| p.ends_with("/ipt_REJECT.ko")))
+        .expect("ipt_REJECT.ko in modules.dep");
+    let ko = mods.join(rel);
+    let o = Command::new("gdb")
+        .args(["-batch", "-nx", "-ex", "ptype struct sk_buff"])
+        .arg(&ko)
+        .output()
+        .expect("run gdb");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("type = struct sk_buff {"), "gdb on {}: {text}", ko.display());
+    assert!(text.contains("network_header"), "sk_buff without network_header: {text}");
+}
+
+#[test]
+fn rebuild_is_a_cache_hit() {
+    let t0 = Instant::now();
+    let out = ok(&["kernel", "build"]);
+    eprintln!("second kernel build answered in {:?}: {out}", t0.elapsed());
+    assert!(out.contains(" cached in "), "not a cache hit: {out}");
+    let listed = ok(&["kernel", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert!(v.as_array().unwrap().iter().any(|e| e["valid"] == true));
+}
+
+#[test]
+fn kernel_source_that_is_not_a_tree_is_refused() {
+    let dir = tempdir("notatree");
+    let o = umldbg(&["--cache", dir.to_str().unwrap(), "kernel", "build", "--source", dir.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("is not a Linux kernel tree"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one-line error expected: {err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn kernel_older_than_6_13_is_refused() {
+    let dir = tempdir("oldtree");
+    std::fs::create_dir_all(dir.join("arch/um")).unwrap();
+    std::fs::write(dir.join("Makefile"), "VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 9\n").unwrap();
+    let o = umldbg(&["--cache", dir.join("cache").to_str().unwrap(), "kernel", "build", "--source", dir.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("6.12.9") && err.contains("AMX"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
