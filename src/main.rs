@@ -58,6 +58,12 @@ fn code(c: i32) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // Printing into a closed pipe (`umldbg list | head`) ends the process quietly, as for any
+    // Unix filter, instead of panicking.
+    // SAFETY: resetting a signal disposition before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let cache = cli.cache.clone().unwrap_or_else(umldbg::util::cache_dir);
     let target = cli::debug::Target { umid: cli.umid.clone(), uml_dir: cli.uml_dir.clone(), json: cli.json };

@@ -34,7 +34,8 @@ fn transcripts() -> Vec<PathBuf> {
 
 /// Token -> command line, from `<name>.in`.
 fn commands(mi_path: &Path) -> HashMap<u64, String> {
-    let text = fs::read_to_string(mi_path.with_extension("in")).expect("<name>.in beside <name>.mi");
+    let text =
+        fs::read_to_string(mi_path.with_extension("in")).expect("<name>.in beside <name>.mi");
     text.lines()
         .filter_map(|line| {
             let digits = line.bytes().take_while(u8::is_ascii_digit).count();
@@ -54,7 +55,11 @@ fn frame(bytes: &[u8], chunk: usize) -> Vec<Vec<u8>> {
             lines.push(line.expect("no over-long line").to_vec());
         }
     }
-    assert_eq!(framer.take_partial(), None, "transcript ends with a newline");
+    assert_eq!(
+        framer.take_partial(),
+        None,
+        "transcript ends with a newline"
+    );
     lines
 }
 
@@ -78,7 +83,9 @@ fn typed_views(name: &str, lines: &[Vec<u8>], commands: &HashMap<u64, String>) -
                 typed.push(json!({ "line": n, "breakpoint-modified": bp }));
             }
             Record::Result(r) => {
-                let token = r.token.unwrap_or_else(|| panic!("{name}.mi:{n}: result without token"));
+                let token = r
+                    .token
+                    .unwrap_or_else(|| panic!("{name}.mi:{n}: result without token"));
                 let command = commands
                     .get(&token.0)
                     .unwrap_or_else(|| panic!("{name}.mi:{n}: token {token} not in {name}.in"))
@@ -94,12 +101,13 @@ fn typed_views(name: &str, lines: &[Vec<u8>], commands: &HashMap<u64, String>) -
                 } else {
                     match op.as_str() {
                         "-break-insert" => {
-                            let bp = Breakpoint::from_results(&r.results).unwrap_or_else(|e| fail(&e));
+                            let bp =
+                                Breakpoint::from_results(&r.results).unwrap_or_else(|e| fail(&e));
                             view["breakpoint"] = json!(bp);
                         }
                         "-break-list" => {
-                            let bps =
-                                Breakpoint::list_from_results(&r.results).unwrap_or_else(|e| fail(&e));
+                            let bps = Breakpoint::list_from_results(&r.results)
+                                .unwrap_or_else(|e| fail(&e));
                             view["breakpoints"] = json!(bps);
                         }
                         "-stack-list-frames" => {
@@ -194,7 +202,10 @@ fn check_transcript(mi_path: &Path) -> Result<(), String> {
             .zip(text.lines())
             .enumerate()
             .find(|(_, (w, g))| w != g)
-            .unwrap_or((want.lines().count().min(text.lines().count()), ("<end>", "<end>")));
+            .unwrap_or((
+                want.lines().count().min(text.lines().count()),
+                ("<end>", "<end>"),
+            ));
         return Err(format!(
             "{}: differs at line {}\n expected: {w}\n got:      {g}\n(UMLDBG_BLESS=1 re-blesses)",
             json_path.display(),
@@ -207,7 +218,10 @@ fn check_transcript(mi_path: &Path) -> Result<(), String> {
 #[test]
 fn recorded_transcripts_match_expected_json() {
     let paths = transcripts();
-    assert!(paths.len() >= 2, "expected the run and attach transcripts, found {paths:?}");
+    assert!(
+        paths.len() >= 2,
+        "expected the run and attach transcripts, found {paths:?}"
+    );
     let failures: Vec<String> = paths
         .iter()
         .filter_map(|p| check_transcript(p).err())
@@ -240,7 +254,10 @@ fn recorded_run_has_the_expected_shape() {
         .expect("a backtrace");
     assert_eq!(backtrace[0]["function"], "walk");
     assert_eq!(backtrace[1]["function"], "main");
-    assert_eq!(backtrace[0]["args"]["p"].as_str().unwrap().get(..2), Some("0x"));
+    assert_eq!(
+        backtrace[0]["args"]["p"].as_str().unwrap().get(..2),
+        Some("0x")
+    );
 
     let value = typed
         .iter()
@@ -248,15 +265,26 @@ fn recorded_run_has_the_expected_shape() {
         .and_then(Json::as_str)
         .unwrap();
     assert!(value.starts_with("{x = "), "{value}");
-    assert!(value.contains('é'), "octal escapes decode as UTF-8: {value}");
+    assert!(
+        value.contains('é'),
+        "octal escapes decode as UTF-8: {value}"
+    );
 
     let errors: Vec<&Json> = typed.iter().filter_map(|t| t.get("error")).collect();
     assert!(errors.iter().any(|e| e["code"] == "undefined-command"));
-    assert!(errors.iter().any(|e| e["msg"].as_str().unwrap().contains("nosuchvar")));
+    assert!(
+        errors
+            .iter()
+            .any(|e| e["msg"].as_str().unwrap().contains("nosuchvar"))
+    );
 
     let listing = typed
         .iter()
-        .filter(|t| t["command"].as_str().is_some_and(|c| c.contains("list scale")))
+        .filter(|t| {
+            t["command"]
+                .as_str()
+                .is_some_and(|c| c.contains("list scale"))
+        })
         .find_map(|t| t.get("console"))
         .and_then(Json::as_str)
         .unwrap();

@@ -63,7 +63,10 @@ fn error_record_with_mi3_code() {
     let r = result(r#"12^error,msg="Undefined MI command: nosuch",code="undefined-command""#);
     assert_eq!(r.token, Some(Token(12)));
     assert_eq!(r.class, ResultClass::Error);
-    assert_eq!(r.results.get_str("msg"), Some("Undefined MI command: nosuch"));
+    assert_eq!(
+        r.results.get_str("msg"),
+        Some("Undefined MI command: nosuch")
+    );
     assert_eq!(r.results.get_str("code"), Some("undefined-command"));
 }
 
@@ -71,10 +74,17 @@ fn error_record_with_mi3_code() {
 fn async_kinds() {
     let a = async_record(r#"*running,thread-id="all""#);
     assert_eq!((a.kind, a.class.as_str()), (AsyncKind::Exec, "running"));
-    let a = async_record(r#"+download,{section=".text",section-size="1000"}"#.replace(",{", ",x={").as_str());
+    let a = async_record(
+        r#"+download,{section=".text",section-size="1000"}"#
+            .replace(",{", ",x={")
+            .as_str(),
+    );
     assert_eq!(a.kind, AsyncKind::Status);
     let a = async_record(r#"=thread-group-exited,id="i1",exit-code="0""#);
-    assert_eq!((a.kind, a.class.as_str()), (AsyncKind::Notify, "thread-group-exited"));
+    assert_eq!(
+        (a.kind, a.class.as_str()),
+        (AsyncKind::Notify, "thread-group-exited")
+    );
     assert_eq!(a.results.get_str("exit-code"), Some("0"));
     let a = async_record("7*stopped");
     assert_eq!(a.token, Some(Token(7)));
@@ -84,7 +94,11 @@ fn async_kinds() {
 #[test]
 fn stream_records_unescape() {
     for (line, kind, text) in [
-        (r#"~"20\t\tint total = 0;\n""#, StreamKind::Console, "20\t\tint total = 0;\n"),
+        (
+            r#"~"20\t\tint total = 0;\n""#,
+            StreamKind::Console,
+            "20\t\tint total = 0;\n",
+        ),
         (r#"@"target \"out\"""#, StreamKind::Target, "target \"out\""),
         (r#"&"back\\slash\r\n""#, StreamKind::Log, "back\\slash\r\n"),
         (r#"~"""#, StreamKind::Console, ""),
@@ -139,7 +153,10 @@ fn tuples_lists_and_empty_ones() {
     let r = result(r#"^done,a={},b=[],c={x="1",y={z="2"}},d=["1","2"],e=[{p="1"},{p="2"}]"#);
     assert_eq!(r.results.get("a"), Some(&Value::Tuple(Results::new())));
     assert_eq!(r.results.get("b"), Some(&Value::List(List::Values(vec![]))));
-    assert_eq!(r.results.get("c").unwrap().get("y").unwrap().get_str("z"), Some("2"));
+    assert_eq!(
+        r.results.get("c").unwrap().get("y").unwrap().get_str("z"),
+        Some("2")
+    );
     assert_eq!(
         r.results.get("d"),
         Some(&Value::List(List::Values(vec![c("1"), c("2")])))
@@ -186,7 +203,10 @@ fn nested_lists_of_lists() {
     assert_eq!(
         r.results.get("m"),
         Some(&Value::List(List::Values(vec![
-            Value::List(List::Values(vec![c("1"), Value::List(List::Values(vec![c("2")]))])),
+            Value::List(List::Values(vec![
+                c("1"),
+                Value::List(List::Values(vec![c("2")]))
+            ])),
             Value::List(List::Values(vec![])),
         ])))
     );
@@ -209,10 +229,18 @@ fn records_write_back_as_mi() {
 
 #[test]
 fn truncated_strings() {
-    for line in [r#"~"abc"#, r#"~"abc\"#, r#"^done,a="x"#, r#"^done,a={b="x}"#] {
+    for line in [
+        r#"~"abc"#,
+        r#"~"abc\"#,
+        r#"^done,a="x"#,
+        r#"^done,a={b="x}"#,
+    ] {
         let err = parse_str(line).unwrap_err();
         assert_eq!(err.kind, ParseErrorKind::UnterminatedString, "{line}");
-        assert!(err.to_string().contains(&line[..3]), "error names the line: {err}");
+        assert!(
+            err.to_string().contains(&line[..3]),
+            "error names the line: {err}"
+        );
     }
 }
 
@@ -229,7 +257,10 @@ fn unbalanced_brackets() {
         r#"^done,a=["#,
     ] {
         let kind = error_kind(line.as_bytes());
-        assert!(matches!(kind, ParseErrorKind::Expected { .. }), "{line}: {kind:?}");
+        assert!(
+            matches!(kind, ParseErrorKind::Expected { .. }),
+            "{line}: {kind:?}"
+        );
     }
 }
 
@@ -237,7 +268,10 @@ fn unbalanced_brackets() {
 fn bad_escapes() {
     for line in [r#"~"\q""#, r#"~"\x""#, r#"^done,a="\z""#] {
         let kind = error_kind(line.as_bytes());
-        assert!(matches!(kind, ParseErrorKind::BadEscape(_)), "{line}: {kind:?}");
+        assert!(
+            matches!(kind, ParseErrorKind::BadEscape(_)),
+            "{line}: {kind:?}"
+        );
     }
 }
 
@@ -250,17 +284,41 @@ fn structural_errors() {
         error_kind(b"^finished"),
         ParseErrorKind::UnknownResultClass("finished".into())
     );
-    assert!(matches!(error_kind(b"hello world"), ParseErrorKind::UnknownRecordType(_)));
+    assert!(matches!(
+        error_kind(b"hello world"),
+        ParseErrorKind::UnknownRecordType(_)
+    ));
     assert!(matches!(error_kind(b"12"), ParseErrorKind::Expected { .. }));
-    assert_eq!(error_kind(b"99999999999999999999^done"), ParseErrorKind::TokenTooLarge);
+    assert_eq!(
+        error_kind(b"99999999999999999999^done"),
+        ParseErrorKind::TokenTooLarge
+    );
     assert_eq!(error_kind(b"3~\"x\""), ParseErrorKind::TokenOnStream);
     assert_eq!(error_kind(b"^done,=\"x\""), ParseErrorKind::EmptyVariable);
-    assert!(matches!(error_kind(b"^done,a"), ParseErrorKind::Expected { .. }));
-    assert!(matches!(error_kind(b"^done,a=b"), ParseErrorKind::Expected { .. }));
-    assert!(matches!(error_kind(b"^done a=\"b\""), ParseErrorKind::Expected { .. }));
-    assert!(matches!(error_kind(b"~\"x\" trailing"), ParseErrorKind::Expected { .. }));
-    assert_eq!(error_kind(b"^done,a=[\"1\",b=\"2\"]"), ParseErrorKind::MixedList);
-    assert_eq!(error_kind(b"^done,a=[b=\"2\",\"1\"]"), ParseErrorKind::MixedList);
+    assert!(matches!(
+        error_kind(b"^done,a"),
+        ParseErrorKind::Expected { .. }
+    ));
+    assert!(matches!(
+        error_kind(b"^done,a=b"),
+        ParseErrorKind::Expected { .. }
+    ));
+    assert!(matches!(
+        error_kind(b"^done a=\"b\""),
+        ParseErrorKind::Expected { .. }
+    ));
+    assert!(matches!(
+        error_kind(b"~\"x\" trailing"),
+        ParseErrorKind::Expected { .. }
+    ));
+    assert_eq!(
+        error_kind(b"^done,a=[\"1\",b=\"2\"]"),
+        ParseErrorKind::MixedList
+    );
+    assert_eq!(
+        error_kind(b"^done,a=[b=\"2\",\"1\"]"),
+        ParseErrorKind::MixedList
+    );
 }
 
 #[test]
@@ -320,7 +378,11 @@ fn no_panic_on_mutated_real_lines() {
         for _ in 0..50 {
             let mut m = line.clone();
             for _ in 0..1 + rng.next() % 4 {
-                let pos = if m.is_empty() { 0 } else { (rng.next() as usize) % m.len() };
+                let pos = if m.is_empty() {
+                    0
+                } else {
+                    (rng.next() as usize) % m.len()
+                };
                 let byte = alphabet[(rng.next() as usize) % alphabet.len()];
                 match rng.next() % 3 {
                     0 if !m.is_empty() => m[pos] = byte,
@@ -392,7 +454,10 @@ fn framer_byte_by_byte_equals_one_chunk() {
 fn framer_skips_over_long_line_and_recovers() {
     let mut f = LineFramer::with_max_line(8);
     f.push(b"0123456789");
-    assert_eq!(f.next_line(), Some(Err(FrameError::LineTooLong { limit: 8 })));
+    assert_eq!(
+        f.next_line(),
+        Some(Err(FrameError::LineTooLong { limit: 8 }))
+    );
     f.push(b"abc");
     assert!(f.next_line().is_none());
     f.push(b"def\n1^done\n");
@@ -410,9 +475,10 @@ fn exit_codes_are_octal() {
     assert_eq!(parse_exit_code("0377"), Some(255));
     assert_eq!(parse_exit_code("09"), None);
     assert_eq!(parse_exit_code("x"), None);
-    let stop =
-        StopEvent::from_results(&async_record(r#"*stopped,reason="exited",exit-code="011""#).results)
-            .unwrap();
+    let stop = StopEvent::from_results(
+        &async_record(r#"*stopped,reason="exited",exit-code="011""#).results,
+    )
+    .unwrap();
     assert_eq!(stop.exit_code, Some(9));
     assert!(stop.reason.as_ref().unwrap().is_exit());
 }
@@ -445,8 +511,8 @@ fn stop_without_reason_or_frame() {
     let json = serde_json::to_value(&stop).unwrap();
     assert!(json["reason"].is_null());
     assert_eq!(json.get("function"), None);
-    let unknown = StopEvent::from_results(&async_record(r#"*stopped,reason="new-thing""#).results)
-        .unwrap();
+    let unknown =
+        StopEvent::from_results(&async_record(r#"*stopped,reason="new-thing""#).results).unwrap();
     assert_eq!(unknown.reason, Some(StopReason::Other("new-thing".into())));
 }
 
@@ -458,7 +524,12 @@ fn malformed_fields_are_typed_errors() {
     let a = async_record(r#"*stopped,frame="not a tuple""#);
     assert!(StopEvent::from_results(&a.results).is_err());
     let r = result(r#"^done,bkpt={type="breakpoint"}"#);
-    assert!(Breakpoint::from_results(&r.results).unwrap_err().to_string().contains("number"));
+    assert!(
+        Breakpoint::from_results(&r.results)
+            .unwrap_err()
+            .to_string()
+            .contains("number")
+    );
     let r = result(r#"^done,stack=[frame="x"]"#);
     assert!(Backtrace::from_results(&r.results, None).is_err());
 }
@@ -480,7 +551,11 @@ fn empty_breakpoint_table() {
     let r = result(
         r#"^done,BreakpointTable={nr_rows="0",nr_cols="6",hdr=[{width="7",alignment="-1",col_name="number",colhdr="Num"}],body=[]}"#,
     );
-    assert!(Breakpoint::list_from_results(&r.results).unwrap().is_empty());
+    assert!(
+        Breakpoint::list_from_results(&r.results)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]

@@ -68,7 +68,10 @@ fn setup(name: &str) -> Option<(PathBuf, TempDir, PathBuf)> {
     {
         Ok(s) if s.success() => Some((gdb, dir, prog)),
         other => {
-            eprintln!("skipping: cannot compile {} with gcc: {other:?}", source.display());
+            eprintln!(
+                "skipping: cannot compile {} with gcc: {other:?}",
+                source.display()
+            );
             None
         }
     }
@@ -90,7 +93,7 @@ async fn next_stop(events: &mut broadcast::Receiver<AsyncEvent>) -> StopEvent {
     loop {
         match timeout_at(deadline, events.recv()).await {
             Err(_) => panic!("no *stopped within {DEADLINE:?}"),
-            Ok(Ok(AsyncEvent::Stopped(stop))) => return stop,
+            Ok(Ok(AsyncEvent::Stopped(stop))) => return *stop,
             Ok(Ok(AsyncEvent::Exited(info))) => panic!("gdb {info} while waiting for a stop"),
             Ok(Ok(_)) => {}
             Ok(Err(broadcast::error::RecvError::Lagged(n))) => panic!("lagged by {n} events"),
@@ -119,7 +122,9 @@ async fn break_run_inspect_and_continue_to_exit() {
     let gdb = Arc::new(Gdb::spawn(&gdb_bin, &[]).await.expect("gdb starts"));
     let mut events = gdb.events();
 
-    gdb.cmd(Command::file_exec_and_symbols(&prog)).await.unwrap();
+    gdb.cmd(Command::file_exec_and_symbols(&prog))
+        .await
+        .unwrap();
     // The program must not share our MI pipe.
     gdb.cmd(Command::inferior_tty_set(Path::new("/dev/null")))
         .await
@@ -130,7 +135,10 @@ async fn break_run_inspect_and_continue_to_exit() {
         .unwrap();
     assert_eq!(bp.func.as_deref(), Some("walk"));
     let symbols = gdb.functions_matching("^wal", None).await.unwrap();
-    assert_eq!(symbols.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["walk"]);
+    assert_eq!(
+        symbols.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ["walk"]
+    );
 
     let run = gdb.cmd(Command::exec_run()).await.unwrap();
     assert_eq!(run.class, ResultClass::Running);
@@ -143,13 +151,21 @@ async fn break_run_inspect_and_continue_to_exit() {
     assert!(frame.args[0].1.starts_with("0x"), "{:?}", frame.args);
 
     let bt = gdb.backtrace().await.unwrap();
-    let funcs: Vec<_> = bt.0.iter().map(|f| f.func.as_deref().unwrap_or("?")).collect();
+    let funcs: Vec<_> =
+        bt.0.iter()
+            .map(|f| f.func.as_deref().unwrap_or("?"))
+            .collect();
     assert_eq!(funcs, ["walk", "main"]);
     assert_eq!(bt.0[0].args[1].1, "3");
     assert_eq!(bt.0[1].args[0], ("argc".to_owned(), "1".to_owned()));
 
     assert_eq!(gdb.evaluate("p->x").await.unwrap(), "3");
-    assert!(gdb.evaluate("p->name").await.unwrap().contains("tab\\there"));
+    assert!(
+        gdb.evaluate("p->name")
+            .await
+            .unwrap()
+            .contains("tab\\there")
+    );
     let printed = gdb.console("print *p").await.unwrap();
     assert!(printed.contains("x = 3, y = 4"), "{printed}");
 
@@ -207,7 +223,9 @@ async fn attach_interrupt_and_detach_leave_the_process_running() {
 
     let gdb = Gdb::spawn(&gdb_bin, &[]).await.unwrap();
     let mut events = gdb.events();
-    gdb.cmd(Command::file_exec_and_symbols(&prog)).await.unwrap();
+    gdb.cmd(Command::file_exec_and_symbols(&prog))
+        .await
+        .unwrap();
     gdb.cmd_timeout(Command::target_attach(pid), DEADLINE)
         .await
         .unwrap();
@@ -224,7 +242,9 @@ async fn attach_interrupt_and_detach_leave_the_process_running() {
     assert_eq!(stop.reason, Some(StopReason::SignalReceived));
     assert_eq!(stop.signal_name.as_deref(), Some("SIGINT"));
 
-    gdb.cmd(Command::console("frame function main")).await.unwrap();
+    gdb.cmd(Command::console("frame function main"))
+        .await
+        .unwrap();
     assert!(gdb.evaluate("pt.y").await.unwrap() == "4");
 
     gdb.cmd(Command::target_detach()).await.unwrap();
@@ -237,7 +257,10 @@ async fn attach_interrupt_and_detach_leave_the_process_running() {
         .find(|l| l.starts_with("State:"))
         .unwrap()
         .to_owned();
-    assert!(state.contains("S (sleeping)") || state.contains("R (running)"), "{state}");
+    assert!(
+        state.contains("S (sleeping)") || state.contains("R (running)"),
+        "{state}"
+    );
     assert!(status.contains("TracerPid:\t0"), "{status}");
     drop(target);
 }
@@ -250,7 +273,10 @@ async fn missing_gdb_names_the_path_and_the_fix() {
     assert!(matches!(err, GdbError::NotFound { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains("/nonexistent/umldbg-test/gdb"), "{msg}");
-    assert!(msg.contains("install gdb") && msg.contains("--gdb PATH"), "{msg}");
+    assert!(
+        msg.contains("install gdb") && msg.contains("--gdb PATH"),
+        "{msg}"
+    );
     assert!(err.is_fatal());
 }
 
@@ -303,14 +329,20 @@ async fn a_late_answer_after_a_timeout_goes_nowhere() {
     };
     let gdb = Gdb::spawn(&gdb_bin, &[]).await.unwrap();
     let err = gdb
-        .cmd_timeout(Command::console("shell sleep 1"), Duration::from_millis(200))
+        .cmd_timeout(
+            Command::console("shell sleep 1"),
+            Duration::from_millis(200),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, GdbError::Timeout { .. }), "{err:?}");
     assert!(!err.is_fatal());
     // Answered after the sleep; the token keeps the late ^done of the shell command away.
     assert_eq!(gdb.evaluate("2 + 3").await.unwrap(), "5");
-    let err = gdb.cmd(Command::console("print 1\nprint 2")).await.unwrap_err();
+    let err = gdb
+        .cmd(Command::console("print 1\nprint 2"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, GdbError::InvalidCommand(_)), "{err:?}");
     gdb.exit().await.unwrap();
 }

@@ -93,5 +93,8 @@ fn parser_throughput_and_linearity() {
     // Linear time means the rate does not fall as the line grows 16-fold. A quadratic step would
     // divide it by about 16; allow a factor 3 for caches and a busy machine.
     let (first, last) = (rates[0], rates[rates.len() - 1]);
-    assert!(last > first / 3.0, "rate fell from {first:.0} to {last:.0} MB/s");
+    assert!(
+        last > first / 3.0,
+        "rate fell from {first:.0} to {last:.0} MB/s"
+    );
 }

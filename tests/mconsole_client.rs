@@ -24,6 +24,8 @@ enum Behaviour {
 struct FakeMachine {
     path: PathBuf,
     stop: Arc<AtomicBool>,
+    /// Set once a `LateFirst` machine has sent its late answer.
+    late_sent: Arc<AtomicBool>,
     thread: Option<JoinHandle<Vec<String>>>,
 }
 
@@ -47,6 +49,8 @@ impl FakeMachine {
             .unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
+        let late_sent = Arc::new(AtomicBool::new(false));
+        let late_sent2 = late_sent.clone();
         let thread = std::thread::spawn(move || {
             let mut seen = Vec::new();
             let mut buf = [0u8; 1024];
@@ -70,6 +74,7 @@ impl FakeMachine {
                         for p in encode_reply(b"stale answer", 0) {
                             let _ = sock.send_to(&p, &to);
                         }
+                        late_sent2.store(true, Ordering::SeqCst);
                         continue;
                     }
                     _ => {}
@@ -83,6 +88,7 @@ impl FakeMachine {
         FakeMachine {
             path,
             stop,
+            late_sent,
             thread: Some(thread),
         }
     }
@@ -153,7 +159,14 @@ fn late_reply_is_not_taken_for_the_next_answer() {
     let mc = Mconsole::connect(&fake.path, Duration::from_millis(200)).unwrap();
     assert!(matches!(mc.version(), Err(MconsoleError::Timeout { .. })));
     // Let the stale answer arrive; the client must drop it before its next command.
-    std::thread::sleep(Duration::from_millis(400));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !fake.late_sent.load(Ordering::SeqCst) {
+        assert!(
+            Instant::now() < deadline,
+            "the fake never sent its late answer"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert_eq!(mc.config("ssl0").unwrap(), "pts:/dev/pts/3");
     drop(mc);
     assert_eq!(fake.finish(), ["version", "config ssl0"]);

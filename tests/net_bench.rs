@@ -33,12 +33,20 @@ impl MemoryReader for Mem {
             _ => (SKB, &self.skb),
         };
         let off = (addr - base) as usize;
-        bytes.get(off..off + len).map(<[u8]>::to_vec).ok_or(Unmapped)
+        bytes
+            .get(off..off + len)
+            .map(<[u8]>::to_vec)
+            .ok_or(Unmapped)
     }
 }
 
 fn loc(offset: u64, size: u64) -> FieldLoc {
-    FieldLoc { offset, size, bit_offset: None, bit_size: None }
+    FieldLoc {
+        offset,
+        size,
+        bit_offset: None,
+        bit_size: None,
+    }
 }
 
 fn setup() -> (SkbLayout, Mem) {
@@ -49,7 +57,12 @@ fn setup() -> (SkbLayout, Mem) {
         len: loc(112, 4),
         data_len: loc(116, 4),
         protocol: loc(180, 2),
-        pkt_type: FieldLoc { offset: 128, size: 1, bit_offset: Some(0), bit_size: Some(3) },
+        pkt_type: FieldLoc {
+            offset: 128,
+            size: 1,
+            bit_offset: Some(0),
+            bit_size: Some(3),
+        },
         mark: loc(168, 4),
         dev: loc(16, 8),
         transport_header: loc(184, 2),
@@ -62,7 +75,9 @@ fn setup() -> (SkbLayout, Mem) {
     // An Ethernet + IPv4 + ICMP echo frame with 56 bytes of data, as ping sends, at head+64.
     let mut frame = vec![0u8; 12];
     frame.extend([0x08, 0x00]);
-    let mut ip = vec![0x45, 0, 0, 84, 0x10, 0xe1, 0x40, 0, 63, 1, 0, 0, 192, 168, 10, 2, 192, 168, 20, 2];
+    let mut ip = vec![
+        0x45, 0, 0, 84, 0x10, 0xe1, 0x40, 0, 63, 1, 0, 0, 192, 168, 10, 2, 192, 168, 20, 2,
+    ];
     let sum = umldbg::net::wire::internet_checksum(&[&ip]);
     ip[10..12].copy_from_slice(&sum.to_be_bytes());
     frame.extend(ip);
@@ -114,10 +129,16 @@ fn skb_decode_timing() {
     assert!(v.packet.warnings.is_empty(), "{:?}", v.packet.warnings);
     assert_eq!(v.packet.icmp.as_ref().unwrap().seq, Some(1));
     let n = 200_000;
-    time("read_skb (3 fake reads + decode)", n, || read_skb(SKB, &l, &mut mem).unwrap());
-    time("serde_json::to_string(&view)", n, || serde_json::to_string(&v).unwrap());
+    time("read_skb (3 fake reads + decode)", n, || {
+        read_skb(SKB, &l, &mut mem).unwrap()
+    });
+    time("serde_json::to_string(&view)", n, || {
+        serde_json::to_string(&v).unwrap()
+    });
     time("view.render(false)", n, || v.render(false));
     time("view.render(true)", n, || v.render(true));
     let frame = v.linear[64..].to_vec();
-    time("decode_ethernet (bytes only)", n, || umldbg::net::decode_ethernet(&frame));
+    time("decode_ethernet (bytes only)", n, || {
+        umldbg::net::decode_ethernet(&frame)
+    });
 }

@@ -53,7 +53,9 @@ fn golden(file: &str, actual: &str) -> Result<(), String> {
     if expected == actual {
         Ok(())
     } else {
-        Err(format!("{file} differs:\n--- expected\n{expected}\n--- actual\n{actual}"))
+        Err(format!(
+            "{file} differs:\n--- expected\n{expected}\n--- actual\n{actual}"
+        ))
     }
 }
 
@@ -75,7 +77,11 @@ fn golden_json_and_text_for_every_fixture() {
 fn real_fixtures_decode_without_warnings() {
     for name in all_fixtures() {
         let pkt = eth(&name);
-        assert!(!pkt.is_partial() || name == "syn_ipv4_later_fragment", "{name}: {:?}", pkt.all_warnings());
+        assert!(
+            !pkt.is_partial() || name == "syn_ipv4_later_fragment",
+            "{name}: {:?}",
+            pkt.all_warnings()
+        );
     }
 }
 
@@ -92,12 +98,21 @@ fn loopback_ping_request_matches_tcpdump() {
     assert_eq!((e.ether_type, e.type_name), (0x0800, Some("IPv4")));
     let ip = pkt.ipv4.as_ref().unwrap();
     assert_eq!((ip.src, ip.dst), (Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST));
-    assert_eq!((ip.ttl, ip.id, ip.df, ip.mf, ip.frag_offset), (64, 20362, true, false, 0));
+    assert_eq!(
+        (ip.ttl, ip.id, ip.df, ip.mf, ip.frag_offset),
+        (64, 20362, true, false, 0)
+    );
     assert_eq!((ip.protocol, ip.tot_len, ip.ihl), (1, 52, 5));
     assert_eq!(ip.checksum_ok, Some(true));
     let m = pkt.icmp.as_ref().unwrap();
-    assert_eq!((m.icmp_type, m.code, m.type_name), (8, 0, Some("echo-request")));
-    assert_eq!((m.id, m.seq, m.checksum_ok), (Some(32585), Some(1), Some(true)));
+    assert_eq!(
+        (m.icmp_type, m.code, m.type_name),
+        (8, 0, Some("echo-request"))
+    );
+    assert_eq!(
+        (m.id, m.seq, m.checksum_ok),
+        (Some(32585), Some(1), Some(true))
+    );
     // ping -s 24: 32 bytes of ICMP, so 24 of data; its -p pattern "umldbg" fills the tail.
     let payload = pkt.payload_of(&bytes);
     assert_eq!(payload.len(), 24);
@@ -110,14 +125,20 @@ fn sendpkt_icmp_echo_matches_what_was_sent() {
     let bytes = load("lo_icmp_echo_id77");
     let pkt = net::decode_ethernet(&bytes);
     let ip = pkt.ipv4.as_ref().unwrap();
-    assert_eq!((ip.ttl, ip.id, ip.df, ip.tot_len, ip.checksum), (63, 4321, true, 40, 11506));
+    assert_eq!(
+        (ip.ttl, ip.id, ip.df, ip.tot_len, ip.checksum),
+        (63, 4321, true, 40, 11506)
+    );
     assert_eq!(ip.checksum_ok, Some(true));
     let m = pkt.icmp.as_ref().unwrap();
     assert_eq!((m.id, m.seq, m.checksum), (Some(77), Some(1), 28537));
     assert_eq!(pkt.payload_of(&bytes), b"hello-umldbg");
     let reply = eth("lo_icmp_echo_reply_id77");
     let m = reply.icmp.as_ref().unwrap();
-    assert_eq!((m.type_name, m.id, m.seq), (Some("echo-reply"), Some(77), Some(1)));
+    assert_eq!(
+        (m.type_name, m.id, m.seq),
+        (Some("echo-reply"), Some(77), Some(1))
+    );
     assert_eq!(reply.ipv4.as_ref().unwrap().id, 20375);
 }
 
@@ -130,10 +151,16 @@ fn icmp_port_unreachable_quotes_the_udp_datagram() {
     assert_eq!((ip.dscp, ip.ecn, ip.id, ip.tot_len), (48, 0, 20400, 61));
     let m = pkt.icmp.as_ref().unwrap();
     assert_eq!((m.icmp_type, m.code), (3, 3));
-    assert_eq!((m.type_name, m.code_name), (Some("destination-unreachable"), Some("port-unreachable")));
+    assert_eq!(
+        (m.type_name, m.code_name),
+        (Some("destination-unreachable"), Some("port-unreachable"))
+    );
     assert_eq!((m.id, m.seq, m.checksum_ok), (None, None, Some(true)));
     let q = m.original.as_ref().unwrap();
-    assert_eq!((q.ipv4.ttl, q.ipv4.id, q.ipv4.protocol, q.ipv4.tot_len), (17, 555, 17, 33));
+    assert_eq!(
+        (q.ipv4.ttl, q.ipv4.id, q.ipv4.protocol, q.ipv4.tot_len),
+        (17, 555, 17, 33)
+    );
     assert_eq!((q.sport, q.dport), (Some(40000), Some(40001)));
     assert!(q.ipv4.warnings.is_empty(), "{:?}", q.ipv4.warnings);
     assert_eq!(
@@ -151,7 +178,10 @@ fn udp_matches_tcpdump() {
     let bytes = load("lo_udp_closed_port");
     let pkt = net::decode_ethernet(&bytes);
     let u = pkt.udp.as_ref().unwrap();
-    assert_eq!((u.sport, u.dport, u.len, u.checksum), (40000, 40001, 13, 10930));
+    assert_eq!(
+        (u.sport, u.dport, u.len, u.checksum),
+        (40000, 40001, 13, 10930)
+    );
     assert_eq!(pkt.payload_of(&bytes), [0xde, 0xad, 0xbe, 0xef, 0x01]);
 }
 
@@ -160,8 +190,14 @@ fn tcp_syn_and_rst_match_tcpdump() {
     // tcpdump: id 999 ... 40002 > 40003: Flags [S], cksum 0xa0e9, seq 123456789, win 1024
     let syn = eth("lo_tcp_syn");
     let t = syn.tcp.as_ref().unwrap();
-    assert_eq!((t.sport, t.dport, t.seq, t.ack), (40002, 40003, 123456789, 0));
-    assert_eq!((t.flags.clone(), t.window, t.data_offset, t.checksum), (vec!["SYN"], 1024, 5, 0xa0e9));
+    assert_eq!(
+        (t.sport, t.dport, t.seq, t.ack),
+        (40002, 40003, 123456789, 0)
+    );
+    assert_eq!(
+        (t.flags.clone(), t.window, t.data_offset, t.checksum),
+        (vec!["SYN"], 1024, 5, 0xa0e9)
+    );
     // tcpdump: id 0, flags [DF] ... 40003 > 40002: Flags [R.], seq 0, ack 123456790, win 0
     let rst = eth("lo_tcp_rst_ack");
     let t = rst.tcp.as_ref().unwrap();
@@ -173,7 +209,10 @@ fn tcp_syn_and_rst_match_tcpdump() {
 
 #[test]
 fn tcp_flag_names_in_bit_order() {
-    assert_eq!(tcp::flag_names(0xff), ["FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"]);
+    assert_eq!(
+        tcp::flag_names(0xff),
+        ["FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"]
+    );
     assert_eq!(tcp::flag_names(0x18), ["PSH", "ACK"]);
     assert!(tcp::flag_names(0).is_empty());
 }
@@ -188,13 +227,19 @@ fn arp_request_and_reply() {
     assert_eq!((a.oper, a.oper_name), (1, Some("request")));
     assert_eq!(a.spa, Some(Ipv4Addr::new(192, 168, 10, 2)));
     assert_eq!(a.tpa, Some(Ipv4Addr::new(192, 168, 10, 1)));
-    assert_eq!(req.to_string().lines().nth(1), Some("ARP request who-has 192.168.10.1 tell 192.168.10.2"));
+    assert_eq!(
+        req.to_string().lines().nth(1),
+        Some("ARP request who-has 192.168.10.1 tell 192.168.10.2")
+    );
     // The 18 bytes of Ethernet padding are not payload.
     assert!(req.payload.is_empty());
     let rep = eth("syn_arp_reply");
     let a = rep.arp.as_ref().unwrap();
     assert_eq!(a.sha.unwrap().to_string(), "02:00:00:00:00:0b");
-    assert_eq!(rep.to_string().lines().nth(1), Some("ARP reply 192.168.10.1 is-at 02:00:00:00:00:0b"));
+    assert_eq!(
+        rep.to_string().lines().nth(1),
+        Some("ARP reply 192.168.10.1 is-at 02:00:00:00:00:0b")
+    );
 }
 
 #[test]
@@ -203,7 +248,10 @@ fn vlan_tag_then_ipv4() {
     let pkt = eth("syn_vlan_icmp_echo");
     let e = pkt.eth.as_ref().unwrap();
     let v = e.vlan.unwrap();
-    assert_eq!((v.tpid, v.id, v.pcp, v.dei, e.ether_type), (0x8100, 10, 5, false, 0x0800));
+    assert_eq!(
+        (v.tpid, v.id, v.pcp, v.dei, e.ether_type),
+        (0x8100, 10, 5, false, 0x0800)
+    );
     let ip = pkt.ipv4.as_ref().unwrap();
     assert_eq!((ip.ttl, ip.id, ip.checksum_ok), (5, 42, Some(true)));
     assert_eq!(pkt.icmp.as_ref().unwrap().id, Some(4660));
@@ -216,7 +264,13 @@ fn later_ipv4_fragment_has_no_transport() {
     let ip = pkt.ipv4.as_ref().unwrap();
     assert_eq!((ip.frag_offset, ip.mf, ip.id), (1480, false, 777));
     assert!(pkt.udp.is_none());
-    assert_eq!(ip.warnings, [Warning::LaterFragment { layer: Layer::Ipv4, offset: 1480 }]);
+    assert_eq!(
+        ip.warnings,
+        [Warning::LaterFragment {
+            layer: Layer::Ipv4,
+            offset: 1480
+        }]
+    );
     assert_eq!(pkt.payload.len(), 24);
 }
 
@@ -226,9 +280,15 @@ fn ipv6_icmpv6_echo() {
     let pkt = eth("syn_ipv6_icmpv6_echo");
     let ip = pkt.ipv6.as_ref().unwrap();
     assert_eq!(ip.src, "2001:db8::1".parse::<Ipv6Addr>().unwrap());
-    assert_eq!((ip.hop_limit, ip.next_header, ip.payload_len, ip.flow_label), (63, 58, 13, 0x12345));
+    assert_eq!(
+        (ip.hop_limit, ip.next_header, ip.payload_len, ip.flow_label),
+        (63, 58, 13, 0x12345)
+    );
     let m = pkt.icmpv6.as_ref().unwrap();
-    assert_eq!((m.type_name, m.id, m.seq, m.checksum_ok), (Some("echo-request"), Some(16962), Some(3), Some(true)));
+    assert_eq!(
+        (m.type_name, m.id, m.seq, m.checksum_ok),
+        (Some("echo-request"), Some(16962), Some(3), Some(true))
+    );
 }
 
 #[test]
@@ -236,7 +296,10 @@ fn ipv6_hop_by_hop_then_udp() {
     let bytes = load("syn_ipv6_hbh_udp");
     let pkt = net::decode_ethernet(&bytes);
     let ip = pkt.ipv6.as_ref().unwrap();
-    assert_eq!((ip.next_header, ip.upper_protocol, ip.hop_limit), (0, Some(17), 1));
+    assert_eq!(
+        (ip.next_header, ip.upper_protocol, ip.hop_limit),
+        (0, Some(17), 1)
+    );
     assert_eq!(ip.ext_headers, ["hop-by-hop"]);
     let u = pkt.udp.as_ref().unwrap();
     assert_eq!((u.sport, u.dport, u.len), (5353, 40005, 11));
@@ -247,7 +310,10 @@ fn ipv6_hop_by_hop_then_udp() {
 fn icmpv6_errors_and_neighbour_discovery() {
     let pkt = eth("syn_icmpv6_port_unreachable");
     let m = pkt.icmpv6.as_ref().unwrap();
-    assert_eq!((m.type_name, m.code_name), (Some("destination-unreachable"), Some("port-unreachable")));
+    assert_eq!(
+        (m.type_name, m.code_name),
+        (Some("destination-unreachable"), Some("port-unreachable"))
+    );
     assert_eq!(m.checksum_ok, Some(true));
     let q = m.original.as_ref().unwrap();
     assert_eq!(q.ipv6.dst, "2001:db8::1".parse::<Ipv6Addr>().unwrap());
@@ -304,7 +370,10 @@ fn bad_ihl_below_five() {
     assert_eq!(h.warnings, [Warning::BadIhl { ihl: 4 }]);
     assert_eq!(h.checksum_ok, None);
     assert!(pkt.icmp.is_none());
-    assert!(pkt.to_string().contains("warning: ipv4: bad IHL 4"), "{pkt}");
+    assert!(
+        pkt.to_string().contains("warning: ipv4: bad IHL 4"),
+        "{pkt}"
+    );
 }
 
 #[test]
@@ -313,7 +382,14 @@ fn ihl_past_the_buffer() {
     ip[0] = 0x4f;
     let pkt = net::decode_network(0x0800, &ip);
     let h = pkt.ipv4.as_ref().unwrap();
-    assert_eq!(h.warnings, [Warning::Truncated { layer: Layer::Ipv4, need: 60, have: 40 }]);
+    assert_eq!(
+        h.warnings,
+        [Warning::Truncated {
+            layer: Layer::Ipv4,
+            need: 60,
+            have: 40
+        }]
+    );
     assert!(pkt.icmp.is_none());
 }
 
@@ -327,7 +403,11 @@ fn tot_len_past_the_buffer() {
     assert_eq!(h.checksum_ok, Some(true));
     assert_eq!(
         h.warnings,
-        [Warning::LengthPastBuffer { layer: Layer::Ipv4, claimed: 200, have: 40 }]
+        [Warning::LengthPastBuffer {
+            layer: Layer::Ipv4,
+            claimed: 200,
+            have: 40
+        }]
     );
     // ICMP is decoded from what is there, its checksum unverifiable.
     let m = pkt.icmp.as_ref().unwrap();
@@ -342,8 +422,21 @@ fn tot_len_past_the_buffer() {
 #[test]
 fn tot_len_shorter_than_header_and_zero() {
     for (tot, expected) in [
-        (12u16, Warning::LengthTooShort { layer: Layer::Ipv4, claimed: 12, min: 20 }),
-        (0, Warning::LengthZero { layer: Layer::Ipv4, have: 40 }),
+        (
+            12u16,
+            Warning::LengthTooShort {
+                layer: Layer::Ipv4,
+                claimed: 12,
+                min: 20,
+            },
+        ),
+        (
+            0,
+            Warning::LengthZero {
+                layer: Layer::Ipv4,
+                have: 40,
+            },
+        ),
     ] {
         let mut ip = ip_echo();
         ip[2..4].copy_from_slice(&tot.to_be_bytes());
@@ -380,7 +473,14 @@ fn wrong_version_for_the_ethertype() {
     let v6 = load("syn_ipv6_icmpv6_echo")[14..].to_vec();
     let pkt = net::decode_network(0x0800, &v6);
     assert!(pkt.ipv4.is_none());
-    assert_eq!(pkt.warnings, [Warning::WrongVersion { layer: Layer::Ipv4, version: 6, expected: 4 }]);
+    assert_eq!(
+        pkt.warnings,
+        [Warning::WrongVersion {
+            layer: Layer::Ipv4,
+            version: 6,
+            expected: 4
+        }]
+    );
     // Guessing from the nibble finds it.
     assert!(net::decode_ip(&v6).icmpv6.is_some());
     let pkt = net::decode_ip(&[0x12, 0x34]);
@@ -391,13 +491,38 @@ fn wrong_version_for_the_ethertype() {
 fn truncated_headers_at_each_layer() {
     let frame = load("lo_tcp_syn");
     let cases: [(usize, Warning); 3] = [
-        (10, Warning::Truncated { layer: Layer::Ethernet, need: 14, have: 10 }),
-        (30, Warning::Truncated { layer: Layer::Ipv4, need: 20, have: 16 }),
-        (44, Warning::Truncated { layer: Layer::Tcp, need: 20, have: 10 }),
+        (
+            10,
+            Warning::Truncated {
+                layer: Layer::Ethernet,
+                need: 14,
+                have: 10,
+            },
+        ),
+        (
+            30,
+            Warning::Truncated {
+                layer: Layer::Ipv4,
+                need: 20,
+                have: 16,
+            },
+        ),
+        (
+            44,
+            Warning::Truncated {
+                layer: Layer::Tcp,
+                need: 20,
+                have: 10,
+            },
+        ),
     ];
     for (len, w) in cases {
         let pkt = net::decode_ethernet(&frame[..len]);
-        assert!(pkt.all_warnings().contains(&&w), "{len}: {:?}", pkt.all_warnings());
+        assert!(
+            pkt.all_warnings().contains(&&w),
+            "{len}: {:?}",
+            pkt.all_warnings()
+        );
     }
     // Cut inside the TCP header: IPv4 says 40 bytes, 30 are there; TCP not decoded.
     let pkt = net::decode_ethernet(&frame[..44]);
@@ -413,7 +538,14 @@ fn tcp_bad_data_offset() {
     assert_eq!(h.payload_start, None);
     t[12] = 15 << 4;
     let h = tcp::decode(&t).unwrap();
-    assert_eq!(h.warnings, [Warning::Truncated { layer: Layer::Tcp, need: 60, have: 20 }]);
+    assert_eq!(
+        h.warnings,
+        [Warning::Truncated {
+            layer: Layer::Tcp,
+            need: 60,
+            have: 20
+        }]
+    );
     assert_eq!(h.seq, 123456789);
 }
 
@@ -423,12 +555,26 @@ fn udp_length_field_out_of_range() {
     let mut short = u.clone();
     short[4..6].copy_from_slice(&4u16.to_be_bytes());
     let h = udp::decode(&short).unwrap();
-    assert_eq!(h.warnings, [Warning::LengthTooShort { layer: Layer::Udp, claimed: 4, min: 8 }]);
+    assert_eq!(
+        h.warnings,
+        [Warning::LengthTooShort {
+            layer: Layer::Udp,
+            claimed: 4,
+            min: 8
+        }]
+    );
     assert_eq!(h.payload, 8..13);
     let mut long = u;
     long[4..6].copy_from_slice(&100u16.to_be_bytes());
     let h = udp::decode(&long).unwrap();
-    assert_eq!(h.warnings, [Warning::LengthPastBuffer { layer: Layer::Udp, claimed: 100, have: 13 }]);
+    assert_eq!(
+        h.warnings,
+        [Warning::LengthPastBuffer {
+            layer: Layer::Udp,
+            claimed: 100,
+            have: 13
+        }]
+    );
 }
 
 #[test]
@@ -436,14 +582,28 @@ fn icmp_cut_short() {
     let m = load("lo_icmp_echo_id77")[34..40].to_vec();
     let h = icmp::decode(&m).unwrap();
     assert_eq!((h.icmp_type, h.id), (8, None));
-    assert_eq!(h.warnings, [Warning::Truncated { layer: Layer::Icmp, need: 8, have: 6 }]);
+    assert_eq!(
+        h.warnings,
+        [Warning::Truncated {
+            layer: Layer::Icmp,
+            need: 8,
+            have: 6
+        }]
+    );
     assert!(icmp::decode(&m[..3]).is_err());
     // An error message whose quote is cut short keeps its type and says why there is no quote.
     let unreach = load("lo_icmp_port_unreachable")[34..50].to_vec();
     let h = icmp::decode(&unreach).unwrap();
     assert_eq!(h.code_name, Some("port-unreachable"));
     assert!(h.original.is_none());
-    assert_eq!(h.warnings, [Warning::Truncated { layer: Layer::Ipv4, need: 20, have: 8 }]);
+    assert_eq!(
+        h.warnings,
+        [Warning::Truncated {
+            layer: Layer::Ipv4,
+            need: 20,
+            have: 8
+        }]
+    );
 }
 
 #[test]
@@ -453,14 +613,28 @@ fn ipv6_payload_len_and_ext_header_past_buffer() {
     long[4..6].copy_from_slice(&500u16.to_be_bytes());
     let pkt = net::decode_network(0x86dd, &long);
     let ip = pkt.ipv6.as_ref().unwrap();
-    assert_eq!(ip.warnings, [Warning::LengthPastBuffer { layer: Layer::Ipv6, claimed: 540, have: 59 }]);
+    assert_eq!(
+        ip.warnings,
+        [Warning::LengthPastBuffer {
+            layer: Layer::Ipv6,
+            claimed: 540,
+            have: 59
+        }]
+    );
     assert!(pkt.udp.is_some());
     // Hop-by-hop header claiming 256 bytes.
     let mut ext = v6;
     ext[41] = 31;
     let pkt = net::decode_network(0x86dd, &ext);
     let ip = pkt.ipv6.as_ref().unwrap();
-    assert_eq!(ip.warnings, [Warning::Truncated { layer: Layer::Ipv6, need: 296, have: 59 }]);
+    assert_eq!(
+        ip.warnings,
+        [Warning::Truncated {
+            layer: Layer::Ipv6,
+            need: 296,
+            have: 59
+        }]
+    );
     assert!(pkt.udp.is_none() && ip.upper_protocol.is_none());
 }
 
@@ -470,18 +644,41 @@ fn vlan_tag_cut_short_and_arp_of_other_types() {
     let pkt = net::decode_ethernet(&frame[..16]);
     let e = pkt.eth.as_ref().unwrap();
     assert_eq!((e.ether_type, e.vlan), (0x8100, None));
-    assert_eq!(e.warnings, [Warning::Truncated { layer: Layer::Vlan, need: 18, have: 16 }]);
+    assert_eq!(
+        e.warnings,
+        [Warning::Truncated {
+            layer: Layer::Vlan,
+            need: 18,
+            have: 16
+        }]
+    );
     assert!(pkt.ipv4.is_none());
 
     let mut a = load("syn_arp_reply")[14..].to_vec();
     a[1] = 6; // IEEE 802 hardware type
     let h = arp::decode(&a).unwrap();
     assert_eq!((h.htype, h.sha), (6, None));
-    assert!(matches!(h.warnings[..], [Warning::Unsupported { layer: Layer::Arp, .. }]));
+    assert!(matches!(
+        h.warnings[..],
+        [Warning::Unsupported {
+            layer: Layer::Arp,
+            ..
+        }]
+    ));
     // Cut after the sender's addresses.
     let h = arp::decode(&load("syn_arp_reply")[14..32]).unwrap();
-    assert_eq!((h.spa, h.tha, h.tpa), (Some(Ipv4Addr::new(192, 168, 10, 1)), None, None));
-    assert_eq!(h.warnings, [Warning::Truncated { layer: Layer::Arp, need: 28, have: 18 }]);
+    assert_eq!(
+        (h.spa, h.tha, h.tpa),
+        (Some(Ipv4Addr::new(192, 168, 10, 1)), None, None)
+    );
+    assert_eq!(
+        h.warnings,
+        [Warning::Truncated {
+            layer: Layer::Arp,
+            need: 28,
+            have: 18
+        }]
+    );
 }
 
 #[test]
@@ -490,7 +687,11 @@ fn every_prefix_of_every_fixture_decodes() {
         let frame = load(&name);
         for len in 0..=frame.len() {
             let pkt = net::decode_ethernet(&frame[..len]);
-            assert!(pkt.payload.end <= len, "{name}[..{len}]: payload {:?}", pkt.payload);
+            assert!(
+                pkt.payload.end <= len,
+                "{name}[..{len}]: payload {:?}",
+                pkt.payload
+            );
             serde_json::to_string(&pkt).unwrap();
             let _ = pkt.to_string();
             let _ = net::decode_ip(frame.get(14..len).unwrap_or_default());
@@ -520,7 +721,10 @@ fn random_bytes_never_panic() {
             // Valid-looking version and IHL, so the deeper layers are reached too.
             b[14] = if i % 4 == 0 { 0x45 } else { 0x60 };
         }
-        for pkt in [net::decode_ethernet(&b), net::decode_ip(b.get(14..).unwrap_or_default())] {
+        for pkt in [
+            net::decode_ethernet(&b),
+            net::decode_ip(b.get(14..).unwrap_or_default()),
+        ] {
             assert!(pkt.payload.start <= pkt.payload.end && pkt.payload.end <= b.len());
             serde_json::to_string(&pkt).unwrap();
             let _ = pkt.to_string();
@@ -547,10 +751,16 @@ fn hex_dump_is_bounded() {
     let d = net::hexdump(&frame, 32);
     assert_eq!(d.lines.len(), 2);
     assert_eq!((d.shown_len, d.total_len), (32, 66));
-    assert_eq!(d.lines[0].hex, "00 00 00 00 00 00 00 00 00 00 00 00 08 00 45 00");
+    assert_eq!(
+        d.lines[0].hex,
+        "00 00 00 00 00 00 00 00 00 00 00 00 08 00 45 00"
+    );
     assert_eq!(d.lines[0].ascii, "..............E.");
     let text = d.to_string();
-    assert!(text.starts_with("0000  00 00 00 00 00 00 00 00  00 00 00 00 08 00 45 00  ..."), "{text}");
+    assert!(
+        text.starts_with("0000  00 00 00 00 00 00 00 00  00 00 00 00 08 00 45 00  ..."),
+        "{text}"
+    );
     assert!(text.ends_with("... 34 more bytes\n"));
     assert_eq!(net::hex_string(&frame[14..], 4), "45000034");
 }

@@ -53,14 +53,22 @@ impl MemoryReader for FakeMem {
         let fault = Fault { addr, len };
         let (start, bytes) = self.regions.range(..=addr).next_back().ok_or(fault)?;
         let off = usize::try_from(addr - start).unwrap();
-        bytes.get(off..off + len).map(<[u8]>::to_vec).ok_or(Fault { addr, len })
+        bytes
+            .get(off..off + len)
+            .map(<[u8]>::to_vec)
+            .ok_or(Fault { addr, len })
     }
 }
 
 // ---- A made-up layout and an skb built from it ----
 
 fn loc(offset: u64, size: u64) -> FieldLoc {
-    FieldLoc { offset, size, bit_offset: None, bit_size: None }
+    FieldLoc {
+        offset,
+        size,
+        bit_offset: None,
+        bit_size: None,
+    }
 }
 
 /// Offsets invented for the test, in no particular kernel's order: the view must go by the
@@ -73,7 +81,12 @@ fn layout() -> SkbLayout {
         len: loc(112, 4),
         data_len: loc(116, 4),
         protocol: loc(180, 2),
-        pkt_type: FieldLoc { offset: 128, size: 1, bit_offset: Some(2), bit_size: Some(3) },
+        pkt_type: FieldLoc {
+            offset: 128,
+            size: 1,
+            bit_offset: Some(2),
+            bit_size: Some(3),
+        },
         mark: loc(168, 4),
         dev: loc(16, 8),
         transport_header: loc(184, 2),
@@ -162,15 +175,27 @@ impl Spec {
         put(&mut s, &l.network_header, &self.network.to_le_bytes());
         put(&mut s, &l.mac_header, &self.mac.to_le_bytes());
         if l.tail.size == 8 {
-            put(&mut s, &l.tail, &(HEAD + u64::from(self.tail)).to_le_bytes());
+            put(
+                &mut s,
+                &l.tail,
+                &(HEAD + u64::from(self.tail)).to_le_bytes(),
+            );
             put(&mut s, &l.end, &(HEAD + u64::from(self.end)).to_le_bytes());
         } else {
             put(&mut s, &l.tail, &self.tail.to_le_bytes());
             put(&mut s, &l.end, &self.end.to_le_bytes());
         }
         let mut buf = vec![0xccu8; self.end as usize + 64];
-        let at = if self.mac == u16::MAX { usize::from(self.network) } else { usize::from(self.mac) };
-        let at = if self.mac == u16::MAX && self.network == u16::MAX { self.data as usize } else { at };
+        let at = if self.mac == u16::MAX {
+            usize::from(self.network)
+        } else {
+            usize::from(self.mac)
+        };
+        let at = if self.mac == u16::MAX && self.network == u16::MAX {
+            self.data as usize
+        } else {
+            at
+        };
         // Garbage specs may place the frame past the buffer: keep what fits.
         let n = self.frame.len().min(buf.len().saturating_sub(at));
         if n > 0 {
@@ -198,14 +223,26 @@ fn received_icmp_echo_in_three_reads() {
     let mut mem = Spec::received(echo_frame()).build(&l);
     let v = read_skb(SKB, &l, &mut mem).unwrap();
     assert_eq!(mem.reads, [(SKB, 232), (HEAD, 118), (DEV, 16)]);
-    assert_eq!((v.len, v.data_len, v.protocol, v.protocol_name), (40, 0, 0x0800, Some("IPv4")));
-    assert_eq!((v.pkt_type, v.pkt_type_name, v.mark), (0, Some("HOST"), 0x2a));
+    assert_eq!(
+        (v.len, v.data_len, v.protocol, v.protocol_name),
+        (40, 0, 0x0800, Some("IPv4"))
+    );
+    assert_eq!(
+        (v.pkt_type, v.pkt_type_name, v.mark),
+        (0, Some("HOST"), 0x2a)
+    );
     assert_eq!(v.dev.as_deref(), Some("eth0"));
     assert_eq!((v.headroom, v.tailroom), (78, 202));
     assert_eq!(v.headers_set, ["mac", "network", "transport"]);
-    assert_eq!((v.mac_header, v.network_header, v.transport_header), (Some(64), Some(78), Some(98)));
+    assert_eq!(
+        (v.mac_header, v.network_header, v.transport_header),
+        (Some(64), Some(78), Some(98))
+    );
     let ip = v.packet.ipv4.as_ref().unwrap();
-    assert_eq!((ip.ttl, ip.id, ip.df, ip.checksum_ok), (63, 4321, true, Some(true)));
+    assert_eq!(
+        (ip.ttl, ip.id, ip.df, ip.checksum_ok),
+        (63, 4321, true, Some(true))
+    );
     let m = v.packet.icmp.as_ref().unwrap();
     assert_eq!((m.id, m.seq), (Some(77), Some(1)));
     assert_eq!(v.payload(), b"hello-umldbg");
@@ -223,7 +260,10 @@ fn json_shape() {
     assert_eq!(j["protocol_name"], "IPv4");
     assert_eq!(j["pkt_type_name"], "HOST");
     assert_eq!(j["dev"], "eth0");
-    assert_eq!(j["headers_set"], serde_json::json!(["mac", "network", "transport"]));
+    assert_eq!(
+        j["headers_set"],
+        serde_json::json!(["mac", "network", "transport"])
+    );
     assert_eq!(j["eth"]["type"], 2048);
     assert_eq!(j["ipv4"]["ttl"], 63);
     assert_eq!(j["ipv4"]["checksum_ok"], true);
@@ -231,7 +271,15 @@ fn json_shape() {
     assert_eq!(j["icmp"]["id"], 77);
     assert_eq!(j["payload_len"], 12);
     assert!(j.get("warnings").is_none());
-    for key in ["len", "data_len", "pkt_type", "mark", "headroom", "tailroom", "payload_hex"] {
+    for key in [
+        "len",
+        "data_len",
+        "pkt_type",
+        "mark",
+        "headroom",
+        "tailroom",
+        "payload_hex",
+    ] {
         assert!(j.get(key).is_some(), "{key} missing: {j}");
     }
 }
@@ -250,13 +298,21 @@ skb 0x6123abcd0 len 40 data_len 0 proto IPv4 pkt_type HOST dev eth0 headroom 78 
     assert_eq!(v.render(false), expected);
     assert_eq!(v.to_string(), expected);
     let hex = v.render(true);
-    assert!(hex.ends_with("    0000  68 65 6c 6c 6f 2d 75 6d  6c 64 62 67              hello-umldbg\n"), "{hex}");
+    assert!(
+        hex.ends_with("    0000  68 65 6c 6c 6f 2d 75 6d  6c 64 62 67              hello-umldbg\n"),
+        "{hex}"
+    );
 }
 
 #[test]
 fn transmit_path_without_mac_header() {
     let l = layout();
-    let v = read_skb(SKB, &l, &mut Spec::sent(echo_frame()[14..].to_vec()).build(&l)).unwrap();
+    let v = read_skb(
+        SKB,
+        &l,
+        &mut Spec::sent(echo_frame()[14..].to_vec()).build(&l),
+    )
+    .unwrap();
     assert!(v.packet.warnings.is_empty(), "{:?}", v.packet.warnings);
     assert_eq!(v.headers_set, ["network", "transport"]);
     assert_eq!(v.pkt_type_name, Some("OUTGOING"));
@@ -274,12 +330,28 @@ fn nonlinear_skb_decodes_its_linear_part() {
     let l = layout();
     let v = read_skb(SKB, &l, &mut spec.build(&l)).unwrap();
     let w = &v.packet.warnings;
-    assert_eq!(w[0], Warning::Nonlinear { len: 40, data_len: 12 });
+    assert_eq!(
+        w[0],
+        Warning::Nonlinear {
+            len: 40,
+            data_len: 12
+        }
+    );
     let ip = v.packet.ipv4.as_ref().unwrap();
-    assert_eq!(ip.warnings, [Warning::LengthPastBuffer { layer: Layer::Ipv4, claimed: 40, have: 28 }]);
+    assert_eq!(
+        ip.warnings,
+        [Warning::LengthPastBuffer {
+            layer: Layer::Ipv4,
+            claimed: 40,
+            have: 28
+        }]
+    );
     let m = v.packet.icmp.as_ref().unwrap();
     assert_eq!((m.id, m.checksum_ok), (Some(77), None));
-    assert!(v.render(false).contains("warning: skb: nonlinear: 12 of its 40 bytes"));
+    assert!(
+        v.render(false)
+            .contains("warning: skb: nonlinear: 12 of its 40 bytes")
+    );
 }
 
 #[test]
@@ -290,7 +362,10 @@ fn no_header_set_decodes_from_data_by_protocol() {
     let l = layout();
     let v = read_skb(SKB, &l, &mut spec.build(&l)).unwrap();
     assert!(v.headers_set.is_empty());
-    assert!(matches!(v.packet.warnings[..], [Warning::DecodedFromData { .. }]));
+    assert!(matches!(
+        v.packet.warnings[..],
+        [Warning::DecodedFromData { .. }]
+    ));
     assert_eq!(v.packet.ipv4.as_ref().unwrap().id, 4321);
     assert!(v.render(false).contains("headers none"));
 
@@ -298,7 +373,10 @@ fn no_header_set_decodes_from_data_by_protocol() {
     spec.protocol = 0x88cc;
     spec.frame = vec![0x02; 40];
     let v = read_skb(SKB, &l, &mut spec.build(&l)).unwrap();
-    assert_eq!(v.packet.warnings, [Warning::UnknownProtocol { protocol: 0x88cc }]);
+    assert_eq!(
+        v.packet.warnings,
+        [Warning::UnknownProtocol { protocol: 0x88cc }]
+    );
     assert_eq!(v.payload_len, 40);
 }
 
@@ -322,7 +400,12 @@ fn malformed_packet_in_skb_is_a_partial_view() {
     assert_eq!(ip.warnings, [Warning::BadIhl { ihl: 3 }]);
     assert!(v.packet.icmp.is_none());
     let j = serde_json::to_value(&v).unwrap();
-    assert!(j["ipv4"]["warnings"][0].as_str().unwrap().starts_with("ipv4: bad IHL 3"));
+    assert!(
+        j["ipv4"]["warnings"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("ipv4: bad IHL 3")
+    );
 }
 
 #[test]
@@ -344,14 +427,31 @@ fn header_offset_past_the_linear_data() {
 fn linear_read_is_bounded() {
     let l = layout();
     let mut mem = Spec::received(echo_frame()).build(&l);
-    let opts = SkbOptions { linear_limit: 100, payload_limit: 4 };
+    let opts = SkbOptions {
+        linear_limit: 100,
+        payload_limit: 4,
+    };
     let v = read_skb_with(SKB, &l, &mut mem, opts).unwrap();
     assert_eq!(mem.reads[1], (HEAD, 100));
-    assert_eq!(v.packet.warnings[0], Warning::LinearClipped { tail: 118, limit: 100 });
+    assert_eq!(
+        v.packet.warnings[0],
+        Warning::LinearClipped {
+            tail: 118,
+            limit: 100
+        }
+    );
     assert_eq!(v.packet.ipv4.as_ref().unwrap().id, 4321);
     let mut mem = Spec::received(echo_frame()).build(&l);
-    let v = read_skb_with(SKB, &l, &mut mem, SkbOptions { payload_limit: 4, ..SkbOptions::default() })
-        .unwrap();
+    let v = read_skb_with(
+        SKB,
+        &l,
+        &mut mem,
+        SkbOptions {
+            payload_limit: 4,
+            ..SkbOptions::default()
+        },
+    )
+    .unwrap();
     assert_eq!((v.payload_len, v.payload_hex.as_str()), (12, "68656c6c"));
 }
 
@@ -390,7 +490,13 @@ fn linear_len_mismatch_is_a_warning() {
     spec.len = 50;
     let l = layout();
     let v = read_skb(SKB, &l, &mut spec.build(&l)).unwrap();
-    assert_eq!(v.packet.warnings, [Warning::LinearLenMismatch { expected: 50, actual: 40 }]);
+    assert_eq!(
+        v.packet.warnings,
+        [Warning::LinearLenMismatch {
+            expected: 50,
+            actual: 40
+        }]
+    );
 }
 
 // ---- Errors: nothing sensible to show ----
@@ -401,8 +507,19 @@ fn null_and_unreadable_pointers() {
     let mut mem = Spec::received(echo_frame()).build(&l);
     assert!(matches!(read_skb(0, &l, &mut mem), Err(SkbError::Null)));
     let e = read_skb(0x10, &l, &mut mem).unwrap_err();
-    assert!(matches!(e, SkbError::Read { what: "struct sk_buff", addr: 0x10, len: 232, .. }));
-    assert_eq!(e.to_string(), "cannot read struct sk_buff at 0x10 (232 bytes)");
+    assert!(matches!(
+        e,
+        SkbError::Read {
+            what: "struct sk_buff",
+            addr: 0x10,
+            len: 232,
+            ..
+        }
+    ));
+    assert_eq!(
+        e.to_string(),
+        "cannot read struct sk_buff at 0x10 (232 bytes)"
+    );
     assert_eq!(
         std::error::Error::source(&e).unwrap().to_string(),
         "no guest memory at 0x10+232"
@@ -410,7 +527,17 @@ fn null_and_unreadable_pointers() {
     // Struct readable, linear data not.
     mem.regions.remove(&HEAD);
     let e = read_skb(SKB, &l, &mut mem).unwrap_err();
-    assert!(matches!(e, SkbError::Read { what: "linear data", addr: HEAD, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            SkbError::Read {
+                what: "linear data",
+                addr: HEAD,
+                ..
+            }
+        ),
+        "{e}"
+    );
 }
 
 #[test]
@@ -439,18 +566,33 @@ fn layout_errors() {
     let mut l = layout();
     l.mark = FieldLoc::default();
     let e = read_skb(SKB, &l, &mut spec.build(&layout())).unwrap_err();
-    assert_eq!(e.to_string(), "sk_buff layout: member `mark` is missing from the layout (size 0)");
+    assert_eq!(
+        e.to_string(),
+        "sk_buff layout: member `mark` is missing from the layout (size 0)"
+    );
     let mut l = layout();
     l.protocol = loc(231, 2);
     let e = read_skb(SKB, &l, &mut spec.build(&layout())).unwrap_err();
-    assert!(matches!(e, SkbError::Layout { field: "protocol", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            SkbError::Layout {
+                field: "protocol",
+                ..
+            }
+        ),
+        "{e}"
+    );
     let mut l = layout();
     l.pkt_type.bit_size = Some(7);
     let e = read_skb(SKB, &l, &mut spec.build(&layout())).unwrap_err();
     assert!(e.to_string().contains("bitfield of 7 bits at bit 2"), "{e}");
     let mut l = layout();
     l.size = 0;
-    assert!(matches!(read_skb(SKB, &l, &mut spec.build(&layout())), Err(SkbError::Layout { .. })));
+    assert!(matches!(
+        read_skb(SKB, &l, &mut spec.build(&layout())),
+        Err(SkbError::Layout { .. })
+    ));
 }
 
 #[test]
@@ -463,7 +605,17 @@ fn short_read_is_an_error() {
         }
     }
     let e = read_skb(SKB, &layout(), &mut Short).unwrap_err();
-    assert!(matches!(e, SkbError::ShortRead { got: 116, len: 232, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            SkbError::ShortRead {
+                got: 116,
+                len: 232,
+                ..
+            }
+        ),
+        "{e}"
+    );
 }
 
 #[test]
@@ -479,7 +631,11 @@ fn garbage_skbs_never_panic() {
     for _ in 0..3000 {
         let mut spec = Spec::received(echo_frame());
         spec.mac = (next() % 400) as u16;
-        spec.network = if next() % 4 == 0 { u16::MAX } else { (next() % 400) as u16 };
+        spec.network = if next() % 4 == 0 {
+            u16::MAX
+        } else {
+            (next() % 400) as u16
+        };
         spec.data = next() % 200;
         spec.tail = (next() % 320) as u32;
         spec.len = (next() % 200) as u32;
@@ -519,12 +675,20 @@ fn read_pcap(bytes: &[u8]) -> (pcap_file::DataLink, Vec<(Vec<u8>, u32)>) {
 fn pcap_has_ethernet_frames_real_or_synthesised() {
     let l = layout();
     let rx = read_skb(SKB, &l, &mut Spec::received(echo_frame()).build(&l)).unwrap();
-    let tx = read_skb(SKB, &l, &mut Spec::sent(echo_frame()[14..].to_vec()).build(&l)).unwrap();
+    let tx = read_skb(
+        SKB,
+        &l,
+        &mut Spec::sent(echo_frame()[14..].to_vec()).build(&l),
+    )
+    .unwrap();
 
     let mut sink = PcapSink::new(Vec::new()).unwrap();
-    sink.write_skb(Duration::new(1_700_000_000, 5), &rx).unwrap();
-    sink.write_skb(Duration::new(1_700_000_001, 0), &tx).unwrap();
-    sink.write_packet(Duration::new(1_700_000_002, 0), &echo_frame()).unwrap();
+    sink.write_skb(Duration::new(1_700_000_000, 5), &rx)
+        .unwrap();
+    sink.write_skb(Duration::new(1_700_000_001, 0), &tx)
+        .unwrap();
+    sink.write_packet(Duration::new(1_700_000_002, 0), &echo_frame())
+        .unwrap();
     assert_eq!(sink.packets(), 3);
     let bytes = sink.finish().unwrap();
 
@@ -553,7 +717,10 @@ fn pcap_orig_len_counts_nonlinear_bytes() {
 #[test]
 fn pcap_disk_full_is_typed() {
     if let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") {
-        assert!(matches!(PcapSink::new(full), Err(PcapSinkError::DiskFull(_))));
+        assert!(matches!(
+            PcapSink::new(full),
+            Err(PcapSinkError::DiskFull(_))
+        ));
     }
     /// Takes the 24-byte file header, then reports ENOSPC.
     struct FillsUp(usize);
@@ -570,12 +737,16 @@ fn pcap_disk_full_is_typed() {
         }
     }
     let mut sink = PcapSink::new(FillsUp(0)).unwrap();
-    let e = sink.write_packet(Duration::ZERO, &echo_frame()).unwrap_err();
+    let e = sink
+        .write_packet(Duration::ZERO, &echo_frame())
+        .unwrap_err();
     assert!(matches!(e, PcapSinkError::DiskFull(_)), "{e:?}");
     assert_eq!(e.to_string(), "disk full while writing the pcap file");
     // Timestamps past 2106 do not fit the format: a typed error, not a panic.
     let mut sink = PcapSink::new(Vec::new()).unwrap();
-    let e = sink.write_packet(Duration::from_secs(1 << 33), &[0; 14]).unwrap_err();
+    let e = sink
+        .write_packet(Duration::from_secs(1 << 33), &[0; 14])
+        .unwrap_err();
     assert!(matches!(e, PcapSinkError::Invalid(_)), "{e:?}");
 }
 

@@ -186,11 +186,13 @@ def main(argv) -> int:
     if src == "0.0.0.0":
         print("sendpkt: no usable source address for --dst", file=sys.stderr)
         return 1
+    transport_len = {"icmp": 8, "udp": 8, "tcp-syn": 20}[args.kind]
+    size = 20 + transport_len + len(getattr(args, "payload", b""))
+    if size > 0xFFFF:
+        print(f"sendpkt: a packet of {size} bytes does not fit IPv4's 65535", file=sys.stderr)
+        return 1
     build = {"icmp": build_icmp, "udp": build_udp, "tcp-syn": build_tcp_syn}[args.kind]
     protocol, body, fields = build(args, src)
-    if 20 + len(body) > 0xFFFF:
-        print(f"sendpkt: packet of {20 + len(body)} bytes exceeds 65535", file=sys.stderr)
-        return 1
     header = ip_header(args, protocol, len(body), src)
     packet = header + body
     try:

@@ -14,8 +14,8 @@ pub fn socket_path(uml_dir: &Path, umid: &str) -> PathBuf {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("no session on {0}: run `umldbg attach {0}` first")]
-    NoSession(String),
+    #[error("no session on {0}: run `umldbg attach {0}` first{1}")]
+    NoSession(String, String),
     #[error("no session is running: run `umldbg attach <umid>` first")]
     NoSessions,
     #[error("several sessions are running ({0}): pick one with --umid")]
@@ -62,7 +62,12 @@ pub struct Connection {
 impl Connection {
     pub fn open(uml_dir: &Path, umid: &str) -> Result<Connection, ClientError> {
         let path = socket_path(uml_dir, umid);
-        let stream = UnixStream::connect(&path).map_err(|_| ClientError::NoSession(umid.to_string()))?;
+        let stream = UnixStream::connect(&path).map_err(|_| {
+            let last = std::fs::read_to_string(uml_dir.join(umid).join("umldbg.last"))
+                .map(|t| format!(" (the last session ended: {})", t.trim()))
+                .unwrap_or_default();
+            ClientError::NoSession(umid.to_string(), last)
+        })?;
         let reader = BufReader::new(stream.try_clone().map_err(|source| ClientError::Io { path: path.clone(), source })?);
         Ok(Connection { path, stream, reader })
     }

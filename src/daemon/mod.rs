@@ -65,6 +65,7 @@ pub fn attach(opts: &AttachOptions) -> Result<String, AttachError> {
         return Err(AttachError::AlreadyAttached { umid: opts.umid.clone(), pid });
     }
     server::remove_stale(&sock);
+    let _ = std::fs::remove_file(opts.uml_dir.join(&opts.umid).join("umldbg.last"));
     let pid = inst.pid.get();
     if let Some(t) = tracer_of(pid) {
         return Err(AttachError::Traced(opts.umid.clone(), t));

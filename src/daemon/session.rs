@@ -451,6 +451,11 @@ impl Session {
                     }
                 }
             }
+            if let RunState::Gone(why) = &self.state {
+                // Later commands find no session; this file tells them why.
+                let _ = std::fs::write(self.cfg.journal.with_file_name("umldbg.last"), format!("{why}\n"));
+                break;
+            }
         }
     }
 
@@ -460,6 +465,7 @@ impl Session {
         }
         // gdb died with breakpoints possibly inserted in a running kernel: put the bytes back.
         let n = self.journal.repair().unwrap_or(0);
+        self.journal.clear();
         let why = if n > 0 { format!("{why}; restored {n} breakpoint byte(s) in kernel text") } else { why };
         let _ = self.events_tx.send(Event::Exited { reason: why.clone() });
         for w in self.waiters.drain(..) {

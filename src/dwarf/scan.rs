@@ -43,19 +43,6 @@ impl Shared<'_> {
 
 /// Find the layouts of `wanted` (struct, union or typedef names).
 pub(crate) fn scan(dwarf: &gimli::Dwarf<R<'_>>, wanted: &[String]) -> Result<ScanOutcome, DwarfError> {
-    let mut headers = Vec::new();
-    let mut iter = dwarf.units();
-    loop {
-        match iter.next() {
-            Ok(Some(h)) => headers.push(h),
-            Ok(None) => break,
-            Err(source) => {
-                let unit = headers.last().map_or(0, |h: &UnitHeader<R<'_>>| h.offset().0 as u64);
-                return Err(DwarfError::Dwarf { unit, source });
-            }
-        }
-    }
-
     let shared = Shared {
         wanted,
         best: wanted.iter().map(|_| AtomicUsize::new(usize::MAX)).collect(),
@@ -63,27 +50,49 @@ pub(crate) fn scan(dwarf: &gimli::Dwarf<R<'_>>, wanted: &[String]) -> Result<Sca
         error: Mutex::new(None),
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
-    let next = AtomicUsize::new(0);
+    // Unit headers are read lazily, one at a time under the lock: walking them all up front
+    // would touch a page in every part of `.debug_info` even when the first units suffice.
+    let units = Mutex::new((dwarf.units(), 0usize, 0u64));
     let names: Mutex<HashSet<Vec<u8>>> = Mutex::new(HashSet::new());
+    let record_error = |index: usize, e: DwarfError| {
+        let mut slot = shared.error.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.as_ref().is_none_or(|(i, _)| index < *i) {
+            *slot = Some((index, e));
+        }
+    };
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
                 let mut local_names: HashSet<&[u8]> = HashSet::new();
                 loop {
-                    // Units are handed out in order, so an index beyond what is already beaten
-                    // means every later one is too.
-                    let index = next.fetch_add(1, Ordering::Relaxed);
-                    if index >= headers.len() || shared.done_before(index) {
-                        break;
-                    }
+                    let (index, header) = {
+                        let mut guard = units.lock().unwrap_or_else(|p| p.into_inner());
+                        let index = guard.1;
+                        // Units are handed out in order, so once this index is beaten every
+                        // later one is too.
+                        if shared.done_before(index) {
+                            break;
+                        }
+                        match guard.0.next() {
+                            Ok(Some(h)) => {
+                                guard.1 += 1;
+                                guard.2 = h.offset().0 as u64 + h.length_including_self() as u64;
+                                (index, h)
+                            }
+                            Ok(None) => break,
+                            Err(source) => {
+                                let unit = guard.2;
+                                drop(guard);
+                                record_error(index, DwarfError::Dwarf { unit, source });
+                                break;
+                            }
+                        }
+                    };
                     if shared.error.lock().is_ok_and(|e| e.as_ref().is_some_and(|(i, _)| *i < index)) {
                         break;
                     }
-                    if let Err(e) = scan_unit(dwarf, &headers[index], index, &shared, &mut local_names) {
-                        let mut slot = shared.error.lock().unwrap_or_else(|p| p.into_inner());
-                        if slot.as_ref().is_none_or(|(i, _)| index < *i) {
-                            *slot = Some((index, e));
-                        }
+                    if let Err(e) = scan_unit(dwarf, &header, index, &shared, &mut local_names) {
+                        record_error(index, e);
                     }
                 }
                 let mut all = names.lock().unwrap_or_else(|p| p.into_inner());

@@ -17,7 +17,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::path::Path;
 
-use super::parse::Token;
+use super::record::Token;
 
 /// Why a command cannot be written to gdb.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -155,11 +155,9 @@ impl Command {
     }
 
     fn write_arg(&self, arg: &Arg, line: &mut String) -> Result<(), CommandError> {
-        let control = |text: &str| {
-            CommandError::ControlCharacter {
-                operation: self.operation.to_string(),
-                arg: text.to_owned(),
-            }
+        let control = |text: &str| CommandError::ControlCharacter {
+            operation: self.operation.to_string(),
+            arg: text.to_owned(),
         };
         match arg {
             Arg::Mi(text) => {
@@ -462,13 +460,25 @@ mod tests {
 
     #[test]
     fn line_breaks_cannot_inject_a_second_command() {
-        let err = Command::console("print 1\n-gdb-exit").to_line(None).unwrap_err();
-        assert!(matches!(err, CommandError::ControlCharacter { .. }), "{err}");
-        let err = Command::gdb_set("args", "x\n-gdb-exit").to_line(None).unwrap_err();
-        assert!(matches!(err, CommandError::ControlCharacter { .. }), "{err}");
+        let err = Command::console("print 1\n-gdb-exit")
+            .to_line(None)
+            .unwrap_err();
+        assert!(
+            matches!(err, CommandError::ControlCharacter { .. }),
+            "{err}"
+        );
+        let err = Command::gdb_set("args", "x\n-gdb-exit")
+            .to_line(None)
+            .unwrap_err();
+        assert!(
+            matches!(err, CommandError::ControlCharacter { .. }),
+            "{err}"
+        );
         // An MI-native parameter may hold a newline: it is escaped inside the C string.
         assert_eq!(
-            Command::data_evaluate_expression("a\nb").to_line(None).unwrap(),
+            Command::data_evaluate_expression("a\nb")
+                .to_line(None)
+                .unwrap(),
             "-data-evaluate-expression \"a\\nb\"\n"
         );
     }

@@ -20,6 +20,7 @@
 //! parser is one pass over the line (no backtracking, no rescanning), and it bounds nesting depth
 //! so that hostile input cannot exhaust the stack.
 
+use std::fmt;
 
 use super::cstring::{self, UnescapeError};
 pub use super::record::{
@@ -307,7 +308,8 @@ impl Parser<'_> {
     fn result(&mut self) -> PResult<(String, Value)> {
         let start = self.pos;
         while let Some(b) = self.peek() {
-            if matches!(b, b'=' | b',' | b'{' | b'}' | b'[' | b']' | b'"') || b.is_ascii_whitespace()
+            if matches!(b, b'=' | b',' | b'{' | b'}' | b'[' | b']' | b'"')
+                || b.is_ascii_whitespace()
             {
                 break;
             }
@@ -450,12 +452,8 @@ impl Parser<'_> {
             return Ok(cstring::decode_lossy(body.to_vec()));
         }
         let mut bytes = Vec::with_capacity(body.len());
-        cstring::unescape_into(body, &mut bytes).map_err(|e| {
-            (
-                body_start + e.offset(),
-                ParseErrorKind::BadEscape(e),
-            )
-        })?;
+        cstring::unescape_into(body, &mut bytes)
+            .map_err(|e| (body_start + e.offset(), ParseErrorKind::BadEscape(e)))?;
         Ok(cstring::decode_lossy(bytes))
     }
 }

@@ -28,9 +28,10 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::command::{BreakOptions, Command, CommandError, PrintValues};
-use super::parse::{
-    self, AsyncKind, AsyncRecord, FrameError, LineFramer, ParseError, Record, ResultClass,
-    Results, StreamKind, StreamRecord, Token,
+use super::framer::{FrameError, LineFramer};
+use super::parse::{self, ParseError};
+use super::record::{
+    AsyncKind, AsyncRecord, Record, ResultClass, Results, StreamKind, StreamRecord, Token,
 };
 use super::types::{
     Backtrace, Breakpoint, ExtractError, FunctionSymbol, StopEvent, evaluated_value,
@@ -123,7 +124,10 @@ pub enum GdbError {
     #[error("gdb gave no answer to `{command}` within {timeout:?}")]
     Timeout { command: String, timeout: Duration },
     #[error("gdb answered `{command}` with ^{class}, not ^done")]
-    UnexpectedClass { command: String, class: &'static str },
+    UnexpectedClass {
+        command: String,
+        class: &'static str,
+    },
     #[error(transparent)]
     InvalidCommand(#[from] CommandError),
     #[error("unexpected answer from gdb to `{command}`")]
@@ -170,8 +174,8 @@ pub struct Response {
 /// Something gdb reported outside the answer to a command.
 #[derive(Debug, Clone)]
 pub enum AsyncEvent {
-    /// `*stopped`, decoded.
-    Stopped(StopEvent),
+    /// `*stopped`, decoded (boxed: it is several times larger than the other events).
+    Stopped(Box<StopEvent>),
     /// `*running`; `thread_id` is `all` in all-stop mode.
     Running { thread_id: Option<String> },
     /// Any other exec record, or a `*stopped` whose fields could not be decoded.
@@ -386,12 +390,12 @@ impl Gdb {
             Ok(_) | Err(GdbError::Exited { .. }) | Err(GdbError::Timeout { .. }) => {}
             Err(other) => return Err(other),
         }
-        if let Some(mut task) = self.task.take() {
-            if tokio::time::timeout(GRACE, &mut task).await.is_err() {
-                // Dropping the task's child handle kills gdb (kill_on_drop).
-                task.abort();
-                let _ = task.await;
-            }
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(GRACE, &mut task).await.is_err()
+        {
+            // Dropping the task's child handle kills gdb (kill_on_drop).
+            task.abort();
+            let _ = task.await;
         }
         Ok(lock(&self.shared.exit).unwrap_or(ExitInfo {
             code: None,
@@ -479,11 +483,9 @@ impl Gdb {
         let command = Command::symbol_info_functions(Some(name_regex), false, max_results);
         let text = command.to_string();
         let response = self.done(command).await?;
-        FunctionSymbol::list_from_results(&response.results).map_err(|source| {
-            GdbError::Extract {
-                command: text,
-                source,
-            }
+        FunctionSymbol::list_from_results(&response.results).map_err(|source| GdbError::Extract {
+            command: text,
+            source,
         })
     }
 }
@@ -704,7 +706,7 @@ impl Dispatcher {
                 let event = match record.kind {
                     AsyncKind::Exec if record.class == "stopped" => {
                         match StopEvent::from_results(&record.results) {
-                            Ok(stop) => AsyncEvent::Stopped(stop),
+                            Ok(stop) => AsyncEvent::Stopped(Box::new(stop)),
                             Err(err) => {
                                 tracing::warn!(target: "umldbg::gdbmi", "{err}");
                                 AsyncEvent::Exec(record)

@@ -156,7 +156,10 @@ impl Results {
 
     /// Every value stored under `name`, in order.
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
-        self.0.iter().filter(move |(n, _)| n == name).map(|(_, v)| v)
+        self.0
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v)
     }
 
     /// The value of `name` if it is a string.
@@ -381,3 +384,4 @@ impl fmt::Display for Record {
             Record::Prompt => f.write_str("(gdb) "),
         }
     }
+}

@@ -11,7 +11,7 @@
 use serde::Serialize;
 use serde::ser::SerializeMap;
 
-use super::parse::{List, Results, Value};
+use super::record::{List, Results, Value};
 
 /// A value gdb left out of an argument list because it is not a scalar (`--simple-values`
 /// prints only the type of a struct passed by value). `...` is what gdb's own `bt` shows.
@@ -69,14 +69,11 @@ impl<'a> Fields<'a> {
     fn number(&self, field: &'static str) -> Result<Option<u32>, ExtractError> {
         match self.str(field)? {
             None => Ok(None),
-            Some(text) => text
-                .parse()
-                .map(Some)
-                .map_err(|_| ExtractError::BadNumber {
-                    context: self.context,
-                    field,
-                    value: text,
-                }),
+            Some(text) => text.parse().map(Some).map_err(|_| ExtractError::BadNumber {
+                context: self.context,
+                field,
+                value: text,
+            }),
         }
     }
 
@@ -376,7 +373,10 @@ pub struct Backtrace(pub Vec<Frame>);
 impl Backtrace {
     /// `frames`: the results of `-stack-list-frames` (`stack=[frame={..},..]`); `args`: those of
     /// `-stack-list-arguments` (`stack-args=[frame={level,args},..]`), matched by level.
-    pub fn from_results(frames: &Results, args: Option<&Results>) -> Result<Backtrace, ExtractError> {
+    pub fn from_results(
+        frames: &Results,
+        args: Option<&Results>,
+    ) -> Result<Backtrace, ExtractError> {
         let f = Fields::new(frames, "-stack-list-frames");
         let mut out = Vec::new();
         if let Some(list) = f.list("stack")? {

@@ -198,7 +198,20 @@ pub fn to_svg(lab: &LabSpec) -> String {
             );
         }
     }
-    let host_x = width / 2.0;
+    // Under the domains it is on, so that its links do not cross the picture.
+    let host_xs: Vec<f64> = lab
+        .domains
+        .iter()
+        .zip(&domain_x)
+        .filter(|(d, _)| d.host_address.is_some())
+        .map(|(_, x)| *x)
+        .collect();
+    let host_x = if host_xs.is_empty() {
+        width / 2.0
+    } else {
+        let mean = host_xs.iter().sum::<f64>() / host_xs.len() as f64;
+        mean.clamp(MARGIN + BOX_W / 2.0, width - MARGIN - BOX_W / 2.0)
+    };
     for d in &lab.domains {
         let (Some(a), Some(dx)) = (d.host_address, domain_pos(&d.name)) else {
             continue;

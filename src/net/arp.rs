@@ -74,7 +74,8 @@ pub fn decode(bytes: &[u8]) -> Result<ArpPacket, Warning> {
             what: format!(
                 "addresses of hardware type {} / protocol {} ({}-byte / {}-byte)",
                 arp.htype,
-                ethertype_name(arp.ptype).map_or_else(|| format!("{:#06x}", arp.ptype), str::to_owned),
+                ethertype_name(arp.ptype)
+                    .map_or_else(|| format!("{:#06x}", arp.ptype), str::to_owned),
                 arp.hlen,
                 arp.plen
             ),
@@ -104,12 +105,18 @@ fn or_q<T: fmt::Display>(v: &Option<T>) -> String {
 impl fmt::Display for ArpPacket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.oper {
-            1 => write!(f, "ARP request who-has {} tell {}", or_q(&self.tpa), or_q(&self.spa)),
+            1 => write!(
+                f,
+                "ARP request who-has {} tell {}",
+                or_q(&self.tpa),
+                or_q(&self.spa)
+            ),
             2 => write!(f, "ARP reply {} is-at {}", or_q(&self.spa), or_q(&self.sha)),
             op => write!(
                 f,
                 "ARP {} sender {} {} target {} {}",
-                self.oper_name.map_or_else(|| format!("oper {op}"), str::to_owned),
+                self.oper_name
+                    .map_or_else(|| format!("oper {op}"), str::to_owned),
                 or_q(&self.sha),
                 or_q(&self.spa),
                 or_q(&self.tha),

@@ -43,12 +43,26 @@ pub fn hexdump(bytes: &[u8], limit: usize) -> HexDump {
             }
             let ascii = chunk
                 .iter()
-                .map(|&b| if b.is_ascii_graphic() || b == b' ' { char::from(b) } else { '.' })
+                .map(|&b| {
+                    if b.is_ascii_graphic() || b == b' ' {
+                        char::from(b)
+                    } else {
+                        '.'
+                    }
+                })
                 .collect();
-            HexLine { offset: i * BYTES_PER_LINE, hex, ascii }
+            HexLine {
+                offset: i * BYTES_PER_LINE,
+                hex,
+                ascii,
+            }
         })
         .collect();
-    HexDump { lines, shown_len: shown.len(), total_len: bytes.len() }
+    HexDump {
+        lines,
+        shown_len: shown.len(),
+        total_len: bytes.len(),
+    }
 }
 
 /// At most `limit` bytes of `bytes` as one lowercase hex string without separators.

@@ -179,16 +179,23 @@ pub fn decode(bytes: &[u8]) -> Result<IcmpMessage, Warning> {
 pub(crate) fn quoted_ipv4(quote: &[u8]) -> Result<QuotedIpv4, Warning> {
     let mut ipv4 = ipv4::decode(quote)?;
     ipv4.warnings.retain(|w| {
-        !matches!(w, Warning::LengthPastBuffer { .. } | Warning::LengthZero { .. })
+        !matches!(
+            w,
+            Warning::LengthPastBuffer { .. } | Warning::LengthZero { .. }
+        )
     });
     let ports = match (&ipv4.payload, ipv4.protocol) {
         // TCP, UDP, SCTP and UDP-Lite all open with the two ports.
-        (Some(p), 6 | 17 | 132 | 136) if !ipv4.is_later_fragment() => {
-            quote.get(p.clone()).and_then(|t| Some((be16_at(t, 0)?, be16_at(t, 2)?)))
-        }
+        (Some(p), 6 | 17 | 132 | 136) if !ipv4.is_later_fragment() => quote
+            .get(p.clone())
+            .and_then(|t| Some((be16_at(t, 0)?, be16_at(t, 2)?))),
         _ => None,
     };
-    Ok(QuotedIpv4 { sport: ports.map(|p| p.0), dport: ports.map(|p| p.1), ipv4 })
+    Ok(QuotedIpv4 {
+        sport: ports.map(|p| p.0),
+        dport: ports.map(|p| p.1),
+        ipv4,
+    })
 }
 
 /// Human name of a type/code pair for the one-line rendering: iptables' words with spaces.
@@ -214,7 +221,11 @@ pub(crate) fn describe(
 impl fmt::Display for QuotedIpv4 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ip = &self.ipv4;
-        write!(f, "quoted IPv4 {} > {} id {} ttl {}", ip.src, ip.dst, ip.id, ip.ttl)?;
+        write!(
+            f,
+            "quoted IPv4 {} > {} id {} ttl {}",
+            ip.src, ip.dst, ip.id, ip.ttl
+        )?;
         match ip_protocol_name(ip.protocol) {
             Some(name) => write!(f, " proto {name}")?,
             None => write!(f, " proto {}", ip.protocol)?,

@@ -112,7 +112,13 @@ pub fn decode(bytes: &[u8], src: Ipv6Addr, dst: Ipv6Addr) -> Result<Icmpv6Messag
     // A message past 4 GiB cannot exist here: the length came from a 64 KiB-bounded buffer.
     let upper_len = u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_be_bytes();
     let pseudo_tail = [0, 0, 0, 58];
-    let sum = internet_checksum(&[&src.octets(), &dst.octets(), &upper_len, &pseudo_tail, bytes]);
+    let sum = internet_checksum(&[
+        &src.octets(),
+        &dst.octets(),
+        &upper_len,
+        &pseudo_tail,
+        bytes,
+    ]);
     let mut icmp = Icmpv6Message {
         icmp_type,
         code,
@@ -167,21 +173,32 @@ pub fn decode(bytes: &[u8], src: Ipv6Addr, dst: Ipv6Addr) -> Result<Icmpv6Messag
 fn quoted_ipv6(quote: &[u8]) -> Result<QuotedIpv6, Warning> {
     let mut ipv6 = ipv6::decode(quote)?;
     ipv6.warnings.retain(|w| {
-        !matches!(w, Warning::LengthPastBuffer { .. } | Warning::LengthZero { .. })
+        !matches!(
+            w,
+            Warning::LengthPastBuffer { .. } | Warning::LengthZero { .. }
+        )
     });
     let ports = match (&ipv6.payload, ipv6.upper_protocol) {
-        (Some(p), Some(6 | 17 | 132 | 136)) if !ipv6.is_later_fragment() => {
-            quote.get(p.clone()).and_then(|t| Some((be16_at(t, 0)?, be16_at(t, 2)?)))
-        }
+        (Some(p), Some(6 | 17 | 132 | 136)) if !ipv6.is_later_fragment() => quote
+            .get(p.clone())
+            .and_then(|t| Some((be16_at(t, 0)?, be16_at(t, 2)?))),
         _ => None,
     };
-    Ok(QuotedIpv6 { sport: ports.map(|p| p.0), dport: ports.map(|p| p.1), ipv6 })
+    Ok(QuotedIpv6 {
+        sport: ports.map(|p| p.0),
+        dport: ports.map(|p| p.1),
+        ipv6,
+    })
 }
 
 impl fmt::Display for QuotedIpv6 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ip = &self.ipv6;
-        write!(f, "quoted IPv6 {} > {} hlim {}", ip.src, ip.dst, ip.hop_limit)?;
+        write!(
+            f,
+            "quoted IPv6 {} > {} hlim {}",
+            ip.src, ip.dst, ip.hop_limit
+        )?;
         let upper = ip.upper_protocol.unwrap_or(ip.next_header);
         match ip_protocol_name(upper) {
             Some(name) => write!(f, " next {name}")?,

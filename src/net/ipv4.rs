@@ -77,7 +77,11 @@ pub fn decode(bytes: &[u8]) -> Result<Ipv4Header, Warning> {
     })?;
     let version = h[0] >> 4;
     if version != 4 {
-        return Err(Warning::WrongVersion { layer: Layer::Ipv4, version, expected: 4 });
+        return Err(Warning::WrongVersion {
+            layer: Layer::Ipv4,
+            version,
+            expected: 4,
+        });
     }
     let ihl = h[0] & 0x0f;
     let frag = u16::from_be_bytes([h[6], h[7]]);
@@ -110,7 +114,11 @@ pub fn decode(bytes: &[u8]) -> Result<Ipv4Header, Warning> {
         return Ok(ip);
     }
     let Some(header) = bytes.get(..hlen) else {
-        ip.warnings.push(Warning::Truncated { layer: Layer::Ipv4, need: hlen, have });
+        ip.warnings.push(Warning::Truncated {
+            layer: Layer::Ipv4,
+            need: hlen,
+            have,
+        });
         return Ok(ip);
     };
     ip.checksum_ok = Some(internet_checksum(&[header]) == 0);
@@ -118,13 +126,24 @@ pub fn decode(bytes: &[u8]) -> Result<Ipv4Header, Warning> {
 
     let tot = usize::from(ip.tot_len);
     let (end, complete) = if tot == 0 {
-        ip.warnings.push(Warning::LengthZero { layer: Layer::Ipv4, have });
+        ip.warnings.push(Warning::LengthZero {
+            layer: Layer::Ipv4,
+            have,
+        });
         (have, false)
     } else if tot < hlen {
-        ip.warnings.push(Warning::LengthTooShort { layer: Layer::Ipv4, claimed: tot, min: hlen });
+        ip.warnings.push(Warning::LengthTooShort {
+            layer: Layer::Ipv4,
+            claimed: tot,
+            min: hlen,
+        });
         (have, false)
     } else if tot > have {
-        ip.warnings.push(Warning::LengthPastBuffer { layer: Layer::Ipv4, claimed: tot, have });
+        ip.warnings.push(Warning::LengthPastBuffer {
+            layer: Layer::Ipv4,
+            claimed: tot,
+            have,
+        });
         (have, false)
     } else {
         (tot, true)
@@ -136,7 +155,11 @@ pub fn decode(bytes: &[u8]) -> Result<Ipv4Header, Warning> {
 
 impl fmt::Display for Ipv4Header {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "IPv4 {} > {} ttl {} id {}", self.src, self.dst, self.ttl, self.id)?;
+        write!(
+            f,
+            "IPv4 {} > {} ttl {} id {}",
+            self.src, self.dst, self.ttl, self.id
+        )?;
         if self.df {
             f.write_str(" DF")?;
         }

@@ -86,7 +86,11 @@ pub fn decode(bytes: &[u8]) -> Result<Ipv6Header, Warning> {
     })?;
     let version = h[0] >> 4;
     if version != 6 {
-        return Err(Warning::WrongVersion { layer: Layer::Ipv6, version, expected: 6 });
+        return Err(Warning::WrongVersion {
+            layer: Layer::Ipv6,
+            version,
+            expected: 6,
+        });
     }
     let vtf = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
     let addr = |at| array_at::<16>(h, at).map_or(Ipv6Addr::UNSPECIFIED, |a| Ipv6Addr::from(*a));
@@ -111,10 +115,17 @@ pub fn decode(bytes: &[u8]) -> Result<Ipv6Header, Warning> {
 
     let claimed = IPV6_HLEN + usize::from(ip.payload_len);
     let (end, complete) = if ip.payload_len == 0 {
-        ip.warnings.push(Warning::LengthZero { layer: Layer::Ipv6, have });
+        ip.warnings.push(Warning::LengthZero {
+            layer: Layer::Ipv6,
+            have,
+        });
         (have, false)
     } else if claimed > have {
-        ip.warnings.push(Warning::LengthPastBuffer { layer: Layer::Ipv6, claimed, have });
+        ip.warnings.push(Warning::LengthPastBuffer {
+            layer: Layer::Ipv6,
+            claimed,
+            have,
+        });
         (have, false)
     } else {
         (claimed, true)
@@ -132,7 +143,11 @@ pub fn decode(bytes: &[u8]) -> Result<Ipv6Header, Warning> {
             return Ok(ip);
         }
         let Some(&[nh, len]) = array_at::<2>(bytes.get(..end).unwrap_or_default(), at) else {
-            ip.warnings.push(Warning::Truncated { layer: Layer::Ipv6, need: at + 2, have: end });
+            ip.warnings.push(Warning::Truncated {
+                layer: Layer::Ipv6,
+                need: at + 2,
+                have: end,
+            });
             return Ok(ip);
         };
         let ext_len = match next {
@@ -168,7 +183,11 @@ pub fn decode(bytes: &[u8]) -> Result<Ipv6Header, Warning> {
 
 impl fmt::Display for Ipv6Header {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "IPv6 {} > {} hlim {}", self.src, self.dst, self.hop_limit)?;
+        write!(
+            f,
+            "IPv6 {} > {} hlim {}",
+            self.src, self.dst, self.hop_limit
+        )?;
         if self.flow_label != 0 {
             write!(f, " flow {:#07x}", self.flow_label)?;
         }
@@ -176,7 +195,13 @@ impl fmt::Display for Ipv6Header {
             write!(f, " +{ext}")?;
         }
         if let Some(frag) = &self.fragment {
-            write!(f, " frag id {} off {}{}", frag.id, frag.offset, if frag.more { " MF" } else { "" })?;
+            write!(
+                f,
+                " frag id {} off {}{}",
+                frag.id,
+                frag.offset,
+                if frag.more { " MF" } else { "" }
+            )?;
         }
         let upper = self.upper_protocol.unwrap_or(self.next_header);
         match ip_protocol_name(upper) {

@@ -89,7 +89,10 @@ enum Pseudo {
 
 impl<'a> Chain<'a> {
     pub fn new(buf: &'a [u8]) -> Self {
-        let pkt = Packet { payload: 0..buf.len(), ..Packet::default() };
+        let pkt = Packet {
+            payload: 0..buf.len(),
+            ..Packet::default()
+        };
         Chain { buf, pkt }
     }
 
@@ -132,10 +135,12 @@ impl<'a> Chain<'a> {
                 Some(6) => 0x86dd,
                 _ => {
                     self.pkt.warnings.push(Warning::Unsupported {
-                        layer: Layer::Ipv4,
+                        layer: Layer::Network,
                         what: format!(
-                            "network header of unknown type (first byte {})",
-                            bytes.first().map_or("missing".to_owned(), |b| format!("{b:#04x}"))
+                            "header of unknown type (first byte {})",
+                            bytes
+                                .first()
+                                .map_or("missing".to_owned(), |b| format!("{b:#04x}"))
                         ),
                     });
                     return;
@@ -197,7 +202,10 @@ impl<'a> Chain<'a> {
                     self.pkt.payload = r.clone();
                     if ip.is_later_fragment() {
                         let offset = ip.fragment.map_or(0, |f| u32::from(f.offset));
-                        ip.warnings.push(Warning::LaterFragment { layer: Layer::Ipv6, offset });
+                        ip.warnings.push(Warning::LaterFragment {
+                            layer: Layer::Ipv6,
+                            offset,
+                        });
                     } else {
                         let pseudo = Pseudo::V6(ip.src, ip.dst);
                         self.transport(r, upper, ip.payload_complete, pseudo);
@@ -273,7 +281,10 @@ impl Packet {
             self.tcp.as_ref().map(|h| &h.warnings),
             self.udp.as_ref().map(|h| &h.warnings),
         ];
-        self.warnings.iter().chain(per_header.into_iter().flatten().flatten()).collect()
+        self.warnings
+            .iter()
+            .chain(per_header.into_iter().flatten().flatten())
+            .collect()
     }
 
     /// Whether any part of the decode was partial.

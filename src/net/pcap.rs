@@ -44,9 +44,15 @@ impl From<PcapError> for PcapSinkError {
 
 impl From<io::Error> for PcapSinkError {
     fn from(e: io::Error) -> Self {
-        let full = matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
-            || matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT));
-        if full { PcapSinkError::DiskFull(e) } else { PcapSinkError::Io(e) }
+        let full = matches!(
+            e.kind(),
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+        ) || matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT));
+        if full {
+            PcapSinkError::DiskFull(e)
+        } else {
+            PcapSinkError::Io(e)
+        }
     }
 }
 
@@ -70,7 +76,10 @@ impl<W: Write> PcapSink<W> {
             endianness: Endianness::native(),
             ..PcapHeader::default()
         };
-        Ok(PcapSink { writer: PcapWriter::with_header(writer, header)?, packets: 0 })
+        Ok(PcapSink {
+            writer: PcapWriter::with_header(writer, header)?,
+            packets: 0,
+        })
     }
 
     /// Writes one Ethernet frame captured at `ts` (since the Unix epoch). Frames longer than
@@ -89,7 +98,8 @@ impl<W: Write> PcapSink<W> {
     ) -> Result<(), PcapSinkError> {
         let kept = &frame[..frame.len().min(SNAPLEN as usize)];
         let orig_len = orig_len.max(u32::try_from(kept.len()).unwrap_or(u32::MAX));
-        self.writer.write_packet(&PcapPacket::new(ts, orig_len, kept))?;
+        self.writer
+            .write_packet(&PcapPacket::new(ts, orig_len, kept))?;
         self.packets += 1;
         Ok(())
     }

@@ -60,7 +60,10 @@ pub struct SkbOptions {
 
 impl Default for SkbOptions {
     fn default() -> Self {
-        SkbOptions { linear_limit: 64 << 10, payload_limit: 256 }
+        SkbOptions {
+            linear_limit: 64 << 10,
+            payload_limit: 256,
+        }
     }
 }
 
@@ -70,7 +73,10 @@ pub enum SkbError {
     Null,
 
     #[error("sk_buff layout: member `{field}` {problem}")]
-    Layout { field: &'static str, problem: String },
+    Layout {
+        field: &'static str,
+        problem: String,
+    },
 
     #[error("cannot read {what} at {addr:#x} ({len} bytes)")]
     Read {
@@ -82,7 +88,12 @@ pub enum SkbError {
     },
 
     #[error("short read of {what} at {addr:#x}: {got} of {len} bytes")]
-    ShortRead { what: &'static str, addr: u64, len: usize, got: usize },
+    ShortRead {
+        what: &'static str,
+        addr: u64,
+        len: usize,
+        got: usize,
+    },
 
     #[error("{addr:#x} does not look like an sk_buff: {reason}")]
     NotAnSkb { addr: u64, reason: String },
@@ -193,16 +204,25 @@ pub fn read_skb_with(
         return Err(not_skb("head is NULL".into()));
     }
     if tail > end {
-        return Err(not_skb(format!("tail offset {tail} is past end offset {end}")));
+        return Err(not_skb(format!(
+            "tail offset {tail} is past end offset {end}"
+        )));
     }
     if end > MAX_END {
         return Err(not_skb(format!("end offset {end} is implausibly large")));
     }
-    let data_off = data.checked_sub(head).filter(|off| *off <= tail).ok_or_else(|| {
-        not_skb(format!("data {data:#x} is outside head {head:#x} .. head + tail ({tail})"))
-    })?;
+    let data_off = data
+        .checked_sub(head)
+        .filter(|off| *off <= tail)
+        .ok_or_else(|| {
+            not_skb(format!(
+                "data {data:#x} is outside head {head:#x} .. head + tail ({tail})"
+            ))
+        })?;
     if data_len > len {
-        return Err(not_skb(format!("data_len {data_len} is larger than len {len}")));
+        return Err(not_skb(format!(
+            "data_len {data_len} is larger than len {len}"
+        )));
     }
 
     let mut warnings = Vec::new();
@@ -211,11 +231,17 @@ pub fn read_skb_with(
     }
     let linear_len = (offset_usize(tail)).min(opts.linear_limit);
     if (linear_len as u64) < tail {
-        warnings.push(Warning::LinearClipped { tail, limit: opts.linear_limit });
+        warnings.push(Warning::LinearClipped {
+            tail,
+            limit: opts.linear_limit,
+        });
     }
     let expected = u64::from(len - data_len);
     if expected != tail - data_off {
-        warnings.push(Warning::LinearLenMismatch { expected, actual: tail - data_off });
+        warnings.push(Warning::LinearLenMismatch {
+            expected,
+            actual: tail - data_off,
+        });
     }
     let linear = if linear_len == 0 {
         Vec::new()
@@ -234,7 +260,10 @@ pub fn read_skb_with(
         match read_exact(mem, "net_device name", at, n) {
             Ok(b) => Some(c_string(&b)),
             Err(e) => {
-                warnings.push(Warning::DevUnreadable { addr: at, reason: error_chain(&e) });
+                warnings.push(Warning::DevUnreadable {
+                    addr: at,
+                    reason: error_chain(&e),
+                });
                 None
             }
         }
@@ -262,7 +291,14 @@ pub fn read_skb_with(
     let mac = in_range("mac", mh, &mut warnings).map(usize::from);
     let net = in_range("network", nh, &mut warnings).map(usize::from);
 
-    let mut packet = decode_linear(&linear, mac, net, offset_usize(data_off), protocol, &mut warnings);
+    let mut packet = decode_linear(
+        &linear,
+        mac,
+        net,
+        offset_usize(data_off),
+        protocol,
+        &mut warnings,
+    );
     warnings.append(&mut packet.warnings);
     packet.warnings = warnings;
     let payload = packet.payload_of(&linear);
@@ -326,7 +362,9 @@ fn decode_linear(
         }
         (_, Some(n)) => c.network(n, hint),
         (_, None) => {
-            let looks_ip = linear.get(data_off).is_some_and(|b| matches!(b >> 4, 4 | 6));
+            let looks_ip = linear
+                .get(data_off)
+                .is_some_and(|b| matches!(b >> 4, 4 | 6));
             if hint.is_some() || looks_ip {
                 warnings.push(Warning::DecodedFromData {
                     why: "no MAC or network header set",
@@ -348,11 +386,19 @@ fn read_exact(
     addr: u64,
     len: usize,
 ) -> Result<Vec<u8>, SkbError> {
-    let bytes = mem
-        .read(addr, len)
-        .map_err(|e| SkbError::Read { what, addr, len, source: Box::new(e) })?;
+    let bytes = mem.read(addr, len).map_err(|e| SkbError::Read {
+        what,
+        addr,
+        len,
+        source: Box::new(e),
+    })?;
     if bytes.len() < len {
-        return Err(SkbError::ShortRead { what, addr, len, got: bytes.len() });
+        return Err(SkbError::ShortRead {
+            what,
+            addr,
+            len,
+            got: bytes.len(),
+        });
     }
     Ok(bytes)
 }
@@ -392,7 +438,10 @@ impl Fields<'_> {
         let bytes = loc
             .offset
             .checked_add(loc.size)
-            .and_then(|end| self.raw.get(usize::try_from(loc.offset).ok()?..usize::try_from(end).ok()?))
+            .and_then(|end| {
+                self.raw
+                    .get(usize::try_from(loc.offset).ok()?..usize::try_from(end).ok()?)
+            })
             .ok_or_else(|| {
                 bad(format!(
                     "at offset {} size {} is outside sizeof(struct sk_buff) = {}",
@@ -492,7 +541,9 @@ impl SkbView {
         let have = self.linear.len();
         let ok = |h: Option<u16>| h.map(usize::from).filter(|&o| o <= have);
         match (ok(self.mac_header), ok(self.network_header)) {
-            (Some(m), n) if self.packet.eth.is_some() && n.is_none_or(|n| m < n) => FrameStart::Mac(m),
+            (Some(m), n) if self.packet.eth.is_some() && n.is_none_or(|n| m < n) => {
+                FrameStart::Mac(m)
+            }
             (_, Some(n)) => FrameStart::Network(n),
             _ => FrameStart::Data(offset_usize(self.data.saturating_sub(self.head)).min(have)),
         }
@@ -502,7 +553,11 @@ impl SkbView {
     /// dump of the payload bounded by `payload_limit`.
     pub fn render(&self, hex: bool) -> String {
         let mut out = String::new();
-        let _ = write!(out, "skb {:#x} len {} data_len {}", self.addr, self.len, self.data_len);
+        let _ = write!(
+            out,
+            "skb {:#x} len {} data_len {}",
+            self.addr, self.len, self.data_len
+        );
         match self.protocol_name {
             Some(name) => {
                 let _ = write!(out, " proto {name}");
@@ -546,7 +601,10 @@ impl SkbView {
         if self.payload_len > 0 {
             let _ = writeln!(out, "  payload {} bytes", self.payload_len);
             if hex {
-                for line in hexdump(self.payload(), self.payload_limit).to_string().lines() {
+                for line in hexdump(self.payload(), self.payload_limit)
+                    .to_string()
+                    .lines()
+                {
                     let _ = writeln!(out, "    {line}");
                 }
             }

@@ -73,7 +73,11 @@ pub fn decode(bytes: &[u8]) -> Result<TcpHeader, Warning> {
     if hlen < TCP_MIN_HLEN {
         tcp.warnings.push(Warning::BadDataOffset { doff });
     } else if hlen > bytes.len() {
-        tcp.warnings.push(Warning::Truncated { layer: Layer::Tcp, need: hlen, have: bytes.len() });
+        tcp.warnings.push(Warning::Truncated {
+            layer: Layer::Tcp,
+            need: hlen,
+            have: bytes.len(),
+        });
     } else {
         tcp.payload_start = Some(hlen);
     }
@@ -82,7 +86,14 @@ pub fn decode(bytes: &[u8]) -> Result<TcpHeader, Warning> {
 
 impl fmt::Display for TcpHeader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TCP {} > {} [{}] seq {}", self.sport, self.dport, self.flags.join(","), self.seq)?;
+        write!(
+            f,
+            "TCP {} > {} [{}] seq {}",
+            self.sport,
+            self.dport,
+            self.flags.join(","),
+            self.seq
+        )?;
         if self.flag_bits & 0x10 != 0 {
             write!(f, " ack {}", self.ack)?;
         }

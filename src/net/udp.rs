@@ -44,9 +44,17 @@ pub fn decode(bytes: &[u8]) -> Result<UdpHeader, Warning> {
     let claimed = usize::from(len);
     if claimed < UDP_HLEN {
         // 0 is legal only for IPv6 jumbograms; either way the bytes present are all we have.
-        udp.warnings.push(Warning::LengthTooShort { layer: Layer::Udp, claimed, min: UDP_HLEN });
+        udp.warnings.push(Warning::LengthTooShort {
+            layer: Layer::Udp,
+            claimed,
+            min: UDP_HLEN,
+        });
     } else if claimed > have {
-        udp.warnings.push(Warning::LengthPastBuffer { layer: Layer::Udp, claimed, have });
+        udp.warnings.push(Warning::LengthPastBuffer {
+            layer: Layer::Udp,
+            claimed,
+            have,
+        });
     } else {
         udp.payload = UDP_HLEN..claimed;
     }

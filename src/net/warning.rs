@@ -13,6 +13,8 @@ use serde::{Serialize, Serializer};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Layer {
     Skb,
+    /// The network layer before its type is known.
+    Network,
     Ethernet,
     Vlan,
     Arp,
@@ -28,6 +30,7 @@ impl fmt::Display for Layer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Layer::Skb => "skb",
+            Layer::Network => "network",
             Layer::Ethernet => "ethernet",
             Layer::Vlan => "vlan",
             Layer::Arp => "arp",
@@ -46,10 +49,18 @@ impl fmt::Display for Layer {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Warning {
     #[error("{layer}: truncated: {have} of {need} header bytes present")]
-    Truncated { layer: Layer, need: usize, have: usize },
+    Truncated {
+        layer: Layer,
+        need: usize,
+        have: usize,
+    },
 
     #[error("{layer}: version {version} where {expected} was expected; not decoded")]
-    WrongVersion { layer: Layer, version: u8, expected: u8 },
+    WrongVersion {
+        layer: Layer,
+        version: u8,
+        expected: u8,
+    },
 
     #[error("ipv4: bad IHL {ihl} ({} header bytes, the minimum is 20); transport not decoded", *ihl as usize * 4)]
     BadIhl { ihl: u8 },
@@ -57,11 +68,23 @@ pub enum Warning {
     #[error("tcp: bad data offset {doff} ({} header bytes, the minimum is 20)", *doff as usize * 4)]
     BadDataOffset { doff: u8 },
 
-    #[error("{layer}: length field says {claimed} bytes but only {have} are present; decoded what is there")]
-    LengthPastBuffer { layer: Layer, claimed: usize, have: usize },
+    #[error(
+        "{layer}: length field says {claimed} bytes but only {have} are present; decoded what is there"
+    )]
+    LengthPastBuffer {
+        layer: Layer,
+        claimed: usize,
+        have: usize,
+    },
 
-    #[error("{layer}: length field {claimed} is shorter than the {min}-byte header; decoded what is there")]
-    LengthTooShort { layer: Layer, claimed: usize, min: usize },
+    #[error(
+        "{layer}: length field {claimed} is shorter than the {min}-byte header; decoded what is there"
+    )]
+    LengthTooShort {
+        layer: Layer,
+        claimed: usize,
+        min: usize,
+    },
 
     #[error("{layer}: length field is 0 (GSO or jumbo packet?); decoded the {have} bytes present")]
     LengthZero { layer: Layer, have: usize },
@@ -80,14 +103,23 @@ pub enum Warning {
     #[error("skb: linear data is {tail} bytes; read only the first {limit}")]
     LinearClipped { tail: u64, limit: usize },
 
-    #[error("skb: {header} header offset {offset} is past the {have} linear bytes; not decoded from it")]
-    HeaderOutOfRange { header: &'static str, offset: u16, have: usize },
+    #[error(
+        "skb: {header} header offset {offset} is past the {have} linear bytes; not decoded from it"
+    )]
+    HeaderOutOfRange {
+        header: &'static str,
+        offset: u16,
+        have: usize,
+    },
 
     #[error("skb: len - data_len = {expected} but data..tail holds {actual} bytes")]
     LinearLenMismatch { expected: u64, actual: u64 },
 
     #[error("skb: {why}; decoded {what} from skb->data")]
-    DecodedFromData { why: &'static str, what: &'static str },
+    DecodedFromData {
+        why: &'static str,
+        what: &'static str,
+    },
 
     #[error("skb: protocol {protocol:#06x} and no header to guess from; packet not decoded")]
     UnknownProtocol { protocol: u16 },

@@ -86,7 +86,10 @@ mod tests {
 
     #[test]
     fn checksum_odd_tail_is_padded_with_zero() {
-        assert_eq!(internet_checksum(&[&[0x12, 0x34, 0x56]]), !(0x1234u16 + 0x5600));
+        assert_eq!(
+            internet_checksum(&[&[0x12, 0x34, 0x56]]),
+            !(0x1234u16 + 0x5600)
+        );
     }
 
     #[test]
