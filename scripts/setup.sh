@@ -13,7 +13,7 @@ packages=(
   # debugging and the article's tools, used on the host and (through the hostfs root) in guests
   gdb iptables kmod iproute2 iputils-ping traceroute tcpdump python3 procps
   # the kernel build
-  build-essential flex bison bc libelf-dev xz-utils dpkg-dev
+  build-essential flex bison bc libelf-dev xz-utils dpkg-dev patch
   # benchmarks compare with pahole
   dwarves
 )

@@ -48,6 +48,11 @@ enum Cmd {
     Attach(cli::debug::AttachArgs),
     #[command(flatten)]
     Debug(cli::debug::DebugCmd),
+    /// An interactive prompt on a session: history, completion, stops shown as they happen
+    Shell {
+        /// The machine (default: the only attached machine)
+        umid_arg: Option<String>,
+    },
     /// (internal) the session daemon started by attach
     #[command(hide = true, name = "daemon-run")]
     DaemonRun { options: String },
@@ -75,6 +80,11 @@ fn main() -> ExitCode {
         Cmd::Lab(c) => cli::lab::run(c, cache, json).map(code),
         Cmd::Attach(a) => cli::debug::attach(a, target, cache).map(code),
         Cmd::Debug(d) => cli::debug::run(d, target).map(code),
+        Cmd::Shell { umid_arg } => cli::shell::run(
+            umid_arg.or(cli.umid.clone()),
+            cli.uml_dir.clone().unwrap_or_else(umldbg::uml::instance::default_uml_dir),
+        )
+        .map(code),
         Cmd::DaemonRun { options } => match serde_json::from_str(&options) {
             Ok(o) => Ok(code(umldbg::daemon::daemon_main(o))),
             Err(e) => Err(anyhow::anyhow!("daemon-run: bad options: {e}")),
@@ -86,9 +96,15 @@ fn main() -> ExitCode {
     match res {
         Ok(code) => code,
         Err(e) => {
+            // One line per cause, and a cause whose text its parent already shows is left out.
             let mut msg = format!("umldbg: {e}");
+            let mut shown = e.to_string();
             for cause in e.chain().skip(1) {
-                msg.push_str(&format!("\n  caused by: {cause}"));
+                let text = cause.to_string();
+                if !shown.contains(&text) {
+                    msg.push_str(&format!("\n  caused by: {text}"));
+                }
+                shown = text;
             }
             eprintln!("{msg}");
             ExitCode::FAILURE

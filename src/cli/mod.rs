@@ -4,3 +4,4 @@ pub mod debug;
 pub mod doctor;
 pub mod kernel;
 pub mod lab;
+pub mod shell;

@@ -53,8 +53,9 @@ pub struct SkbReader {
 impl SkbReader {
     /// The layout comes from the kernel image's DWARF, through the layout cache.
     pub fn new(image: &Path, cache: &Path, pid: i32) -> Result<SkbReader, String> {
-        let _ = (image, cache, pid);
-        Err("INTEGRATION PENDING".to_string())
+        let store = crate::dwarf::LayoutStore::new(cache);
+        let layout = store.net_layouts(image).and_then(|l| l.skb()).map_err(|e| e.to_string())?;
+        Ok(SkbReader { layout, mem: ProcessMemory { pid } })
     }
 
     pub fn from_layout(layout: SkbLayout, pid: i32) -> SkbReader {

@@ -162,7 +162,8 @@ impl<'a, 'd> Builder<'a, 'd> {
             if inner.starts_with('*') { format!("({inner})") } else { inner.to_owned() }
         };
         Ok(match t.tag {
-            gimli::DW_TAG_base_type | gimli::DW_TAG_typedef | gimli::DW_TAG_unspecified_type => {
+            gimli::DW_TAG_base_type => join(c_spelling(t.name.as_deref().unwrap_or("?")), inner),
+            gimli::DW_TAG_typedef | gimli::DW_TAG_unspecified_type => {
                 join(t.name.as_deref().unwrap_or("?"), inner)
             }
             gimli::DW_TAG_structure_type | gimli::DW_TAG_union_type | gimli::DW_TAG_enumeration_type
@@ -189,9 +190,17 @@ impl<'a, 'd> Builder<'a, 'd> {
                     gimli::DW_TAG_restrict_type => "restrict",
                     _ => "_Atomic",
                 };
-                let target_is_pointer =
-                    t.target.map(|o| self.info(o)).transpose()?.is_some_and(|ti| ti.tag == gimli::DW_TAG_pointer_type);
-                if target_is_pointer {
+                let target_tag = t.target.map(|o| self.info(o)).transpose()?.map(|ti| ti.tag);
+                if target_tag == Some(gimli::DW_TAG_array_type) {
+                    // A qualified array is an array of qualified elements; gcc also marks the
+                    // elements, so print the qualifier once, where the elements have it.
+                    let elems = self.declare(t.target, inner, depth + 1)?;
+                    if elems.starts_with(q) {
+                        elems
+                    } else {
+                        format!("{q} {elems}")
+                    }
+                } else if target_tag == Some(gimli::DW_TAG_pointer_type) {
                     // `char *const p`: the qualifier binds to the pointer, right of the star.
                     self.declare(t.target, &join(q, inner), depth + 1)?
                 } else {
@@ -442,6 +451,19 @@ impl<'a, 'd> Builder<'a, 'd> {
             }
         }
         Ok(())
+    }
+}
+
+/// gcc names base types `long unsigned int`; print them the way C code (and gdb) spells them.
+fn c_spelling(name: &str) -> &str {
+    match name {
+        "long unsigned int" => "unsigned long",
+        "long int" => "long",
+        "short int" => "short",
+        "short unsigned int" => "unsigned short",
+        "long long int" => "long long",
+        "long long unsigned int" => "unsigned long long",
+        other => other,
     }
 }
 

@@ -135,21 +135,21 @@ impl fmt::Display for StructLayout {
                 self.write_holes(f, pos, d + 1)?;
                 let pad = "    ".repeat(d as usize + 1);
                 writeln!(f)?;
-                writeln!(f, "{:29}{pad}    /* total size (bytes): {size:>4} */", "")?;
-                writeln!(f, "{:29}{pad}{close}", "")?;
+                writeln!(f, "{:27}{pad}    /* total size (bytes): {size:>4} */", "")?;
+                writeln!(f, "{:27}{pad}{close}", "")?;
                 open.pop();
             }
             self.write_holes(f, pos, depth)?;
             let Some(m) = member else { break };
             let indent = "    ".repeat(m.depth as usize + 1);
             let column = match (m.in_union, m.bit_offset) {
-                (true, _) => format!("/* {:>22} */", m.size),
+                (true, _) => format!("/* {:>21} */", m.size),
                 (false, Some(bit)) => format!("/* {:>6}:{bit:>2}   | {:>7} */", m.offset, m.size),
                 (false, None) => format!("/* {:>6}      | {:>7} */", m.offset, m.size),
             };
             let has_children = self.members.get(pos + 1).is_some_and(|n| n.depth > m.depth);
             match m.aggregate {
-                Some(kind) if has_children => {
+                Some(kind) => {
                     let (head, close) = if m.anonymous {
                         (kind.keyword().to_owned(), "};".to_owned())
                     } else {
@@ -160,6 +160,9 @@ impl fmt::Display for StructLayout {
                         (head.to_owned(), format!("}} {name};"))
                     };
                     writeln!(f, "{column}{indent}{head} {{")?;
+                    if !has_children {
+                        writeln!(f, "{:27}{indent}    <no data fields>", "")?;
+                    }
                     open.push((m.depth, m.size, close));
                 }
                 _ => writeln!(f, "{column}{indent}{};", m.decl)?,

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::manifest::{self, Manifest};
 use super::source::{self, PrivateApt};
-use super::{FRAGMENT, KernelError};
+use super::{FRAGMENT, KernelError, PATCHES};
 use crate::util;
 
 /// What `umldbg kernel build` was asked for.
@@ -143,7 +143,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutcome, KernelError> {
     let progress = Progress::new(opts.progress);
     let kernels = manifest::kernels_dir(&opts.cache);
     std::fs::create_dir_all(&kernels).map_err(io(format!("create {}", kernels.display())))?;
-    let frag_hash = hex(&Sha256::digest(FRAGMENT.as_bytes()));
+    let frag_hash = hex(&Sha256::digest(super::recipe().as_bytes()));
 
     // A valid build from Debian's source with this fragment answers without asking the network.
     if opts.source.is_none() && !opts.refresh {
@@ -182,7 +182,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutcome, KernelError> {
         }
     };
 
-    let key_hash = hex(&Sha256::digest(format!("{}\n{}", src.identity(), FRAGMENT).as_bytes()));
+    let key_hash = hex(&Sha256::digest(format!("{}\n{}", src.identity(), super::recipe()).as_bytes()));
     let key = format!("uml-{}", &key_hash[..16]);
     let dir = kernels.join(&key);
     if let Ok(m) = Manifest::read(&dir) {
@@ -230,6 +230,10 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutcome, KernelError> {
     }
     let v = source::tree_version(&tree)?;
     source::check_version(v, &src.identity())?;
+    progress.phase("patch");
+    for (name, text) in PATCHES {
+        apply_patch(&tree, name, text)?;
+    }
     if tree.join(".config").exists() {
         make(&tree, &["mrproper"], 1, &log_path, "make mrproper", None)?;
     }
@@ -285,6 +289,34 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutcome, KernelError> {
     m.write(&dir)?;
     progress.finish();
     Ok(BuildOutcome { manifest: m, cache_hit: false, seconds: t0.elapsed().as_secs_f64() })
+}
+
+/// Apply one patch; a tree that already has it (a user's patched tree) is fine.
+fn apply_patch(tree: &Path, name: &str, text: &str) -> Result<(), KernelError> {
+    let run = |extra: &[&str]| -> std::io::Result<std::process::Output> {
+        let mut child = Command::new("patch")
+            .current_dir(tree)
+            .args(["-p1", "--batch", "--silent"])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        child.stdin.take().expect("piped").write_all(text.as_bytes())?;
+        child.wait_with_output()
+    };
+    let io_err = |e: std::io::Error| KernelError::Io { what: format!("run patch for {name} (apt-get install patch)"), source: e };
+    if run(&["--dry-run", "--reverse"]).map_err(io_err)?.status.success() {
+        return Ok(());
+    }
+    let out = run(&["--forward"]).map_err(io_err)?;
+    if !out.status.success() {
+        return Err(KernelError::Patch {
+            name: name.to_string(),
+            reason: String::from_utf8_lossy(&out.stdout).lines().chain(String::from_utf8_lossy(&out.stderr).lines()).take(2).collect::<Vec<_>>().join(" | "),
+        });
+    }
+    Ok(())
 }
 
 fn previous_step_count(kernels: &Path) -> Option<u64> {

@@ -16,6 +16,21 @@ pub use manifest::Manifest;
 /// The configuration fragment, compiled in so that the binary alone can build its kernel.
 pub const FRAGMENT: &str = include_str!("../../scripts/kernel.config");
 
+/// Patches applied to the source before it is configured, in order (name, unified diff).
+pub const PATCHES: &[(&str, &str)] = &[(
+    "0001-um-resume-after-a-dead-debugger-s-breakpoint.patch",
+    include_str!("../../scripts/kernel-patches/0001-um-resume-after-a-dead-debugger-s-breakpoint.patch"),
+)];
+
+/// What a build is made from besides the source: the fragment and the patches.
+pub fn recipe() -> String {
+    let mut r = String::from(FRAGMENT);
+    for (name, text) in PATCHES {
+        r.push_str(&format!("\n--- patch {name}\n{text}"));
+    }
+    r
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
     #[error("{what}: {source}")]
@@ -38,6 +53,8 @@ pub enum KernelError {
     NotCached(PathBuf),
     #[error("only {free_mb} MB free under {dir}: a kernel build needs about {need_mb} MB; free some space or set UMLDBG_CACHE")]
     DiskFull { dir: PathBuf, free_mb: u64, need_mb: u64 },
+    #[error("patch {name} does not apply to this kernel source ({reason}): umldbg supports the kernels its patches fit, see scripts/kernel-patches")]
+    Patch { name: String, reason: String },
     #[error("{path}: no GNU build-id note")]
     NoBuildId { path: PathBuf },
 }

@@ -17,7 +17,7 @@ use std::fmt::{self, Write as _};
 
 use serde::{Serialize, Serializer};
 
-use crate::net::hexdump::{hex_string, hexdump};
+use crate::net::hexdump::{HexDump, hex_string, hexdump};
 use crate::net::layout::{FieldLoc, SkbLayout};
 use crate::net::names::{ethertype_name, pkt_type_name};
 use crate::net::packet::{Chain, Packet};
@@ -180,155 +180,191 @@ pub fn read_skb_with(
         });
     }
     // Bounded by MAX_SKB_STRUCT just above.
-    let size = layout.size as usize;
-    let raw = read_exact(mem, "struct sk_buff", addr, size)?;
-    let s = Fields { raw: &raw };
-    let not_skb = |reason: String| SkbError::NotAnSkb { addr, reason };
-
-    let head = s.get("head", &layout.head)?;
-    let data = s.get("data", &layout.data)?;
-    let len = s.get_u32("len", &layout.len)?;
-    let data_len = s.get_u32("data_len", &layout.data_len)?;
-    let protocol = s.get_be16("protocol", &layout.protocol)?;
-    // A bitfield of 3 bits, or a whole byte in layouts without bit info: fits u8 either way.
-    let pkt_type = s.get("pkt_type", &layout.pkt_type)? as u8;
-    let mark = s.get_u32("mark", &layout.mark)?;
-    let dev_ptr = s.get("dev", &layout.dev)?;
-    let mh = s.get_header("mac_header", &layout.mac_header)?;
-    let nh = s.get_header("network_header", &layout.network_header)?;
-    let th = s.get_header("transport_header", &layout.transport_header)?;
-    let tail = s.get_offset("tail", &layout.tail, head, addr)?;
-    let end = s.get_offset("end", &layout.end, head, addr)?;
-
-    if head == 0 {
-        return Err(not_skb("head is NULL".into()));
-    }
-    if tail > end {
-        return Err(not_skb(format!(
-            "tail offset {tail} is past end offset {end}"
-        )));
-    }
-    if end > MAX_END {
-        return Err(not_skb(format!("end offset {end} is implausibly large")));
-    }
-    let data_off = data
-        .checked_sub(head)
-        .filter(|off| *off <= tail)
-        .ok_or_else(|| {
-            not_skb(format!(
-                "data {data:#x} is outside head {head:#x} .. head + tail ({tail})"
-            ))
-        })?;
-    if data_len > len {
-        return Err(not_skb(format!(
-            "data_len {data_len} is larger than len {len}"
-        )));
-    }
+    let raw = read_exact(mem, "struct sk_buff", addr, layout.size as usize)?;
+    let m = Meta::parse(&raw, layout, addr)?;
 
     let mut warnings = Vec::new();
-    if data_len > 0 {
-        warnings.push(Warning::Nonlinear { len, data_len });
+    if m.data_len > 0 {
+        warnings.push(Warning::Nonlinear {
+            len: m.len,
+            data_len: m.data_len,
+        });
     }
-    let linear_len = (offset_usize(tail)).min(opts.linear_limit);
-    if (linear_len as u64) < tail {
+    let linear_len = offset_usize(m.tail).min(opts.linear_limit);
+    if (linear_len as u64) < m.tail {
         warnings.push(Warning::LinearClipped {
-            tail,
+            tail: m.tail,
             limit: opts.linear_limit,
         });
     }
-    let expected = u64::from(len - data_len);
-    if expected != tail - data_off {
-        warnings.push(Warning::LinearLenMismatch {
-            expected,
-            actual: tail - data_off,
-        });
+    let expected = u64::from(m.len - m.data_len);
+    let actual = m.tail - m.data_off;
+    if expected != actual {
+        warnings.push(Warning::LinearLenMismatch { expected, actual });
     }
     let linear = if linear_len == 0 {
         Vec::new()
     } else {
-        read_exact(mem, "linear data", head, linear_len)?
+        read_exact(mem, "linear data", m.head, linear_len)?
     };
+    let dev = read_dev_name(mem, layout, m.dev, &mut warnings);
 
-    let dev = if dev_ptr == 0 {
-        None
-    } else {
-        let n = match layout.dev_name.size {
-            0 => IFNAMSIZ,
-            n => n.min(64) as usize,
-        };
-        let at = dev_ptr.wrapping_add(layout.dev_name.offset);
-        match read_exact(mem, "net_device name", at, n) {
-            Ok(b) => Some(c_string(&b)),
-            Err(e) => {
-                warnings.push(Warning::DevUnreadable {
-                    addr: at,
-                    reason: error_chain(&e),
-                });
-                None
-            }
+    let headers = [
+        ("mac", m.mac),
+        ("network", m.network),
+        ("transport", m.transport),
+    ];
+    let headers_set = headers
+        .iter()
+        .filter(|(_, h)| h.is_some())
+        .map(|(name, _)| *name)
+        .collect();
+    let mut usable = |name: &'static str, h: Option<u16>| {
+        let off = h?;
+        if usize::from(off) > linear.len() {
+            warnings.push(Warning::HeaderOutOfRange {
+                header: name,
+                offset: off,
+                have: linear.len(),
+            });
+            return None;
         }
+        Some(usize::from(off))
     };
-
-    let mut headers_set = Vec::with_capacity(3);
-    for (name, h) in [("mac", mh), ("network", nh), ("transport", th)] {
-        if h.is_some() {
-            headers_set.push(name);
-        }
-    }
-    let in_range = |name: &'static str, h: Option<u16>, warnings: &mut Vec<Warning>| {
-        h.filter(|&off| {
-            let ok = usize::from(off) <= linear.len();
-            if !ok {
-                warnings.push(Warning::HeaderOutOfRange {
-                    header: name,
-                    offset: off,
-                    have: linear.len(),
-                });
-            }
-            ok
-        })
-    };
-    let mac = in_range("mac", mh, &mut warnings).map(usize::from);
-    let net = in_range("network", nh, &mut warnings).map(usize::from);
-
-    let mut packet = decode_linear(
-        &linear,
-        mac,
-        net,
-        offset_usize(data_off),
-        protocol,
-        &mut warnings,
-    );
+    let (mac, net) = (usable("mac", m.mac), usable("network", m.network));
+    let data_off = offset_usize(m.data_off);
+    let mut packet = decode_linear(&linear, mac, net, data_off, m.protocol, &mut warnings);
     warnings.append(&mut packet.warnings);
     packet.warnings = warnings;
     let payload = packet.payload_of(&linear);
 
     Ok(SkbView {
         addr,
-        len,
-        data_len,
-        protocol,
-        protocol_name: ethertype_name(protocol),
-        pkt_type,
-        pkt_type_name: pkt_type_name(pkt_type),
-        mark,
+        len: m.len,
+        data_len: m.data_len,
+        protocol: m.protocol,
+        protocol_name: ethertype_name(m.protocol),
+        pkt_type: m.pkt_type,
+        pkt_type_name: pkt_type_name(m.pkt_type),
+        mark: m.mark,
         dev,
-        headroom: data_off,
-        tailroom: end - tail,
+        headroom: m.data_off,
+        tailroom: m.end - m.tail,
         headers_set,
-        mac_header: mh,
-        network_header: nh,
-        transport_header: th,
+        mac_header: m.mac,
+        network_header: m.network,
+        transport_header: m.transport,
         payload_len: payload.len(),
         payload_hex: hex_string(payload, opts.payload_limit),
         packet,
-        head,
-        data,
-        tail,
-        end,
+        head: m.head,
+        data: m.head + m.data_off,
+        tail: m.tail,
+        end: m.end,
         linear,
         payload_limit: opts.payload_limit,
     })
+}
+
+/// The members of one `struct sk_buff`, checked to describe a buffer.
+struct Meta {
+    head: u64,
+    /// `data - head`, at most `tail`.
+    data_off: u64,
+    len: u32,
+    /// At most `len`.
+    data_len: u32,
+    protocol: u16,
+    pkt_type: u8,
+    mark: u32,
+    dev: u64,
+    mac: Option<u16>,
+    network: Option<u16>,
+    transport: Option<u16>,
+    /// Offsets from `head`; `tail <= end <= MAX_END`.
+    tail: u64,
+    end: u64,
+}
+
+impl Meta {
+    fn parse(raw: &[u8], layout: &SkbLayout, addr: u64) -> Result<Meta, SkbError> {
+        let s = Fields { raw };
+        let not_skb = |reason: String| SkbError::NotAnSkb { addr, reason };
+        let head = s.get("head", &layout.head)?;
+        let data = s.get("data", &layout.data)?;
+        let len = s.get_u32("len", &layout.len)?;
+        let data_len = s.get_u32("data_len", &layout.data_len)?;
+        let tail = s.get_offset("tail", &layout.tail, head, addr)?;
+        let end = s.get_offset("end", &layout.end, head, addr)?;
+        if head == 0 {
+            return Err(not_skb("head is NULL".into()));
+        }
+        if tail > end {
+            return Err(not_skb(format!(
+                "tail offset {tail} is past end offset {end}"
+            )));
+        }
+        if end > MAX_END {
+            return Err(not_skb(format!("end offset {end} is implausibly large")));
+        }
+        if data_len > len {
+            return Err(not_skb(format!(
+                "data_len {data_len} is larger than len {len}"
+            )));
+        }
+        let data_off = data
+            .checked_sub(head)
+            .filter(|off| *off <= tail)
+            .ok_or_else(|| {
+                not_skb(format!(
+                    "data {data:#x} is outside head {head:#x} .. head + tail ({tail})"
+                ))
+            })?;
+        Ok(Meta {
+            head,
+            data_off,
+            len,
+            data_len,
+            protocol: s.get_be16("protocol", &layout.protocol)?,
+            // A 3-bit bitfield, or a whole byte in layouts without bit info: a u8 either way.
+            pkt_type: s.get("pkt_type", &layout.pkt_type)? as u8,
+            mark: s.get_u32("mark", &layout.mark)?,
+            dev: s.get("dev", &layout.dev)?,
+            mac: s.get_header("mac_header", &layout.mac_header)?,
+            network: s.get_header("network_header", &layout.network_header)?,
+            transport: s.get_header("transport_header", &layout.transport_header)?,
+            tail,
+            end,
+        })
+    }
+}
+
+/// `dev->name`, or `None` for a NULL `dev`; an unreadable name is a warning, not an error,
+/// since the packet is still worth showing.
+fn read_dev_name(
+    mem: &mut impl MemoryReader,
+    layout: &SkbLayout,
+    dev: u64,
+    warnings: &mut Vec<Warning>,
+) -> Option<String> {
+    if dev == 0 {
+        return None;
+    }
+    let n = match layout.dev_name.size {
+        0 => IFNAMSIZ,
+        n => n.min(64) as usize,
+    };
+    let at = dev.wrapping_add(layout.dev_name.offset);
+    match read_exact(mem, "net_device name", at, n) {
+        Ok(b) => Some(c_string(&b)),
+        Err(e) => {
+            warnings.push(Warning::DevUnreadable {
+                addr: at,
+                reason: error_chain(&e),
+            });
+            None
+        }
+    }
 }
 
 /// Offsets here are bounded by `MAX_END`, far below `usize::MAX` on any host this runs on.
@@ -527,6 +563,11 @@ impl SkbView {
         self.packet.payload_of(&self.linear)
     }
 
+    /// The payload's hex dump, bounded by `payload_limit`: what `render(true)` appends.
+    pub fn payload_dump(&self) -> HexDump {
+        hexdump(self.payload(), self.payload_limit)
+    }
+
     /// The linear bytes from the MAC header (when set and before the network header), else from
     /// the network header, else from `data`, through `tail`.
     pub fn frame(&self) -> (FrameStart, &[u8]) {
@@ -601,10 +642,7 @@ impl SkbView {
         if self.payload_len > 0 {
             let _ = writeln!(out, "  payload {} bytes", self.payload_len);
             if hex {
-                for line in hexdump(self.payload(), self.payload_limit)
-                    .to_string()
-                    .lines()
-                {
+                for line in self.payload_dump().to_string().lines() {
                     let _ = writeln!(out, "    {line}");
                 }
             }

@@ -114,3 +114,51 @@ impl Drop for Lab {
         let _ = umldbg(&["lab", "down", &self.name]);
     }
 }
+
+/// A debug session attached for the life of the value; detached on drop.
+pub struct Attached {
+    pub umid: String,
+}
+
+impl Attached {
+    pub fn new(umid: &str) -> Attached {
+        let o = umldbg(&["attach", umid]);
+        assert!(o.status.success(), "attach {umid}: {}{}", stdout(&o), stderr(&o));
+        Attached { umid: umid.to_string() }
+    }
+
+    /// Run a debug command against this session.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut v = vec!["--umid", &self.umid];
+        v.extend_from_slice(args);
+        umldbg(&v)
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(o.status.success(), "umldbg {args:?} on {}: {}{}", self.umid, stdout(&o), stderr(&o));
+        stdout(&o)
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut v = vec!["--json"];
+        v.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&v)).expect("JSON output")
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        let _ = umldbg(&["--umid", &self.umid, "detach"]);
+    }
+}
+
+/// Run a shell line on a lab machine in the background (e.g. traffic while a test waits).
+pub fn spawn_sh(umid: &str, line: &str) -> std::process::Child {
+    Command::new(bin())
+        .args(["exec", umid, "--timeout", "60", "--shell", line])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn umldbg exec")
+}
