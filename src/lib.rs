@@ -12,5 +12,6 @@ pub mod kernel;
 pub mod kmod;
 pub mod lab;
 pub mod net;
+pub mod stub;
 pub mod uml;
 pub mod util;

@@ -51,12 +51,10 @@ impl Drop for TempDir {
     }
 }
 
-/// Compile the fixture program; None (with a note) if gdb or gcc is missing.
+/// Compile the fixture program. gdb and gcc are required (scripts/setup.sh installs them): a
+/// missing one fails the test rather than skipping it.
 fn setup(name: &str) -> Option<(PathBuf, TempDir, PathBuf)> {
-    let Some(gdb) = gdb_path() else {
-        eprintln!("skipping: no gdb in PATH (set UMLDBG_TEST_GDB)");
-        return None;
-    };
+    let gdb = gdb_path().expect("no gdb in PATH (set UMLDBG_TEST_GDB; scripts/setup.sh installs it)");
     let dir = TempDir::new(name);
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/gdbmi/prog.c");
     let prog = dir.0.join("prog");
@@ -67,13 +65,7 @@ fn setup(name: &str) -> Option<(PathBuf, TempDir, PathBuf)> {
         .status()
     {
         Ok(s) if s.success() => Some((gdb, dir, prog)),
-        other => {
-            eprintln!(
-                "skipping: cannot compile {} with gcc: {other:?}",
-                source.display()
-            );
-            None
-        }
+        other => panic!("cannot compile {} with gcc: {other:?}", source.display()),
     }
 }
 
@@ -294,10 +286,7 @@ async fn a_program_that_is_not_gdb_fails_at_startup() {
 
 #[tokio::test]
 async fn gdb_killed_mid_session_is_reported_as_exited() {
-    let Some(gdb_bin) = gdb_path() else {
-        eprintln!("skipping: no gdb");
-        return;
-    };
+    let gdb_bin = gdb_path().expect("no gdb in PATH (scripts/setup.sh installs it)");
     let gdb = Gdb::spawn(&gdb_bin, &[]).await.unwrap();
     let mut events = gdb.events();
     let pid = gdb.pid().expect("gdb has a pid");
@@ -323,10 +312,7 @@ async fn gdb_killed_mid_session_is_reported_as_exited() {
 
 #[tokio::test]
 async fn a_late_answer_after_a_timeout_goes_nowhere() {
-    let Some(gdb_bin) = gdb_path() else {
-        eprintln!("skipping: no gdb");
-        return;
-    };
+    let gdb_bin = gdb_path().expect("no gdb in PATH (scripts/setup.sh installs it)");
     let gdb = Gdb::spawn(&gdb_bin, &[]).await.unwrap();
     let err = gdb
         .cmd_timeout(
@@ -345,4 +331,49 @@ async fn a_late_answer_after_a_timeout_goes_nowhere() {
         .unwrap_err();
     assert!(matches!(err, GdbError::InvalidCommand(_)), "{err:?}");
     gdb.exit().await.unwrap();
+}
+
+/// gdb must take its breakpoints out when it exits while the target runs: a breakpoint left in a
+/// busy path would kill the process with SIGTRAP on the next pass (which is what happens when gdb
+/// is SIGKILLed instead).
+#[tokio::test]
+async fn exit_while_running_removes_breakpoints_and_detaches() {
+    let Some((gdb_bin, _dir, prog)) = setup("exit-running") else {
+        return;
+    };
+    let target = Started(
+        std::process::Command::new(&prog)
+            .arg("loop")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap(),
+    );
+    let pid = target.0.id();
+
+    let gdb = Gdb::spawn(&gdb_bin, &[]).await.unwrap();
+    let mut events = gdb.events();
+    gdb.cmd_timeout(Command::target_attach(pid), DEADLINE)
+        .await
+        .unwrap();
+    next_stop(&mut events).await;
+    // On the loop's path (sleep is called every second), never true so gdb resumes at once.
+    let options = BreakOptions {
+        condition: Some("0".into()),
+        ..Default::default()
+    };
+    gdb.break_insert("sleep", &options).await.unwrap();
+    gdb.cmd(Command::exec_continue()).await.unwrap();
+    wait_for_running(&mut events).await;
+    let status = gdb.exit().await.unwrap();
+    assert_eq!(status.code, Some(0), "{status}");
+
+    // The loop calls sleep() once a second: two more passes over the old breakpoint address.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("the process survived gdb's exit");
+    assert!(status.contains("TracerPid:\t0"), "{status}");
+    assert!(!status.contains("State:\tZ"), "{status}");
+    drop(target);
 }

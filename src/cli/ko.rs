@@ -77,10 +77,17 @@ pub fn render(info: &ModuleInfo, args: &KoInfoArgs) -> String {
     funcs.sort_by(|a, b| (&a.section, a.offset).cmp(&(&b.section, b.offset)));
     let _ = writeln!(s, "\nFunctions ({}):", funcs.len());
     for f in funcs {
-        let line = lines
-            .and_then(|d| d.function(&f.name))
+        let func = lines.and_then(|d| d.function(&f.name));
+        let mut line = func
             .and_then(|l| Some(format!("{}:{}", l.file.as_deref()?, l.line?)))
             .unwrap_or_default();
+        // The entry's line can come from an inlined helper; then say where the function is.
+        if let Some(l) = func
+            && let (Some(df), Some(dl)) = (&l.decl_file, l.decl_line)
+            && l.file.as_ref() != Some(df)
+        {
+            let _ = write!(line, " (declared at {df}:{dl})");
+        }
         let _ = writeln!(s, "  {:<32} {}+{:#x}  size {:#x}  {line}", f.name, f.section, f.offset, f.size);
     }
     let objects: Vec<_> = info.symbols.iter().filter(|s| s.kind == SymbolKind::Object && !s.is_undefined()).collect();
@@ -104,6 +111,9 @@ pub fn render(info: &ModuleInfo, args: &KoInfoArgs) -> String {
             if let Some(dir) = &d.comp_dir {
                 let _ = writeln!(s, "  compiled in {dir}");
             }
+        }
+        None if info.section(".debug_info").is_some() => {
+            let _ = writeln!(s, "\nDWARF: present but unreadable (see the warning); no source lines");
         }
         None => {
             let _ = writeln!(s, "\nDWARF: none (no source lines; build the kernel with CONFIG_DEBUG_INFO)");

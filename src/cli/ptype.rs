@@ -17,12 +17,15 @@ pub struct PtypeArgs {
     /// Print the layout as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Cache directory (the global `--cache`); default `$UMLDBG_CACHE` or `~/.cache/umldbg`.
+    #[arg(skip)]
+    pub cache: Option<PathBuf>,
 }
 
 pub fn run(args: PtypeArgs) -> anyhow::Result<()> {
-    let kernel = match args.kernel {
-        Some(k) => k,
-        None => default_kernel()?,
+    let kernel = match &args.kernel {
+        Some(k) => k.clone(),
+        None => default_kernel(args.cache.clone().unwrap_or_else(crate::util::cache_dir))?,
     };
     let joined = args.name.join(" ");
     let name = joined.trim();
@@ -31,7 +34,11 @@ pub fn run(args: PtypeArgs) -> anyhow::Result<()> {
         .or_else(|| name.strip_prefix("union "))
         .unwrap_or(name)
         .trim();
-    let loaded = LayoutStore::default().layout(&kernel, name)?;
+    let store = match &args.cache {
+        Some(dir) => LayoutStore::new(dir),
+        None => LayoutStore::default(),
+    };
+    let loaded = store.layout(&kernel, name)?;
     let text = if args.json {
         serde_json::to_string_pretty(&loaded.layout)? + "\n"
     } else {
@@ -52,8 +59,7 @@ pub(crate) fn write_stdout(text: &str) -> anyhow::Result<()> {
 /// The image of the newest cached kernel build. Reads the manifests only: validating a build
 /// means hashing the 90 MB image, which would cost more than the cached layout lookup itself;
 /// the layout cache is keyed by the image's build-id anyway.
-pub fn default_kernel() -> anyhow::Result<PathBuf> {
-    let cache = crate::util::cache_dir();
+pub fn default_kernel(cache: PathBuf) -> anyhow::Result<PathBuf> {
     let dir = crate::kernel::manifest::kernels_dir(&cache);
     let newest = std::fs::read_dir(&dir)
         .into_iter()

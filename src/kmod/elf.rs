@@ -109,6 +109,19 @@ fn check_header(bytes: &[u8]) -> Result<header::Header, KmodError> {
         let magic = bytes.iter().take(4).copied().collect();
         return Err(KmodError::NotElf { magic });
     }
+    // Checked here rather than left to goblin, whose error for a short buffer ("type is too
+    // big") does not say which part of the file is missing.
+    let header_len = match bytes.get(header::EI_CLASS) {
+        Some(&header::ELFCLASS64) => header::header64::SIZEOF_EHDR,
+        _ => header::header32::SIZEOF_EHDR,
+    };
+    if bytes.len() < header_len {
+        return Err(KmodError::Truncated {
+            what: "ELF header".into(),
+            end: header_len as u64,
+            file_len: bytes.len() as u64,
+        });
+    }
     let hdr = Elf::parse_header(bytes)
         .map_err(|source| KmodError::Malformed { what: "ELF header".into(), source })?;
     let class64 = hdr.e_ident[header::EI_CLASS] == header::ELFCLASS64;
@@ -123,6 +136,19 @@ fn check_header(bytes: &[u8]) -> Result<header::Header, KmodError> {
     }
     if hdr.e_type != ET_REL {
         return Err(KmodError::NotRelocatable { kind: header::et_to_str(hdr.e_type).to_owned() });
+    }
+    let table_end = u64::from(hdr.e_shnum)
+        .checked_mul(u64::from(hdr.e_shentsize))
+        .and_then(|n| n.checked_add(hdr.e_shoff));
+    if table_end.is_none_or(|end| end > bytes.len() as u64) {
+        return Err(KmodError::Truncated {
+            what: format!(
+                "section header table ({} entries at offset {})",
+                hdr.e_shnum, hdr.e_shoff
+            ),
+            end: table_end.unwrap_or(u64::MAX),
+            file_len: bytes.len() as u64,
+        });
     }
     Ok(hdr)
 }

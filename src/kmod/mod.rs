@@ -40,6 +40,10 @@ pub enum KmodError {
          kernel module (was it linked by modpost into a .ko?)"
     )]
     NotAModule,
+    #[error(
+        "truncated or corrupted file: the {what} ends at byte {end}, the file has {file_len} bytes"
+    )]
+    Truncated { what: String, end: u64, file_len: u64 },
     #[error("malformed ELF ({what}): {source}")]
     Malformed { what: String, source: goblin::error::Error },
     #[error(

@@ -1,0 +1,1 @@
+//! The gdb remote-protocol server and the ptrace run-control it stands on.
