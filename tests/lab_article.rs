@@ -112,5 +112,22 @@ fn bad_lab_input_gets_one_line_errors() {
     assert!(!o.status.success() && stderr(&o).contains("did not finish within 1 s"), "{}", stderr(&o));
     let o = umldbg(&["exec", &lab.umid("A"), "--", "python3", "-c", "print('it''s', 1+1)"]);
     assert_eq!(stdout(&o).trim(), "its 2");
+
+    // The interactive console: a shell on the machine's serial line, left with Ctrl-].
+    use std::io::Write;
+    let mut c = std::process::Command::new(bin())
+        .args(["console", &lab.umid("A")])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = c.stdin.take().unwrap();
+    stdin.write_all(b"echo console-$((6*7))\n").unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    stdin.write_all(&[0x1d]).unwrap();
+    let o = c.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("console-42"), "{}", String::from_utf8_lossy(&o.stdout));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -116,6 +116,17 @@ impl Session {
         gdb.cmd_timeout(Command::file_exec_and_symbols(&cfg.image), long)
             .await
             .map_err(|e| format!("loading the kernel's symbols from {}: {e}", cfg.image.display()))?;
+        let symbols = Arc::new(crate::daemon::symbols::SymbolIndex::from_image(&cfg.image));
+        let mut notes = Vec::new();
+        if symbols.is_empty() {
+            // A stripped image (a distribution's UML): names from the guest's /proc/kallsyms.
+            notes.push(format!("{} is stripped: kernel symbols come from the guest's /proc/kallsyms", cfg.image.display()));
+            let sym = kallsyms_symbol_file(&cfg).await?;
+            gdb.cmd_timeout(Command::console(&format!("add-symbol-file {} -o 0", sym.display())), long)
+                .await
+                .map_err(|e| format!("loading {}: {e}", sym.display()))?;
+            symbols.add_module(&sym, "kallsyms");
+        }
         let journal = Journal::open(&cfg.journal, cfg.pid);
         if let Ok(n) = journal.repair() {
             if n > 0 {
@@ -126,7 +137,6 @@ impl Session {
             .await
             .map_err(|e| format!("attach to pid {}: {e}", cfg.pid))?;
         // The attach stop arrives as an event; it is not the user's.
-        let symbols = Arc::new(crate::daemon::symbols::SymbolIndex::from_image(&cfg.image));
         let skb = crate::daemon::skb::SkbReader::new(&cfg.image, &cfg.cache, cfg.pid).ok();
         let mut s = Session {
             gdb,
@@ -169,6 +179,9 @@ impl Session {
             s.cfg.pid,
             s.cfg.image.display()
         );
+        for n in &notes {
+            summary.push_str(&format!("\n  note: {n}"));
+        }
         for p in &problems {
             summary.push_str(&format!("\n  warning: {p}"));
         }
@@ -514,6 +527,12 @@ impl Session {
                         if let Some(info) = self.unreported.take() {
                             let data = serde_json::to_value(&info).unwrap_or_default();
                             let _ = reply.send(Response::ok_data(info.render(), data));
+                        } else if let RunState::Stopped(info) = &self.state {
+                            // Nothing will stop a machine that is not running.
+                            let at = info.function.as_deref().map(|f| format!(" in {f}")).unwrap_or_default();
+                            let _ = reply.send(Response::err(format!(
+                                "the machine is stopped{at} and that stop was reported: `umldbg continue` first"
+                            )));
                         } else {
                             self.waiters.push(reply);
                         }
@@ -873,6 +892,28 @@ impl StopInfo {
             skb_text: None,
         }
     }
+}
+
+/// Write an ELF symbol file from the guest's /proc/kallsyms (read over the console).
+async fn kallsyms_symbol_file(cfg: &SessionConfig) -> Result<PathBuf, String> {
+    if !cfg.console {
+        return Err(format!(
+            "{} has no symbols and {} has no console to read /proc/kallsyms from: write one with `umldbg symfile --kallsyms FILE -o OUT` and attach with a kernel image that has symbols",
+            cfg.image.display(),
+            cfg.umid
+        ));
+    }
+    let umid = cfg.umid.clone();
+    let r = tokio::task::spawn_blocking(move || crate::lab::client::exec(&umid, "cat /proc/kallsyms", 60))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let text = r.output.unwrap_or_default();
+    let entries = crate::kmod::kallsyms::parse(&text).map_err(|e| format!("/proc/kallsyms of {}: {e}", cfg.umid))?;
+    let (bytes, _) = crate::kmod::symfile::write_symfile(&entries).map_err(|e| e.to_string())?;
+    let out = cfg.journal.with_file_name("kallsyms.elf");
+    std::fs::write(&out, bytes).map_err(|e| format!("{}: {e}", out.display()))?;
+    Ok(out)
 }
 
 /// gdb's errors carry a prefix the user does not need.

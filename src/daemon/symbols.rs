@@ -34,6 +34,10 @@ impl SymbolIndex {
         }
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.names.lock().expect("lock").is_empty()
+    }
+
     pub fn contains(&self, name: &str) -> bool {
         self.names.lock().expect("lock").contains(name)
     }
