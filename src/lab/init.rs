@@ -2,10 +2,13 @@
 //!
 //! The guest's root is the host's `/`, read-only over hostfs; everything the guest writes goes to
 //! tmpfs. After its startup the script prints a ready marker and then serves commands on its
-//! console (`con0`, a pair of pipes owned by the lab supervisor). A request is one line
-//! `RUN <id> <timeout> <base64 of a shell script>`; the reply is the command's output between
+//! console (`con0`, a pair of pipes owned by the lab supervisor). A request is one line:
+//! `RUN <id> <timeout> <base64 of a shell script>` for a short script, or
+//! `FILE <id> <timeout> <path>` for a longer one that the supervisor wrote under the cache, which
+//! the guest reads through its hostfs root. The reply is the command's output between
 //! `\x01B<id>\n` and `\x01E<id> <exit status>\n`. Base64 keeps arbitrary commands (quotes, pipes,
-//! newlines) intact through the guest's tty.
+//! newlines) intact through the guest's tty; the file form keeps request lines short, because the
+//! guest tty's input buffer holds 4 KiB and a longer line loses bytes.
 
 use std::fmt::Write as _;
 
@@ -88,10 +91,13 @@ pub fn init_script(m: &MachineSpec, p: &InitParams) -> String {
     s.push_str("printf '\\001READY\\n'\n");
     s.push_str(
         r#"while IFS=' ' read -r verb id tmo b64; do
-  [ "$verb" = RUN ] || continue
-  printf '%s' "$b64" | base64 -d > /run/.umldbg-cmd
+  case "$verb" in
+    RUN) printf '%s' "$b64" | base64 -d > /run/.umldbg-cmd; cmd=/run/.umldbg-cmd ;;
+    FILE) cmd=$b64 ;;
+    *) continue ;;
+  esac
   printf '\001B%s\n' "$id"
-  timeout -s INT -k 2 "$tmo" sh /run/.umldbg-cmd </dev/null 2>&1
+  timeout -s INT -k 2 "$tmo" sh "$cmd" </dev/null 2>&1
   printf '\001E%s %d\n' "$id" $?
 done
 # init must never exit: the supervisor has gone, keep the machine up.
@@ -101,9 +107,17 @@ while :; do sleep 3600; done
     s
 }
 
-/// One console request line.
-pub fn run_request(id: u64, timeout_s: u64, script: &str) -> String {
-    format!("RUN {id} {timeout_s} {}\n", base64(script.as_bytes()))
+/// Scripts up to this size travel inline; the line stays well under the tty's 4 KiB buffer.
+pub const INLINE_MAX: usize = 1536;
+
+/// One console request line for a script short enough to travel inline.
+pub fn run_request(id: u64, timeout_s: u64, script: &str) -> Option<String> {
+    (script.len() <= INLINE_MAX).then(|| format!("RUN {id} {timeout_s} {}\n", base64(script.as_bytes())))
+}
+
+/// The request line for a script the supervisor wrote to `path` (a path the guest can read).
+pub fn file_request(id: u64, timeout_s: u64, path: &str) -> String {
+    format!("FILE {id} {timeout_s} {path}\n")
 }
 
 fn base64(data: &[u8]) -> String {

@@ -77,6 +77,8 @@ struct Machine {
     pending: Arc<Mutex<HashMap<u64, Pending>>>,
     exited: Arc<std::sync::atomic::AtomicBool>,
     pty_master: OwnedFd,
+    /// Host directory the guest can read (through hostfs) where long scripts are written.
+    stage: PathBuf,
     /// The client currently attached to the interactive console, if any.
     console_client: Arc<Mutex<Option<UnixStream>>>,
     /// What the interactive console printed while nobody was attached (last few KB).
@@ -199,7 +201,9 @@ fn start(dir: &Path, spec: &LabSpec, k: &Manifest, cache: &Path) -> Result<Super
             std::fs::write(&init_path, script).map_err(|e| format!("write {}: {e}", init_path.display()))?;
             set_mode(&init_path, 0o755);
             let log = mdir.join(format!("{}.console.log", m.umid));
-            let (machine, rx) = boot(m.umid.as_str(), m.mem_mb, &taps, &init_path, &k.linux, &nsfd, &log)?;
+            let mstage = stage.join(&spec.name).join(&m.umid);
+            std::fs::create_dir_all(&mstage).map_err(|e| format!("create {}: {e}", mstage.display()))?;
+            let (machine, rx) = boot(m.umid.as_str(), m.mem_mb, &taps, &init_path, &k.linux, &nsfd, &log, &mstage)?;
             st.machines.push(MachineState {
                 umid: m.umid.clone(),
                 hostname: m.hostname.clone(),
@@ -269,6 +273,7 @@ fn boot(
     linux: &Path,
     nsfd: &OwnedFd,
     log_path: &Path,
+    stage: &Path,
 ) -> Result<(Arc<Machine>, mpsc::Receiver<bool>), String> {
     let pty = nix::pty::openpty(None, None).map_err(|e| format!("{umid}: openpty: {e}"))?;
     if let Ok(mut t) = nix::sys::termios::tcgetattr(&pty.slave) {
@@ -386,6 +391,7 @@ fn boot(
         pending,
         exited,
         pty_master: master,
+        stage: stage.to_path_buf(),
         console_client,
         console_backlog,
     };
@@ -406,7 +412,22 @@ impl Machine {
         }
         let (tx, rx) = mpsc::channel();
         self.pending.lock().expect("lock").insert(id, Pending { output: Vec::new(), done: tx });
-        let line = init::run_request(id, timeout.max(1), script);
+        let mut staged = None;
+        let line = match init::run_request(id, timeout.max(1), script) {
+            Some(l) => l,
+            None => {
+                // Long scripts go through a file the guest reads over hostfs.
+                let path = self.stage.join(format!("cmd-{id}.sh"));
+                if let Err(e) = std::fs::write(&path, script) {
+                    self.pending.lock().expect("lock").remove(&id);
+                    return Reply::err(format!("write {}: {e}", path.display()));
+                }
+                let line = init::file_request(id, timeout.max(1), &path.display().to_string());
+                staged = Some(path);
+                line
+            }
+        };
+        let _cleanup = staged.map(RemoveOnDrop);
         if let Err(e) = self.con_in.lock().expect("lock").write_all(line.as_bytes()) {
             self.pending.lock().expect("lock").remove(&id);
             return Reply::err(format!("machine {}: console write failed: {e}", self.umid));
@@ -441,6 +462,15 @@ impl Machine {
                 ))
             }
         }
+    }
+}
+
+/// Removes a staged script once its command has answered (or given up).
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
@@ -535,6 +565,11 @@ fn handle(sup: Arc<Supervisor>, mut conn: UnixStream) {
 }
 
 fn teardown(st: &LabState, machines: &[Arc<Machine>]) {
+    if let Some(m) = machines.first() {
+        if let Some(lab_stage) = m.stage.parent() {
+            let _ = std::fs::remove_dir_all(lab_stage);
+        }
+    }
     for m in machines {
         stop_machine(&st.uml_dir, &m.umid, m.pid);
         let _ = m.child.lock().expect("lock").wait();
