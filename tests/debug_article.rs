@@ -93,6 +93,10 @@ fn symbols_follow_modules_loaded_later_and_breakpoints_survive_forks() {
     kernel();
     let lab = Lab::article("tdf-");
     let r = lab.umid("R");
+    // gdb missing: one line naming it, and the machine is left alone.
+    let o = umldbg(&["attach", &r, "--gdb", "/nonexistent/gdb"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("/nonexistent/gdb"), "{}", stderr(&o));
     let s = Attached::new(&r);
     // Loaded in the guest by hand after attach: its symbols arrive with no command.
     lab.must("R", "modprobe ipt_REJECT");
