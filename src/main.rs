@@ -33,6 +33,13 @@ enum Cmd {
     Kernel(cli::kernel::KernelCmd),
     /// Check that this machine has what labs and debugging need, and say how to fix what is missing
     Doctor,
+    /// Inspect kernel module files
+    #[command(subcommand)]
+    Ko(KoCmd),
+    /// The layout of a struct or union from the kernel's DWARF, like pahole
+    Ptype(cli::ptype::PtypeArgs),
+    /// Write an ELF symbol file from /proc/kallsyms text, for kernels without symbols
+    Symfile(cli::symfile::SymfileArgs),
     /// Start, inspect, draw and stop labs of UML machines
     #[command(subcommand)]
     Lab(cli::lab::LabCmd),
@@ -58,6 +65,12 @@ enum Cmd {
     DaemonRun { options: String },
 }
 
+#[derive(Subcommand, Debug)]
+enum KoCmd {
+    /// Sections, symbols, modinfo, build-id and source lines of a .ko file
+    Info(cli::ko::KoInfoArgs),
+}
+
 fn code(c: i32) -> ExitCode {
     ExitCode::from(c.clamp(0, 255) as u8)
 }
@@ -78,6 +91,16 @@ fn main() -> ExitCode {
         Cmd::Doctor => cli::doctor::run(&cache)
             .map(|ok| if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }),
         Cmd::Lab(c) => cli::lab::run(c, cache, json).map(code),
+        Cmd::Ko(KoCmd::Info(mut a)) => {
+            a.json = json;
+            cli::ko::run(a).map(|()| ExitCode::SUCCESS)
+        }
+        Cmd::Ptype(mut a) => {
+            a.json = json;
+            a.cache = Some(cache);
+            cli::ptype::run(a).map(|()| ExitCode::SUCCESS)
+        }
+        Cmd::Symfile(a) => cli::symfile::run(a).map(|()| ExitCode::SUCCESS),
         Cmd::Attach(a) => cli::debug::attach(a, target, cache).map(code),
         Cmd::Debug(d) => cli::debug::run(d, target).map(code),
         Cmd::Shell { umid_arg } => cli::shell::run(

@@ -5,14 +5,14 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use crate::kmod::{MappedFile, ModuleInfo, SymbolKind};
+use umldbg::kmod::{MappedFile, ModuleInfo, SymbolKind};
 
 #[derive(clap::Args, Debug)]
 pub struct KoInfoArgs {
     /// The module file (`.ko`).
     pub file: PathBuf,
     /// Print the whole description as JSON.
-    #[arg(long)]
+    #[arg(skip)]
     pub json: bool,
     /// Also list section, file and untyped symbols.
     #[arg(long)]
@@ -47,17 +47,35 @@ pub fn render(info: &ModuleInfo, args: &KoInfoArgs) -> String {
     {
         let _ = writeln!(s, "  struct module name  {n}");
     }
-    let _ = writeln!(s, "  build-id    {}", info.build_id.as_deref().unwrap_or("(none)"));
+    let _ = writeln!(
+        s,
+        "  build-id    {}",
+        info.build_id.as_deref().unwrap_or("(none)")
+    );
     let depends = info.depends();
-    let _ = writeln!(s, "  depends     {}", if depends.is_empty() { "(none)".into() } else { depends.join(", ") });
+    let _ = writeln!(
+        s,
+        "  depends     {}",
+        if depends.is_empty() {
+            "(none)".into()
+        } else {
+            depends.join(", ")
+        }
+    );
     for (k, v) in &info.modinfo {
         if k != "depends" && k != "name" {
             let _ = writeln!(s, "  {k:<11} {v}");
         }
     }
 
-    let _ = writeln!(s, "\nSections (A: the kernel allocates it in module memory):");
-    let _ = writeln!(s, "  [Nr]   Name                         Type            Size  Flg   Align");
+    let _ = writeln!(
+        s,
+        "\nSections (A: the kernel allocates it in module memory):"
+    );
+    let _ = writeln!(
+        s,
+        "  [Nr]   Name                         Type            Size  Flg   Align"
+    );
     for sec in info.sections.iter().skip(1) {
         let _ = writeln!(
             s,
@@ -73,11 +91,23 @@ pub fn render(info: &ModuleInfo, args: &KoInfoArgs) -> String {
     }
 
     let lines = info.debug.as_ref();
-    let mut funcs: Vec<_> = info.symbols.iter().filter(|s| s.kind == SymbolKind::Func && !s.is_undefined()).collect();
+    let mut funcs: Vec<_> = info
+        .symbols
+        .iter()
+        .filter(|s| s.kind == SymbolKind::Func && !s.is_undefined())
+        .collect();
     funcs.sort_by(|a, b| (&a.section, a.offset).cmp(&(&b.section, b.offset)));
     let _ = writeln!(s, "\nFunctions ({}):", funcs.len());
     for f in funcs {
-        let func = lines.and_then(|d| d.function(&f.name));
+        // Aliases such as init_module have no DWARF of their own: use the function at the
+        // same place.
+        let func = lines.and_then(|d| {
+            d.function(&f.name).or_else(|| {
+                d.functions.iter().find(|l| {
+                    l.section.as_deref() == Some(f.section.as_str()) && l.offset == Some(f.offset)
+                })
+            })
+        });
         let mut line = func
             .and_then(|l| Some(format!("{}:{}", l.file.as_deref()?, l.line?)))
             .unwrap_or_default();
@@ -88,35 +118,68 @@ pub fn render(info: &ModuleInfo, args: &KoInfoArgs) -> String {
         {
             let _ = write!(line, " (declared at {df}:{dl})");
         }
-        let _ = writeln!(s, "  {:<32} {}+{:#x}  size {:#x}  {line}", f.name, f.section, f.offset, f.size);
+        let _ = writeln!(
+            s,
+            "  {:<32} {}+{:#x}  size {:#x}  {line}",
+            f.name, f.section, f.offset, f.size
+        );
     }
-    let objects: Vec<_> = info.symbols.iter().filter(|s| s.kind == SymbolKind::Object && !s.is_undefined()).collect();
+    let objects: Vec<_> = info
+        .symbols
+        .iter()
+        .filter(|s| s.kind == SymbolKind::Object && !s.is_undefined())
+        .collect();
     let _ = writeln!(s, "\nObjects ({}):", objects.len());
     for o in objects {
-        let _ = writeln!(s, "  {:<32} {}+{:#x}  size {:#x}", o.name, o.section, o.offset, o.size);
+        let _ = writeln!(
+            s,
+            "  {:<32} {}+{:#x}  size {:#x}",
+            o.name, o.section, o.offset, o.size
+        );
     }
-    let imports: Vec<&str> =
-        info.symbols.iter().filter(|s| s.is_undefined() && !s.name.is_empty()).map(|s| s.name.as_str()).collect();
+    let imports: Vec<&str> = info
+        .symbols
+        .iter()
+        .filter(|s| s.is_undefined() && !s.name.is_empty())
+        .map(|s| s.name.as_str())
+        .collect();
     let _ = writeln!(s, "\nImports ({}): {}", imports.len(), imports.join(" "));
     if args.all_symbols {
         let _ = writeln!(s, "\nOther symbols:");
-        for o in info.symbols.iter().filter(|s| !matches!(s.kind, SymbolKind::Func | SymbolKind::Object) && !s.is_undefined()) {
-            let _ = writeln!(s, "  {:<32} {:?} {}+{:#x}", o.name, o.kind, o.section, o.offset);
+        for o in info.symbols.iter().filter(|s| {
+            !matches!(s.kind, SymbolKind::Func | SymbolKind::Object) && !s.is_undefined()
+        }) {
+            let _ = writeln!(
+                s,
+                "  {:<32} {:?} {}+{:#x}",
+                o.name, o.kind, o.section, o.offset
+            );
         }
     }
 
     match lines {
         Some(d) => {
-            let _ = writeln!(s, "\nDWARF {}: sources {}", d.dwarf_version, d.sources.join(", "));
+            let _ = writeln!(
+                s,
+                "\nDWARF {}: sources {}",
+                d.dwarf_version,
+                d.sources.join(", ")
+            );
             if let Some(dir) = &d.comp_dir {
                 let _ = writeln!(s, "  compiled in {dir}");
             }
         }
         None if info.section(".debug_info").is_some() => {
-            let _ = writeln!(s, "\nDWARF: present but unreadable (see the warning); no source lines");
+            let _ = writeln!(
+                s,
+                "\nDWARF: present but unreadable (see the warning); no source lines"
+            );
         }
         None => {
-            let _ = writeln!(s, "\nDWARF: none (no source lines; build the kernel with CONFIG_DEBUG_INFO)");
+            let _ = writeln!(
+                s,
+                "\nDWARF: none (no source lines; build the kernel with CONFIG_DEBUG_INFO)"
+            );
         }
     }
     s

@@ -3,5 +3,8 @@
 pub mod debug;
 pub mod doctor;
 pub mod kernel;
+pub mod ko;
+pub mod ptype;
+pub mod symfile;
 pub mod lab;
 pub mod shell;

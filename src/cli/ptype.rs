@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use crate::dwarf::LayoutStore;
+use umldbg::dwarf::LayoutStore;
 
 #[derive(clap::Args, Debug)]
 pub struct PtypeArgs {
@@ -15,7 +15,7 @@ pub struct PtypeArgs {
     #[arg(long)]
     pub kernel: Option<PathBuf>,
     /// Print the layout as JSON.
-    #[arg(long)]
+    #[arg(skip)]
     pub json: bool,
     /// Cache directory (the global `--cache`); default `$UMLDBG_CACHE` or `~/.cache/umldbg`.
     #[arg(skip)]
@@ -25,7 +25,7 @@ pub struct PtypeArgs {
 pub fn run(args: PtypeArgs) -> anyhow::Result<()> {
     let kernel = match &args.kernel {
         Some(k) => k.clone(),
-        None => default_kernel(args.cache.clone().unwrap_or_else(crate::util::cache_dir))?,
+        None => default_kernel(args.cache.clone().unwrap_or_else(umldbg::util::cache_dir))?,
     };
     let joined = args.name.join(" ");
     let name = joined.trim();
@@ -60,12 +60,12 @@ pub(crate) fn write_stdout(text: &str) -> anyhow::Result<()> {
 /// means hashing the 90 MB image, which would cost more than the cached layout lookup itself;
 /// the layout cache is keyed by the image's build-id anyway.
 pub fn default_kernel(cache: PathBuf) -> anyhow::Result<PathBuf> {
-    let dir = crate::kernel::manifest::kernels_dir(&cache);
+    let dir = umldbg::kernel::manifest::kernels_dir(&cache);
     let newest = std::fs::read_dir(&dir)
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|e| crate::kernel::manifest::Manifest::read(&e.path()).ok())
+        .filter_map(|e| umldbg::kernel::manifest::Manifest::read(&e.path()).ok())
         .filter(|m| m.linux.is_file())
         .max_by_key(|m| m.built_at);
     newest.map(|m| m.linux).with_context(|| {

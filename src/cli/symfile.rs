@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use crate::kmod::{kallsyms, symfile};
+use umldbg::kmod::{kallsyms, symfile};
 
 #[derive(clap::Args, Debug)]
 pub struct SymfileArgs {
@@ -32,6 +32,9 @@ pub fn run(args: SymfileArgs) -> anyhow::Result<()> {
         summary.sections.len(),
         summary.skipped_module_symbols
     );
-    println!("load it in gdb with: symbol-file {0}   (or: add-symbol-file {0})", args.output.display());
+    println!(
+        "load it in gdb with: symbol-file {0}   (or: add-symbol-file {0})",
+        args.output.display()
+    );
     Ok(())
 }

@@ -111,6 +111,21 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        // A failing test shows what its machines printed last (a panic, a stuck startup).
+        if std::thread::panicking() {
+            let dir = umldbg::lab::state::lab_dir(&self.name).join("machines");
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.extension().is_some_and(|x| x == "log") {
+                    let text = std::fs::read_to_string(&p).unwrap_or_default();
+                    let tail: Vec<&str> = text.lines().rev().take(25).collect();
+                    eprintln!("--- {} (last lines) ---", p.display());
+                    for l in tail.iter().rev() {
+                        eprintln!("{l}");
+                    }
+                }
+            }
+        }
         let _ = umldbg(&["lab", "down", &self.name]);
     }
 }
