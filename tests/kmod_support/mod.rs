@@ -18,12 +18,19 @@ pub struct Kernel {
 pub fn kernel() -> Kernel {
     let cache = std::env::var_os("UMLDBG_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/umldbg"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+                .join(".cache/umldbg")
+        });
     let dir = cache.join("kernels");
     let mut best: Option<(u64, serde_json::Value)> = None;
     for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-        let Ok(text) = std::fs::read_to_string(entry.path().join("manifest.json")) else { continue };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+        let Ok(text) = std::fs::read_to_string(entry.path().join("manifest.json")) else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
         let built = v["built_at"].as_u64().unwrap_or(0);
         if best.as_ref().is_none_or(|(b, _)| built > *b) {
             best = Some((built, v));
@@ -36,14 +43,23 @@ pub fn kernel() -> Kernel {
             dir.display()
         );
     };
-    let path = |k: &str| PathBuf::from(m[k].as_str().unwrap_or_else(|| panic!("manifest has no {k}")));
+    let path = |k: &str| {
+        PathBuf::from(
+            m[k].as_str()
+                .unwrap_or_else(|| panic!("manifest has no {k}")),
+        )
+    };
     let k = Kernel {
         linux: path("linux"),
         modules_dir: path("modules_dir"),
         build_dir: path("build_dir"),
         build_id: m["build_id"].as_str().unwrap_or_default().to_owned(),
     };
-    assert!(k.linux.is_file(), "{} is missing: run `umldbg kernel build`", k.linux.display());
+    assert!(
+        k.linux.is_file(),
+        "{} is missing: run `umldbg kernel build`",
+        k.linux.display()
+    );
     k
 }
 
@@ -91,8 +107,15 @@ pub fn gdb(file: &Path, commands: &[String]) -> String {
         args.push(c.clone());
     }
     args.push(file.display().to_string());
-    let out = Command::new("gdb").args(&args).output().expect("gdb is installed");
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    let out = Command::new("gdb")
+        .args(&args)
+        .output()
+        .expect("gdb is installed");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// One member line of gdb's `ptype /o`, with the C path built from the enclosing names.
@@ -122,8 +145,17 @@ pub fn parse_ptype_o(text: &str) -> Vec<(String, u64, Vec<GdbMember>)> {
         let t = line.trim();
         if let Some(rest) = t.strip_prefix("/* offset      |    size */  type = ") {
             let rest = rest.trim_end_matches('{').trim();
-            name = rest.split_whitespace().last().unwrap_or_default().to_owned();
-            stack = vec![Frame { offset: 0, size: 0, union: rest.starts_with("union"), members: Vec::new() }];
+            name = rest
+                .split_whitespace()
+                .last()
+                .unwrap_or_default()
+                .to_owned();
+            stack = vec![Frame {
+                offset: 0,
+                size: 0,
+                union: rest.starts_with("union"),
+                members: Vec::new(),
+            }];
             continue;
         }
         if stack.is_empty() {
@@ -146,7 +178,11 @@ pub fn parse_ptype_o(text: &str) -> Vec<(String, u64, Vec<GdbMember>)> {
         if t.starts_with('}') {
             // `} name;` or `};`: close a nested aggregate.
             let inner = stack.pop().unwrap();
-            let label = t.trim_start_matches('}').trim_end_matches(';').trim().to_owned();
+            let label = t
+                .trim_start_matches('}')
+                .trim_end_matches(';')
+                .trim()
+                .to_owned();
             let parent = stack.last_mut().unwrap();
             if label.is_empty() {
                 parent.members.extend(inner.members);
@@ -165,15 +201,23 @@ pub fn parse_ptype_o(text: &str) -> Vec<(String, u64, Vec<GdbMember>)> {
             }
             continue;
         }
-        let Some(rest) = t.strip_prefix("/*") else { continue };
-        let Some((column, decl)) = rest.split_once("*/") else { continue };
+        let Some(rest) = t.strip_prefix("/*") else {
+            continue;
+        };
+        let Some((column, decl)) = rest.split_once("*/") else {
+            continue;
+        };
         let decl = decl.trim();
         let parent = stack.last().unwrap();
         let (offset, bit, size) = match column.split_once('|') {
             Some((off, size)) => {
                 let size: u64 = size.trim().parse().unwrap();
                 match off.trim().split_once(':') {
-                    Some((o, b)) => (o.trim().parse().unwrap(), Some(b.trim().parse::<u32>().unwrap()), size),
+                    Some((o, b)) => (
+                        o.trim().parse().unwrap(),
+                        Some(b.trim().parse::<u32>().unwrap()),
+                        size,
+                    ),
                     None => (off.trim().parse().unwrap(), None, size),
                 }
             }
@@ -181,14 +225,27 @@ pub fn parse_ptype_o(text: &str) -> Vec<(String, u64, Vec<GdbMember>)> {
             None => (parent.offset, None, column.trim().parse().unwrap()),
         };
         if decl.ends_with('{') {
-            stack.push(Frame { offset, size, union: decl.starts_with("union"), members: Vec::new() });
+            stack.push(Frame {
+                offset,
+                size,
+                union: decl.starts_with("union"),
+                members: Vec::new(),
+            });
             continue;
         }
         let (name_part, bit_size) = match decl.trim_end_matches(';').rsplit_once(" : ") {
-            Some((d, w)) if w.trim().parse::<u32>().is_ok() => (d.to_owned(), Some(w.trim().parse().unwrap())),
+            Some((d, w)) if w.trim().parse::<u32>().is_ok() => {
+                (d.to_owned(), Some(w.trim().parse().unwrap()))
+            }
             _ => (decl.trim_end_matches(';').to_owned(), None),
         };
-        let member = GdbMember { path: decl_name(&name_part), offset, size, bit_offset: bit, bit_size };
+        let member = GdbMember {
+            path: decl_name(&name_part),
+            offset,
+            size,
+            bit_offset: bit,
+            bit_size,
+        };
         stack.last_mut().unwrap().members.push(member);
     }
     out
@@ -197,30 +254,100 @@ pub fn parse_ptype_o(text: &str) -> Vec<(String, u64, Vec<GdbMember>)> {
 /// The declared name in a C declaration: `void (*destructor)(struct sk_buff *)` gives
 /// `destructor`, `char cb[48]` gives `cb`.
 pub fn decl_name(decl: &str) -> String {
-    let ident = |s: &str| s.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect::<String>();
+    let ident = |s: &str| {
+        s.chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect::<String>()
+    };
     if let Some(i) = decl.find("(*") {
-        return ident(decl[i + 2..].trim_start_matches('*').trim_start_matches(" const ").trim());
+        return ident(
+            decl[i + 2..]
+                .trim_start_matches('*')
+                .trim_start_matches(" const ")
+                .trim(),
+        );
     }
     let mut d = decl.trim();
     while d.ends_with(']') {
         d = &d[..d.rfind('[').unwrap()];
     }
-    let rev: String = d.chars().rev().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+    let rev: String = d
+        .chars()
+        .rev()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect();
     rev.chars().rev().collect()
 }
 
 /// Compare umldbg's layout with gdb's member by member; returns the number compared.
-pub fn assert_layout_matches(ours: &umldbg::dwarf::StructLayout, gdb_size: u64, gdb_members: &[GdbMember]) -> usize {
+pub fn assert_layout_matches(
+    ours: &umldbg::dwarf::StructLayout,
+    gdb_size: u64,
+    gdb_members: &[GdbMember],
+) -> usize {
     assert_eq!(ours.size, gdb_size, "sizeof(struct {})", ours.name);
     for g in gdb_members {
-        let m = ours
-            .member(&g.path)
-            .unwrap_or_else(|| panic!("struct {}: gdb has member {} that umldbg lacks", ours.name, g.path));
-        assert_eq!((m.offset, m.size), (g.offset, g.size), "struct {} member {}: (offset, size)", ours.name, g.path);
-        assert_eq!(m.bit_offset, g.bit_offset, "struct {} member {}: bit offset", ours.name, g.path);
-        assert_eq!(m.bit_size, g.bit_size, "struct {} member {}: bit width", ours.name, g.path);
+        let m = ours.member(&g.path).unwrap_or_else(|| {
+            panic!(
+                "struct {}: gdb has member {} that umldbg lacks",
+                ours.name, g.path
+            )
+        });
+        assert_eq!(
+            (m.offset, m.size),
+            (g.offset, g.size),
+            "struct {} member {}: (offset, size)",
+            ours.name,
+            g.path
+        );
+        assert_eq!(
+            m.bit_offset, g.bit_offset,
+            "struct {} member {}: bit offset",
+            ours.name, g.path
+        );
+        assert_eq!(
+            m.bit_size, g.bit_size,
+            "struct {} member {}: bit width",
+            ours.name, g.path
+        );
     }
     let named = ours.members.iter().filter(|m| !m.anonymous).count();
-    assert_eq!(named, gdb_members.len(), "struct {}: number of named members", ours.name);
+    assert_eq!(
+        named,
+        gdb_members.len(),
+        "struct {}: number of named members",
+        ours.name
+    );
     gdb_members.len()
+}
+
+/// A fresh temporary directory, removed when the value drops.
+pub fn tempdir() -> TempDir {
+    TempDir::new()
+}
+
+/// A directory removed when the test ends.
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "umldbg-kmod-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

@@ -1,8 +1,8 @@
 //! Throughput of the GDB/MI framer and parser, and a check that the cost grows linearly with the
-//! size of a line. A measurement, not a timed test, so it is ignored by default:
+//! size of a line. A measurement, not a timed test:
 //!
 //! ```text
-//! cargo test --release --test gdbmi_throughput -- --ignored --nocapture
+//! cargo bench --bench gdbmi_parse
 //! ```
 
 use std::time::{Duration, Instant};
@@ -61,8 +61,6 @@ fn long_line(frames: usize) -> Vec<u8> {
     line
 }
 
-#[test]
-#[ignore = "measurement; run with --release -- --ignored --nocapture"]
 fn parser_throughput_and_linearity() {
     let unit = fixture_text();
     let mut text = Vec::new();
@@ -97,4 +95,8 @@ fn parser_throughput_and_linearity() {
         last > first / 3.0,
         "rate fell from {first:.0} to {last:.0} MB/s"
     );
+}
+
+fn main() {
+    parser_throughput_and_linearity();
 }

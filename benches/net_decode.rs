@@ -1,6 +1,6 @@
 //! A timing, not a test: how long one skb takes to read and decode from an in-memory fake guest,
-//! and to serialise or render. Ignored by default; run with
-//! `cargo test --release --test net_bench -- --ignored --nocapture`.
+//! and to serialise or render. Run with
+//! `cargo bench --bench net_decode`.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -121,8 +121,6 @@ fn time<T>(what: &str, n: u32, mut f: impl FnMut() -> T) {
     println!("{what}: {ns} ns per call ({n} calls)");
 }
 
-#[test]
-#[ignore = "a timing, run by hand"]
 fn skb_decode_timing() {
     let (l, mut mem) = setup();
     let v = read_skb(SKB, &l, &mut mem).unwrap();
@@ -141,4 +139,8 @@ fn skb_decode_timing() {
     time("decode_ethernet (bytes only)", n, || {
         umldbg::net::decode_ethernet(&frame)
     });
+}
+
+fn main() {
+    skb_decode_timing();
 }
