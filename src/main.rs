@@ -63,6 +63,9 @@ enum Cmd {
     /// (internal) the session daemon started by attach
     #[command(hide = true, name = "daemon-run")]
     DaemonRun { options: String },
+    /// (internal) the watchdog that restores breakpoint bytes if a session's gdb dies
+    #[command(hide = true, name = "daemon-guard")]
+    DaemonGuard { uml_pid: i32, gdb_pid: i32, journal: PathBuf },
 }
 
 #[derive(Subcommand, Debug)]
@@ -108,6 +111,9 @@ fn main() -> ExitCode {
             cli.uml_dir.clone().unwrap_or_else(umldbg::uml::instance::default_uml_dir),
         )
         .map(code),
+        Cmd::DaemonGuard { uml_pid, gdb_pid, journal } => {
+            Ok(code(umldbg::daemon::journal::guard_main(uml_pid, gdb_pid, &journal)))
+        }
         Cmd::DaemonRun { options } => match serde_json::from_str(&options) {
             Ok(o) => Ok(code(umldbg::daemon::daemon_main(o))),
             Err(e) => Err(anyhow::anyhow!("daemon-run: bad options: {e}")),

@@ -104,3 +104,39 @@ impl Journal {
         }
     }
 }
+
+/// The watchdog of a session's gdb: a process of its own (it outlives a killed daemon) that
+/// waits for gdb to exit and then puts back every byte the journal lists. gdb dies with its
+/// breakpoints in kernel text when it is killed, or when the daemon is killed and gdb's next
+/// write to its closed output pipe raises SIGPIPE; the kernel patch gives the guard two seconds.
+pub fn guard_main(uml_pid: i32, gdb_pid: i32, journal: &Path) -> i32 {
+    // SAFETY: pidfd_open has no memory arguments.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, gdb_pid, 0) } as i32;
+    if fd >= 0 {
+        let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd; -1 waits until gdb exits.
+        while unsafe { libc::poll(&mut p, 1, -1) } < 0 {}
+    }
+    // fd < 0: gdb is already gone.
+    let j = Journal::open(journal, uml_pid);
+    match j.repair() {
+        Ok(n) if n > 0 => eprintln!("umldbg guard: gdb {gdb_pid} died; restored {n} breakpoint byte(s) in pid {uml_pid}"),
+        _ => {}
+    }
+    0
+}
+
+/// Start the guard of a session's gdb (a detached re-exec of this binary).
+pub fn spawn_guard(uml_pid: i32, gdb_pid: u32, journal: &Path) -> std::io::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe()?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("daemon-guard")
+        .arg(uml_pid.to_string())
+        .arg(gdb_pid.to_string())
+        .arg(journal)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .process_group(0);
+    cmd.spawn().map(|_| ())
+}

@@ -128,6 +128,10 @@ impl Session {
             symbols.add_module(&sym, "kallsyms");
         }
         let journal = Journal::open(&cfg.journal, cfg.pid);
+        if let Some(gp) = gdb.pid() {
+            super::journal::spawn_guard(cfg.pid, gp, &cfg.journal)
+                .map_err(|e| format!("start the breakpoint guard: {e}"))?;
+        }
         if let Ok(n) = journal.repair() {
             if n > 0 {
                 tracing::warn!("restored {n} breakpoint bytes left by an earlier session");
@@ -565,12 +569,16 @@ impl Session {
                 let r = self
                     .with_stopped(async |s: &mut Session| {
                         let opts = BreakOptions { condition: cond.clone(), ..Default::default() };
-                        s.gdb.break_insert(&location, &opts).await
+                        let bp = s.gdb.break_insert(&location, &opts).await;
+                        // While stopped, memory still holds the original bytes: journal them now.
+                        if let Ok(bp) = &bp {
+                            s.journal_bp(bp);
+                        }
+                        bp
                     })
                     .await;
                 match r {
                     Ok(Ok(bp)) => {
-                        self.journal_bp(&bp);
                         self.user_bps.insert(bp.number, location.clone());
                         let at = match (&bp.file, bp.line) {
                             (Some(f), Some(l)) => format!(" at {f}:{l}"),
