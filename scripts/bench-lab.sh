@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 runs=${1:-5}
 U=${2:-target/release/umldbg}
 work=$(mktemp -d "${UMLDBG_CACHE:-$HOME/.cache/umldbg}/bench-lab.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+cleanup() { "$U" lab down bench-article > /dev/null 2>&1 || true; "$U" lab down bench-chain12 > /dev/null 2>&1 || true; rm -rf "$work"; }
+trap cleanup EXIT
 
 # A chain: d0 - r1 - d1 - r2 - ... - r12 - d12, each router forwarding between its two subnets.
 chain=$work/chain12.toml
@@ -36,7 +37,7 @@ measure() { # name, lab name, lab up arguments...
     if [ "$r" = 1 ]; then
       rss=0
       for pid in $("$U" --json lab status | python3 -c "import json,sys; [print(m['pid']) for l in json.load(sys.stdin) if l['name']=='$lab' for m in l['machines']]"); do
-        kb=$(ps -o rss= -g "$pid" | awk '{s+=$1} END {print s+0}')
+        kb=$(ps -o rss= -p "$pid" --ppid "$pid" 2>/dev/null | awk '{s+=$1} END {print s+0}' || true)
         rss=$((rss + kb))
       done
     fi
