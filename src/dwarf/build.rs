@@ -11,11 +11,16 @@ use super::{DwarfError, R};
 
 /// Type chains deeper than this are taken as a loop in corrupted DWARF.
 const MAX_DEPTH: u32 = 48;
+/// DIE reads allowed for one layout. A real struct needs a few thousand (net_device: about
+/// 2,100); corrupted DWARF where a type refers back to itself through two members or two
+/// parameters would otherwise branch exponentially within the depth limit.
+const MAX_DIE_READS: u64 = 2_000_000;
 
 pub(crate) struct Builder<'a, 'd> {
     dwarf: &'a gimli::Dwarf<R<'d>>,
     unit: &'a gimli::Unit<R<'d>>,
     sizes: HashMap<UnitOffset, u64>,
+    reads: std::cell::Cell<u64>,
 }
 
 /// What the builder needs to know about a type DIE.
@@ -30,11 +35,19 @@ struct TypeInfo {
 
 impl<'a, 'd> Builder<'a, 'd> {
     pub fn new(dwarf: &'a gimli::Dwarf<R<'d>>, unit: &'a gimli::Unit<R<'d>>) -> Self {
-        Builder { dwarf, unit, sizes: HashMap::new() }
+        Builder {
+            dwarf,
+            unit,
+            sizes: HashMap::new(),
+            reads: std::cell::Cell::new(0),
+        }
     }
 
     fn err(&self, what: impl Into<String>) -> DwarfError {
-        DwarfError::BadType { unit: self.unit_offset(), what: what.into() }
+        DwarfError::BadType {
+            unit: self.unit_offset(),
+            what: what.into(),
+        }
     }
 
     fn unit_offset(&self) -> u64 {
@@ -42,7 +55,10 @@ impl<'a, 'd> Builder<'a, 'd> {
     }
 
     fn gimli(&self, source: gimli::Error) -> DwarfError {
-        DwarfError::Dwarf { unit: self.unit_offset(), source }
+        DwarfError::Dwarf {
+            unit: self.unit_offset(),
+            source,
+        }
     }
 
     fn string(&self, v: AttributeValue<R<'d>>) -> Option<String> {
@@ -55,34 +71,49 @@ impl<'a, 'd> Builder<'a, 'd> {
         match v {
             None => Ok(None),
             Some(AttributeValue::UnitRef(off)) => Ok(Some(off)),
-            Some(AttributeValue::DebugInfoRef(off)) => match off.to_unit_offset(&self.unit.header) {
-                Some(u) => Ok(Some(u)),
-                None => Err(self.err(format!(
-                    "type reference to .debug_info offset {:#x} in another unit (LTO or dwz \
+            Some(AttributeValue::DebugInfoRef(off)) => {
+                match off.to_unit_offset(&self.unit.header) {
+                    Some(u) => Ok(Some(u)),
+                    None => Err(self.err(format!(
+                        "type reference to .debug_info offset {:#x} in another unit (LTO or dwz \
                      output is not supported)",
-                    off.0
-                ))),
-            },
+                        off.0
+                    ))),
+                }
+            }
             Some(other) => Err(self.err(format!("unexpected type reference form {other:?}"))),
         }
     }
 
     fn info(&self, off: UnitOffset) -> Result<TypeInfo, DwarfError> {
+        self.reads.set(self.reads.get() + 1);
+        if self.reads.get() > MAX_DIE_READS {
+            return Err(self.err("type graph too large to be a real struct (a reference loop?)"));
+        }
         let e = self.unit.entry(off).map_err(|e| self.gimli(e))?;
         Ok(TypeInfo {
             tag: e.tag(),
             name: e.attr_value(gimli::DW_AT_name).and_then(|v| self.string(v)),
             target: self.type_ref(e.attr_value(gimli::DW_AT_type))?,
             byte_size: e.attr(gimli::DW_AT_byte_size).and_then(|a| a.udata_value()),
-            declaration: matches!(e.attr_value(gimli::DW_AT_declaration), Some(AttributeValue::Flag(true))),
-            prototyped: matches!(e.attr_value(gimli::DW_AT_prototyped), Some(AttributeValue::Flag(true))),
+            declaration: matches!(
+                e.attr_value(gimli::DW_AT_declaration),
+                Some(AttributeValue::Flag(true))
+            ),
+            prototyped: matches!(
+                e.attr_value(gimli::DW_AT_prototyped),
+                Some(AttributeValue::Flag(true))
+            ),
         })
     }
 
     /// Array dimensions from the subrange children; `None` for an unbounded (flexible) one.
     fn dimensions(&self, off: UnitOffset) -> Result<Vec<Option<u64>>, DwarfError> {
         let mut dims = Vec::new();
-        let mut tree = self.unit.entries_tree(Some(off)).map_err(|e| self.gimli(e))?;
+        let mut tree = self
+            .unit
+            .entries_tree(Some(off))
+            .map_err(|e| self.gimli(e))?;
         let root = tree.root().map_err(|e| self.gimli(e))?;
         let mut children = root.children();
         while let Some(child) = children.next().map_err(|e| self.gimli(e))? {
@@ -94,7 +125,10 @@ impl<'a, 'd> Builder<'a, 'd> {
                 c.udata_value()
             } else if let Some(u) = e.attr(gimli::DW_AT_upper_bound) {
                 // gcc writes [0] as upper bound -1 in some versions and omits it in others.
-                match u.sdata_value().or_else(|| u.udata_value().map(|v| v as i64)) {
+                match u
+                    .sdata_value()
+                    .or_else(|| u.udata_value().map(|v| v as i64))
+                {
                     Some(v) if v >= 0 => Some(v as u64 + 1),
                     Some(_) => Some(0),
                     None => None,
@@ -149,24 +183,41 @@ impl<'a, 'd> Builder<'a, 'd> {
     }
 
     /// The C declaration of `inner` (a name, or `""` for the bare type) with type `off`.
-    pub fn declare(&self, off: Option<UnitOffset>, inner: &str, depth: u32) -> Result<String, DwarfError> {
+    pub fn declare(
+        &self,
+        off: Option<UnitOffset>,
+        inner: &str,
+        depth: u32,
+    ) -> Result<String, DwarfError> {
         if depth > MAX_DEPTH {
             return Err(self.err("type chain too deep (a reference loop?)"));
         }
         let join = |base: &str, inner: &str| {
-            if inner.is_empty() { base.to_owned() } else { format!("{base} {inner}") }
+            if inner.is_empty() {
+                base.to_owned()
+            } else {
+                format!("{base} {inner}")
+            }
         };
-        let Some(off) = off else { return Ok(join("void", inner)) };
+        let Some(off) = off else {
+            return Ok(join("void", inner));
+        };
         let t = self.info(off)?;
         let paren = |inner: &str| {
-            if inner.starts_with('*') { format!("({inner})") } else { inner.to_owned() }
+            if inner.starts_with('*') {
+                format!("({inner})")
+            } else {
+                inner.to_owned()
+            }
         };
         Ok(match t.tag {
             gimli::DW_TAG_base_type => join(c_spelling(t.name.as_deref().unwrap_or("?")), inner),
             gimli::DW_TAG_typedef | gimli::DW_TAG_unspecified_type => {
                 join(t.name.as_deref().unwrap_or("?"), inner)
             }
-            gimli::DW_TAG_structure_type | gimli::DW_TAG_union_type | gimli::DW_TAG_enumeration_type
+            gimli::DW_TAG_structure_type
+            | gimli::DW_TAG_union_type
+            | gimli::DW_TAG_enumeration_type
             | gimli::DW_TAG_class_type => {
                 let kw = match t.tag {
                     gimli::DW_TAG_union_type => "union",
@@ -180,9 +231,15 @@ impl<'a, 'd> Builder<'a, 'd> {
                 };
                 join(&base, inner)
             }
-            gimli::DW_TAG_pointer_type => self.declare(t.target, &format!("*{inner}"), depth + 1)?,
-            gimli::DW_TAG_reference_type => self.declare(t.target, &format!("&{inner}"), depth + 1)?,
-            gimli::DW_TAG_const_type | gimli::DW_TAG_volatile_type | gimli::DW_TAG_restrict_type
+            gimli::DW_TAG_pointer_type => {
+                self.declare(t.target, &format!("*{inner}"), depth + 1)?
+            }
+            gimli::DW_TAG_reference_type => {
+                self.declare(t.target, &format!("&{inner}"), depth + 1)?
+            }
+            gimli::DW_TAG_const_type
+            | gimli::DW_TAG_volatile_type
+            | gimli::DW_TAG_restrict_type
             | gimli::DW_TAG_atomic_type => {
                 let q = match t.tag {
                     gimli::DW_TAG_const_type => "const",
@@ -226,9 +283,17 @@ impl<'a, 'd> Builder<'a, 'd> {
         })
     }
 
-    fn parameters(&self, off: UnitOffset, prototyped: bool, depth: u32) -> Result<String, DwarfError> {
+    fn parameters(
+        &self,
+        off: UnitOffset,
+        prototyped: bool,
+        depth: u32,
+    ) -> Result<String, DwarfError> {
         let mut out: Vec<String> = Vec::new();
-        let mut tree = self.unit.entries_tree(Some(off)).map_err(|e| self.gimli(e))?;
+        let mut tree = self
+            .unit
+            .entries_tree(Some(off))
+            .map_err(|e| self.gimli(e))?;
         let root = tree.root().map_err(|e| self.gimli(e))?;
         let mut children = root.children();
         while let Some(child) = children.next().map_err(|e| self.gimli(e))? {
@@ -248,17 +313,24 @@ impl<'a, 'd> Builder<'a, 'd> {
         Ok(out.join(", "))
     }
 
-    /// Strip typedefs? No: gdb expands only members whose type *is* a struct or union (possibly
-    /// cv-qualified); a typedef'd struct such as `refcount_t` is printed by name. Returns the
-    /// aggregate DIE to expand, if any.
-    fn aggregate_of(&self, off: Option<UnitOffset>) -> Result<Option<(UnitOffset, AggregateKind)>, DwarfError> {
+    /// The struct or union DIE whose members follow a member of type `off`, if any. Like gdb,
+    /// only a member whose type *is* a struct or union (possibly cv-qualified) is expanded; a
+    /// typedef'd struct such as `refcount_t` is shown by its name.
+    fn aggregate_of(
+        &self,
+        off: Option<UnitOffset>,
+    ) -> Result<Option<(UnitOffset, AggregateKind)>, DwarfError> {
         let mut cur = off;
         for _ in 0..MAX_DEPTH {
             let Some(o) = cur else { return Ok(None) };
             let t = self.info(o)?;
             match t.tag {
-                gimli::DW_TAG_structure_type if !t.declaration => return Ok(Some((o, AggregateKind::Struct))),
-                gimli::DW_TAG_union_type if !t.declaration => return Ok(Some((o, AggregateKind::Union))),
+                gimli::DW_TAG_structure_type if !t.declaration => {
+                    return Ok(Some((o, AggregateKind::Struct)));
+                }
+                gimli::DW_TAG_union_type if !t.declaration => {
+                    return Ok(Some((o, AggregateKind::Union)));
+                }
                 gimli::DW_TAG_const_type | gimli::DW_TAG_volatile_type => cur = t.target,
                 _ => return Ok(None),
             }
@@ -273,8 +345,14 @@ impl<'a, 'd> Builder<'a, 'd> {
             gimli::DW_TAG_union_type => AggregateKind::Union,
             _ => AggregateKind::Struct,
         };
-        let name = e.attr_value(gimli::DW_AT_name).and_then(|v| self.string(v)).unwrap_or_default();
-        let size = e.attr(gimli::DW_AT_byte_size).and_then(|a| a.udata_value()).unwrap_or(0);
+        let name = e
+            .attr_value(gimli::DW_AT_name)
+            .and_then(|v| self.string(v))
+            .unwrap_or_default();
+        let size = e
+            .attr(gimli::DW_AT_byte_size)
+            .and_then(|a| a.udata_value())
+            .unwrap_or(0);
         let decl_line = e.attr(gimli::DW_AT_decl_line).and_then(|a| a.udata_value());
         let decl_file = e
             .attr(gimli::DW_AT_decl_file)
@@ -321,6 +399,10 @@ impl<'a, 'd> Builder<'a, 'd> {
         if depth > MAX_DEPTH {
             return Err(self.err("nested members too deep (a reference loop?)"));
         }
+        // net_device, one of the largest kernel structs, flattens to a few hundred members.
+        if out.members.len() > 100_000 {
+            return Err(self.err("more than 100000 members (a reference loop?)"));
+        }
         // Collect the direct member DIEs first: building nested members needs `&mut self`.
         struct Raw {
             name: Option<String>,
@@ -333,7 +415,10 @@ impl<'a, 'd> Builder<'a, 'd> {
         }
         let mut raws = Vec::new();
         {
-            let mut tree = self.unit.entries_tree(Some(off)).map_err(|e| self.gimli(e))?;
+            let mut tree = self
+                .unit
+                .entries_tree(Some(off))
+                .map_err(|e| self.gimli(e))?;
             let root = tree.root().map_err(|e| self.gimli(e))?;
             let mut children = root.children();
             while let Some(child) = children.next().map_err(|e| self.gimli(e))? {
@@ -343,17 +428,25 @@ impl<'a, 'd> Builder<'a, 'd> {
                 }
                 let location = match e.attr_value(gimli::DW_AT_data_member_location) {
                     None => None,
-                    Some(AttributeValue::Exprloc(expr)) => Some(plus_uconst(expr).ok_or_else(|| {
-                        self.err("member location is an expression other than DW_OP_plus_uconst")
-                    })?),
+                    Some(AttributeValue::Exprloc(expr)) => {
+                        Some(plus_uconst(expr).ok_or_else(|| {
+                            self.err(
+                                "member location is an expression other than DW_OP_plus_uconst",
+                            )
+                        })?)
+                    }
                     Some(v) => v.udata_value(),
                 };
                 raws.push(Raw {
                     name: e.attr_value(gimli::DW_AT_name).and_then(|v| self.string(v)),
                     ty: self.type_ref(e.attr_value(gimli::DW_AT_type))?,
                     location,
-                    data_bit_offset: e.attr(gimli::DW_AT_data_bit_offset).and_then(|a| a.udata_value()),
-                    old_bit_offset: e.attr(gimli::DW_AT_bit_offset).and_then(|a| a.udata_value()),
+                    data_bit_offset: e
+                        .attr(gimli::DW_AT_data_bit_offset)
+                        .and_then(|a| a.udata_value()),
+                    old_bit_offset: e
+                        .attr(gimli::DW_AT_bit_offset)
+                        .and_then(|a| a.udata_value()),
                     storage_size: e.attr(gimli::DW_AT_byte_size).and_then(|a| a.udata_value()),
                     bit_size: e.attr(gimli::DW_AT_bit_size).and_then(|a| a.udata_value()),
                 });
@@ -382,7 +475,10 @@ impl<'a, 'd> Builder<'a, 'd> {
                         .checked_sub(obo)
                         .and_then(|v| v.checked_sub(bits))
                         .ok_or_else(|| self.err("bitfield bit_offset larger than its storage"))?;
-                    scope_start.checked_add(loc).and_then(|v| v.checked_add(within)).ok_or_else(overflow)?
+                    scope_start
+                        .checked_add(loc)
+                        .and_then(|v| v.checked_add(within))
+                        .ok_or_else(overflow)?
                 }
                 _ => raw
                     .location
@@ -434,7 +530,15 @@ impl<'a, 'd> Builder<'a, 'd> {
                 in_union,
             });
             if let Some((agg_off, agg_kind)) = aggregate {
-                self.members(agg_off, agg_kind, start_bits / 8, &path, depth + 1, size, out)?;
+                self.members(
+                    agg_off,
+                    agg_kind,
+                    start_bits / 8,
+                    &path,
+                    depth + 1,
+                    size,
+                    out,
+                )?;
             }
         }
         if !in_union {

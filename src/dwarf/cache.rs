@@ -51,7 +51,13 @@ pub(crate) fn read(path: &Path, key: &str) -> Option<CacheFile> {
 pub(crate) fn write(path: &Path, file: &CacheFile) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{}.{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("layouts"), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("layouts"),
+        std::process::id()
+    ));
     let text = serde_json::to_vec(file).map_err(std::io::Error::other)?;
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, path)

@@ -41,7 +41,9 @@ impl<'d> DebugImage<'d> {
         let mut sections = HashMap::new();
         for id in SECTIONS {
             let name = id.name();
-            let Some(section) = file.section_by_name(name) else { continue };
+            let Some(section) = file.section_by_name(name) else {
+                continue;
+            };
             let data = section
                 .uncompressed_data()
                 .map_err(|e| DwarfError::Elf(format!("{name}: {e}")))?;

@@ -61,7 +61,11 @@ impl Member {
 
     /// The member's last name component (`protocol` for `headers.protocol`).
     pub fn name(&self) -> &str {
-        if self.anonymous { "" } else { self.path.rsplit('.').next().unwrap_or("") }
+        if self.anonymous {
+            ""
+        } else {
+            self.path.rsplit('.').next().unwrap_or("")
+        }
     }
 }
 
@@ -112,7 +116,12 @@ impl StructLayout {
 
     /// Total of all hole bytes, padding excluded.
     pub fn hole_bytes(&self) -> u64 {
-        self.holes.iter().filter(|h| !h.padding).map(|h| h.bits).sum::<u64>() / 8
+        self.holes
+            .iter()
+            .filter(|h| !h.padding)
+            .map(|h| h.bits)
+            .sum::<u64>()
+            / 8
     }
 }
 
@@ -120,7 +129,12 @@ impl StructLayout {
 /// total sizes as comments.
 impl fmt::Display for StructLayout {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "/* offset      |    size */  type = {} {} {{", self.kind.keyword(), self.name)?;
+        writeln!(
+            f,
+            "/* offset      |    size */  type = {} {} {{",
+            self.kind.keyword(),
+            self.name
+        )?;
         // Open nested scopes: (depth of the aggregate member, its size, closing text).
         let mut open: Vec<(u32, u64, String)> = Vec::new();
         for pos in 0..=self.members.len() {
@@ -176,7 +190,11 @@ impl fmt::Display for StructLayout {
 
 impl StructLayout {
     fn write_holes(&self, f: &mut fmt::Formatter<'_>, pos: usize, depth: u32) -> fmt::Result {
-        for h in self.holes.iter().filter(|h| h.pos == pos && h.depth == depth) {
+        for h in self
+            .holes
+            .iter()
+            .filter(|h| h.pos == pos && h.depth == depth)
+        {
             let what = if h.padding { "padding" } else { "hole" };
             if h.bits % 8 != 0 {
                 writeln!(f, "/* XXX {:>2}-bit {what:<10} */", h.bits % 8)?;

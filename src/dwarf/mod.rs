@@ -28,8 +28,17 @@ pub use skb::skb_layout;
 pub(crate) type R<'a> = gimli::EndianSlice<'a, gimli::LittleEndian>;
 
 /// The structs packet decoding needs, read together in one pass.
-pub const NET_STRUCTS: [&str; 9] =
-    ["sk_buff", "net_device", "iphdr", "ipv6hdr", "icmphdr", "tcphdr", "udphdr", "ethhdr", "arphdr"];
+pub const NET_STRUCTS: [&str; 9] = [
+    "sk_buff",
+    "net_device",
+    "iphdr",
+    "ipv6hdr",
+    "icmphdr",
+    "tcphdr",
+    "udphdr",
+    "ethhdr",
+    "arphdr",
+];
 
 /// Without these the skb view cannot work; the header structs are optional (their layouts are
 /// fixed by the protocols, a kernel that never uses one may not describe it).
@@ -41,7 +50,10 @@ pub enum DwarfError {
     #[error(transparent)]
     Load(#[from] LoadError),
     #[error("{}", path.display())]
-    InFile { path: PathBuf, source: Box<DwarfError> },
+    InFile {
+        path: PathBuf,
+        source: Box<DwarfError>,
+    },
     #[error("not a readable x86_64 ELF image: {0}")]
     Elf(String),
     #[error(
@@ -53,8 +65,14 @@ pub enum DwarfError {
     Dwarf { unit: u64, source: gimli::Error },
     #[error("unreadable type in the unit at .debug_info+{unit:#x}: {what}")]
     BadType { unit: u64, what: String },
-    #[error("no struct, union or typedef named `{name}` in the kernel's DWARF{}", hint(suggestions))]
-    NotFound { name: String, suggestions: Vec<String> },
+    #[error(
+        "no struct, union or typedef named `{name}` in the kernel's DWARF{}",
+        hint(suggestions)
+    )]
+    NotFound {
+        name: String,
+        suggestions: Vec<String>,
+    },
     #[error("struct {structure} has no member `{member}` in this kernel")]
     MissingMember { structure: String, member: String },
 }
@@ -71,7 +89,10 @@ impl DwarfError {
     fn in_file(self, path: &Path) -> DwarfError {
         match self {
             e @ (DwarfError::Load(_) | DwarfError::InFile { .. }) => e,
-            e => DwarfError::InFile { path: path.to_owned(), source: Box::new(e) },
+            e => DwarfError::InFile {
+                path: path.to_owned(),
+                source: Box::new(e),
+            },
         }
     }
 
@@ -86,7 +107,10 @@ impl DwarfError {
 
 /// Read the layouts of `names` (struct, union or typedef names) from an image's bytes, in one
 /// DWARF pass. A name the image does not define is a [`DwarfError::NotFound`] with suggestions.
-pub fn build_layouts(image: &[u8], names: &[&str]) -> Result<BTreeMap<String, StructLayout>, DwarfError> {
+pub fn build_layouts(
+    image: &[u8],
+    names: &[&str],
+) -> Result<BTreeMap<String, StructLayout>, DwarfError> {
     let (found, known) = scan_image(image, names)?;
     if let Some(missing) = names.iter().find(|n| !found.contains_key(**n)) {
         return Err(not_found(missing, &known));
@@ -94,7 +118,10 @@ pub fn build_layouts(image: &[u8], names: &[&str]) -> Result<BTreeMap<String, St
     Ok(found)
 }
 
-fn scan_image(image: &[u8], names: &[&str]) -> Result<(BTreeMap<String, StructLayout>, Vec<String>), DwarfError> {
+fn scan_image(
+    image: &[u8],
+    names: &[&str],
+) -> Result<(BTreeMap<String, StructLayout>, Vec<String>), DwarfError> {
     let debug = image::DebugImage::parse(image)?;
     let dwarf = debug.dwarf();
     let wanted: Vec<String> = names.iter().map(|s| s.to_string()).collect();
@@ -103,7 +130,10 @@ fn scan_image(image: &[u8], names: &[&str]) -> Result<(BTreeMap<String, StructLa
 }
 
 fn not_found(name: &str, known: &[String]) -> DwarfError {
-    DwarfError::NotFound { name: name.to_owned(), suggestions: suggest::near_names(name, known, 5) }
+    DwarfError::NotFound {
+        name: name.to_owned(),
+        suggestions: suggest::near_names(name, known, 5),
+    }
 }
 
 /// The layouts of [`NET_STRUCTS`] for one kernel.
@@ -145,12 +175,27 @@ fn net_from(
     build_id: String,
     from_cache: bool,
 ) -> Result<NetLayouts, DwarfError> {
-    if let Some(missing) = REQUIRED_NET_STRUCTS.iter().find(|n| !layouts.contains_key(**n)) {
+    if let Some(missing) = REQUIRED_NET_STRUCTS
+        .iter()
+        .find(|n| !layouts.contains_key(**n))
+    {
         return Err(not_found(missing, known));
     }
-    let absent = NET_STRUCTS.iter().filter(|n| !layouts.contains_key(**n)).map(|n| n.to_string()).collect();
-    let layouts = layouts.into_iter().filter(|(k, _)| NET_STRUCTS.contains(&k.as_str())).collect();
-    Ok(NetLayouts { build_id, layouts, absent, from_cache })
+    let absent = NET_STRUCTS
+        .iter()
+        .filter(|n| !layouts.contains_key(**n))
+        .map(|n| n.to_string())
+        .collect();
+    let layouts = layouts
+        .into_iter()
+        .filter(|(k, _)| NET_STRUCTS.contains(&k.as_str()))
+        .collect();
+    Ok(NetLayouts {
+        build_id,
+        layouts,
+        absent,
+        from_cache,
+    })
 }
 
 /// The cache key of an image: its build-id, else its size and modification time (a kernel
@@ -183,14 +228,18 @@ pub struct LayoutStore {
 impl Default for LayoutStore {
     /// The cache under `$UMLDBG_CACHE` or `~/.cache/umldbg`.
     fn default() -> Self {
-        LayoutStore { cache_dir: crate::util::cache_dir() }
+        LayoutStore {
+            cache_dir: crate::util::cache_dir(),
+        }
     }
 }
 
 impl LayoutStore {
     /// A store whose cache files live under `cache_dir/layouts/`.
     pub fn new(cache_dir: impl Into<PathBuf>) -> Self {
-        LayoutStore { cache_dir: cache_dir.into() }
+        LayoutStore {
+            cache_dir: cache_dir.into(),
+        }
     }
 
     /// The cache file used for an image with this build-id.
@@ -225,7 +274,8 @@ impl LayoutStore {
             }
         }
         cached.layouts.extend(found);
-        let net = net_from(cached.layouts.clone(), &known, key, false).map_err(|e| e.in_file(kernel))?;
+        let net =
+            net_from(cached.layouts.clone(), &known, key, false).map_err(|e| e.in_file(kernel))?;
         self.save(&path, &cached);
         Ok(net)
     }
@@ -242,7 +292,11 @@ impl LayoutStore {
             ..Default::default()
         });
         if let Some(layout) = cached.layouts.get(name) {
-            return Ok(Loaded { layout: layout.clone(), build_id: key, from_cache: true });
+            return Ok(Loaded {
+                layout: layout.clone(),
+                build_id: key,
+                from_cache: true,
+            });
         }
         let (mut found, known) = scan_image(&file, &[name]).map_err(|e| e.in_file(kernel))?;
         let Some(layout) = found.remove(name) else {
@@ -250,7 +304,11 @@ impl LayoutStore {
         };
         cached.layouts.insert(name.to_owned(), layout.clone());
         self.save(&path, &cached);
-        Ok(Loaded { layout, build_id: key, from_cache: false })
+        Ok(Loaded {
+            layout,
+            build_id: key,
+            from_cache: false,
+        })
     }
 
     fn save(&self, path: &Path, file: &cache::CacheFile) {

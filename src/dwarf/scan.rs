@@ -8,8 +8,8 @@
 //! result is the definition from the first unit that has it, whatever the thread timing.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use gimli::{AttributeValue, UnitHeader};
 
@@ -25,6 +25,9 @@ pub(crate) struct ScanOutcome {
     /// suggestions); empty otherwise.
     pub known_names: Vec<String>,
 }
+
+/// Units read on the calling thread before helper threads start.
+const FIRST_UNITS_ALONE: usize = 8;
 
 struct Shared<'w> {
     wanted: &'w [String],
@@ -42,14 +45,22 @@ impl Shared<'_> {
 }
 
 /// Find the layouts of `wanted` (struct, union or typedef names).
-pub(crate) fn scan(dwarf: &gimli::Dwarf<R<'_>>, wanted: &[String]) -> Result<ScanOutcome, DwarfError> {
+pub(crate) fn scan(
+    dwarf: &gimli::Dwarf<R<'_>>,
+    wanted: &[String],
+) -> Result<ScanOutcome, DwarfError> {
     let shared = Shared {
         wanted,
-        best: wanted.iter().map(|_| AtomicUsize::new(usize::MAX)).collect(),
+        best: wanted
+            .iter()
+            .map(|_| AtomicUsize::new(usize::MAX))
+            .collect(),
         found: Mutex::new(Vec::new()),
         error: Mutex::new(None),
     };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4);
     // Unit headers are read lazily, one at a time under the lock: walking them all up front
     // would touch a page in every part of `.debug_info` even when the first units suffice.
     let units = Mutex::new((dwarf.units(), 0usize, 0u64));
@@ -60,58 +71,73 @@ pub(crate) fn scan(dwarf: &gimli::Dwarf<R<'_>>, wanted: &[String]) -> Result<Sca
             *slot = Some((index, e));
         }
     };
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                let mut local_names: HashSet<&[u8]> = HashSet::new();
-                loop {
-                    let (index, header) = {
-                        let mut guard = units.lock().unwrap_or_else(|p| p.into_inner());
-                        let index = guard.1;
-                        // Units are handed out in order, so once this index is beaten every
-                        // later one is too.
-                        if shared.done_before(index) {
-                            break;
-                        }
-                        match guard.0.next() {
-                            Ok(Some(h)) => {
-                                guard.1 += 1;
-                                guard.2 = h.offset().0 as u64 + h.length_including_self() as u64;
-                                (index, h)
-                            }
-                            Ok(None) => break,
-                            Err(source) => {
-                                let unit = guard.2;
-                                drop(guard);
-                                record_error(index, DwarfError::Dwarf { unit, source });
-                                break;
-                            }
-                        }
-                    };
-                    if shared.error.lock().is_ok_and(|e| e.as_ref().is_some_and(|(i, _)| *i < index)) {
-                        break;
+    // Process units in order until `limit` units have been handed out (all of them for
+    // `None`), the answer is complete, or the units run out. Returns true if work may remain.
+    let work = |limit: Option<usize>| -> bool {
+        let mut local_names: HashSet<&[u8]> = HashSet::new();
+        let more = loop {
+            let (index, header) = {
+                let mut guard = units.lock().unwrap_or_else(|p| p.into_inner());
+                let index = guard.1;
+                // Units are handed out in order, so once this index is beaten every later one
+                // is too.
+                if shared.done_before(index) {
+                    break false;
+                }
+                if limit.is_some_and(|l| index >= l) {
+                    break true;
+                }
+                match guard.0.next() {
+                    Ok(Some(h)) => {
+                        guard.1 += 1;
+                        guard.2 = h.offset().0 as u64 + h.length_including_self() as u64;
+                        (index, h)
                     }
-                    if let Err(e) = scan_unit(dwarf, &header, index, &shared, &mut local_names) {
-                        record_error(index, e);
+                    Ok(None) => break false,
+                    Err(source) => {
+                        let unit = guard.2;
+                        drop(guard);
+                        record_error(index, DwarfError::Dwarf { unit, source });
+                        break false;
                     }
                 }
-                let mut all = names.lock().unwrap_or_else(|p| p.into_inner());
-                all.extend(local_names.into_iter().map(<[u8]>::to_vec));
-            });
-        }
-    });
+            };
+            // A unit that fails to parse is recorded and skipped: the names may well be
+            // defined in a later one.
+            if let Err(e) = scan_unit(dwarf, &header, index, &shared, &mut local_names) {
+                record_error(index, e);
+            }
+        };
+        let mut all = names.lock().unwrap_or_else(|p| p.into_inner());
+        all.extend(local_names.into_iter().map(<[u8]>::to_vec));
+        more
+    };
+    // Common structs (sk_buff, net_device) are defined in the first units: look there on this
+    // thread before starting helpers, which on a busy machine wait for a CPU longer than the
+    // first units take to read.
+    if work(Some(FIRST_UNITS_ALONE)) {
+        std::thread::scope(|s| {
+            for _ in 1..threads {
+                s.spawn(|| work(None));
+            }
+            work(None);
+        });
+    }
 
     let mut layouts = BTreeMap::new();
     let found = shared.found.into_inner().unwrap_or_else(|p| p.into_inner());
-    let best: Vec<usize> = shared.best.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+    let best: Vec<usize> = shared
+        .best
+        .iter()
+        .map(|b| b.load(Ordering::Relaxed))
+        .collect();
     for (w, unit, layout) in found {
         if best[w] == unit {
             layouts.insert(wanted[w].clone(), layout);
         }
     }
-    // An error in a unit before the one that supplied a result could have hidden an earlier
-    // definition only in theory; report it only when something is still missing, so one bad
-    // unit does not make every lookup fail.
+    // A bad unit matters only when a name is still missing (it may have been defined there);
+    // otherwise one unreadable unit would make every lookup in the image fail.
     if layouts.len() < wanted.len()
         && let Some((_, e)) = shared.error.into_inner().unwrap_or_else(|p| p.into_inner())
     {
@@ -129,7 +155,10 @@ pub(crate) fn scan(dwarf: &gimli::Dwarf<R<'_>>, wanted: &[String]) -> Result<Sca
     } else {
         Vec::new()
     };
-    Ok(ScanOutcome { layouts, known_names })
+    Ok(ScanOutcome {
+        layouts,
+        known_names,
+    })
 }
 
 fn scan_unit<'d>(
@@ -140,10 +169,15 @@ fn scan_unit<'d>(
     names: &mut HashSet<&'d [u8]>,
 ) -> Result<(), DwarfError> {
     let unit_off = header.offset().0 as u64;
-    let g = |source| DwarfError::Dwarf { unit: unit_off, source };
+    let g = |source| DwarfError::Dwarf {
+        unit: unit_off,
+        source,
+    };
     let abbrevs = dwarf.abbreviations(header).map_err(g)?;
     let mut cursor = header.entries(&abbrevs);
-    let Some(root) = cursor.next_dfs().map_err(g)? else { return Ok(()) };
+    let Some(root) = cursor.next_dfs().map_err(g)? else {
+        return Ok(());
+    };
     if !root.has_children() {
         return Ok(());
     }
@@ -160,9 +194,7 @@ fn scan_unit<'d>(
             tag,
             gimli::DW_TAG_structure_type | gimli::DW_TAG_union_type | gimli::DW_TAG_typedef
         );
-        if interesting
-            && let Some(name) = entry_name(dwarf, header, str_offsets_base, entry)
-        {
+        if interesting && let Some(name) = entry_name(dwarf, header, str_offsets_base, entry) {
             names.insert(name);
             let declaration = matches!(
                 entry.attr_value(gimli::DW_AT_declaration),
@@ -183,7 +215,7 @@ fn scan_unit<'d>(
                 };
                 if unit.is_none() {
                     unit = Some(
-                        gimli::Unit::new_with_abbreviations(dwarf, header.clone(), abbrevs.clone())
+                        gimli::Unit::new_with_abbreviations(dwarf, *header, abbrevs.clone())
                             .map_err(g)?,
                     );
                 }
@@ -197,7 +229,11 @@ fn scan_unit<'d>(
                     if tag == gimli::DW_TAG_typedef {
                         layout.name = shared.wanted[w].clone();
                     }
-                    shared.found.lock().unwrap_or_else(|p| p.into_inner()).push((w, index, layout));
+                    shared
+                        .found
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((w, index, layout));
                     shared.best[w].fetch_min(index, Ordering::Relaxed);
                 }
             }
@@ -216,8 +252,10 @@ fn aggregate_definition(
 ) -> gimli::Result<Option<gimli::UnitOffset>> {
     for _ in 0..8 {
         let e = unit.entry(off)?;
-        let declaration =
-            matches!(e.attr_value(gimli::DW_AT_declaration), Some(AttributeValue::Flag(true)));
+        let declaration = matches!(
+            e.attr_value(gimli::DW_AT_declaration),
+            Some(AttributeValue::Flag(true))
+        );
         match e.tag() {
             gimli::DW_TAG_structure_type | gimli::DW_TAG_union_type if !declaration => {
                 return Ok(Some(off));
@@ -249,7 +287,10 @@ fn entry_name<'d>(
         AttributeValue::DebugLineStrRef(off) => dwarf.debug_line_str.get_str(off).ok()?,
         AttributeValue::DebugStrOffsetsIndex(i) => {
             let base = str_offsets_base?;
-            let off = dwarf.debug_str_offsets.get_str_offset(header.format(), base, i).ok()?;
+            let off = dwarf
+                .debug_str_offsets
+                .get_str_offset(header.format(), base, i)
+                .ok()?;
             dwarf.debug_str.get_str(off).ok()?
         }
         _ => return None,

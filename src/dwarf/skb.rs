@@ -6,10 +6,12 @@ use super::layout::{Member, StructLayout};
 use super::{DwarfError, NetLayouts};
 
 fn field(layout: &StructLayout, path: &str) -> Result<FieldLoc, DwarfError> {
-    let m = layout.member(path).ok_or_else(|| DwarfError::MissingMember {
-        structure: layout.name.clone(),
-        member: path.to_owned(),
-    })?;
+    let m = layout
+        .member(path)
+        .ok_or_else(|| DwarfError::MissingMember {
+            structure: layout.name.clone(),
+            member: path.to_owned(),
+        })?;
     Ok(loc(m))
 }
 
@@ -23,7 +25,12 @@ pub(crate) fn loc(m: &Member) -> FieldLoc {
             bit_offset: Some(bit),
             bit_size: Some(width),
         },
-        _ => FieldLoc { offset: m.offset, size: m.size, bit_offset: None, bit_size: None },
+        _ => FieldLoc {
+            offset: m.offset,
+            size: m.size,
+            bit_offset: None,
+            bit_size: None,
+        },
     }
 }
 

@@ -21,7 +21,11 @@ pub(crate) fn near_names(wanted: &str, known: &[String], max: usize) -> Vec<Stri
         })
         .collect();
     scored.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
-    scored.into_iter().map(|(_, k)| k.clone()).take(max).collect()
+    scored
+        .into_iter()
+        .map(|(_, k)| k.clone())
+        .take(max)
+        .collect()
 }
 
 /// Levenshtein distance over bytes (kernel identifiers are ASCII).
@@ -46,8 +50,10 @@ mod tests {
 
     #[test]
     fn typo_and_substring() {
-        let known: Vec<String> =
-            ["sk_buff", "sk_buff_head", "net_device", "iphdr"].iter().map(|s| s.to_string()).collect();
+        let known: Vec<String> = ["sk_buff", "sk_buff_head", "net_device", "iphdr"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         assert_eq!(near_names("sk_buf", &known, 3)[0], "sk_buff");
         assert_eq!(near_names("ipdhr", &known, 3), vec!["iphdr"]);
         assert!(near_names("zzzzzz", &known, 3).is_empty());

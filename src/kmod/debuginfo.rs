@@ -57,8 +57,12 @@ pub(crate) fn read_debug(
     })
     .unwrap_or_else(|never| match never {});
 
-    let mut out =
-        ModuleDebug { dwarf_version: 0, comp_dir: None, sources: Vec::new(), functions: Vec::new() };
+    let mut out = ModuleDebug {
+        dwarf_version: 0,
+        comp_dir: None,
+        sources: Vec::new(),
+        functions: Vec::new(),
+    };
     let mut headers = dwarf.units();
     let mut unit_index = 0usize;
     loop {
@@ -77,11 +81,19 @@ pub(crate) fn read_debug(
             out.sources.push(lossy(name));
         }
         let lines = LineTable::read(&dwarf, &unit).map_err(context)?;
-        read_functions(&dwarf, &unit, &lines, sections, placement, &mut out.functions)
-            .map_err(context)?;
+        read_functions(
+            &dwarf,
+            &unit,
+            &lines,
+            sections,
+            placement,
+            &mut out.functions,
+        )
+        .map_err(context)?;
         unit_index += 1;
     }
-    out.functions.sort_by(|a, b| (&a.section, a.offset, &a.name).cmp(&(&b.section, b.offset, &b.name)));
+    out.functions
+        .sort_by(|a, b| (&a.section, a.offset, &a.name).cmp(&(&b.section, b.offset, &b.name)));
     Ok(out)
 }
 
@@ -89,18 +101,37 @@ fn lossy(r: R<'_>) -> String {
     String::from_utf8_lossy(r.slice()).into_owned()
 }
 
+/// One statement row of a line table.
+#[derive(Clone, Copy)]
+struct Row {
+    address: u64,
+    file: u64,
+    line: u64,
+}
+
+/// A contiguous run of code in the line table, rows in address order.
+struct Sequence {
+    start: u64,
+    end: u64,
+    rows: Vec<Row>,
+}
+
 /// One unit's line table, flattened into sorted sequences for entry-point lookups.
 struct LineTable {
     /// File names by line-program file index.
     files: Vec<Option<String>>,
-    /// `(start, end, rows)`; rows are `(address, file index, line)` in address order.
-    sequences: Vec<(u64, u64, Vec<(u64, u64, u64)>)>,
+    sequences: Vec<Sequence>,
 }
 
 impl LineTable {
     fn read(dwarf: &gimli::Dwarf<R<'_>>, unit: &gimli::Unit<R<'_>>) -> gimli::Result<Self> {
-        let mut table = LineTable { files: Vec::new(), sequences: Vec::new() };
-        let Some(program) = unit.line_program.clone() else { return Ok(table) };
+        let mut table = LineTable {
+            files: Vec::new(),
+            sequences: Vec::new(),
+        };
+        let Some(program) = unit.line_program.clone() else {
+            return Ok(table);
+        };
         let header = program.header();
         // DWARF 5 numbers files from 0, earlier versions from 1; index by the raw number.
         let first = if header.version() >= 5 { 0 } else { 1 };
@@ -109,22 +140,30 @@ impl LineTable {
             table.files.push(file_name(dwarf, unit, header, index));
         }
         let mut rows = program.rows();
-        let mut current: Vec<(u64, u64, u64)> = Vec::new();
+        let mut current: Vec<Row> = Vec::new();
         while let Some((_, row)) = rows.next_row()? {
             if row.end_sequence() {
-                if let Some(&(start, _, _)) = current.first() {
-                    let mut seq = std::mem::take(&mut current);
-                    seq.sort_by_key(|r| r.0);
-                    table.sequences.push((start, row.address(), seq));
+                let mut seq = std::mem::take(&mut current);
+                // Stable: rows at one address keep their order, and the last one is used.
+                seq.sort_by_key(|r| r.address);
+                if let Some(first) = seq.first() {
+                    table.sequences.push(Sequence {
+                        start: first.address,
+                        end: row.address(),
+                        rows: seq,
+                    });
                 }
-                current.clear();
                 continue;
             }
             if !row.is_stmt() {
                 continue;
             }
             let line = row.line().map_or(0, |l| l.get());
-            current.push((row.address(), row.file_index(), line));
+            current.push(Row {
+                address: row.address(),
+                file: row.file_index(),
+                line,
+            });
         }
         Ok(table)
     }
@@ -132,10 +171,16 @@ impl LineTable {
     /// File and line of the statement row covering `pc`. When several rows share the address,
     /// the last one wins, as in gdb's `find_pc_line`.
     fn lookup(&self, pc: u64) -> Option<(Option<String>, u64)> {
-        let (_, _, rows) = self.sequences.iter().find(|(start, end, _)| pc >= *start && pc < *end)?;
-        let idx = rows.partition_point(|r| r.0 <= pc).checked_sub(1)?;
-        let (_, file, line) = rows[idx];
-        Some((self.files.get(file as usize).cloned().flatten(), line))
+        let seq = self
+            .sequences
+            .iter()
+            .find(|s| pc >= s.start && pc < s.end)?;
+        let idx = seq
+            .rows
+            .partition_point(|r| r.address <= pc)
+            .checked_sub(1)?;
+        let row = seq.rows[idx];
+        Some((self.file(row.file), row.line))
     }
 
     fn file(&self, index: u64) -> Option<String> {
@@ -156,7 +201,10 @@ fn file_name(
     if name.starts_with('/') || entry.directory_index() == 0 {
         return Some(name);
     }
-    let dir = entry.directory(header).and_then(|d| dwarf.attr_string(unit, d).ok()).map(lossy)?;
+    let dir = entry
+        .directory(header)
+        .and_then(|d| dwarf.attr_string(unit, d).ok())
+        .map(lossy)?;
     Some(format!("{}/{name}", dir.trim_end_matches('/')))
 }
 
@@ -227,8 +275,12 @@ fn describe(
     if let Some(v) = entry.attr_value(gimli::DW_AT_name) {
         d.name = dwarf.attr_string(unit, v).ok().map(lossy);
     }
-    d.decl_file = entry.attr(gimli::DW_AT_decl_file).and_then(|a| a.udata_value());
-    d.decl_line = entry.attr(gimli::DW_AT_decl_line).and_then(|a| a.udata_value());
+    d.decl_file = entry
+        .attr(gimli::DW_AT_decl_file)
+        .and_then(|a| a.udata_value());
+    d.decl_line = entry
+        .attr(gimli::DW_AT_decl_line)
+        .and_then(|a| a.udata_value());
     // The depth bound stops a corrupted file whose origins point at each other.
     if (d.name.is_none() || d.decl_line.is_none()) && depth < 4 {
         let origin = entry

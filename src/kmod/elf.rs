@@ -4,12 +4,12 @@
 //! Everything here is about what the file *is*; turning its DWARF into something readable is
 //! `reloc` (object) and `debuginfo` (gimli).
 
+use goblin::elf::Elf;
 use goblin::elf::header::{self, ET_REL};
 use goblin::elf::note::NT_GNU_BUILD_ID;
 use goblin::elf::program_header::{PT_NOTE, ProgramHeader};
 use goblin::elf::section_header::{self as sh, SectionHeader};
 use goblin::elf::sym;
-use goblin::elf::Elf;
 use serde::{Deserialize, Serialize};
 
 use super::KmodError;
@@ -106,6 +106,15 @@ const MODULE_NAME_LEN: usize = 56;
 /// Check the ELF identification and header: x86_64, little-endian, relocatable.
 fn check_header(bytes: &[u8]) -> Result<header::Header, KmodError> {
     if bytes.len() < header::SELFMAG || &bytes[..header::SELFMAG] != header::ELFMAG {
+        // Distributions install modules compressed as whole files (`.ko.xz`, `.ko.zst`).
+        let compressed = [
+            (&b"\xfd7zXZ"[..], "xz"),
+            (&b"\x28\xb5\x2f\xfd"[..], "zstd"),
+            (&b"\x1f\x8b"[..], "gzip"),
+        ];
+        if let Some(&(_, format)) = compressed.iter().find(|(m, _)| bytes.starts_with(m)) {
+            return Err(KmodError::Compressed { format });
+        }
         let magic = bytes.iter().take(4).copied().collect();
         return Err(KmodError::NotElf { magic });
     }
@@ -122,8 +131,10 @@ fn check_header(bytes: &[u8]) -> Result<header::Header, KmodError> {
             file_len: bytes.len() as u64,
         });
     }
-    let hdr = Elf::parse_header(bytes)
-        .map_err(|source| KmodError::Malformed { what: "ELF header".into(), source })?;
+    let hdr = Elf::parse_header(bytes).map_err(|source| KmodError::Malformed {
+        what: "ELF header".into(),
+        source,
+    })?;
     let class64 = hdr.e_ident[header::EI_CLASS] == header::ELFCLASS64;
     if !class64 || hdr.e_machine != header::EM_X86_64 {
         return Err(KmodError::WrongArch {
@@ -132,10 +143,15 @@ fn check_header(bytes: &[u8]) -> Result<header::Header, KmodError> {
         });
     }
     if hdr.e_ident[header::EI_DATA] != header::ELFDATA2LSB {
-        return Err(KmodError::WrongArch { bits: 64, machine: "big-endian X86_64".into() });
+        return Err(KmodError::WrongArch {
+            bits: 64,
+            machine: "big-endian X86_64".into(),
+        });
     }
     if hdr.e_type != ET_REL {
-        return Err(KmodError::NotRelocatable { kind: header::et_to_str(hdr.e_type).to_owned() });
+        return Err(KmodError::NotRelocatable {
+            kind: header::et_to_str(hdr.e_type).to_owned(),
+        });
     }
     let table_end = u64::from(hdr.e_shnum)
         .checked_mul(u64::from(hdr.e_shentsize))
@@ -179,8 +195,10 @@ pub(crate) fn section_bytes<'a>(
 /// Parse everything goblin can tell about a module file.
 pub(crate) fn read_structure(bytes: &[u8]) -> Result<Structure, KmodError> {
     check_header(bytes)?;
-    let elf = Elf::parse(bytes)
-        .map_err(|source| KmodError::Malformed { what: "section or symbol tables".into(), source })?;
+    let elf = Elf::parse(bytes).map_err(|source| KmodError::Malformed {
+        what: "section or symbol tables".into(),
+        source,
+    })?;
     let mut warnings = Vec::new();
 
     let mut sections = Vec::with_capacity(elf.section_headers.len());
@@ -189,7 +207,10 @@ pub(crate) fn read_structure(bytes: &[u8]) -> Result<Structure, KmodError> {
             Some(n) => n.to_owned(),
             None if index == 0 => String::new(),
             None => {
-                warnings.push(format!("section {index}: name offset {} is invalid", shdr.sh_name));
+                warnings.push(format!(
+                    "section {index}: name offset {} is invalid",
+                    shdr.sh_name
+                ));
                 format!("<section {index}>")
             }
         };
@@ -229,7 +250,10 @@ pub(crate) fn read_structure(bytes: &[u8]) -> Result<Structure, KmodError> {
         let name = match elf.strtab.get_at(s.st_name) {
             Some(n) => n.to_owned(),
             None => {
-                warnings.push(format!("symbol {index}: name offset {} is invalid", s.st_name));
+                warnings.push(format!(
+                    "symbol {index}: name offset {} is invalid",
+                    s.st_name
+                ));
                 format!("<symbol {index}>")
             }
         };
@@ -272,7 +296,15 @@ pub(crate) fn read_structure(bytes: &[u8]) -> Result<Structure, KmodError> {
     }
 
     let build_id = build_id_from_notes(&elf, bytes);
-    Ok(Structure { sections, symbols, symbol_values, modinfo, this_module_name, build_id, warnings })
+    Ok(Structure {
+        sections,
+        symbols,
+        symbol_values,
+        modinfo,
+        this_module_name,
+        build_id,
+        warnings,
+    })
 }
 
 /// `.modinfo` is a sequence of NUL-terminated `key=value` strings, sometimes with NUL padding
@@ -297,12 +329,16 @@ fn this_module_name_from(data: &[u8]) -> Option<String> {
     // A real module name is a C identifier-ish string; anything else means the layout guess
     // does not hold for this file.
     let plausible = !name.is_empty()
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     plausible.then(|| name.to_owned())
 }
 
 fn build_id_from_notes(elf: &Elf<'_>, bytes: &[u8]) -> Option<String> {
-    let notes = elf.iter_note_headers(bytes).or_else(|| elf.iter_note_sections(bytes, None))?;
+    let notes = elf
+        .iter_note_headers(bytes)
+        .or_else(|| elf.iter_note_sections(bytes, None))?;
     for note in notes {
         // A malformed note ends the search rather than the whole parse: the build-id is
         // informational.
@@ -348,10 +384,12 @@ pub fn elf_build_id(bytes: &[u8]) -> Option<String> {
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 fn section_kind(t: u32) -> String {
@@ -376,11 +414,15 @@ fn flags_letters(flags: u64) -> String {
         (0x200, 'G'),
         (0x400, 'T'),
         (0x800, 'C'),
-        (0x20_0000, 'R'), // SHF_GNU_RETAIN
+        (0x20_0000, 'R'),   // SHF_GNU_RETAIN
         (0x1000_0000, 'l'), // SHF_X86_64_LARGE
         (0x8000_0000, 'E'),
     ];
-    LETTERS.iter().filter(|(bit, _)| flags & bit != 0).map(|&(_, c)| c).collect()
+    LETTERS
+        .iter()
+        .filter(|(bit, _)| flags & bit != 0)
+        .map(|&(_, c)| c)
+        .collect()
 }
 
 fn symbol_kind(t: u8) -> SymbolKind {

@@ -37,7 +37,15 @@ pub fn parse(text: &str) -> Result<Vec<KallsymsEntry>, KallsymsError> {
         if line.is_empty() {
             continue;
         }
-        let bad = || KallsymsError::BadLine { line: i + 1, text: raw.to_owned() };
+        let bad = || KallsymsError::BadLine {
+            line: i + 1,
+            text: raw.to_owned(),
+        };
+        // Kernel symbol names are printable; a control byte (a NUL above all, which would end
+        // the name early in an ELF string table) means the text is not kallsyms.
+        if line.chars().any(|c| c.is_control() && c != '\t') {
+            return Err(bad());
+        }
         let mut fields = line.split_whitespace();
         let (Some(addr), Some(kind), Some(name)) = (fields.next(), fields.next(), fields.next())
         else {
@@ -61,7 +69,12 @@ pub fn parse(text: &str) -> Result<Vec<KallsymsEntry>, KallsymsError> {
         if fields.next().is_some() {
             return Err(bad());
         }
-        out.push(KallsymsEntry { address, kind, name: name.to_owned(), module });
+        out.push(KallsymsEntry {
+            address,
+            kind,
+            name: name.to_owned(),
+            module,
+        });
     }
     if out.is_empty() {
         return Err(KallsymsError::Empty);

@@ -16,11 +16,17 @@ use memmap2::Mmap;
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("cannot open {}: {source}", path.display())]
-    Open { path: PathBuf, source: std::io::Error },
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{} is not a regular file", path.display())]
     NotAFile { path: PathBuf },
     #[error("cannot map {} into memory: {source}", path.display())]
-    Map { path: PathBuf, source: std::io::Error },
+    Map {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// A file's bytes, mapped read-only for as long as this value lives.
@@ -35,12 +41,18 @@ pub struct MappedFile {
 impl MappedFile {
     /// Open and map `path`.
     pub fn open(path: &Path) -> Result<Self, LoadError> {
-        let file =
-            File::open(path).map_err(|source| LoadError::Open { path: path.to_owned(), source })?;
-        let meta =
-            file.metadata().map_err(|source| LoadError::Open { path: path.to_owned(), source })?;
+        let file = File::open(path).map_err(|source| LoadError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        let meta = file.metadata().map_err(|source| LoadError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
         if !meta.is_file() {
-            return Err(LoadError::NotAFile { path: path.to_owned() });
+            return Err(LoadError::NotAFile {
+                path: path.to_owned(),
+            });
         }
         let map = if meta.len() == 0 {
             None
@@ -49,11 +61,18 @@ impl MappedFile {
             // truncates the file while we read it would make a page fault raise SIGBUS; the
             // files read here (kernel images, modules) are build products that are replaced by
             // rename, not rewritten in place, so that risk is accepted for the speed.
-            let map = unsafe { Mmap::map(&file) }
-                .map_err(|source| LoadError::Map { path: path.to_owned(), source })?;
+            let map = unsafe { Mmap::map(&file) }.map_err(|source| LoadError::Map {
+                path: path.to_owned(),
+                source,
+            })?;
             Some(map)
         };
-        Ok(MappedFile { path: path.to_owned(), len: meta.len(), modified: meta.modified().ok(), map })
+        Ok(MappedFile {
+            path: path.to_owned(),
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            map,
+        })
     }
 
     /// The mapped bytes.
@@ -92,6 +111,9 @@ impl Deref for MappedFile {
 
 impl std::fmt::Debug for MappedFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MappedFile").field("path", &self.path).field("len", &self.len).finish()
+        f.debug_struct("MappedFile")
+            .field("path", &self.path)
+            .field("len", &self.len)
+            .finish()
     }
 }

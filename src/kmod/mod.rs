@@ -28,6 +28,8 @@ pub use loader::{LoadError, MappedFile};
 pub enum KmodError {
     #[error("not an ELF file (first bytes {magic:02x?}, expected 7f 45 4c 46)")]
     NotElf { magic: Vec<u8> },
+    #[error("{format}-compressed file: decompress the module first (e.g. `{format} -d`)")]
+    Compressed { format: &'static str },
     #[error(
         "{bits}-bit {machine} ELF: umldbg reads x86_64 modules only (a UML kernel on this host \
          is x86_64; was this module built for another architecture, e.g. with ARCH=i386?)"
@@ -43,14 +45,27 @@ pub enum KmodError {
     #[error(
         "truncated or corrupted file: the {what} ends at byte {end}, the file has {file_len} bytes"
     )]
-    Truncated { what: String, end: u64, file_len: u64 },
+    Truncated {
+        what: String,
+        end: u64,
+        file_len: u64,
+    },
     #[error("malformed ELF ({what}): {source}")]
-    Malformed { what: String, source: goblin::error::Error },
+    Malformed {
+        what: String,
+        source: goblin::error::Error,
+    },
     #[error(
         "section {name} (index {index}) lies outside the file: offset {offset} + size {size} > \
          file length {file_len} (truncated or corrupted file)"
     )]
-    SectionOutOfFile { name: String, index: usize, offset: u64, size: u64, file_len: u64 },
+    SectionOutOfFile {
+        name: String,
+        index: usize,
+        offset: u64,
+        size: u64,
+        file_len: u64,
+    },
 }
 
 /// Everything umldbg knows about one module file.
@@ -80,8 +95,15 @@ impl ModuleInfo {
     pub fn parse(bytes: &[u8]) -> Result<ModuleInfo, KmodError> {
         let st = elf::read_structure(bytes)?;
         let mut warnings = st.warnings;
-        let modinfo_name = st.modinfo.iter().find(|(k, _)| k == "name").map(|(_, v)| v.clone());
-        let has_this_module = st.sections.iter().any(|s| s.name == ".gnu.linkonce.this_module");
+        let modinfo_name = st
+            .modinfo
+            .iter()
+            .find(|(k, _)| k == "name")
+            .map(|(_, v)| v.clone());
+        let has_this_module = st
+            .sections
+            .iter()
+            .any(|s| s.name == ".gnu.linkonce.this_module");
         let has_modinfo = st.sections.iter().any(|s| s.name == ".modinfo");
         if !has_this_module && !has_modinfo {
             return Err(KmodError::NotAModule);
@@ -115,7 +137,9 @@ impl ModuleInfo {
             }
             Ok(None) => None,
             Err(e) => {
-                warnings.push(format!("debug sections unreadable, source lines omitted: {e}"));
+                warnings.push(format!(
+                    "debug sections unreadable, source lines omitted: {e}"
+                ));
                 None
             }
         };
@@ -134,7 +158,10 @@ impl ModuleInfo {
 
     /// First value of a `.modinfo` key.
     pub fn modinfo_value(&self, key: &str) -> Option<&str> {
-        self.modinfo.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.modinfo
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Modules this one needs loaded first (`.modinfo` `depends=`, comma-separated).
@@ -167,5 +194,16 @@ impl ModuleInfo {
     /// Sections the kernel allocates, in file order: the ones `add-symbol-file -s` needs.
     pub fn alloc_sections(&self) -> impl Iterator<Item = &Section> {
         self.sections.iter().filter(|s| s.alloc)
+    }
+
+    /// The names the loaded module shows under `/sys/module/<name>/sections/`: allocated
+    /// sections that are not empty, plus `.symtab` and `.strtab`, which the loader keeps a copy
+    /// of for kallsyms (CONFIG_KALLSYMS).
+    pub fn sysfs_section_names(&self) -> Vec<&str> {
+        self.sections
+            .iter()
+            .filter(|s| (s.alloc && s.size > 0) || s.name == ".symtab" || s.name == ".strtab")
+            .map(|s| s.name.as_str())
+            .collect()
     }
 }

@@ -47,10 +47,11 @@ impl Placement {
     pub fn locate(&self, sections: &[Section], addr: u64) -> Option<(usize, u64)> {
         sections
             .iter()
-            .filter(|s| s.alloc && s.index != 0)
+            // An empty section shares its base with the next one and holds nothing.
+            .filter(|s| s.alloc && s.index != 0 && s.size > 0)
             .find(|s| {
                 let base = self.bases[s.index];
-                addr >= base && addr - base < s.size.max(1)
+                addr >= base && addr - base < s.size
             })
             .map(|s| (s.index, addr - self.bases[s.index]))
     }
@@ -81,7 +82,8 @@ pub(crate) fn relocated_debug_sections(
         let mut data = match section.uncompressed_data() {
             Ok(d) => d.into_owned(),
             Err(e) => {
-                out.warnings.push(format!("{name}: cannot read or decompress: {e}"));
+                out.warnings
+                    .push(format!("{name}: cannot read or decompress: {e}"));
                 continue;
             }
         };
@@ -121,7 +123,11 @@ pub(crate) fn relocated_debug_sections(
                     }
                 },
                 elf::R_X86_64_32S | elf::R_X86_64_PC32 => {
-                    let v = if r_type == elf::R_X86_64_PC32 { pc_relative } else { value };
+                    let v = if r_type == elf::R_X86_64_PC32 {
+                        pc_relative
+                    } else {
+                        value
+                    };
                     match i32::try_from(v as i64) {
                         Ok(v) => Some(v.to_le_bytes().to_vec()),
                         Err(_) => {
@@ -160,7 +166,12 @@ fn symbol_address(shndx: u32, value: u64, placement: &Placement) -> u64 {
         // what gdb shows for them in an unloaded .ko too.
         0 => 0,
         0xfff1 => value, // SHN_ABS
-        i if i < 0xff00 => placement.bases.get(i as usize).copied().unwrap_or(0).wrapping_add(value),
+        i if i < 0xff00 => placement
+            .bases
+            .get(i as usize)
+            .copied()
+            .unwrap_or(0)
+            .wrapping_add(value),
         _ => value,
     }
 }
@@ -192,7 +203,10 @@ impl Stats {
             ));
         }
         if self.overflow > 0 {
-            warnings.push(format!("{section}: {} relocation value(s) overflow", self.overflow));
+            warnings.push(format!(
+                "{section}: {} relocation value(s) overflow",
+                self.overflow
+            ));
         }
         if self.out_of_bounds > 0 {
             warnings.push(format!(

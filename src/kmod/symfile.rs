@@ -7,9 +7,9 @@
 //! `symbol-file FILE` or `add-symbol-file FILE`, since the addresses are already in the file.
 //! Written with object's low-level ELF writer, which lets us set section addresses.
 
+use object::Endianness;
 use object::elf;
 use object::write::elf::{FileHeader, SectionHeader, SectionIndex, Sym, Writer};
-use object::Endianness;
 use serde::{Deserialize, Serialize};
 
 use super::kallsyms::KallsymsEntry;
@@ -19,6 +19,8 @@ use super::kallsyms::KallsymsEntry;
 pub enum SymfileError {
     #[error("no kernel symbols to write ({modules} module symbols were skipped)")]
     NoKernelSymbols { modules: usize },
+    #[error("symbol name {0:?} contains a NUL byte, which an ELF string table cannot hold")]
+    NulInName(String),
     #[error("writing the ELF file failed: {0}")]
     Write(String),
 }
@@ -69,17 +71,26 @@ struct Run {
 
 /// Build the ELF bytes.
 pub fn write_symfile(entries: &[KallsymsEntry]) -> Result<(Vec<u8>, SymfileSummary), SymfileError> {
+    // object's string table asserts on NUL; entries may come from elsewhere than `parse`.
+    if let Some(e) = entries.iter().find(|e| e.name.contains('\0')) {
+        return Err(SymfileError::NulInName(e.name.clone()));
+    }
     let skipped_module_symbols = entries.iter().filter(|e| e.module.is_some()).count();
     let mut located: Vec<(&KallsymsEntry, Class)> = entries
         .iter()
         .filter(|e| e.module.is_none())
         .filter_map(|e| class_of(e.kind).map(|c| (e, c)))
         .collect();
-    let absolute: Vec<&KallsymsEntry> =
-        located.iter().filter(|(_, c)| *c == Class::Abs).map(|(e, _)| *e).collect();
+    let absolute: Vec<&KallsymsEntry> = located
+        .iter()
+        .filter(|(_, c)| *c == Class::Abs)
+        .map(|(e, _)| *e)
+        .collect();
     located.retain(|(_, c)| *c != Class::Abs);
     if located.is_empty() && absolute.is_empty() {
-        return Err(SymfileError::NoKernelSymbols { modules: skipped_module_symbols });
+        return Err(SymfileError::NoKernelSymbols {
+            modules: skipped_module_symbols,
+        });
     }
     located.sort_by_key(|(e, _)| e.address);
 
@@ -87,9 +98,16 @@ pub fn write_symfile(entries: &[KallsymsEntry]) -> Result<(Vec<u8>, SymfileSumma
     // Size of each located symbol: up to the next higher address in its section.
     let mut sizes = vec![0u64; located.len()];
     for run in &runs {
-        let addrs: Vec<u64> = located[run.members.clone()].iter().map(|(e, _)| e.address).collect();
+        let addrs: Vec<u64> = located[run.members.clone()]
+            .iter()
+            .map(|(e, _)| e.address)
+            .collect();
         for (k, &a) in addrs.iter().enumerate() {
-            let next = addrs[k..].iter().copied().find(|&b| b > a).unwrap_or(run.end);
+            let next = addrs[k..]
+                .iter()
+                .copied()
+                .find(|&b| b > a)
+                .unwrap_or(run.end);
             sizes[run.members.start + k] = next - a;
         }
     }
@@ -106,10 +124,18 @@ pub fn write_symfile(entries: &[KallsymsEntry]) -> Result<(Vec<u8>, SymfileSumma
             _ => (".data", &mut ndata),
         };
         *n += 1;
-        section_names.push(if *n == 1 { base.to_owned() } else { format!("{base}.{n}") });
+        section_names.push(if *n == 1 {
+            base.to_owned()
+        } else {
+            format!("{base}.{n}")
+        });
     }
-    let section_indices: Vec<SectionIndex> = runs.iter().map(|_| w.reserve_section_index()).collect();
-    let name_ids: Vec<_> = section_names.iter().map(|n| w.add_section_name(n.as_bytes())).collect();
+    let section_indices: Vec<SectionIndex> =
+        runs.iter().map(|_| w.reserve_section_index()).collect();
+    let name_ids: Vec<_> = section_names
+        .iter()
+        .map(|n| w.add_section_name(n.as_bytes()))
+        .collect();
 
     // ELF wants local symbols first; `sh_info` of .symtab is the first non-local index.
     struct Out<'e> {
@@ -122,16 +148,32 @@ pub fn write_symfile(entries: &[KallsymsEntry]) -> Result<(Vec<u8>, SymfileSumma
     for (run_no, run) in runs.iter().enumerate() {
         for i in run.members.clone() {
             let (entry, class) = located[i];
-            symbols.push(Out { entry, section: Some(section_indices[run_no]), class, size: sizes[i] });
+            symbols.push(Out {
+                entry,
+                section: Some(section_indices[run_no]),
+                class,
+                size: sizes[i],
+            });
         }
     }
     for entry in &absolute {
-        symbols.push(Out { entry, section: None, class: Class::Abs, size: 0 });
+        symbols.push(Out {
+            entry,
+            section: None,
+            class: Class::Abs,
+            size: 0,
+        });
     }
     symbols.sort_by_key(|s| !s.entry.kind.is_ascii_lowercase());
-    let num_local = 1 + symbols.iter().filter(|s| s.entry.kind.is_ascii_lowercase()).count() as u32;
+    let num_local = 1 + symbols
+        .iter()
+        .filter(|s| s.entry.kind.is_ascii_lowercase())
+        .count() as u32;
 
-    let name_strings: Vec<_> = symbols.iter().map(|s| w.add_string(s.entry.name.as_bytes())).collect();
+    let name_strings: Vec<_> = symbols
+        .iter()
+        .map(|s| w.add_string(s.entry.name.as_bytes()))
+        .collect();
     for s in &symbols {
         w.reserve_symbol_index(s.section);
     }
@@ -139,8 +181,10 @@ pub fn write_symfile(entries: &[KallsymsEntry]) -> Result<(Vec<u8>, SymfileSumma
     w.reserve_strtab_section_index();
     w.reserve_shstrtab_section_index();
     w.reserve_symtab();
-    w.reserve_strtab().map_err(|e| SymfileError::Write(e.to_string()))?;
-    w.reserve_shstrtab().map_err(|e| SymfileError::Write(e.to_string()))?;
+    w.reserve_strtab()
+        .map_err(|e| SymfileError::Write(e.to_string()))?;
+    w.reserve_shstrtab()
+        .map_err(|e| SymfileError::Write(e.to_string()))?;
     w.reserve_section_headers();
 
     w.write_file_header(&FileHeader {
@@ -177,7 +221,11 @@ pub fn write_symfile(entries: &[KallsymsEntry]) -> Result<(Vec<u8>, SymfileSumma
             section: s.section.map(|i| i.0),
             st_info: elf::SymbolInfo::new(bind, typ),
             st_other: elf::SymbolOther(elf::STV_DEFAULT.0),
-            st_shndx: if s.section.is_none() { elf::SHN_ABS } else { elf::SHN_UNDEF },
+            st_shndx: if s.section.is_none() {
+                elf::SHN_ABS
+            } else {
+                elf::SHN_UNDEF
+            },
             st_value: s.entry.address,
             st_size: s.size,
         });
@@ -235,7 +283,12 @@ fn make_runs(located: &[(&KallsymsEntry, Class)]) -> Vec<Run> {
                 continue;
             }
         }
-        runs.push(Run { class: *class, start: e.address, end: 0, members: i..i + 1 });
+        runs.push(Run {
+            class: *class,
+            start: e.address,
+            end: 0,
+            members: i..i + 1,
+        });
     }
     for k in 0..runs.len() {
         let last = located[runs[k].members.end - 1].0.address;
