@@ -26,8 +26,8 @@ fn article_scenario_attach_load_break_wait_print_detach() {
     let out = s.ok(&["load", "ipt_REJECT.ko"]);
     assert!(out.contains("ipt_REJECT: .text 0x"), "{out}");
     s.ok(&["break", "reject_tg"]);
-    let ping = spawn_sh(&lab.umid("A"), "ping -c 1 -W 5 192.168.20.2");
-    let stop = s.json(&["wait", "--timeout", "30"]);
+    let ping = spawn_sh(&lab.umid("A"), "ping -c 5 -i 0.5 -W 5 192.168.20.2");
+    let stop = s.json(&["wait", "--timeout", "60"]);
     assert_eq!(stop["function"], "reject_tg", "{stop}");
     assert_eq!(stop["reason"], "breakpoint-hit");
     assert!(stop["args"]["skb"].as_str().unwrap().starts_with("0x"), "{stop}");
@@ -78,8 +78,8 @@ fn module_built_out_of_tree_loads_from_host_tmp_with_its_dependencies() {
     assert!(lsmod.contains("ipt_REJECT") && lsmod.contains("nf_reject_ipv4"), "{lsmod}");
     lab.must("R", "iptables-legacy -A FORWARD -p icmp -j REJECT");
     s.ok(&["break", "reject_tg"]);
-    let _ping = spawn_sh(&lab.umid("A"), "ping -c 1 -W 5 192.168.20.2");
-    let stop = s.json(&["wait", "--timeout", "30"]);
+    let _ping = spawn_sh(&lab.umid("A"), "ping -c 5 -i 0.5 -W 5 192.168.20.2");
+    let stop = s.json(&["wait", "--timeout", "60"]);
     assert_eq!(stop["function"], "reject_tg", "{stop}");
     let files: Vec<&str> = stop["backtrace"].as_array().unwrap().iter().filter_map(|f| f["file"].as_str()).collect();
     assert!(files.iter().any(|f| f.contains("ipt_REJECT.c") || f.contains("x_tables.h")), "{files:?}");
@@ -107,8 +107,8 @@ fn symbols_follow_modules_loaded_later_and_breakpoints_survive_forks() {
     s.ok(&["break", "reject_tg"]);
     // Guest processes fork (each command line forks several); the breakpoint must stay.
     lab.must("R", "for i in 1 2 3 4 5 6 7 8 9 10; do /bin/true; sh -c true; done");
-    let _ping = spawn_sh(&lab.umid("A"), "ping -c 1 -W 5 192.168.20.2");
-    let stop = s.json(&["wait", "--timeout", "30"]);
+    let _ping = spawn_sh(&lab.umid("A"), "ping -c 5 -i 0.5 -W 5 192.168.20.2");
+    let stop = s.json(&["wait", "--timeout", "60"]);
     assert_eq!(stop["function"], "reject_tg", "{stop}");
     s.ok(&["continue"]);
 
