@@ -8,7 +8,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "umldbg", version, about = "See inside the Linux network stack with User-Mode Linux")]
+#[command(
+    name = "umldbg",
+    version,
+    about = "See inside the Linux network stack with User-Mode Linux"
+)]
 struct Cli {
     /// Cache directory for kernels and layouts
     #[arg(long, global = true, env = "UMLDBG_CACHE")]
@@ -46,9 +50,7 @@ enum Cmd {
     /// Run a command on a lab machine's console and print its output
     Exec(cli::lab::ExecArgs),
     /// An interactive terminal on a lab machine (Ctrl-] leaves)
-    Console {
-        umid: String,
-    },
+    Console { umid: String },
     /// Write a pcap of what crosses a lab domain
     Capture(cli::lab::CaptureArgs),
     /// Attach a debug session (gdb with every module's symbols) to a running UML machine
@@ -65,7 +67,11 @@ enum Cmd {
     DaemonRun { options: String },
     /// (internal) the watchdog that restores breakpoint bytes if a session's gdb dies
     #[command(hide = true, name = "daemon-guard")]
-    DaemonGuard { uml_pid: i32, gdb_pid: i32, journal: PathBuf },
+    DaemonGuard {
+        uml_pid: i32,
+        gdb_pid: i32,
+        journal: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -87,12 +93,21 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let cache = cli.cache.clone().unwrap_or_else(umldbg::util::cache_dir);
-    let target = cli::debug::Target { umid: cli.umid.clone(), uml_dir: cli.uml_dir.clone(), json: cli.json };
+    let target = cli::debug::Target {
+        umid: cli.umid.clone(),
+        uml_dir: cli.uml_dir.clone(),
+        json: cli.json,
+    };
     let json = cli.json;
     let res: anyhow::Result<ExitCode> = match cli.cmd {
         Cmd::Kernel(k) => cli::kernel::run(k, cache, json).map(|()| ExitCode::SUCCESS),
-        Cmd::Doctor => cli::doctor::run(&cache)
-            .map(|ok| if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }),
+        Cmd::Doctor => cli::doctor::run(&cache).map(|ok| {
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }),
         Cmd::Lab(c) => cli::lab::run(c, cache, json).map(code),
         Cmd::Ko(KoCmd::Info(mut a)) => {
             a.json = json;
@@ -108,12 +123,18 @@ fn main() -> ExitCode {
         Cmd::Debug(d) => cli::debug::run(d, target).map(code),
         Cmd::Shell { umid_arg } => cli::shell::run(
             umid_arg.or(cli.umid.clone()),
-            cli.uml_dir.clone().unwrap_or_else(umldbg::uml::instance::default_uml_dir),
+            cli.uml_dir
+                .clone()
+                .unwrap_or_else(umldbg::uml::instance::default_uml_dir),
         )
         .map(code),
-        Cmd::DaemonGuard { uml_pid, gdb_pid, journal } => {
-            Ok(code(umldbg::daemon::journal::guard_main(uml_pid, gdb_pid, &journal)))
-        }
+        Cmd::DaemonGuard {
+            uml_pid,
+            gdb_pid,
+            journal,
+        } => Ok(code(umldbg::daemon::journal::guard_main(
+            uml_pid, gdb_pid, &journal,
+        ))),
         Cmd::DaemonRun { options } => match serde_json::from_str(&options) {
             Ok(o) => Ok(code(umldbg::daemon::daemon_main(o))),
             Err(e) => Err(anyhow::anyhow!("daemon-run: bad options: {e}")),

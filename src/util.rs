@@ -13,7 +13,9 @@ pub fn cache_dir() -> PathBuf {
 
 /// `$HOME`, or `/root` when it is unset (the tool runs as root).
 pub fn home_dir() -> PathBuf {
-    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"))
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"))
 }
 
 /// Error from running a host command: names the command line and what it printed.
@@ -22,7 +24,11 @@ pub enum CmdError {
     #[error("cannot run `{cmd}`: {source}")]
     Spawn { cmd: String, source: std::io::Error },
     #[error("`{cmd}` failed ({status}): {stderr}")]
-    Failed { cmd: String, status: String, stderr: String },
+    Failed {
+        cmd: String,
+        status: String,
+        stderr: String,
+    },
 }
 
 /// Render a command line for error messages.
@@ -38,12 +44,19 @@ pub fn describe(cmd: &Command) -> String {
 /// Run a command to completion; a non-zero exit is an error carrying its last stderr line(s).
 pub fn run(cmd: &mut Command) -> Result<Output, CmdError> {
     let desc = describe(cmd);
-    let out = cmd.output().map_err(|source| CmdError::Spawn { cmd: desc.clone(), source })?;
+    let out = cmd.output().map_err(|source| CmdError::Spawn {
+        cmd: desc.clone(),
+        source,
+    })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
-        return Err(CmdError::Failed { cmd: desc, status: out.status.to_string(), stderr: tail.join(" | ") });
+        return Err(CmdError::Failed {
+            cmd: desc,
+            status: out.status.to_string(),
+            stderr: tail.join(" | "),
+        });
     }
     Ok(out)
 }

@@ -9,12 +9,40 @@ use common::*;
 fn help_lists_every_subcommand_with_one_line() {
     let out = ok(&["--help"]);
     for cmd in [
-        "kernel", "doctor", "lab", "exec", "console", "capture", "attach", "load", "break", "delete",
-        "breaks", "continue", "interrupt", "wait", "bt", "print", "step", "next", "finish", "list",
-        "skb", "gdb", "detach", "status", "shell",
+        "kernel",
+        "doctor",
+        "lab",
+        "exec",
+        "console",
+        "capture",
+        "attach",
+        "load",
+        "break",
+        "delete",
+        "breaks",
+        "continue",
+        "interrupt",
+        "wait",
+        "bt",
+        "print",
+        "step",
+        "next",
+        "finish",
+        "list",
+        "skb",
+        "gdb",
+        "detach",
+        "status",
+        "shell",
     ] {
-        let line = out.lines().find(|l| l.trim_start().starts_with(&format!("{cmd} "))).unwrap_or_else(|| panic!("{cmd} missing from --help:\n{out}"));
-        assert!(line.split_whitespace().count() > 1, "{cmd} has no help line");
+        let line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{cmd} ")))
+            .unwrap_or_else(|| panic!("{cmd} missing from --help:\n{out}"));
+        assert!(
+            line.split_whitespace().count() > 1,
+            "{cmd} has no help line"
+        );
     }
 }
 
@@ -23,19 +51,41 @@ fn doctor_passes_on_a_prepared_machine() {
     let o = umldbg(&["doctor"]);
     let text = stdout(&o);
     assert!(o.status.success(), "{text}");
-    for item in ["gdb", "iptables", "kmod", "iproute2", "python3", "/dev/net/tun", "network namespaces", "kernel cache"] {
+    for item in [
+        "gdb",
+        "iptables",
+        "kmod",
+        "iproute2",
+        "python3",
+        "/dev/net/tun",
+        "network namespaces",
+        "kernel cache",
+    ] {
         assert!(text.contains(item), "doctor does not check {item}: {text}");
     }
 }
 
 #[test]
 fn doctor_names_the_fix_when_the_kernel_is_missing() {
-    let empty = umldbg::util::cache_dir().join("test-tmp").join(format!("empty-cache-{}", std::process::id()));
+    let empty = umldbg::util::cache_dir()
+        .join("test-tmp")
+        .join(format!("empty-cache-{}", std::process::id()));
     std::fs::create_dir_all(&empty).unwrap();
     let o = umldbg(&["--cache", empty.to_str().unwrap(), "doctor"]);
     assert!(!o.status.success());
-    assert!(stdout(&o).contains("fix: umldbg kernel build"), "{}", stdout(&o));
-    let o = umldbg(&["--cache", empty.to_str().unwrap(), "lab", "up", "--prefix", "tcb-"]);
+    assert!(
+        stdout(&o).contains("fix: umldbg kernel build"),
+        "{}",
+        stdout(&o)
+    );
+    let o = umldbg(&[
+        "--cache",
+        empty.to_str().unwrap(),
+        "lab",
+        "up",
+        "--prefix",
+        "tcb-",
+    ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("umldbg kernel build"), "{}", stderr(&o));
     let _ = std::fs::remove_dir_all(&empty);
@@ -44,10 +94,15 @@ fn doctor_names_the_fix_when_the_kernel_is_missing() {
 #[test]
 fn graph_draws_the_article_lab() {
     let dot = ok(&["lab", "graph"]);
-    assert!(dot.starts_with("graph") || dot.starts_with("digraph"), "{dot}");
+    assert!(
+        dot.starts_with("graph") || dot.starts_with("digraph"),
+        "{dot}"
+    );
     let svg = ok(&["lab", "graph", "--format", "svg"]);
     assert!(svg.contains("<svg") && svg.trim_end().ends_with("</svg>"));
-    for name in ["MachineA", "MachineR", "MachineB", "lan-a", "lan-b", "uplink"] {
+    for name in [
+        "MachineA", "MachineR", "MachineB", "lan-a", "lan-b", "uplink",
+    ] {
         assert!(svg.contains(name), "{name} not in the SVG");
     }
 }
@@ -56,8 +111,17 @@ fn graph_draws_the_article_lab() {
 fn debug_commands_without_a_session_say_so() {
     let o = umldbg(&["--umid", "tcb-nothing-here", "bt"]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("no session on tcb-nothing-here: run `umldbg attach tcb-nothing-here` first"), "{}", stderr(&o));
+    assert!(
+        stderr(&o)
+            .contains("no session on tcb-nothing-here: run `umldbg attach tcb-nothing-here` first"),
+        "{}",
+        stderr(&o)
+    );
     let o = umldbg(&["--uml-dir", "/nonexistent-uml-dir", "status"]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("no session is running"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no session is running"),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -30,14 +30,20 @@ fn article_scenario_attach_load_break_wait_print_detach() {
     let stop = s.json(&["wait", "--timeout", "60"]);
     assert_eq!(stop["function"], "reject_tg", "{stop}");
     assert_eq!(stop["reason"], "breakpoint-hit");
-    assert!(stop["args"]["skb"].as_str().unwrap().starts_with("0x"), "{stop}");
+    assert!(
+        stop["args"]["skb"].as_str().unwrap().starts_with("0x"),
+        "{stop}"
+    );
     let f = functions(&stop);
     assert!(f.iter().any(|n| n == "ipt_do_table"), "{f:?}");
     assert!(f.iter().any(|n| n == "ip_forward"), "{f:?}");
     assert_eq!(s.ok(&["print", "skb->len"]).trim(), "84");
     // The article's `s` and `list`.
     let stepped = s.ok(&["step"]);
-    assert!(stepped.contains("ipt_REJECT.c") || stepped.contains("x_tables.h"), "{stepped}");
+    assert!(
+        stepped.contains("ipt_REJECT.c") || stepped.contains("x_tables.h"),
+        "{stepped}"
+    );
     assert!(!s.ok(&["list"]).trim().is_empty());
     s.ok(&["detach"]);
     let _ = ping.wait_with_output();
@@ -55,7 +61,11 @@ fn module_built_out_of_tree_loads_from_host_tmp_with_its_dependencies() {
     // The article's "Building Modules": ipt_REJECT.c out of the tree, a one-line Makefile.
     let dir = std::env::temp_dir().join(format!("umldbg-oot-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(build.join("net/ipv4/netfilter/ipt_REJECT.c"), dir.join("ipt_REJECT.c")).unwrap();
+    std::fs::copy(
+        build.join("net/ipv4/netfilter/ipt_REJECT.c"),
+        dir.join("ipt_REJECT.c"),
+    )
+    .unwrap();
     std::fs::write(dir.join("Makefile"), "obj-m += ipt_REJECT.o\n").unwrap();
     let o = std::process::Command::new("make")
         .arg("-C")
@@ -75,14 +85,27 @@ fn module_built_out_of_tree_loads_from_host_tmp_with_its_dependencies() {
     let out = s.ok(&["load", ko.to_str().unwrap()]);
     assert!(out.contains(&ko.display().to_string()), "{out}");
     let lsmod = lab.must("R", "lsmod");
-    assert!(lsmod.contains("ipt_REJECT") && lsmod.contains("nf_reject_ipv4"), "{lsmod}");
+    assert!(
+        lsmod.contains("ipt_REJECT") && lsmod.contains("nf_reject_ipv4"),
+        "{lsmod}"
+    );
     lab.must("R", "iptables-legacy -A FORWARD -p icmp -j REJECT");
     s.ok(&["break", "reject_tg"]);
     let _ping = spawn_sh(&lab.umid("A"), "ping -c 5 -i 0.5 -W 5 192.168.20.2");
     let stop = s.json(&["wait", "--timeout", "60"]);
     assert_eq!(stop["function"], "reject_tg", "{stop}");
-    let files: Vec<&str> = stop["backtrace"].as_array().unwrap().iter().filter_map(|f| f["file"].as_str()).collect();
-    assert!(files.iter().any(|f| f.contains("ipt_REJECT.c") || f.contains("x_tables.h")), "{files:?}");
+    let files: Vec<&str> = stop["backtrace"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["file"].as_str())
+        .collect();
+    assert!(
+        files
+            .iter()
+            .any(|f| f.contains("ipt_REJECT.c") || f.contains("x_tables.h")),
+        "{files:?}"
+    );
     s.ok(&["continue"]);
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
@@ -101,12 +124,20 @@ fn symbols_follow_modules_loaded_later_and_breakpoints_survive_forks() {
     // Loaded in the guest by hand after attach: its symbols arrive with no command.
     lab.must("R", "modprobe ipt_REJECT");
     let st = s.json(&["status"]);
-    let mods: Vec<&str> = st["modules"].as_array().unwrap().iter().filter_map(|m| m["name"].as_str()).collect();
+    let mods: Vec<&str> = st["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["name"].as_str())
+        .collect();
     assert!(mods.contains(&"ipt_REJECT"), "{mods:?}");
     lab.must("R", "iptables-legacy -A FORWARD -p icmp -j REJECT");
     s.ok(&["break", "reject_tg"]);
     // Guest processes fork (each command line forks several); the breakpoint must stay.
-    lab.must("R", "for i in 1 2 3 4 5 6 7 8 9 10; do /bin/true; sh -c true; done");
+    lab.must(
+        "R",
+        "for i in 1 2 3 4 5 6 7 8 9 10; do /bin/true; sh -c true; done",
+    );
     let _ping = spawn_sh(&lab.umid("A"), "ping -c 5 -i 0.5 -W 5 192.168.20.2");
     let stop = s.json(&["wait", "--timeout", "60"]);
     assert_eq!(stop["function"], "reject_tg", "{stop}");
@@ -115,11 +146,23 @@ fn symbols_follow_modules_loaded_later_and_breakpoints_survive_forks() {
     // Bad input: one-line errors, and the session goes on.
     let o = s.run(&["break", "rejet_tg"]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("did you mean reject_tg"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("did you mean reject_tg"),
+        "{}",
+        stderr(&o)
+    );
     let o = s.run(&["load", "/nonexistent/x.ko"]);
-    assert!(!o.status.success() && stderr(&o).contains("/nonexistent/x.ko"), "{}", stderr(&o));
+    assert!(
+        !o.status.success() && stderr(&o).contains("/nonexistent/x.ko"),
+        "{}",
+        stderr(&o)
+    );
     let o = umldbg(&["attach", &r]);
-    assert!(!o.status.success() && stderr(&o).contains("already attached"), "{}", stderr(&o));
+    assert!(
+        !o.status.success() && stderr(&o).contains("already attached"),
+        "{}",
+        stderr(&o)
+    );
     let o = umldbg(&["attach", "tdf-no-such-machine"]);
     assert!(!o.status.success());
     assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", stderr(&o));
@@ -153,8 +196,16 @@ fn killing_gdb_or_the_daemon_never_brings_the_machine_down() {
             same.then_some(())
         });
         let st = s.json(&["status"]);
-        let victim = if round % 2 == 0 { st["gdb_pid"].as_i64() } else { st["daemon_pid"].as_i64() };
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim.unwrap() as i32), nix::sys::signal::SIGKILL).unwrap();
+        let victim = if round % 2 == 0 {
+            st["gdb_pid"].as_i64()
+        } else {
+            st["daemon_pid"].as_i64()
+        };
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(victim.unwrap() as i32),
+            nix::sys::signal::SIGKILL,
+        )
+        .unwrap();
         wait_for("the session to end", Duration::from_secs(10), || {
             (!umldbg(&["--umid", &r, "status"]).status.success()).then_some(())
         });
@@ -162,14 +213,32 @@ fn killing_gdb_or_the_daemon_never_brings_the_machine_down() {
         // Then traffic through the path where the breakpoint sat.
         lab.must("A", UDP_BURST);
     }
-    lab.must("R", "iptables-legacy -F; iptables-legacy -A FORWARD -p icmp -j REJECT");
+    lab.must(
+        "R",
+        "iptables-legacy -F; iptables-legacy -A FORWARD -p icmp -j REJECT",
+    );
     let (_, out) = lab.sh("A", "ping -c 2 -W 3 192.168.20.2");
-    assert!(out.contains("Destination Port Unreachable"), "R did not reject: {out}");
+    assert!(
+        out.contains("Destination Port Unreachable"),
+        "R did not reject: {out}"
+    );
     let counters = lab.must("R", "iptables-legacy -L FORWARD -v -x -n");
     assert!(counters.contains("REJECT"), "{counters}");
     let st: serde_json::Value = serde_json::from_str(&ok(&["lab", "status", "--json"])).unwrap();
-    let me = st.as_array().unwrap().iter().find(|l| l["name"] == lab.name.as_str()).unwrap();
-    assert!(me["machines"].as_array().unwrap().iter().all(|m| m["alive"] == true), "{me}");
+    let me = st
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == lab.name.as_str())
+        .unwrap();
+    assert!(
+        me["machines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["alive"] == true),
+        "{me}"
+    );
 }
 
 #[test]
@@ -179,7 +248,9 @@ fn hand_started_machine_gets_module_sections_from_kernel_memory() {
     let linux = kernel_path("linux");
     let modules = kernel_path("modules_dir");
     let root = modules.ancestors().nth(3).unwrap().to_path_buf();
-    let dir = umldbg::util::cache_dir().join("test-tmp").join(format!("hand-{}", std::process::id()));
+    let dir = umldbg::util::cache_dir()
+        .join("test-tmp")
+        .join(format!("hand-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let init = dir.join("init.sh");
     std::fs::write(
@@ -195,7 +266,13 @@ fn hand_started_machine_gets_module_sections_from_kernel_memory() {
     std::fs::set_permissions(&init, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let umid = format!("tdh-hand-{}", std::process::id());
     let mut child = std::process::Command::new(&linux)
-        .args(["mem=64M", &format!("umid={umid}"), "rootfstype=hostfs", "rootflags=/", "ro"])
+        .args([
+            "mem=64M",
+            &format!("umid={umid}"),
+            "rootfstype=hostfs",
+            "rootflags=/",
+            "ro",
+        ])
         .arg(format!("init={}", init.display()))
         .args(["con0=fd:0,fd:1", "con=null", "loglevel=2"])
         .stdin(std::process::Stdio::null())
@@ -210,22 +287,34 @@ fn hand_started_machine_gets_module_sections_from_kernel_memory() {
     impl Drop for Kill {
         fn drop(&mut self) {
             let _ = umldbg(&["--umid", &self.1, "detach"]);
-            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(self.0), nix::sys::signal::SIGKILL);
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(self.0),
+                nix::sys::signal::SIGKILL,
+            );
             let _ = std::fs::remove_dir_all(umldbg::util::home_dir().join(".uml").join(&self.1));
         }
     }
     let _kill = Kill(pid, umid.clone());
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let text = lines
-        .find_map(|l| l.ok().and_then(|l| l.strip_prefix("TEXT=").map(str::to_string)))
+        .find_map(|l| {
+            l.ok()
+                .and_then(|l| l.strip_prefix("TEXT=").map(str::to_string))
+        })
         .expect("the machine printed ipt_REJECT's .text");
     let text = u64::from_str_radix(text.trim().trim_start_matches("0x"), 16).unwrap();
 
     let o = umldbg(&["attach", &umid]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("from kernel memory"), "{}", stdout(&o));
-    let st: serde_json::Value = serde_json::from_str(&ok(&["--json", "--umid", &umid, "status"])).unwrap();
-    let m = st["modules"].as_array().unwrap().iter().find(|m| m["name"] == "ipt_REJECT").expect("ipt_REJECT in status");
+    let st: serde_json::Value =
+        serde_json::from_str(&ok(&["--json", "--umid", &umid, "status"])).unwrap();
+    let m = st["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "ipt_REJECT")
+        .expect("ipt_REJECT in status");
     assert_eq!(m["text"].as_u64().unwrap(), text, "{m}");
     assert_eq!(m["source"], "memory");
     let out = ok(&["--umid", &umid, "break", "reject_tg"]);

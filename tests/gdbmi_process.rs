@@ -54,7 +54,8 @@ impl Drop for TempDir {
 /// Compile the fixture program. gdb and gcc are required (scripts/setup.sh installs them): a
 /// missing one fails the test rather than skipping it.
 fn setup(name: &str) -> Option<(PathBuf, TempDir, PathBuf)> {
-    let gdb = gdb_path().expect("no gdb in PATH (set UMLDBG_TEST_GDB; scripts/setup.sh installs it)");
+    let gdb =
+        gdb_path().expect("no gdb in PATH (set UMLDBG_TEST_GDB; scripts/setup.sh installs it)");
     let dir = TempDir::new(name);
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/gdbmi/prog.c");
     let prog = dir.0.join("prog");

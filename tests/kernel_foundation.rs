@@ -31,7 +31,13 @@ fn cached_kernel_boots_read_only_and_prints_uname() {
     let umid = format!("t-boot-{}", std::process::id());
     let t0 = Instant::now();
     let mut child = Command::new(&linux)
-        .args(["mem=64M", &format!("umid={umid}"), "rootfstype=hostfs", "rootflags=/", "ro"])
+        .args([
+            "mem=64M",
+            &format!("umid={umid}"),
+            "rootfstype=hostfs",
+            "rootflags=/",
+            "ro",
+        ])
         .arg(format!("init={}", init.display()))
         .args(["con0=fd:0,fd:1", "con=null", "loglevel=2"])
         .stdin(Stdio::null())
@@ -47,16 +53,28 @@ fn cached_kernel_boots_read_only_and_prints_uname() {
         let _ = so.read_to_string(&mut out);
         out
     });
-    let status = wait_for("the machine to halt", Duration::from_secs(20), || child.try_wait().unwrap());
+    let status = wait_for("the machine to halt", Duration::from_secs(20), || {
+        child.try_wait().unwrap()
+    });
     let elapsed = t0.elapsed();
     // Whatever happened, nothing of this machine may outlive the test.
     let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
     let _ = std::fs::remove_dir_all(umldbg::util::home_dir().join(".uml").join(&umid));
     let out = reader.join().unwrap();
     eprintln!("booted and halted in {elapsed:?}, status {status}");
-    assert!(out.contains(&format!("UNAME={version}")), "no uname -r {version} in: {out}");
-    assert!(out.contains("WRITE=refused"), "the guest could write to the host's /: {out}");
-    assert!(!marker.exists(), "the guest wrote {} on the host", marker.display());
+    assert!(
+        out.contains(&format!("UNAME={version}")),
+        "no uname -r {version} in: {out}"
+    );
+    assert!(
+        out.contains("WRITE=refused"),
+        "the guest could write to the host's /: {out}"
+    );
+    assert!(
+        !marker.exists(),
+        "the guest wrote {} on the host",
+        marker.display()
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -65,7 +83,9 @@ use std::os::unix::process::CommandExt;
 fn tempdir(tag: &str) -> std::path::PathBuf {
     // Not under /tmp: that is where a guest sees its own tmpfs, which would hide the init script's
     // neighbours; the cache is on the host's disk and readable by the guest.
-    let d = umldbg::util::cache_dir().join("test-tmp").join(format!("{tag}-{}", std::process::id()));
+    let d = umldbg::util::cache_dir()
+        .join("test-tmp")
+        .join(format!("{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
@@ -76,8 +96,14 @@ fn linux_has_full_dwarf() {
     let linux = kernel_path("linux");
     let bytes = std::fs::read(&linux).unwrap();
     let obj = object::File::parse(&*bytes).unwrap();
-    let info = obj.section_by_name(".debug_info").expect("linux has .debug_info");
-    assert!(info.size() > 10_000_000, ".debug_info is only {} bytes: reduced DWARF?", info.size());
+    let info = obj
+        .section_by_name(".debug_info")
+        .expect("linux has .debug_info");
+    assert!(
+        info.size() > 10_000_000,
+        ".debug_info is only {} bytes: reduced DWARF?",
+        info.size()
+    );
 }
 
 #[test]
@@ -88,17 +114,35 @@ fn ipt_reject_is_a_module_whose_dwarf_describes_sk_buff() {
     let dep = std::fs::read_to_string(mods.join("modules.dep")).unwrap();
     let rel = dep
         .lines()
-        .find_map(|l| l.split(':').next().filter(|p| p.ends_with("/ipt_REJECT.ko")))
+        .find_map(|l| {
+            l.split(':')
+                .next()
+                .filter(|p| p.ends_with("/ipt_REJECT.ko"))
+        })
         .expect("ipt_REJECT.ko in modules.dep");
     let ko = mods.join(rel);
     let o = Command::new("gdb")
-        .args(["-batch", "-nx", "-ex", "ptype struct sk_buff", "-ex", "print sizeof(((struct sk_buff *)0)->network_header)"])
+        .args([
+            "-batch",
+            "-nx",
+            "-ex",
+            "ptype struct sk_buff",
+            "-ex",
+            "print sizeof(((struct sk_buff *)0)->network_header)",
+        ])
         .arg(&ko)
         .output()
         .expect("run gdb");
     let text = String::from_utf8_lossy(&o.stdout);
-    assert!(text.contains("type = struct sk_buff {"), "gdb on {}: {text}", ko.display());
-    assert!(text.contains("$1 = 2"), "sk_buff without a 2-byte network_header: {text}");
+    assert!(
+        text.contains("type = struct sk_buff {"),
+        "gdb on {}: {text}",
+        ko.display()
+    );
+    assert!(
+        text.contains("$1 = 2"),
+        "sk_buff without a 2-byte network_header: {text}"
+    );
 }
 
 #[test]
@@ -115,7 +159,14 @@ fn rebuild_is_a_cache_hit() {
 #[test]
 fn kernel_source_that_is_not_a_tree_is_refused() {
     let dir = tempdir("notatree");
-    let o = umldbg(&["--cache", dir.to_str().unwrap(), "kernel", "build", "--source", dir.to_str().unwrap()]);
+    let o = umldbg(&[
+        "--cache",
+        dir.to_str().unwrap(),
+        "kernel",
+        "build",
+        "--source",
+        dir.to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
     let err = stderr(&o);
     assert!(err.contains("is not a Linux kernel tree"), "{err}");
@@ -129,8 +180,19 @@ fn kernel_source_that_is_not_a_tree_is_refused() {
 fn kernel_older_than_6_13_is_refused() {
     let dir = tempdir("oldtree");
     std::fs::create_dir_all(dir.join("arch/um")).unwrap();
-    std::fs::write(dir.join("Makefile"), "VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 9\n").unwrap();
-    let o = umldbg(&["--cache", dir.join("cache").to_str().unwrap(), "kernel", "build", "--source", dir.to_str().unwrap()]);
+    std::fs::write(
+        dir.join("Makefile"),
+        "VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 9\n",
+    )
+    .unwrap();
+    let o = umldbg(&[
+        "--cache",
+        dir.join("cache").to_str().unwrap(),
+        "kernel",
+        "build",
+        "--source",
+        dir.to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
     let err = stderr(&o);
     assert!(err.contains("6.12.9") && err.contains("AMX"), "{err}");

@@ -13,8 +13,18 @@ fn article_lab_forwards_nats_rejects_and_cleans_up() {
     kernel();
     let lab = Lab::article("tla-");
     let st: serde_json::Value = serde_json::from_str(&ok(&["lab", "status", "--json"])).unwrap();
-    let me = st.as_array().unwrap().iter().find(|l| l["name"] == lab.name.as_str()).expect("lab in status");
-    let pids: Vec<i64> = me["machines"].as_array().unwrap().iter().map(|m| m["pid"].as_i64().unwrap()).collect();
+    let me = st
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == lab.name.as_str())
+        .expect("lab in status");
+    let pids: Vec<i64> = me["machines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["pid"].as_i64().unwrap())
+        .collect();
     assert_eq!(pids.len(), 3);
 
     // A pings B through R: one hop, so the replies arrive with ttl 63.
@@ -23,14 +33,29 @@ fn article_lab_forwards_nats_rejects_and_cleans_up() {
 
     // The route leaves A through R: the first hop towards the lab host is 192.168.10.1.
     let out = lab.must("A", "traceroute -n -q 1 -w 2 192.168.30.1");
-    let first = out.lines().find(|l| l.trim_start().starts_with("1 ")).unwrap_or("");
+    let first = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("1 "))
+        .unwrap_or("");
     assert!(first.contains("192.168.10.1"), "first hop: {out}");
 
     // NAT: on the uplink, A's ping leaves with R's uplink address.
-    let pcap = umldbg::util::cache_dir().join("test-tmp").join(format!("uplink-{}.pcap", std::process::id()));
+    let pcap = umldbg::util::cache_dir()
+        .join("test-tmp")
+        .join(format!("uplink-{}.pcap", std::process::id()));
     std::fs::create_dir_all(pcap.parent().unwrap()).unwrap();
     let mut cap = Command::new(bin())
-        .args(["capture", "uplink", "--lab", &lab.name, "--count", "2", "--duration", "20", "-w"])
+        .args([
+            "capture",
+            "uplink",
+            "--lab",
+            &lab.name,
+            "--count",
+            "2",
+            "--duration",
+            "20",
+            "-w",
+        ])
         .arg(&pcap)
         .spawn()
         .unwrap();
@@ -40,17 +65,30 @@ fn article_lab_forwards_nats_rejects_and_cleans_up() {
         cap.try_wait().unwrap()
     });
     assert!(status.success());
-    let read = Command::new("tcpdump").args(["-n", "-r"]).arg(&pcap).output().unwrap();
+    let read = Command::new("tcpdump")
+        .args(["-n", "-r"])
+        .arg(&pcap)
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&read.stdout);
-    assert!(text.contains("192.168.30.2 > 192.168.30.1: ICMP echo request"), "capture: {text}");
-    assert!(!text.contains("192.168.10.2 >"), "A's own address leaked onto the uplink: {text}");
+    assert!(
+        text.contains("192.168.30.2 > 192.168.30.1: ICMP echo request"),
+        "capture: {text}"
+    );
+    assert!(
+        !text.contains("192.168.10.2 >"),
+        "A's own address leaked onto the uplink: {text}"
+    );
     let _ = std::fs::remove_file(&pcap);
 
     // The article's demonstration: REJECT on R's FORWARD chain, then flush.
     lab.must("R", "iptables-legacy -A FORWARD -p icmp -j REJECT");
     let (rc, out) = lab.sh("A", "ping -c 1 -W 3 192.168.20.2");
     assert_ne!(rc, 0, "ping went through the REJECT rule: {out}");
-    assert!(out.contains("From 192.168.10.1") && out.contains("Destination Port Unreachable"), "{out}");
+    assert!(
+        out.contains("From 192.168.10.1") && out.contains("Destination Port Unreachable"),
+        "{out}"
+    );
     lab.must("R", "iptables-legacy -F");
     lab.must("A", "ping -c 1 -W 3 192.168.20.2");
 
@@ -63,7 +101,10 @@ fn article_lab_forwards_nats_rejects_and_cleans_up() {
     // Down: no UML process, namespace (with its taps and bridges) or ~/.uml dir of the lab stays.
     ok(&["lab", "down", &lab.name]);
     for p in &pids {
-        assert!(!std::path::Path::new(&format!("/proc/{p}")).exists(), "pid {p} still runs");
+        assert!(
+            !std::path::Path::new(&format!("/proc/{p}")).exists(),
+            "pid {p} still runs"
+        );
     }
     let ns = Command::new("ip").args(["netns", "list"]).output().unwrap();
     assert!(!String::from_utf8_lossy(&ns.stdout).contains(&format!("umldbg-{}", lab.name)));
@@ -88,7 +129,9 @@ fn kathara_lab_machines_ping_each_other() {
 #[test]
 fn bad_lab_input_gets_one_line_errors() {
     kernel();
-    let dir = umldbg::util::cache_dir().join("test-tmp").join(format!("badlab-{}", std::process::id()));
+    let dir = umldbg::util::cache_dir()
+        .join("test-tmp")
+        .join(format!("badlab-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let f = dir.join("bad.toml");
     std::fs::write(&f, "name = \"x\"\n[[machine]]\numid = \"a\"\nbogus = 1\n").unwrap();
@@ -107,10 +150,31 @@ fn bad_lab_input_gets_one_line_errors() {
 
     // exec on an unknown machine; a command that outlives its timeout; the console still works.
     let o = umldbg(&["exec", "no-such-machine", "--", "true"]);
-    assert!(!o.status.success() && stderr(&o).contains("no running lab has a machine no-such-machine"));
-    let o = umldbg(&["exec", &lab.umid("A"), "--timeout", "1", "--", "sleep", "30"]);
-    assert!(!o.status.success() && stderr(&o).contains("did not finish within 1 s"), "{}", stderr(&o));
-    let o = umldbg(&["exec", &lab.umid("A"), "--", "python3", "-c", "print('it''s', 1+1)"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("no running lab has a machine no-such-machine")
+    );
+    let o = umldbg(&[
+        "exec",
+        &lab.umid("A"),
+        "--timeout",
+        "1",
+        "--",
+        "sleep",
+        "30",
+    ]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("did not finish within 1 s"),
+        "{}",
+        stderr(&o)
+    );
+    let o = umldbg(&[
+        "exec",
+        &lab.umid("A"),
+        "--",
+        "python3",
+        "-c",
+        "print('it''s', 1+1)",
+    ]);
     assert_eq!(stdout(&o).trim(), "its 2");
 
     // The interactive console: a shell on the machine's serial line, left with Ctrl-].
@@ -128,6 +192,10 @@ fn bad_lab_input_gets_one_line_errors() {
     stdin.write_all(&[0x1d]).unwrap();
     let o = c.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("console-42"), "{}", String::from_utf8_lossy(&o.stdout));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("console-42"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -17,7 +17,10 @@ fn send(lab: &Lab, args: &str) -> std::process::Child {
 fn sent(child: std::process::Child) -> serde_json::Value {
     let o = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&o.stdout);
-    let line = text.lines().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("sender printed: {text}"));
+    let line = text
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("sender printed: {text}"));
     serde_json::from_str(line).unwrap()
 }
 
@@ -26,7 +29,9 @@ fn gdb_value(s: &Attached, expr: &str) -> u64 {
     let v = s.ok(&["print", expr]);
     // gdb shows a __u8 as `49 '1'`: the number is the first word.
     let t = v.split_whitespace().next().unwrap_or("");
-    t.strip_prefix("0x").map(|h| u64::from_str_radix(h, 16).unwrap()).unwrap_or_else(|| t.parse().unwrap_or_else(|_| panic!("{expr} = {t}")))
+    t.strip_prefix("0x")
+        .map(|h| u64::from_str_radix(h, 16).unwrap())
+        .unwrap_or_else(|| t.parse().unwrap_or_else(|_| panic!("{expr} = {t}")))
 }
 
 /// A gdb expression for a big-endian 16-bit field in host order.
@@ -51,7 +56,10 @@ fn decoded_skb_equals_what_was_sent_and_what_gdb_reads() {
     s.ok(&["break", "reject_tg"]);
 
     // ICMP echo with chosen id, sequence and payload.
-    let child = send(&lab, "icmp --dst 192.168.20.2 --ttl 50 --ip-id 4242 --id 777 --seq 9 --payload hello-umldbg");
+    let child = send(
+        &lab,
+        "icmp --dst 192.168.20.2 --ttl 50 --ip-id 4242 --id 777 --seq 9 --payload hello-umldbg",
+    );
     let stop = s.json(&["wait", "--timeout", "30"]);
     let skb = &stop["skb"];
     let tx = sent(child);
@@ -78,7 +86,10 @@ fn decoded_skb_equals_what_was_sent_and_what_gdb_reads() {
     s.ok(&["continue"]);
 
     // UDP with chosen ports and payload.
-    let child = send(&lab, "udp --dst 192.168.20.2 --ttl 33 --ip-id 999 --sport 40000 --dport 5353 --payload 0123456789");
+    let child = send(
+        &lab,
+        "udp --dst 192.168.20.2 --ttl 33 --ip-id 999 --sport 40000 --dport 5353 --payload 0123456789",
+    );
     let stop = s.json(&["wait", "--timeout", "30"]);
     let skb = &stop["skb"];
     let tx = sent(child);
@@ -94,7 +105,10 @@ fn decoded_skb_equals_what_was_sent_and_what_gdb_reads() {
     s.ok(&["continue"]);
 
     // A TCP SYN to a port on B, rejected with a reset.
-    let child = send(&lab, "tcp-syn --dst 192.168.20.2 --ttl 20 --ip-id 31337 --sport 45678 --dport 8080 --seq 123456789");
+    let child = send(
+        &lab,
+        "tcp-syn --dst 192.168.20.2 --ttl 20 --ip-id 31337 --sport 45678 --dport 8080 --seq 123456789",
+    );
     let stop = s.json(&["wait", "--timeout", "30"]);
     let skb = &stop["skb"];
     let _ = sent(child);
@@ -105,11 +119,18 @@ fn decoded_skb_equals_what_was_sent_and_what_gdb_reads() {
     assert_eq!(skb["tcp"]["seq"], 123456789u64);
     assert_eq!(skb["tcp"]["flags"], serde_json::json!(["SYN"]));
     let text = s.ok(&["skb"]);
-    assert!(text.contains("TCP 45678 > 8080") || text.contains("45678 > 8080"), "{text}");
+    assert!(
+        text.contains("TCP 45678 > 8080") || text.contains("45678 > 8080"),
+        "{text}"
+    );
 
     // Not an sk_buff, and a pointer that cannot be read: clear errors, the session goes on.
     let o = s.run(&["skb", "par"]);
-    assert!(!o.status.success() && stderr(&o).contains("not a struct sk_buff"), "{}", stderr(&o));
+    assert!(
+        !o.status.success() && stderr(&o).contains("not a struct sk_buff"),
+        "{}",
+        stderr(&o)
+    );
     let o = s.run(&["skb", "(struct sk_buff *)8"]);
     assert!(!o.status.success(), "{}", stdout(&o));
     assert!(s.ok(&["status"]).contains("stopped"));

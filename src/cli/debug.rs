@@ -21,7 +21,9 @@ pub struct Target {
 
 impl Target {
     fn uml_dir(&self) -> PathBuf {
-        self.uml_dir.clone().unwrap_or_else(umldbg::uml::instance::default_uml_dir)
+        self.uml_dir
+            .clone()
+            .unwrap_or_else(umldbg::uml::instance::default_uml_dir)
     }
 }
 
@@ -105,7 +107,11 @@ pub fn attach(a: AttachArgs, t: Target, cache: PathBuf) -> anyhow::Result<i32> {
         umid: a.umid,
         uml_dir: t.uml_dir(),
         gdb: a.gdb,
-        module_paths: a.module_path.iter().map(|p| std::fs::canonicalize(p).unwrap_or(p.clone())).collect(),
+        module_paths: a
+            .module_path
+            .iter()
+            .map(|p| std::fs::canonicalize(p).unwrap_or(p.clone()))
+            .collect(),
         stopped: a.stopped,
         cache,
     };
@@ -124,9 +130,15 @@ pub fn request(t: &Target, req: &Request) -> anyhow::Result<Response> {
 
 pub fn run(cmd: DebugCmd, t: Target) -> anyhow::Result<i32> {
     let req = match cmd {
-        DebugCmd::Load { module, module_path } => Request::Load {
+        DebugCmd::Load {
+            module,
+            module_path,
+        } => Request::Load {
             file: module,
-            module_path: module_path.iter().map(|p| std::fs::canonicalize(p).unwrap_or(p.clone())).collect(),
+            module_path: module_path
+                .iter()
+                .map(|p| std::fs::canonicalize(p).unwrap_or(p.clone()))
+                .collect(),
         },
         DebugCmd::Break { location, cond } => Request::Break { location, cond },
         DebugCmd::Delete { id } => Request::Delete { id },
@@ -142,14 +154,18 @@ pub fn run(cmd: DebugCmd, t: Target) -> anyhow::Result<i32> {
             if expr.is_empty() {
                 bail!("print needs an expression, e.g. `umldbg print skb->len`");
             }
-            Request::Print { expr: expr.join(" ") }
+            Request::Print {
+                expr: expr.join(" "),
+            }
         }
         DebugCmd::Step => Request::Step,
         DebugCmd::Next => Request::Next,
         DebugCmd::Finish => Request::Finish,
         DebugCmd::List { location } => Request::List { location },
         DebugCmd::Skb { expr, hex, raw } => Request::Skb { expr, hex, raw },
-        DebugCmd::Gdb { command } => Request::Gdb { command: command.join(" ") },
+        DebugCmd::Gdb { command } => Request::Gdb {
+            command: command.join(" "),
+        },
         DebugCmd::Detach => Request::Detach,
         DebugCmd::Status => Request::Status,
     };
@@ -162,7 +178,10 @@ pub fn print_response(r: &Response, json: bool) -> anyhow::Result<i32> {
         bail!("{}", r.error.clone().unwrap_or_else(|| "failed".into()));
     }
     if json {
-        let v = r.data.clone().unwrap_or_else(|| serde_json::json!({ "text": r.text }));
+        let v = r
+            .data
+            .clone()
+            .unwrap_or_else(|| serde_json::json!({ "text": r.text }));
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else if let Some(t) = &r.text {
         if !t.is_empty() {
@@ -175,7 +194,8 @@ pub fn print_response(r: &Response, json: bool) -> anyhow::Result<i32> {
 /// Ctrl-C during `wait`: say what happened in one line; the machine is left as it is.
 fn install_wait_interrupt() {
     extern "C" fn on_sigint(_: libc::c_int) {
-        let msg = b"\numldbg: wait interrupted; the machine keeps running and its breakpoints stay\n";
+        let msg =
+            b"\numldbg: wait interrupted; the machine keeps running and its breakpoints stay\n";
         // SAFETY: write(2) and _exit(2) are async-signal-safe.
         unsafe {
             libc::write(2, msg.as_ptr().cast(), msg.len());

@@ -34,7 +34,9 @@ pub fn run(cmd: KernelCmd, cache: PathBuf, json: bool) -> anyhow::Result<()> {
     match cmd {
         KernelCmd::Build(a) => {
             let jobs = a.jobs.unwrap_or_else(|| {
-                std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
             });
             let out = kernel::build(&BuildOptions {
                 source: a.source,

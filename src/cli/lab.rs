@@ -89,7 +89,12 @@ pub fn run(cmd: LabCmd, cache: PathBuf, json: bool) -> anyhow::Result<i32> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&st)?);
             } else {
-                println!("lab {} up in {:.2}s (namespace {})", st.name, t0.elapsed().as_secs_f64(), st.netns);
+                println!(
+                    "lab {} up in {:.2}s (namespace {})",
+                    st.name,
+                    t0.elapsed().as_secs_f64(),
+                    st.netns
+                );
                 print_table(&st);
             }
             Ok(0)
@@ -98,9 +103,15 @@ pub fn run(cmd: LabCmd, cache: PathBuf, json: bool) -> anyhow::Result<i32> {
             let mut all = Vec::new();
             for name in state::lab_names() {
                 let dir = state::lab_dir(&name);
-                let Some(st) = LabState::read(&dir) else { continue };
+                let Some(st) = LabState::read(&dir) else {
+                    continue;
+                };
                 let sup = state::pid_alive(st.supervisor_pid);
-                let alive: Vec<bool> = st.machines.iter().map(|m| state::pid_alive(m.pid)).collect();
+                let alive: Vec<bool> = st
+                    .machines
+                    .iter()
+                    .map(|m| state::pid_alive(m.pid))
+                    .collect();
                 all.push((st, sup, alive));
             }
             if json {
@@ -125,7 +136,11 @@ pub fn run(cmd: LabCmd, cache: PathBuf, json: bool) -> anyhow::Result<i32> {
                         "lab {} (namespace {}, supervisor {})",
                         st.name,
                         st.netns,
-                        if *sup { "running" } else { "GONE: run `umldbg lab down` to clean up" }
+                        if *sup {
+                            "running"
+                        } else {
+                            "GONE: run `umldbg lab down` to clean up"
+                        }
                     );
                     for (m, a) in st.machines.iter().zip(alive) {
                         println!(
@@ -175,7 +190,10 @@ fn addr_text(m: &state::MachineState) -> String {
 }
 
 fn print_table(st: &LabState) {
-    println!("{:<24} {:<10} {:<8} {:<34} ADDRESSES", "UMID", "HOSTNAME", "PID", "CONSOLE");
+    println!(
+        "{:<24} {:<10} {:<8} {:<34} ADDRESSES",
+        "UMID", "HOSTNAME", "PID", "CONSOLE"
+    );
     for m in &st.machines {
         println!(
             "{:<24} {:<10} {:<8} {:<34} {}",
@@ -205,9 +223,17 @@ pub struct ExecArgs {
 pub fn exec(a: ExecArgs) -> anyhow::Result<i32> {
     let script = match (&a.shell, a.command.is_empty()) {
         (Some(s), true) => s.clone(),
-        (None, false) => a.command.iter().map(|w| umldbg::lab::init::sh_quote(w)).collect::<Vec<_>>().join(" "),
+        (None, false) => a
+            .command
+            .iter()
+            .map(|w| umldbg::lab::init::sh_quote(w))
+            .collect::<Vec<_>>()
+            .join(" "),
         (Some(_), false) => bail!("give either --shell 'LINE' or `-- command args...`, not both"),
-        (None, true) => bail!("nothing to run: `umldbg exec {} -- command args...` or --shell 'LINE'", a.umid),
+        (None, true) => bail!(
+            "nothing to run: `umldbg exec {} -- command args...` or --shell 'LINE'",
+            a.umid
+        ),
     };
     let r = client::exec(&a.umid, &script, a.timeout)?;
     if let Some(out) = &r.output {
@@ -307,25 +333,48 @@ pub fn capture(a: CaptureArgs) -> anyhow::Result<i32> {
         .collect();
     let st = match candidates.as_slice() {
         [one] => one,
-        [] => bail!("no lab that is up has a domain {} (labs: {})", a.domain, state::lab_names().join(", ")),
-        _ => bail!("several labs have a domain {}: pick one with --lab", a.domain),
+        [] => bail!(
+            "no lab that is up has a domain {} (labs: {})",
+            a.domain,
+            state::lab_names().join(", ")
+        ),
+        _ => bail!(
+            "several labs have a domain {}: pick one with --lab",
+            a.domain
+        ),
     };
-    let bridge = &st.domains.iter().find(|d| d.name == a.domain).expect("filtered").bridge;
+    let bridge = &st
+        .domains
+        .iter()
+        .find(|d| d.name == a.domain)
+        .expect("filtered")
+        .bridge;
     let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &st.netns, "tcpdump", "-i", bridge, "-U", "-n", "-w"]).arg(&a.file);
+    cmd.args([
+        "netns", "exec", &st.netns, "tcpdump", "-i", bridge, "-U", "-n", "-w",
+    ])
+    .arg(&a.file);
     if let Some(c) = a.count {
         cmd.args(["-c", &c.to_string()]);
     }
     cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().context("run tcpdump (apt-get install tcpdump)")?;
-    let limit = a.duration.or(if a.count.is_none() { Some(10.0) } else { None });
+    let mut child = cmd
+        .spawn()
+        .context("run tcpdump (apt-get install tcpdump)")?;
+    let limit = a
+        .duration
+        .or(if a.count.is_none() { Some(10.0) } else { None });
     let deadline = limit.map(|s| Instant::now() + Duration::from_secs_f64(s));
     loop {
         if let Some(st) = child.try_wait()? {
             let mut err = String::new();
             child.stderr.take().map(|mut e| e.read_to_string(&mut err));
             if !st.success() {
-                bail!("tcpdump on {} failed: {}", a.domain, err.lines().last().unwrap_or(""));
+                bail!(
+                    "tcpdump on {} failed: {}",
+                    a.domain,
+                    err.lines().last().unwrap_or("")
+                );
             }
             eprint!("{err}");
             return Ok(0);

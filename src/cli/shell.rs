@@ -30,7 +30,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("print", "print EXPR: evaluate a C expression (also: p)"),
     ("list", "list [LOC]: source around the stop (also: l)"),
     ("skb", "skb [EXPR]: decode the sk_buff at the stop"),
-    ("load", "load FILE.ko|NAME: load a module in the guest, symbols in gdb"),
+    (
+        "load",
+        "load FILE.ko|NAME: load a module in the guest, symbols in gdb",
+    ),
     ("gdb", "gdb CMD: any gdb command"),
     ("status", "the session's state"),
     ("detach", "detach and leave the shell"),
@@ -44,36 +47,74 @@ pub fn parse_line(line: &str) -> Result<Option<Request>, String> {
     let (cmd, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
     let rest = rest.trim();
     let need = |what: &str| -> Result<String, String> {
-        if rest.is_empty() { Err(format!("{cmd} needs {what}")) } else { Ok(rest.to_string()) }
+        if rest.is_empty() {
+            Err(format!("{cmd} needs {what}"))
+        } else {
+            Ok(rest.to_string())
+        }
     };
     Ok(Some(match cmd {
         "" | "help" | "quit" | "exit" => return Ok(None),
         "break" | "b" => {
             let arg = need("a location, e.g. break reject_tg")?;
             match arg.split_once(" if ") {
-                Some((loc, cond)) => Request::Break { location: loc.trim().into(), cond: Some(cond.trim().into()) },
-                None => Request::Break { location: arg, cond: None },
+                Some((loc, cond)) => Request::Break {
+                    location: loc.trim().into(),
+                    cond: Some(cond.trim().into()),
+                },
+                None => Request::Break {
+                    location: arg,
+                    cond: None,
+                },
             }
         }
-        "delete" | "d" => Request::Delete { id: need("a breakpoint number")?.parse().map_err(|_| format!("not a breakpoint number: {rest}"))? },
+        "delete" | "d" => Request::Delete {
+            id: need("a breakpoint number")?
+                .parse()
+                .map_err(|_| format!("not a breakpoint number: {rest}"))?,
+        },
         "breaks" | "info" => Request::Breaks,
         "continue" | "c" => Request::Continue,
         "interrupt" => Request::Interrupt,
         "wait" => Request::Wait {
-            timeout: if rest.is_empty() { None } else { Some(rest.parse().map_err(|_| format!("not a number of seconds: {rest}"))?) },
+            timeout: if rest.is_empty() {
+                None
+            } else {
+                Some(
+                    rest.parse()
+                        .map_err(|_| format!("not a number of seconds: {rest}"))?,
+                )
+            },
         },
         "step" | "s" => Request::Step,
         "next" | "n" => Request::Next,
         "finish" => Request::Finish,
         "bt" | "backtrace" | "where" => Request::Bt,
-        "print" | "p" => Request::Print { expr: need("an expression, e.g. print skb->len")? },
-        "list" | "l" => Request::List { location: (!rest.is_empty()).then(|| rest.to_string()) },
-        "skb" => Request::Skb { expr: (!rest.is_empty()).then(|| rest.to_string()), raw: false, hex: true },
-        "load" => Request::Load { file: need("a module file or name")?, module_path: Vec::new() },
-        "gdb" => Request::Gdb { command: need("a gdb command")? },
+        "print" | "p" => Request::Print {
+            expr: need("an expression, e.g. print skb->len")?,
+        },
+        "list" | "l" => Request::List {
+            location: (!rest.is_empty()).then(|| rest.to_string()),
+        },
+        "skb" => Request::Skb {
+            expr: (!rest.is_empty()).then(|| rest.to_string()),
+            raw: false,
+            hex: true,
+        },
+        "load" => Request::Load {
+            file: need("a module file or name")?,
+            module_path: Vec::new(),
+        },
+        "gdb" => Request::Gdb {
+            command: need("a gdb command")?,
+        },
         "status" => Request::Status,
         "detach" => Request::Detach,
-        other => return Err(format!("unknown command {other:?}: `help` lists the commands")),
+        other => {
+            return Err(format!(
+                "unknown command {other:?}: `help` lists the commands"
+            ));
+        }
     }))
 }
 
@@ -84,15 +125,26 @@ struct ShellHelper {
 impl Completer for ShellHelper {
     type Candidate = Pair;
 
-    fn complete(&self, line: &str, pos: usize, _: &rustyline::Context<'_>) -> rustyline::Result<(usize, Vec<Pair>)> {
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        _: &rustyline::Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<Pair>)> {
         let head = &line[..pos];
-        let start = head.rfind(|c: char| c.is_whitespace() || "(*&!-<>".contains(c)).map(|i| i + 1).unwrap_or(0);
+        let start = head
+            .rfind(|c: char| c.is_whitespace() || "(*&!-<>".contains(c))
+            .map(|i| i + 1)
+            .unwrap_or(0);
         let word = &head[start..];
         if start == 0 {
             let v = COMMANDS
                 .iter()
                 .filter(|(c, _)| c.starts_with(word))
-                .map(|(c, _)| Pair { display: c.to_string(), replacement: format!("{c} ") })
+                .map(|(c, _)| Pair {
+                    display: c.to_string(),
+                    replacement: format!("{c} "),
+                })
                 .collect();
             return Ok((0, v));
         }
@@ -100,13 +152,18 @@ impl Completer for ShellHelper {
             return Ok((start, Vec::new()));
         }
         let mut conn = self.conn.lock().expect("lock");
-        let v = match conn.request(&Request::Complete { prefix: word.to_string() }) {
+        let v = match conn.request(&Request::Complete {
+            prefix: word.to_string(),
+        }) {
             Ok(r) => r
                 .data
                 .and_then(|d| serde_json::from_value::<Vec<String>>(d).ok())
                 .unwrap_or_default()
                 .into_iter()
-                .map(|s| Pair { display: s.clone(), replacement: s })
+                .map(|s| Pair {
+                    display: s.clone(),
+                    replacement: s,
+                })
                 .collect(),
             Err(_) => Vec::new(),
         };
@@ -128,7 +185,9 @@ pub fn run(umid: Option<String>, uml_dir: PathBuf) -> anyhow::Result<i32> {
     let mut events = Connection::open(&uml_dir, &umid)?;
     let mut rl: rustyline::Editor<ShellHelper, rustyline::history::DefaultHistory> =
         rustyline::Editor::new().context("terminal")?;
-    rl.set_helper(Some(ShellHelper { conn: Mutex::new(completion) }));
+    rl.set_helper(Some(ShellHelper {
+        conn: Mutex::new(completion),
+    }));
     let history = uml_dir.join(&umid).join("umldbg.history");
     let _ = rl.load_history(&history);
     // Stops (from `continue` or from anyone else's commands) appear while the user types.
@@ -137,11 +196,17 @@ pub fn run(umid: Option<String>, uml_dir: PathBuf) -> anyhow::Result<i32> {
         if let Ok(mut printer) = rl.create_external_printer() {
             std::thread::spawn(move || {
                 while let Some(line) = events.next_line() {
-                    let Ok(ev) = serde_json::from_str::<Event>(&line) else { continue };
+                    let Ok(ev) = serde_json::from_str::<Event>(&line) else {
+                        continue;
+                    };
                     let text = match ev {
                         Event::Stopped(s) => s.render(),
-                        Event::ModuleLoaded { name, text, source } => format!("module {name} loaded at {text} (from {source}): symbols added"),
-                        Event::ModuleUnloaded { name } => format!("module {name} unloaded: symbols dropped"),
+                        Event::ModuleLoaded { name, text, source } => {
+                            format!("module {name} loaded at {text} (from {source}): symbols added")
+                        }
+                        Event::ModuleUnloaded { name } => {
+                            format!("module {name} unloaded: symbols dropped")
+                        }
                         Event::Exited { reason } => format!("session over: {reason}"),
                         Event::Running => continue,
                     };
@@ -152,7 +217,9 @@ pub fn run(umid: Option<String>, uml_dir: PathBuf) -> anyhow::Result<i32> {
             });
         }
     }
-    println!("umldbg shell on {umid}: `help` lists the commands, Ctrl-D leaves (the session stays)");
+    println!(
+        "umldbg shell on {umid}: `help` lists the commands, Ctrl-D leaves (the session stays)"
+    );
     let prompt = format!("({umid}) ");
     loop {
         let line = match rl.readline(&prompt) {
@@ -204,10 +271,18 @@ mod tests {
 
     #[test]
     fn lines_become_requests() {
-        assert!(matches!(parse_line("break reject_tg if skb->len > 80"), Ok(Some(Request::Break { cond: Some(_), .. }))));
-        assert!(matches!(parse_line("p skb->len"), Ok(Some(Request::Print { .. }))));
+        assert!(matches!(
+            parse_line("break reject_tg if skb->len > 80"),
+            Ok(Some(Request::Break { cond: Some(_), .. }))
+        ));
+        assert!(matches!(
+            parse_line("p skb->len"),
+            Ok(Some(Request::Print { .. }))
+        ));
         assert!(matches!(parse_line("s"), Ok(Some(Request::Step))));
-        assert!(matches!(parse_line("wait 5"), Ok(Some(Request::Wait { timeout: Some(t) })) if t == 5.0));
+        assert!(
+            matches!(parse_line("wait 5"), Ok(Some(Request::Wait { timeout: Some(t) })) if t == 5.0)
+        );
         assert!(parse_line("delete x").is_err());
         assert!(parse_line("frobnicate").is_err());
         assert!(matches!(parse_line("help"), Ok(None)));

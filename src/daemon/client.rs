@@ -21,7 +21,10 @@ pub enum ClientError {
     #[error("several sessions are running ({0}): pick one with --umid")]
     Several(String),
     #[error("session socket {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("session socket {path}: bad response: {reason}")]
     Bad { path: PathBuf, reason: String },
 }
@@ -68,8 +71,15 @@ impl Connection {
                 .unwrap_or_default();
             ClientError::NoSession(umid.to_string(), last)
         })?;
-        let reader = BufReader::new(stream.try_clone().map_err(|source| ClientError::Io { path: path.clone(), source })?);
-        Ok(Connection { path, stream, reader })
+        let reader = BufReader::new(stream.try_clone().map_err(|source| ClientError::Io {
+            path: path.clone(),
+            source,
+        })?);
+        Ok(Connection {
+            path,
+            stream,
+            reader,
+        })
     }
 
     pub fn request(&mut self, req: &Request) -> Result<Response, ClientError> {
@@ -77,16 +87,28 @@ impl Connection {
         line.push('\n');
         self.stream
             .write_all(line.as_bytes())
-            .map_err(|source| ClientError::Io { path: self.path.clone(), source })?;
+            .map_err(|source| ClientError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
         let mut reply = String::new();
         let n = self
             .reader
             .read_line(&mut reply)
-            .map_err(|source| ClientError::Io { path: self.path.clone(), source })?;
+            .map_err(|source| ClientError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
         if n == 0 {
-            return Err(ClientError::Bad { path: self.path.clone(), reason: "the daemon closed the connection".into() });
+            return Err(ClientError::Bad {
+                path: self.path.clone(),
+                reason: "the daemon closed the connection".into(),
+            });
         }
-        serde_json::from_str(&reply).map_err(|e| ClientError::Bad { path: self.path.clone(), reason: e.to_string() })
+        serde_json::from_str(&reply).map_err(|e| ClientError::Bad {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })
     }
 
     /// Read one line of an events stream.

@@ -42,7 +42,9 @@ pub fn peek(pid: i32, addr: u64) -> std::io::Result<u8> {
 
 /// Write one byte of the process's memory (text included: /proc/pid/mem writes through).
 pub fn poke(pid: i32, addr: u64, byte: u8) -> std::io::Result<()> {
-    let mut f = std::fs::OpenOptions::new().write(true).open(mem_path(pid))?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(mem_path(pid))?;
     f.seek(SeekFrom::Start(addr))?;
     f.write_all(&[byte])
 }
@@ -54,7 +56,11 @@ impl Journal {
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or_default();
-        Journal { path: path.to_path_buf(), pid, entries }
+        Journal {
+            path: path.to_path_buf(),
+            pid,
+            entries,
+        }
     }
 
     /// Note a breakpoint address while the machine is stopped (gdb has its bytes out then).
@@ -64,7 +70,11 @@ impl Journal {
         }
         match peek(self.pid, addr) {
             Ok(b) if b != INT3 => {
-                self.entries.push(Entry { breakpoint, addr, original: b });
+                self.entries.push(Entry {
+                    breakpoint,
+                    addr,
+                    original: b,
+                });
                 self.save();
             }
             _ => {}
@@ -99,7 +109,12 @@ impl Journal {
             return;
         }
         let tmp = self.path.with_extension("tmp");
-        if std::fs::write(&tmp, serde_json::to_string(&self.entries).unwrap_or_default()).is_ok() {
+        if std::fs::write(
+            &tmp,
+            serde_json::to_string(&self.entries).unwrap_or_default(),
+        )
+        .is_ok()
+        {
             let _ = std::fs::rename(tmp, &self.path);
         }
     }
@@ -113,14 +128,20 @@ pub fn guard_main(uml_pid: i32, gdb_pid: i32, journal: &Path) -> i32 {
     // SAFETY: pidfd_open has no memory arguments.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, gdb_pid, 0) } as i32;
     if fd >= 0 {
-        let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: one valid pollfd; -1 waits until gdb exits.
         while unsafe { libc::poll(&mut p, 1, -1) } < 0 {}
     }
     // fd < 0: gdb is already gone.
     let j = Journal::open(journal, uml_pid);
     match j.repair() {
-        Ok(n) if n > 0 => eprintln!("umldbg guard: gdb {gdb_pid} died; restored {n} breakpoint byte(s) in pid {uml_pid}"),
+        Ok(n) if n > 0 => eprintln!(
+            "umldbg guard: gdb {gdb_pid} died; restored {n} breakpoint byte(s) in pid {uml_pid}"
+        ),
         _ => {}
     }
     0

@@ -21,7 +21,11 @@ pub struct Resolved {
 }
 
 /// A path to a `.ko`, or a module name looked up in the search path and the installed tree.
-pub fn resolve(arg: &str, search: &[PathBuf], modules_dir: Option<&Path>) -> Result<Resolved, String> {
+pub fn resolve(
+    arg: &str,
+    search: &[PathBuf],
+    modules_dir: Option<&Path>,
+) -> Result<Resolved, String> {
     let as_path = Path::new(arg);
     let file = if arg.ends_with(".ko") || arg.contains('/') {
         let mut cands = vec![as_path.to_path_buf()];
@@ -43,14 +47,20 @@ pub fn resolve(arg: &str, search: &[PathBuf], modules_dir: Option<&Path>) -> Res
         }
     } else {
         let md = modules_dir.unwrap_or(Path::new("/nonexistent"));
-        modules::find_module_file(arg, search, md)
-            .ok_or_else(|| format!("module {arg}: no {arg}.ko in --module-path or among the kernel's modules"))?
+        modules::find_module_file(arg, search, md).ok_or_else(|| {
+            format!("module {arg}: no {arg}.ko in --module-path or among the kernel's modules")
+        })?
     };
     let file = std::fs::canonicalize(&file).map_err(|e| format!("{}: {e}", file.display()))?;
     let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
     let info = ModuleInfo::parse(&bytes).map_err(|e| format!("{}: {e}", file.display()))?;
     let installed = modules_dir.is_some_and(|md| file.starts_with(md));
-    Ok(Resolved { name: info.name.clone(), depends: info.depends(), file, installed })
+    Ok(Resolved {
+        name: info.name.clone(),
+        depends: info.depends(),
+        file,
+        installed,
+    })
 }
 
 fn exec(umid: &str, script: &str, timeout: u64) -> Result<String, String> {
@@ -58,7 +68,11 @@ fn exec(umid: &str, script: &str, timeout: u64) -> Result<String, String> {
     let out = r.output.clone().unwrap_or_default();
     match (r.ok, r.status) {
         (true, Some(0)) => Ok(out),
-        (true, Some(rc)) => Err(format!("`{}` on {umid} exited {rc}: {}", script.lines().next().unwrap_or(""), out.trim())),
+        (true, Some(rc)) => Err(format!(
+            "`{}` on {umid} exited {rc}: {}",
+            script.lines().next().unwrap_or(""),
+            out.trim()
+        )),
         _ => Err(r.error.unwrap_or_else(|| "console error".into())),
     }
 }
@@ -70,7 +84,14 @@ pub fn load_in_guest(
     cache: &Path,
     _installed_dir: Option<&Path>,
 ) -> Result<Vec<GuestModule>, String> {
-    let loaded = exec(umid, &format!("[ -d /sys/module/{}/sections ] && echo yes || echo no", r.name), 20)?;
+    let loaded = exec(
+        umid,
+        &format!(
+            "[ -d /sys/module/{}/sections ] && echo yes || echo no",
+            r.name
+        ),
+        20,
+    )?;
     if loaded.trim() != "yes" {
         if r.installed {
             exec(umid, &format!("modprobe {}", r.name), 60)?;
@@ -81,8 +102,16 @@ pub fn load_in_guest(
             let stage = cache.join("stage").join(umid);
             std::fs::create_dir_all(&stage).map_err(|e| format!("{}: {e}", stage.display()))?;
             let staged = stage.join(format!("{}.ko", r.name));
-            std::fs::copy(&r.file, &staged).map_err(|e| format!("copy {} to {}: {e}", r.file.display(), staged.display()))?;
-            exec(umid, &format!("insmod {}", crate::lab::init::sh_quote(&staged.display().to_string())), 60)?;
+            std::fs::copy(&r.file, &staged)
+                .map_err(|e| format!("copy {} to {}: {e}", r.file.display(), staged.display()))?;
+            exec(
+                umid,
+                &format!(
+                    "insmod {}",
+                    crate::lab::init::sh_quote(&staged.display().to_string())
+                ),
+                60,
+            )?;
         }
     }
     let listing = exec(umid, &modules::listing_script_for(&r.name), 30)?;

@@ -35,7 +35,9 @@ pub struct AttachOptions {
 pub enum AttachError {
     #[error("{0}")]
     Instance(#[from] crate::uml::instance::InstanceError),
-    #[error("{umid} is already attached by the session of daemon pid {pid}: use it, or `umldbg detach --umid {umid}`")]
+    #[error(
+        "{umid} is already attached by the session of daemon pid {pid}: use it, or `umldbg detach --umid {umid}`"
+    )]
     AlreadyAttached { umid: String, pid: String },
     #[error("{0} is already traced by process {1} (another debugger): detach it first")]
     Traced(String, i32),
@@ -45,7 +47,12 @@ pub enum AttachError {
 
 fn tracer_of(pid: i32) -> Option<i32> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let t: i32 = s.lines().find_map(|l| l.strip_prefix("TracerPid:"))?.trim().parse().ok()?;
+    let t: i32 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("TracerPid:"))?
+        .trim()
+        .parse()
+        .ok()?;
     (t != 0).then_some(t)
 }
 
@@ -62,7 +69,10 @@ pub fn attach(opts: &AttachOptions) -> Result<String, AttachError> {
             .and_then(|r| r.data)
             .and_then(|d| d.get("daemon_pid").map(|p| p.to_string()))
             .unwrap_or_else(|| "?".into());
-        return Err(AttachError::AlreadyAttached { umid: opts.umid.clone(), pid });
+        return Err(AttachError::AlreadyAttached {
+            umid: opts.umid.clone(),
+            pid,
+        });
     }
     server::remove_stale(&sock);
     let _ = std::fs::remove_file(opts.uml_dir.join(&opts.umid).join("umldbg.last"));
@@ -70,14 +80,25 @@ pub fn attach(opts: &AttachOptions) -> Result<String, AttachError> {
     if let Some(t) = tracer_of(pid) {
         return Err(AttachError::Traced(opts.umid.clone(), t));
     }
-    let (rd, wr) = nix::unistd::pipe().map_err(|e| AttachError::Failed(opts.umid.clone(), e.to_string()))?;
-    let exe = std::env::current_exe().map_err(|e| AttachError::Failed(opts.umid.clone(), e.to_string()))?;
+    let (rd, wr) =
+        nix::unistd::pipe().map_err(|e| AttachError::Failed(opts.umid.clone(), e.to_string()))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| AttachError::Failed(opts.umid.clone(), e.to_string()))?;
     let log_path = opts.uml_dir.join(&opts.umid).join("umldbg.log");
-    let log = std::fs::File::create(&log_path)
-        .map_err(|e| AttachError::Failed(opts.umid.clone(), format!("{}: {e}", log_path.display())))?;
+    let log = std::fs::File::create(&log_path).map_err(|e| {
+        AttachError::Failed(opts.umid.clone(), format!("{}: {e}", log_path.display()))
+    })?;
     let mut cmd = Command::new(exe);
-    cmd.arg("--cache").arg(&opts.cache).arg("daemon-run").arg(serde_json::to_string(opts).expect("options serialise"));
-    cmd.stdin(Stdio::null()).stdout(log.try_clone().map_err(|e| AttachError::Failed(opts.umid.clone(), e.to_string()))?).stderr(log);
+    cmd.arg("--cache")
+        .arg(&opts.cache)
+        .arg("daemon-run")
+        .arg(serde_json::to_string(opts).expect("options serialise"));
+    cmd.stdin(Stdio::null())
+        .stdout(
+            log.try_clone()
+                .map_err(|e| AttachError::Failed(opts.umid.clone(), e.to_string()))?,
+        )
+        .stderr(log);
     use std::os::fd::AsRawFd;
     let wfd = wr.as_raw_fd();
     // SAFETY: setsid and dup2 are async-signal-safe; wfd stays open until spawn returns.
@@ -90,7 +111,9 @@ pub fn attach(opts: &AttachOptions) -> Result<String, AttachError> {
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(|e| AttachError::Failed(opts.umid.clone(), e.to_string()))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| AttachError::Failed(opts.umid.clone(), e.to_string()))?;
     drop(wr);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -98,9 +121,15 @@ pub fn attach(opts: &AttachOptions) -> Result<String, AttachError> {
         let _ = BufReader::new(std::fs::File::from(rd)).read_line(&mut line);
         let _ = tx.send(line);
     });
-    let line = rx.recv_timeout(Duration::from_secs(180)).unwrap_or_default();
-    let reply: Result<String, String> =
-        serde_json::from_str(line.trim()).unwrap_or_else(|_| Err(format!("the daemon died during start; see {}", log_path.display())));
+    let line = rx
+        .recv_timeout(Duration::from_secs(180))
+        .unwrap_or_default();
+    let reply: Result<String, String> = serde_json::from_str(line.trim()).unwrap_or_else(|_| {
+        Err(format!(
+            "the daemon died during start; see {}",
+            log_path.display()
+        ))
+    });
     match reply {
         Ok(summary) => Ok(summary),
         Err(e) => {
@@ -115,14 +144,19 @@ pub fn attach(opts: &AttachOptions) -> Result<String, AttachError> {
 pub fn daemon_main(opts: AttachOptions) -> i32 {
     use std::os::fd::FromRawFd;
     // SAFETY: `attach` passes the write end of its ready pipe as fd 3; nothing else owns it.
-    let mut ready = (unsafe { libc::fcntl(3, libc::F_GETFD) } >= 0).then(|| unsafe { std::fs::File::from_raw_fd(3) });
+    let mut ready = (unsafe { libc::fcntl(3, libc::F_GETFD) } >= 0)
+        .then(|| unsafe { std::fs::File::from_raw_fd(3) });
     let mut report = |r: Result<String, String>| {
         if let Some(f) = ready.as_mut() {
             let _ = writeln!(f, "{}", serde_json::to_string(&r).unwrap_or_default());
         }
         ready = None;
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             report(Err(format!("tokio: {e}")));
@@ -159,20 +193,24 @@ type Started = (
 
 async fn start(opts: &AttachOptions) -> Result<Started, String> {
     let umid = crate::uml::ids::Umid::new(opts.umid.clone()).map_err(|e| e.to_string())?;
-    let inst = crate::uml::instance::UmlInstance::resolve(&umid, &opts.uml_dir).map_err(|e| e.to_string())?;
+    let inst = crate::uml::instance::UmlInstance::resolve(&umid, &opts.uml_dir)
+        .map_err(|e| e.to_string())?;
     let pid = inst.pid.get();
-    let image = std::fs::read_link(format!("/proc/{pid}/exe")).map_err(|e| format!("/proc/{pid}/exe: {e}"))?;
+    let image = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map_err(|e| format!("/proc/{pid}/exe: {e}"))?;
     let modules_dir = modules_dir_for(&image, &opts.cache);
     let console = crate::lab::state::lab_of_umid(&opts.umid).is_some();
     // Section addresses from the console while the machine still runs.
     let guest_modules = if console {
         let umid = opts.umid.clone();
-        tokio::task::spawn_blocking(move || crate::lab::client::exec(&umid, modules::LISTING_SCRIPT, 20))
-            .await
-            .ok()
-            .and_then(|r| r.ok())
-            .filter(|r| r.ok && r.status == Some(0))
-            .map(|r| modules::parse_listing(r.output.as_deref().unwrap_or("")))
+        tokio::task::spawn_blocking(move || {
+            crate::lab::client::exec(&umid, modules::LISTING_SCRIPT, 20)
+        })
+        .await
+        .ok()
+        .and_then(|r| r.ok())
+        .filter(|r| r.ok && r.status == Some(0))
+        .map(|r| modules::parse_listing(r.output.as_deref().unwrap_or("")))
     } else {
         None
     };
@@ -190,9 +228,11 @@ async fn start(opts: &AttachOptions) -> Result<Started, String> {
         cache: opts.cache.clone(),
         journal: opts.uml_dir.join(&opts.umid).join("umldbg.journal"),
     };
-    let (session, summary) = session::Session::start(cfg, guest_modules, tx.clone(), events.clone()).await?;
+    let (session, summary) =
+        session::Session::start(cfg, guest_modules, tx.clone(), events.clone()).await?;
     let sock = client::socket_path(&opts.uml_dir, &opts.umid);
-    let listener = tokio::net::UnixListener::bind(&sock).map_err(|e| format!("bind {}: {e}", sock.display()))?;
+    let listener = tokio::net::UnixListener::bind(&sock)
+        .map_err(|e| format!("bind {}: {e}", sock.display()))?;
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600));
     Ok((session, summary, listener, tx, rx, events))

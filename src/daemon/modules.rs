@@ -22,7 +22,10 @@ done
 
 /// The same listing for one module.
 pub fn listing_script_for(name: &str) -> String {
-    LISTING_SCRIPT.replace("/sys/module/*/sections", &format!("/sys/module/{name}/sections"))
+    LISTING_SCRIPT.replace(
+        "/sys/module/*/sections",
+        &format!("/sys/module/{name}/sections"),
+    )
 }
 
 /// Where a module's facts came from.
@@ -65,7 +68,11 @@ pub fn parse_listing(text: &str) -> Vec<GuestModule> {
     for line in text.lines() {
         let line = line.trim_end();
         if let Some(name) = line.strip_prefix("M ") {
-            out.push(GuestModule { name: name.trim().to_string(), sections: BTreeMap::new(), build_id: None });
+            out.push(GuestModule {
+                name: name.trim().to_string(),
+                sections: BTreeMap::new(),
+                build_id: None,
+            });
         } else if let Some(rest) = line.strip_prefix("S ") {
             let Some(m) = out.last_mut() else { continue };
             let mut it = rest.split_whitespace();
@@ -101,13 +108,18 @@ pub fn build_id_from_note_hex(hex: &str) -> Option<String> {
 /// Module names compare with `-` and `_` as the same character, as the kernel does.
 pub fn same_module_name(a: &str, b: &str) -> bool {
     a.len() == b.len()
-        && a.bytes().zip(b.bytes()).all(|(x, y)| x == y || (x == b'-' || x == b'_') && (y == b'-' || y == b'_'))
+        && a.bytes()
+            .zip(b.bytes())
+            .all(|(x, y)| x == y || (x == b'-' || x == b'_') && (y == b'-' || y == b'_'))
 }
 
 /// Find a module's file: the given search directories first, then the installed modules tree.
 pub fn find_module_file(name: &str, search: &[PathBuf], modules_dir: &Path) -> Option<PathBuf> {
     for d in search {
-        for cand in [d.join(format!("{name}.ko")), d.join(format!("{}.ko", name.replace('_', "-")))] {
+        for cand in [
+            d.join(format!("{name}.ko")),
+            d.join(format!("{}.ko", name.replace('_', "-"))),
+        ] {
             if cand.is_file() {
                 return Some(cand);
             }
@@ -122,7 +134,11 @@ pub fn find_module_file(name: &str, search: &[PathBuf], modules_dir: &Path) -> O
 }
 
 /// gdb's `add-symbol-file` for a module: every guest section that the file allocates.
-pub fn add_symbol_file_command(file: &Path, m: &GuestModule, file_sections: &[String]) -> Option<String> {
+pub fn add_symbol_file_command(
+    file: &Path,
+    m: &GuestModule,
+    file_sections: &[String],
+) -> Option<String> {
     let text = m.text()?;
     let mut cmd = format!("add-symbol-file {} -s .text {text:#x}", file.display());
     for (sec, addr) in &m.sections {
@@ -147,7 +163,10 @@ mod tests {
         assert_eq!(v[0].name, "ipt_REJECT");
         assert_eq!(v[0].text(), Some(0x60b5e000));
         assert_eq!(v[0].sections[".data"], 0x60b62000);
-        assert_eq!(v[0].build_id.as_deref(), Some("aabbccddeeff00112233445566778899aabbccdd"));
+        assert_eq!(
+            v[0].build_id.as_deref(),
+            Some("aabbccddeeff00112233445566778899aabbccdd")
+        );
         assert_eq!(v[1].name, "x_tables");
         assert_eq!(v[1].build_id, None);
     }
@@ -161,8 +180,15 @@ mod tests {
     #[test]
     fn add_symbol_file_keeps_sections_the_file_has() {
         let v = parse_listing(LISTING);
-        let secs = vec![".text".to_string(), ".data".to_string(), ".rodata".to_string()];
+        let secs = vec![
+            ".text".to_string(),
+            ".data".to_string(),
+            ".rodata".to_string(),
+        ];
         let c = add_symbol_file_command(Path::new("/m/ipt_REJECT.ko"), &v[0], &secs).unwrap();
-        assert_eq!(c, "add-symbol-file /m/ipt_REJECT.ko -s .text 0x60b5e000 -s .data 0x60b62000 -s .rodata 0x60b60000");
+        assert_eq!(
+            c,
+            "add-symbol-file /m/ipt_REJECT.ko -s .text 0x60b5e000 -s .data 0x60b62000 -s .rodata 0x60b60000"
+        );
     }
 }

@@ -76,13 +76,26 @@ pub struct Response {
 
 impl Response {
     pub fn ok_text(text: impl Into<String>) -> Response {
-        Response { ok: true, text: Some(text.into()), ..Default::default() }
+        Response {
+            ok: true,
+            text: Some(text.into()),
+            ..Default::default()
+        }
     }
     pub fn ok_data(text: impl Into<String>, data: serde_json::Value) -> Response {
-        Response { ok: true, text: Some(text.into()), data: Some(data), ..Default::default() }
+        Response {
+            ok: true,
+            text: Some(text.into()),
+            data: Some(data),
+            ..Default::default()
+        }
     }
     pub fn err(msg: impl Into<String>) -> Response {
-        Response { ok: false, error: Some(msg.into()), ..Default::default() }
+        Response {
+            ok: false,
+            error: Some(msg.into()),
+            ..Default::default()
+        }
     }
 }
 
@@ -127,7 +140,9 @@ impl StopInfo {
             self.function.as_deref().unwrap_or("??"),
             args.join(", "),
             self.file.as_deref().unwrap_or("??"),
-            self.line.map(|l| l.to_string()).unwrap_or_else(|| "?".into())
+            self.line
+                .map(|l| l.to_string())
+                .unwrap_or_else(|| "?".into())
         );
         for (i, f) in self.backtrace.iter().enumerate().take(12) {
             s.push_str(&format!(
@@ -151,7 +166,15 @@ impl StopInfo {
 pub enum Event {
     Stopped(StopInfo),
     Running,
-    ModuleLoaded { name: String, text: String, source: String },
-    ModuleUnloaded { name: String },
-    Exited { reason: String },
+    ModuleLoaded {
+        name: String,
+        text: String,
+        source: String,
+    },
+    ModuleUnloaded {
+        name: String,
+    },
+    Exited {
+        reason: String,
+    },
 }

@@ -12,10 +12,16 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use super::protocol::{Event, Request, Response};
 use super::session::Msg;
 
-pub async fn serve(listener: UnixListener, tx: mpsc::Sender<Msg>, events: broadcast::Sender<Event>) {
+pub async fn serve(
+    listener: UnixListener,
+    tx: mpsc::Sender<Msg>,
+    events: broadcast::Sender<Event>,
+) {
     let me = nix::unistd::geteuid().as_raw();
     loop {
-        let Ok((conn, _)) = listener.accept().await else { continue };
+        let Ok((conn, _)) = listener.accept().await else {
+            continue;
+        };
         match conn.peer_cred() {
             Ok(c) if c.uid() == 0 || c.uid() == me => {}
             _ => continue,
@@ -28,13 +34,20 @@ pub async fn serve(listener: UnixListener, tx: mpsc::Sender<Msg>, events: broadc
     }
 }
 
-async fn send_line<T: serde::Serialize>(w: &mut tokio::net::unix::OwnedWriteHalf, v: &T) -> std::io::Result<()> {
+async fn send_line<T: serde::Serialize>(
+    w: &mut tokio::net::unix::OwnedWriteHalf,
+    v: &T,
+) -> std::io::Result<()> {
     let mut line = serde_json::to_string(v).unwrap_or_default();
     line.push('\n');
     w.write_all(line.as_bytes()).await
 }
 
-async fn connection(conn: UnixStream, tx: mpsc::Sender<Msg>, events: broadcast::Sender<Event>) -> std::io::Result<()> {
+async fn connection(
+    conn: UnixStream,
+    tx: mpsc::Sender<Msg>,
+    events: broadcast::Sender<Event>,
+) -> std::io::Result<()> {
     let (r, mut w) = conn.into_split();
     let mut lines = BufReader::new(r).lines();
     while let Some(line) = lines.next_line().await? {
@@ -72,9 +85,14 @@ async fn connection(conn: UnixStream, tx: mpsc::Sender<Msg>, events: broadcast::
             Some(t) => match tokio::time::timeout(t, rrx).await {
                 Ok(Ok(r)) => r,
                 Ok(Err(_)) => Response::err("the session ended before answering"),
-                Err(_) => Response::err(format!("no stop within {:.0} s; the machine keeps running", t.as_secs_f64())),
+                Err(_) => Response::err(format!(
+                    "no stop within {:.0} s; the machine keeps running",
+                    t.as_secs_f64()
+                )),
             },
-            None => rrx.await.unwrap_or_else(|_| Response::err("the session ended before answering")),
+            None => rrx
+                .await
+                .unwrap_or_else(|_| Response::err("the session ended before answering")),
         };
         send_line(&mut w, &resp).await?;
     }

@@ -19,8 +19,18 @@ use super::protocol::{Event, FrameInfo, Request, Response, StopInfo};
 use crate::gdbmi::{AsyncEvent, BreakOptions, Command, Gdb, GdbError, StopEvent, StopReason};
 
 /// UML's own signals: gdb must pass them to the kernel without stopping or printing.
-pub const UML_SIGNALS: &[&str] =
-    &["SIGSEGV", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGVTALRM", "SIGIO", "SIGCHLD", "SIGWINCH", "SIGPROF", "SIGPIPE"];
+pub const UML_SIGNALS: &[&str] = &[
+    "SIGSEGV",
+    "SIGUSR1",
+    "SIGUSR2",
+    "SIGALRM",
+    "SIGVTALRM",
+    "SIGIO",
+    "SIGCHLD",
+    "SIGWINCH",
+    "SIGPROF",
+    "SIGPIPE",
+];
 
 /// Everything a session is started with.
 #[derive(Debug, Clone)]
@@ -69,7 +79,12 @@ pub enum Msg {
     Request(Request, oneshot::Sender<Response>),
     /// The console part of a `load` finished (it runs beside the session so that the module
     /// loader's internal stop can be served meanwhile).
-    LoadConsoleDone { file: PathBuf, name: String, result: Result<Vec<GuestModule>, String>, reply: oneshot::Sender<Response> },
+    LoadConsoleDone {
+        file: PathBuf,
+        name: String,
+        result: Result<Vec<GuestModule>, String>,
+        reply: oneshot::Sender<Response>,
+    },
 }
 
 pub struct Session {
@@ -105,26 +120,47 @@ impl Session {
         let gdb = Gdb::spawn(&cfg.gdb_path, &[]).await.map_err(gdb_err)?;
         let gdb = Arc::new(gdb);
         let events_rx = gdb.events();
-        for (k, v) in [("mi-async", "on"), ("pagination", "off"), ("confirm", "off"), ("width", "0"), ("height", "0"), ("print pretty", "off"), ("breakpoint pending", "off")] {
+        for (k, v) in [
+            ("mi-async", "on"),
+            ("pagination", "off"),
+            ("confirm", "off"),
+            ("width", "0"),
+            ("height", "0"),
+            ("print pretty", "off"),
+            ("breakpoint pending", "off"),
+        ] {
             let _ = gdb.cmd(Command::gdb_set(k, v)).await;
         }
         let _ = gdb.console("set debuginfod enabled off").await;
         for s in UML_SIGNALS {
-            gdb.console(&format!("handle {s} nostop noprint pass")).await.map_err(gdb_err)?;
+            gdb.console(&format!("handle {s} nostop noprint pass"))
+                .await
+                .map_err(gdb_err)?;
         }
         let long = Duration::from_secs(120);
         gdb.cmd_timeout(Command::file_exec_and_symbols(&cfg.image), long)
             .await
-            .map_err(|e| format!("loading the kernel's symbols from {}: {e}", cfg.image.display()))?;
+            .map_err(|e| {
+                format!(
+                    "loading the kernel's symbols from {}: {e}",
+                    cfg.image.display()
+                )
+            })?;
         let symbols = Arc::new(crate::daemon::symbols::SymbolIndex::from_image(&cfg.image));
         let mut notes = Vec::new();
         if symbols.is_empty() {
             // A stripped image (a distribution's UML): names from the guest's /proc/kallsyms.
-            notes.push(format!("{} is stripped: kernel symbols come from the guest's /proc/kallsyms", cfg.image.display()));
+            notes.push(format!(
+                "{} is stripped: kernel symbols come from the guest's /proc/kallsyms",
+                cfg.image.display()
+            ));
             let sym = kallsyms_symbol_file(&cfg).await?;
-            gdb.cmd_timeout(Command::console(&format!("add-symbol-file {} -o 0", sym.display())), long)
-                .await
-                .map_err(|e| format!("loading {}: {e}", sym.display()))?;
+            gdb.cmd_timeout(
+                Command::console(&format!("add-symbol-file {} -o 0", sym.display())),
+                long,
+            )
+            .await
+            .map_err(|e| format!("loading {}: {e}", sym.display()))?;
             symbols.add_module(&sym, "kallsyms");
         }
         let journal = Journal::open(&cfg.journal, cfg.pid);
@@ -171,7 +207,10 @@ impl Session {
                 Err(e) => problems.push(e),
             }
         }
-        for (loc, kind) in [("do_init_module", Internal::ModuleLoad), ("free_module", Internal::ModuleFree)] {
+        for (loc, kind) in [
+            ("do_init_module", Internal::ModuleLoad),
+            ("free_module", Internal::ModuleFree),
+        ] {
             if let Ok(bp) = s.gdb.break_insert(loc, &BreakOptions::default()).await {
                 s.internal.insert(bp.number, kind);
                 s.journal_bp(&bp);
@@ -214,8 +253,16 @@ impl Session {
         let mut out = Vec::new();
         let head = "(&modules)";
         let off = "((unsigned long)&((struct module *)0)->list)";
-        let mut next = self.gdb.evaluate(&format!("(unsigned long){head}->next")).await.map_err(gdb_err)?;
-        let head_addr = self.gdb.evaluate(&format!("(unsigned long){head}")).await.map_err(gdb_err)?;
+        let mut next = self
+            .gdb
+            .evaluate(&format!("(unsigned long){head}->next"))
+            .await
+            .map_err(gdb_err)?;
+        let head_addr = self
+            .gdb
+            .evaluate(&format!("(unsigned long){head}"))
+            .await
+            .map_err(gdb_err)?;
         let mut guard = 0;
         while next != head_addr && guard < 512 {
             guard += 1;
@@ -223,7 +270,11 @@ impl Session {
             if let Some(gm) = self.module_at(&m).await {
                 out.push(gm);
             }
-            next = self.gdb.evaluate(&format!("(unsigned long){m}->list.next")).await.map_err(gdb_err)?;
+            next = self
+                .gdb
+                .evaluate(&format!("(unsigned long){m}->list.next"))
+                .await
+                .map_err(gdb_err)?;
         }
         Ok(out)
     }
@@ -235,28 +286,54 @@ impl Session {
         let mut sections = BTreeMap::new();
         for i in 0..128 {
             let attr = format!("{m}->sect_attrs->grp.bin_attrs[{i}]");
-            let p = self.gdb.evaluate(&format!("(unsigned long){attr}")).await.ok()?;
+            let p = self
+                .gdb
+                .evaluate(&format!("(unsigned long){attr}"))
+                .await
+                .ok()?;
             if p == "0" {
                 break;
             }
-            let sname = self.gdb.evaluate(&format!("{attr}->attr.name")).await.ok()?;
-            let addr = self.gdb.evaluate(&format!("(unsigned long){attr}->private")).await.ok()?;
+            let sname = self
+                .gdb
+                .evaluate(&format!("{attr}->attr.name"))
+                .await
+                .ok()?;
+            let addr = self
+                .gdb
+                .evaluate(&format!("(unsigned long){attr}->private"))
+                .await
+                .ok()?;
             if let (Some(sname), Ok(addr)) = (parse_c_string(&sname), addr.parse::<u64>()) {
                 sections.insert(sname, addr);
             }
         }
-        Some(GuestModule { name, sections, build_id: None })
+        Some(GuestModule {
+            name,
+            sections,
+            build_id: None,
+        })
     }
 
     /// Give gdb a module's symbols; `file` overrides the search.
-    async fn add_module_symbols(&mut self, m: &GuestModule, file: Option<&Path>, source: Source) -> Result<LoadedSymbols, String> {
+    async fn add_module_symbols(
+        &mut self,
+        m: &GuestModule,
+        file: Option<&Path>,
+        source: Source,
+    ) -> Result<LoadedSymbols, String> {
         let file = match file {
             Some(f) => f.to_path_buf(),
             None => {
                 let md = self.cfg.modules_dir.clone().unwrap_or_default();
-                modules::find_module_file(&m.name, &self.cfg.module_paths, &md).ok_or_else(|| {
-                    format!("no file for module {} (add a directory with --module-path)", m.name)
-                })?
+                modules::find_module_file(&m.name, &self.cfg.module_paths, &md).ok_or_else(
+                    || {
+                        format!(
+                            "no file for module {} (add a directory with --module-path)",
+                            m.name
+                        )
+                    },
+                )?
             }
         };
         let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
@@ -273,9 +350,15 @@ impl Session {
         let cmd = modules::add_symbol_file_command(&file, m, &secs)
             .ok_or_else(|| format!("module {} reports no .text", m.name))?;
         if let Some(old) = self.modules.get(&m.name) {
-            let _ = self.gdb.console(&format!("remove-symbol-file -a {:#x}", old.text)).await;
+            let _ = self
+                .gdb
+                .console(&format!("remove-symbol-file -a {:#x}", old.text))
+                .await;
         }
-        self.gdb.console(&cmd).await.map_err(|e| format!("{cmd}: {e}"))?;
+        self.gdb
+            .console(&cmd)
+            .await
+            .map_err(|e| format!("{cmd}: {e}"))?;
         let ls = LoadedSymbols {
             name: m.name.clone(),
             file,
@@ -289,15 +372,27 @@ impl Session {
     }
 
     fn journal_bp(&mut self, bp: &crate::gdbmi::Breakpoint) {
-        let mut addrs: Vec<u64> = bp.addr.as_deref().and_then(parse_addr).into_iter().collect();
-        addrs.extend(bp.locations.iter().filter_map(|l| l.addr.as_deref().and_then(parse_addr)));
+        let mut addrs: Vec<u64> = bp
+            .addr
+            .as_deref()
+            .and_then(parse_addr)
+            .into_iter()
+            .collect();
+        addrs.extend(
+            bp.locations
+                .iter()
+                .filter_map(|l| l.addr.as_deref().and_then(parse_addr)),
+        );
         for a in addrs {
             self.journal.record(bp.number, a);
         }
     }
 
     async fn resume(&mut self) -> Result<(), String> {
-        self.gdb.cmd(Command::exec_continue()).await.map_err(gdb_err)?;
+        self.gdb
+            .cmd(Command::exec_continue())
+            .await
+            .map_err(gdb_err)?;
         self.state = RunState::Running;
         Ok(())
     }
@@ -307,7 +402,10 @@ impl Session {
         if !matches!(self.state, RunState::Running) {
             return Ok(false);
         }
-        self.gdb.cmd(Command::exec_interrupt()).await.map_err(gdb_err)?;
+        self.gdb
+            .cmd(Command::exec_interrupt())
+            .await
+            .map_err(gdb_err)?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             match tokio::time::timeout_at(deadline, self.events_rx.recv()).await {
@@ -321,7 +419,10 @@ impl Session {
                     // A real stop raced with the interrupt: keep it for the user, stay stopped.
                     if let Some(kind) = ev.bkptno.and_then(|n| self.internal.get(&n).copied()) {
                         self.handle_internal(kind).await;
-                        self.gdb.cmd(Command::exec_interrupt()).await.map_err(gdb_err)?;
+                        self.gdb
+                            .cmd(Command::exec_interrupt())
+                            .await
+                            .map_err(gdb_err)?;
                         continue;
                     }
                     self.record_user_stop(&ev).await;
@@ -338,7 +439,10 @@ impl Session {
         }
     }
 
-    async fn with_stopped<T>(&mut self, f: impl AsyncFnOnce(&mut Session) -> T) -> Result<T, String> {
+    async fn with_stopped<T>(
+        &mut self,
+        f: impl AsyncFnOnce(&mut Session) -> T,
+    ) -> Result<T, String> {
         let was_running = self.pause().await?;
         let r = f(self).await;
         if was_running {
@@ -365,7 +469,10 @@ impl Session {
                 if let Ok(n) = self.gdb.evaluate("mod->name").await {
                     if let Some(name) = parse_c_string(&n) {
                         if let Some(ls) = self.modules.remove(&name) {
-                            let _ = self.gdb.console(&format!("remove-symbol-file -a {:#x}", ls.text)).await;
+                            let _ = self
+                                .gdb
+                                .console(&format!("remove-symbol-file -a {:#x}", ls.text))
+                                .await;
                             let _ = self.events_tx.send(Event::ModuleUnloaded { name });
                         }
                     }
@@ -375,13 +482,21 @@ impl Session {
     }
 
     async fn stop_info(&mut self, ev: &StopEvent) -> StopInfo {
-        let reason = ev.reason.as_ref().map(|r| r.as_str().to_string()).unwrap_or_else(|| "unknown".into());
+        let reason = ev
+            .reason
+            .as_ref()
+            .map(|r| r.as_str().to_string())
+            .unwrap_or_else(|| "unknown".into());
         let mut info = StopInfo {
             reason,
             function: ev.frame.as_ref().and_then(|f| f.func.clone()),
             file: ev.frame.as_ref().and_then(|f| f.file.clone()),
             line: ev.frame.as_ref().and_then(|f| f.line),
-            args: ev.frame.as_ref().map(|f| f.args.iter().cloned().collect()).unwrap_or_default(),
+            args: ev
+                .frame
+                .as_ref()
+                .map(|f| f.args.iter().cloned().collect())
+                .unwrap_or_default(),
             backtrace: Vec::new(),
             breakpoint: ev.bkptno,
             signal: ev.signal_name.clone(),
@@ -389,11 +504,15 @@ impl Session {
             skb_text: None,
         };
         if let Ok(bt) = self.gdb.backtrace().await {
-            info.backtrace = bt
-                .0
-                .iter()
-                .map(|f| FrameInfo { function: f.func.clone(), file: f.file.clone(), line: f.line, addr: f.addr.clone() })
-                .collect();
+            info.backtrace =
+                bt.0.iter()
+                    .map(|f| FrameInfo {
+                        function: f.func.clone(),
+                        file: f.file.clone(),
+                        line: f.line,
+                        addr: f.addr.clone(),
+                    })
+                    .collect();
             if let Some(f0) = bt.0.first() {
                 if info.args.is_empty() {
                     info.args = f0.args.iter().cloned().collect();
@@ -416,7 +535,11 @@ impl Session {
 
     /// The address of a `struct sk_buff *` argument or local of the current frame, if any.
     async fn skb_argument(&self) -> Option<u64> {
-        let r = self.gdb.cmd(Command::new("-stack-list-variables").arg("--simple-values")).await.ok()?;
+        let r = self
+            .gdb
+            .cmd(Command::new("-stack-list-variables").arg("--simple-values"))
+            .await
+            .ok()?;
         let vars = r.results.get("variables")?;
         for v in vars.as_list()?.values() {
             let Some(t) = v.as_tuple() else { continue };
@@ -470,7 +593,10 @@ impl Session {
             }
             if let RunState::Gone(why) = &self.state {
                 // Later commands find no session; this file tells them why.
-                let _ = std::fs::write(self.cfg.journal.with_file_name("umldbg.last"), format!("{why}\n"));
+                let _ = std::fs::write(
+                    self.cfg.journal.with_file_name("umldbg.last"),
+                    format!("{why}\n"),
+                );
                 break;
             }
         }
@@ -483,8 +609,14 @@ impl Session {
         // gdb died with breakpoints possibly inserted in a running kernel: put the bytes back.
         let n = self.journal.repair().unwrap_or(0);
         self.journal.clear();
-        let why = if n > 0 { format!("{why}; restored {n} breakpoint byte(s) in kernel text") } else { why };
-        let _ = self.events_tx.send(Event::Exited { reason: why.clone() });
+        let why = if n > 0 {
+            format!("{why}; restored {n} breakpoint byte(s) in kernel text")
+        } else {
+            why
+        };
+        let _ = self.events_tx.send(Event::Exited {
+            reason: why.clone(),
+        });
         for w in self.waiters.drain(..) {
             let _ = w.send(Response::err(format!("the session is over: {why}")));
         }
@@ -495,7 +627,10 @@ impl Session {
         match ev {
             AsyncEvent::Stopped(ev) => {
                 if ev.reason.as_ref().is_some_and(|r| r.is_exit()) {
-                    self.gone(format!("the machine exited ({})", ev.reason.as_ref().map(|r| r.as_str()).unwrap_or("?")));
+                    self.gone(format!(
+                        "the machine exited ({})",
+                        ev.reason.as_ref().map(|r| r.as_str()).unwrap_or("?")
+                    ));
                     return;
                 }
                 if let Some(kind) = ev.bkptno.and_then(|n| self.internal.get(&n).copied()) {
@@ -533,7 +668,11 @@ impl Session {
                             let _ = reply.send(Response::ok_data(info.render(), data));
                         } else if let RunState::Stopped(info) = &self.state {
                             // Nothing will stop a machine that is not running.
-                            let at = info.function.as_deref().map(|f| format!(" in {f}")).unwrap_or_default();
+                            let at = info
+                                .function
+                                .as_deref()
+                                .map(|f| format!(" in {f}"))
+                                .unwrap_or_default();
                             let _ = reply.send(Response::err(format!(
                                 "the machine is stopped{at} and that stop was reported: `umldbg continue` first"
                             )));
@@ -554,7 +693,12 @@ impl Session {
                     }
                 }
             }
-            Msg::LoadConsoleDone { file, name, result, reply } => {
+            Msg::LoadConsoleDone {
+                file,
+                name,
+                result,
+                reply,
+            } => {
                 let r = self.finish_load(file, name, result).await;
                 let _ = reply.send(r);
                 false
@@ -568,7 +712,10 @@ impl Session {
             Request::Break { location, cond } => {
                 let r = self
                     .with_stopped(async |s: &mut Session| {
-                        let opts = BreakOptions { condition: cond.clone(), ..Default::default() };
+                        let opts = BreakOptions {
+                            condition: cond.clone(),
+                            ..Default::default()
+                        };
                         let bp = s.gdb.break_insert(&location, &opts).await;
                         // While stopped, memory still holds the original bytes: journal them now.
                         if let Ok(bp) = &bp {
@@ -585,13 +732,22 @@ impl Session {
                             _ => String::new(),
                         };
                         Response::ok_data(
-                            format!("breakpoint {} on {}{at} ({})", bp.number, bp.func.as_deref().unwrap_or(&location), bp.addr.as_deref().unwrap_or("?")),
+                            format!(
+                                "breakpoint {} on {}{at} ({})",
+                                bp.number,
+                                bp.func.as_deref().unwrap_or(&location),
+                                bp.addr.as_deref().unwrap_or("?")
+                            ),
                             serde_json::to_value(&bp).unwrap_or_default(),
                         )
                     }
                     Ok(Err(e)) => {
                         let near = self.symbols.near(&location, 5);
-                        let hint = if near.is_empty() { String::new() } else { format!("; did you mean {}?", near.join(", ")) };
+                        let hint = if near.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; did you mean {}?", near.join(", "))
+                        };
                         Response::err(format!("cannot break on {location}: {}{hint}", short(&e)))
                     }
                     Err(e) => Response::err(e),
@@ -601,7 +757,11 @@ impl Session {
                 if self.internal.contains_key(&id) || !self.user_bps.contains_key(&id) {
                     return Response::err(format!("no breakpoint {id} (see `umldbg breaks`)"));
                 }
-                let r = self.with_stopped(async |s: &mut Session| s.gdb.cmd(Command::break_delete(id)).await).await;
+                let r = self
+                    .with_stopped(async |s: &mut Session| {
+                        s.gdb.cmd(Command::break_delete(id)).await
+                    })
+                    .await;
                 match r {
                     Ok(Ok(_)) => {
                         self.user_bps.remove(&id);
@@ -614,12 +774,29 @@ impl Session {
             }
             Request::Breaks => match self.gdb.break_list().await {
                 Ok(list) => {
-                    let list: Vec<_> = list.into_iter().filter(|b| !self.internal.contains_key(&b.number)).collect();
+                    let list: Vec<_> = list
+                        .into_iter()
+                        .filter(|b| !self.internal.contains_key(&b.number))
+                        .collect();
                     let text = if list.is_empty() {
                         "no breakpoints".to_string()
                     } else {
                         list.iter()
-                            .map(|b| format!("{:<3} {} hits {}{}", b.number, b.func.as_deref().or(b.original_location.as_deref()).unwrap_or("?"), b.times, b.cond.as_ref().map(|c| format!(" if {c}")).unwrap_or_default()))
+                            .map(|b| {
+                                format!(
+                                    "{:<3} {} hits {}{}",
+                                    b.number,
+                                    b.func
+                                        .as_deref()
+                                        .or(b.original_location.as_deref())
+                                        .unwrap_or("?"),
+                                    b.times,
+                                    b.cond
+                                        .as_ref()
+                                        .map(|c| format!(" if {c}"))
+                                        .unwrap_or_default()
+                                )
+                            })
                             .collect::<Vec<_>>()
                             .join("\n")
                     };
@@ -647,14 +824,19 @@ impl Session {
                             RunState::Stopped(i) => i.clone(),
                             _ => StopInfo::attached(),
                         };
-                        Response::ok_data("interrupted", serde_json::to_value(&info).unwrap_or_default())
+                        Response::ok_data(
+                            "interrupted",
+                            serde_json::to_value(&info).unwrap_or_default(),
+                        )
                     }
                     Err(e) => Response::err(e),
                 }
             }
             Request::Step | Request::Next | Request::Finish => {
                 if matches!(self.state, RunState::Running) {
-                    return Response::err("the machine is running: `umldbg interrupt` or wait for a breakpoint first");
+                    return Response::err(
+                        "the machine is running: `umldbg interrupt` or wait for a breakpoint first",
+                    );
                 }
                 let (cmd, what) = match req {
                     Request::Step => (Command::exec_step(), "step"),
@@ -670,7 +852,9 @@ impl Session {
                 loop {
                     match tokio::time::timeout_at(deadline, self.events_rx.recv()).await {
                         Ok(Ok(AsyncEvent::Stopped(ev))) => {
-                            if let Some(kind) = ev.bkptno.and_then(|n| self.internal.get(&n).copied()) {
+                            if let Some(kind) =
+                                ev.bkptno.and_then(|n| self.internal.get(&n).copied())
+                            {
                                 self.handle_internal(kind).await;
                                 let _ = self.resume().await;
                                 continue;
@@ -682,7 +866,10 @@ impl Session {
                                 Ok(t) if !t.trim().is_empty() => t,
                                 _ => info.render(),
                             };
-                            return Response::ok_data(text.trim_end().to_string(), serde_json::to_value(&info).unwrap_or_default());
+                            return Response::ok_data(
+                                text.trim_end().to_string(),
+                                serde_json::to_value(&info).unwrap_or_default(),
+                            );
                         }
                         Ok(Ok(AsyncEvent::Exited(e))) => {
                             self.gone(format!("gdb exited ({e})"));
@@ -691,7 +878,9 @@ impl Session {
                         Ok(_) => continue,
                         Err(_) => {
                             self.state = RunState::Running;
-                            return Response::ok_text(format!("{what} did not stop within 30 s; the machine is running"));
+                            return Response::ok_text(format!(
+                                "{what} did not stop within 30 s; the machine is running"
+                            ));
                         }
                     }
                 }
@@ -699,10 +888,14 @@ impl Session {
             Request::Bt => self.stopped_console("bt").await,
             Request::Print { expr } => {
                 if matches!(self.state, RunState::Running) {
-                    return Response::err("the machine is running: print needs a stop (`umldbg wait` or `umldbg interrupt`)");
+                    return Response::err(
+                        "the machine is running: print needs a stop (`umldbg wait` or `umldbg interrupt`)",
+                    );
                 }
                 match self.gdb.evaluate(&expr).await {
-                    Ok(v) => Response::ok_data(v.clone(), serde_json::json!({"expr": expr, "value": v})),
+                    Ok(v) => {
+                        Response::ok_data(v.clone(), serde_json::json!({"expr": expr, "value": v}))
+                    }
                     Err(e) => Response::err(format!("print {expr}: {}", short(&e))),
                 }
             }
@@ -719,7 +912,8 @@ impl Session {
             Request::Gdb { command } => {
                 let running = matches!(self.state, RunState::Running);
                 let r = if running {
-                    self.with_stopped(async |s: &mut Session| s.gdb.console(&command).await).await
+                    self.with_stopped(async |s: &mut Session| s.gdb.console(&command).await)
+                        .await
                 } else {
                     Ok(self.gdb.console(&command).await)
                 };
@@ -735,13 +929,17 @@ impl Session {
                 Response::ok_data(v.join("\n"), serde_json::json!(v))
             }
             Request::Detach => self.detach().await,
-            Request::Events | Request::Wait { .. } | Request::Load { .. } => Response::err("not handled here"),
+            Request::Events | Request::Wait { .. } | Request::Load { .. } => {
+                Response::err("not handled here")
+            }
         }
     }
 
     async fn stopped_console(&mut self, cmd: &str) -> Response {
         if matches!(self.state, RunState::Running) {
-            return Response::err(format!("the machine is running: {cmd} needs a stop (`umldbg wait` or `umldbg interrupt`)"));
+            return Response::err(format!(
+                "the machine is running: {cmd} needs a stop (`umldbg wait` or `umldbg interrupt`)"
+            ));
         }
         match self.gdb.console(cmd).await {
             Ok(t) => Response::ok_text(t.trim_end().to_string()),
@@ -751,11 +949,22 @@ impl Session {
 
     async fn skb_request(&mut self, expr: Option<String>, raw: bool, hex: bool) -> Response {
         if matches!(self.state, RunState::Running) {
-            return Response::err("the machine is running: skb needs a stop (`umldbg wait` or `umldbg interrupt`)");
+            return Response::err(
+                "the machine is running: skb needs a stop (`umldbg wait` or `umldbg interrupt`)",
+            );
         }
         let addr = match &expr {
             Some(e) => {
-                let t = match self.gdb.cmd(Command::new("-var-create").arg("-").arg("*").arg(e.as_str())).await {
+                let t = match self
+                    .gdb
+                    .cmd(
+                        Command::new("-var-create")
+                            .arg("-")
+                            .arg("*")
+                            .arg(e.as_str()),
+                    )
+                    .await
+                {
                     Ok(r) => r.results.get_str("type").unwrap_or("").to_string(),
                     Err(err) => return Response::err(format!("skb {e}: {}", short(&err))),
                 };
@@ -773,10 +982,14 @@ impl Session {
             None => self.skb_argument().await,
         };
         let Some(addr) = addr else {
-            return Response::err("no struct sk_buff * in scope at this stop: give an expression, e.g. `umldbg skb skb`");
+            return Response::err(
+                "no struct sk_buff * in scope at this stop: give an expression, e.g. `umldbg skb skb`",
+            );
         };
         let Some(reader) = self.skb.as_mut() else {
-            return Response::err("no sk_buff layout for this kernel (its DWARF could not be read)");
+            return Response::err(
+                "no sk_buff layout for this kernel (its DWARF could not be read)",
+            );
         };
         match reader.read(addr) {
             Ok(mut v) => {
@@ -784,7 +997,11 @@ impl Session {
                     v.text.push_str(&v.hex);
                 }
                 if raw {
-                    if let Ok(t) = self.gdb.console(&format!("print *(struct sk_buff *){addr:#x}")).await {
+                    if let Ok(t) = self
+                        .gdb
+                        .console(&format!("print *(struct sk_buff *){addr:#x}"))
+                        .await
+                    {
                         v.text.push_str("\n");
                         v.text.push_str(t.trim_end());
                     }
@@ -799,7 +1016,13 @@ impl Session {
         let (state, stop) = match &self.state {
             RunState::Running => ("running", None),
             RunState::Stopped(i) => ("stopped", Some(i.clone())),
-            RunState::Gone(w) => ("gone", Some(StopInfo { reason: w.clone(), ..StopInfo::attached() })),
+            RunState::Gone(w) => (
+                "gone",
+                Some(StopInfo {
+                    reason: w.clone(),
+                    ..StopInfo::attached()
+                }),
+            ),
         };
         let mods: Vec<_> = self.modules.values().cloned().collect();
         let data = serde_json::json!({
@@ -816,14 +1039,26 @@ impl Session {
             self.user_bps.len()
         );
         for m in self.modules.values() {
-            text.push_str(&format!("\n  {:<20} .text {:#x}  {} sections from {}  {}", m.name, m.text, m.sections, m.source, m.file.display()));
+            text.push_str(&format!(
+                "\n  {:<20} .text {:#x}  {} sections from {}  {}",
+                m.name,
+                m.text,
+                m.sections,
+                m.source,
+                m.file.display()
+            ));
         }
         Response::ok_data(text, data)
     }
 
     async fn detach(&mut self) -> Response {
         let _ = self.pause().await;
-        let ids: Vec<u32> = self.user_bps.keys().copied().chain(self.internal.keys().copied()).collect();
+        let ids: Vec<u32> = self
+            .user_bps
+            .keys()
+            .copied()
+            .chain(self.internal.keys().copied())
+            .collect();
         for id in ids {
             let _ = self.gdb.cmd(Command::break_delete(id)).await;
         }
@@ -832,12 +1067,20 @@ impl Session {
         self.journal.clear();
         self.state = RunState::Gone("detached".into());
         match r {
-            Ok(_) => Response::ok_text(format!("detached from {}; the machine keeps running", self.cfg.umid)),
+            Ok(_) => Response::ok_text(format!(
+                "detached from {}; the machine keeps running",
+                self.cfg.umid
+            )),
             Err(e) => Response::err(format!("detach: {}", short(&e))),
         }
     }
 
-    async fn start_load(&mut self, file: String, module_path: Vec<PathBuf>, reply: oneshot::Sender<Response>) {
+    async fn start_load(
+        &mut self,
+        file: String,
+        module_path: Vec<PathBuf>,
+        reply: oneshot::Sender<Response>,
+    ) {
         if !matches!(self.state, RunState::Running) {
             let _ = reply.send(Response::err("the machine is stopped; the guest loads modules while it runs: `umldbg continue` first"));
             return;
@@ -861,22 +1104,48 @@ impl Session {
         let installed = self.cfg.modules_dir.clone();
         tokio::task::spawn_blocking(move || {
             let result = super::load::load_in_guest(&umid, &resolved, &cache, installed.as_deref());
-            let _ = tx.blocking_send(Msg::LoadConsoleDone { file: resolved.file.clone(), name: resolved.name.clone(), result, reply });
+            let _ = tx.blocking_send(Msg::LoadConsoleDone {
+                file: resolved.file.clone(),
+                name: resolved.name.clone(),
+                result,
+                reply,
+            });
         });
     }
 
-    async fn finish_load(&mut self, file: PathBuf, name: String, result: Result<Vec<GuestModule>, String>) -> Response {
+    async fn finish_load(
+        &mut self,
+        file: PathBuf,
+        name: String,
+        result: Result<Vec<GuestModule>, String>,
+    ) -> Response {
         let mods = match result {
             Ok(m) => m,
             Err(e) => return Response::err(e),
         };
-        let Some(m) = mods.iter().find(|m| modules::same_module_name(&m.name, &name)) else {
-            return Response::err(format!("the guest does not list module {name} after loading it"));
+        let Some(m) = mods
+            .iter()
+            .find(|m| modules::same_module_name(&m.name, &name))
+        else {
+            return Response::err(format!(
+                "the guest does not list module {name} after loading it"
+            ));
         };
-        let r = self.with_stopped(async |s: &mut Session| s.add_module_symbols(m, Some(&file), Source::Console).await).await;
+        let r = self
+            .with_stopped(async |s: &mut Session| {
+                s.add_module_symbols(m, Some(&file), Source::Console).await
+            })
+            .await;
         match r {
             Ok(Ok(ls)) => Response::ok_data(
-                format!("{}: .text {:#x}, {} sections, addresses from {}, symbols from {}", ls.name, ls.text, ls.sections, ls.source, ls.file.display()),
+                format!(
+                    "{}: .text {:#x}, {} sections, addresses from {}, symbols from {}",
+                    ls.name,
+                    ls.text,
+                    ls.sections,
+                    ls.source,
+                    ls.file.display()
+                ),
                 serde_json::to_value(&ls).unwrap_or_default(),
             ),
             Ok(Err(e)) => Response::err(e),
@@ -912,12 +1181,15 @@ async fn kallsyms_symbol_file(cfg: &SessionConfig) -> Result<PathBuf, String> {
         ));
     }
     let umid = cfg.umid.clone();
-    let r = tokio::task::spawn_blocking(move || crate::lab::client::exec(&umid, "cat /proc/kallsyms", 60))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+    let r = tokio::task::spawn_blocking(move || {
+        crate::lab::client::exec(&umid, "cat /proc/kallsyms", 60)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
     let text = r.output.unwrap_or_default();
-    let entries = crate::kmod::kallsyms::parse(&text).map_err(|e| format!("/proc/kallsyms of {}: {e}", cfg.umid))?;
+    let entries = crate::kmod::kallsyms::parse(&text)
+        .map_err(|e| format!("/proc/kallsyms of {}: {e}", cfg.umid))?;
     let (bytes, _) = crate::kmod::symfile::write_symfile(&entries).map_err(|e| e.to_string())?;
     let out = cfg.journal.with_file_name("kallsyms.elf");
     std::fs::write(&out, bytes).map_err(|e| format!("{}: {e}", out.display()))?;
@@ -959,7 +1231,10 @@ mod tests {
 
     #[test]
     fn c_strings_from_gdb_values() {
-        assert_eq!(parse_c_string("\"ipt_REJECT\", '\\000' <repeats 44 times>").as_deref(), Some("ipt_REJECT"));
+        assert_eq!(
+            parse_c_string("\"ipt_REJECT\", '\\000' <repeats 44 times>").as_deref(),
+            Some("ipt_REJECT")
+        );
         assert_eq!(parse_c_string("0x6000 \".text\"").as_deref(), Some(".text"));
         assert_eq!(parse_c_string("0x0"), None);
     }

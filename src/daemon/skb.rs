@@ -27,12 +27,26 @@ impl MemoryReader for ProcessMemory {
     fn read(&mut self, addr: u64, len: usize) -> Result<Vec<u8>, ReadError> {
         use nix::sys::uio::{RemoteIoVec, process_vm_readv};
         let mut buf = vec![0u8; len];
-        let remote = [RemoteIoVec { base: addr as usize, len }];
+        let remote = [RemoteIoVec {
+            base: addr as usize,
+            len,
+        }];
         let pid = nix::unistd::Pid::from_raw(self.pid);
-        let n = process_vm_readv(pid, &mut [std::io::IoSliceMut::new(&mut buf)], &remote)
-            .map_err(|source| ReadError { pid: self.pid, addr, len, source })?;
+        let n = process_vm_readv(pid, &mut [std::io::IoSliceMut::new(&mut buf)], &remote).map_err(
+            |source| ReadError {
+                pid: self.pid,
+                addr,
+                len,
+                source,
+            },
+        )?;
         if n != len {
-            return Err(ReadError { pid: self.pid, addr, len, source: nix::Error::EFAULT });
+            return Err(ReadError {
+                pid: self.pid,
+                addr,
+                len,
+                source: nix::Error::EFAULT,
+            });
         }
         Ok(buf)
     }
@@ -54,12 +68,21 @@ impl SkbReader {
     /// The layout comes from the kernel image's DWARF, through the layout cache.
     pub fn new(image: &Path, cache: &Path, pid: i32) -> Result<SkbReader, String> {
         let store = crate::dwarf::LayoutStore::new(cache);
-        let layout = store.net_layouts(image).and_then(|l| l.skb()).map_err(|e| e.to_string())?;
-        Ok(SkbReader { layout, mem: ProcessMemory { pid } })
+        let layout = store
+            .net_layouts(image)
+            .and_then(|l| l.skb())
+            .map_err(|e| e.to_string())?;
+        Ok(SkbReader {
+            layout,
+            mem: ProcessMemory { pid },
+        })
     }
 
     pub fn from_layout(layout: SkbLayout, pid: i32) -> SkbReader {
-        SkbReader { layout, mem: ProcessMemory { pid } }
+        SkbReader {
+            layout,
+            mem: ProcessMemory { pid },
+        }
     }
 
     pub fn read(&mut self, addr: u64) -> Result<Decoded, String> {
@@ -67,7 +90,10 @@ impl SkbReader {
         let json = serde_json::to_value(&v).unwrap_or_default();
         let text = v.render(false);
         let with_hex = v.render(true);
-        let hex = with_hex.strip_prefix(text.as_str()).unwrap_or("").to_string();
+        let hex = with_hex
+            .strip_prefix(text.as_str())
+            .unwrap_or("")
+            .to_string();
         Ok(Decoded { text, json, hex })
     }
 }

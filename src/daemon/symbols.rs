@@ -11,7 +11,9 @@ pub struct SymbolIndex {
 
 fn function_names(bytes: &[u8]) -> Vec<String> {
     use object::{Object, ObjectSymbol, SymbolKind};
-    let Ok(obj) = object::File::parse(bytes) else { return Vec::new() };
+    let Ok(obj) = object::File::parse(bytes) else {
+        return Vec::new();
+    };
     obj.symbols()
         .filter(|s| s.kind() == SymbolKind::Text)
         .filter_map(|s| s.name().ok().map(str::to_string))
@@ -44,7 +46,12 @@ impl SymbolIndex {
 
     pub fn complete(&self, prefix: &str, max: usize) -> Vec<String> {
         let names = self.names.lock().expect("lock");
-        names.range(prefix.to_string()..).take_while(|n| n.starts_with(prefix)).take(max).cloned().collect()
+        names
+            .range(prefix.to_string()..)
+            .take_while(|n| n.starts_with(prefix))
+            .take(max)
+            .cloned()
+            .collect()
     }
 
     /// The closest names: by edit distance, ties broken by name.
@@ -55,7 +62,11 @@ impl SymbolIndex {
 }
 
 /// Up to `max` candidates within a small edit distance of `name`, closest first.
-pub fn near_names<'a>(name: &str, candidates: impl Iterator<Item = &'a str>, max: usize) -> Vec<String> {
+pub fn near_names<'a>(
+    name: &str,
+    candidates: impl Iterator<Item = &'a str>,
+    max: usize,
+) -> Vec<String> {
     let limit = (name.len() / 3).clamp(1, 4);
     let mut scored: Vec<(usize, &str)> = candidates
         .filter(|c| c.len().abs_diff(name.len()) <= limit)
@@ -65,7 +76,11 @@ pub fn near_names<'a>(name: &str, candidates: impl Iterator<Item = &'a str>, max
         })
         .collect();
     scored.sort();
-    scored.into_iter().take(max).map(|(_, c)| c.to_string()).collect()
+    scored
+        .into_iter()
+        .take(max)
+        .map(|(_, c)| c.to_string())
+        .collect()
 }
 
 /// Levenshtein distance over bytes.
@@ -91,7 +106,10 @@ mod tests {
     #[test]
     fn suggests_close_names() {
         let c = ["reject_tg", "reject_tg6", "ip_forward", "ipt_do_table"];
-        assert_eq!(near_names("rejet_tg", c.iter().copied(), 3), vec!["reject_tg", "reject_tg6"]);
+        assert_eq!(
+            near_names("rejet_tg", c.iter().copied(), 3),
+            vec!["reject_tg", "reject_tg6"]
+        );
         assert!(near_names("zzzzzz", c.iter().copied(), 3).is_empty());
         assert_eq!(edit_distance("kitten", "sitting"), 3);
     }

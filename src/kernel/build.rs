@@ -43,7 +43,10 @@ impl Source {
     fn identity(&self) -> String {
         match self {
             Source::Deb { path, .. } => {
-                format!("deb:{}", path.file_name().unwrap_or_default().to_string_lossy())
+                format!(
+                    "deb:{}",
+                    path.file_name().unwrap_or_default().to_string_lossy()
+                )
             }
             Source::Tarball(p) | Source::Tree(p) => format!("path:{}", p.display()),
         }
@@ -67,7 +70,10 @@ pub fn config_mismatches(fragment: &[(String, char)], config: &str) -> Vec<Strin
     let mut bad = Vec::new();
     for (name, want) in fragment {
         let key = format!("CONFIG_{name}=");
-        let got = config.lines().find_map(|l| l.strip_prefix(&key)).and_then(|v| v.chars().next());
+        let got = config
+            .lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .and_then(|v| v.chars().next());
         let got = got.unwrap_or('n');
         if got != *want {
             bad.push(format!("{name}={got} (wanted {want})"));
@@ -88,19 +94,28 @@ impl Progress {
         let bar = (enabled && std::io::stderr().is_terminal()).then(|| {
             let b = indicatif::ProgressBar::new(0);
             b.set_style(
-                indicatif::ProgressStyle::with_template("{elapsed:>4} {msg:<12} [{bar:30}] {pos}/{len}")
-                    .expect("valid template")
-                    .progress_chars("=> "),
+                indicatif::ProgressStyle::with_template(
+                    "{elapsed:>4} {msg:<12} [{bar:30}] {pos}/{len}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
             );
             b
         });
-        Progress { bar, enabled, started: Instant::now() }
+        Progress {
+            bar,
+            enabled,
+            started: Instant::now(),
+        }
     }
     fn phase(&self, name: &str) {
         match &self.bar {
             Some(b) => b.set_message(name.to_string()),
             None if self.enabled => {
-                eprintln!("[{:>4.0}s] kernel: {name}", self.started.elapsed().as_secs_f64())
+                eprintln!(
+                    "[{:>4.0}s] kernel: {name}",
+                    self.started.elapsed().as_secs_f64()
+                )
             }
             None => {}
         }
@@ -152,7 +167,11 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutcome, KernelError> {
             let stamp = std::fs::read_to_string(e.dir.join("fragment.sha256")).ok()?;
             (m.source.starts_with("deb:") && stamp.trim() == frag_hash).then_some(m)
         }) {
-            return Ok(BuildOutcome { manifest: m, cache_hit: true, seconds: t0.elapsed().as_secs_f64() });
+            return Ok(BuildOutcome {
+                manifest: m,
+                cache_hit: true,
+                seconds: t0.elapsed().as_secs_f64(),
+            });
         }
     }
 
@@ -182,13 +201,19 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutcome, KernelError> {
         }
     };
 
-    let key_hash = hex(&Sha256::digest(format!("{}\n{}", src.identity(), super::recipe()).as_bytes()));
+    let key_hash = hex(&Sha256::digest(
+        format!("{}\n{}", src.identity(), super::recipe()).as_bytes(),
+    ));
     let key = format!("uml-{}", &key_hash[..16]);
     let dir = kernels.join(&key);
     if let Ok(m) = Manifest::read(&dir) {
         if m.check().is_ok() {
             progress.finish();
-            return Ok(BuildOutcome { manifest: m, cache_hit: true, seconds: t0.elapsed().as_secs_f64() });
+            return Ok(BuildOutcome {
+                manifest: m,
+                cache_hit: true,
+                seconds: t0.elapsed().as_secs_f64(),
+            });
         }
     }
 
@@ -196,11 +221,16 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutcome, KernelError> {
     if let Some(free) = free_mb(&kernels) {
         let need = 6000;
         if free < need {
-            return Err(KernelError::DiskFull { dir: kernels.clone(), free_mb: free, need_mb: need });
+            return Err(KernelError::DiskFull {
+                dir: kernels.clone(),
+                free_mb: free,
+                need_mb: need,
+            });
         }
     }
     if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(io(format!("remove unfinished {}", dir.display())))?;
+        std::fs::remove_dir_all(&dir)
+            .map_err(io(format!("remove unfinished {}", dir.display())))?;
     }
     let tree = dir.join("build");
     std::fs::create_dir_all(&tree).map_err(io(format!("create {}", tree.display())))?;
@@ -215,17 +245,30 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutcome, KernelError> {
             );
             let mut c = Command::new("bash");
             c.args(["-c", &script, "unpack"]).arg(path).arg(&tree);
-            util::run(&mut c).map_err(|e| KernelError::Step { step: "unpack the source package", source: e })?;
+            util::run(&mut c).map_err(|e| KernelError::Step {
+                step: "unpack the source package",
+                source: e,
+            })?;
         }
         Source::Tarball(p) => {
             let mut c = Command::new("tar");
-            c.arg("-xf").arg(p).arg("-C").arg(&tree).arg("--strip-components=1");
-            util::run(&mut c).map_err(|e| KernelError::Step { step: "unpack the tarball", source: e })?;
+            c.arg("-xf")
+                .arg(p)
+                .arg("-C")
+                .arg(&tree)
+                .arg("--strip-components=1");
+            util::run(&mut c).map_err(|e| KernelError::Step {
+                step: "unpack the tarball",
+                source: e,
+            })?;
         }
         Source::Tree(p) => {
             let mut c = Command::new("cp");
             c.arg("-a").arg(format!("{}/.", p.display())).arg(&tree);
-            util::run(&mut c).map_err(|e| KernelError::Step { step: "copy the kernel tree", source: e })?;
+            util::run(&mut c).map_err(|e| KernelError::Step {
+                step: "copy the kernel tree",
+                source: e,
+            })?;
         }
     }
     let v = source::tree_version(&tree)?;
@@ -250,23 +293,51 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutcome, KernelError> {
             _ => c.args(["--disable", name]),
         };
     }
-    util::run(&mut c).map_err(|e| KernelError::Step { step: "scripts/config", source: e })?;
-    make(&tree, &["olddefconfig"], 1, &log_path, "make olddefconfig", None)?;
-    let config = std::fs::read_to_string(tree.join(".config")).map_err(io("read .config".into()))?;
+    util::run(&mut c).map_err(|e| KernelError::Step {
+        step: "scripts/config",
+        source: e,
+    })?;
+    make(
+        &tree,
+        &["olddefconfig"],
+        1,
+        &log_path,
+        "make olddefconfig",
+        None,
+    )?;
+    let config =
+        std::fs::read_to_string(tree.join(".config")).map_err(io("read .config".into()))?;
     let bad = config_mismatches(&wanted, &config);
     if !bad.is_empty() {
-        eprintln!("kernel: warning: options not as the fragment asked: {}", bad.join(", "));
+        eprintln!(
+            "kernel: warning: options not as the fragment asked: {}",
+            bad.join(", ")
+        );
     }
 
     progress.phase("build");
     let estimate = previous_step_count(&kernels).unwrap_or(3200);
-    let steps = make(&tree, &["all"], opts.jobs.max(1), &log_path, "make (linux and modules)", Some((&progress, estimate)))?;
+    let steps = make(
+        &tree,
+        &["all"],
+        opts.jobs.max(1),
+        &log_path,
+        "make (linux and modules)",
+        Some((&progress, estimate)),
+    )?;
     let _ = std::fs::write(kernels.join("last-step-count"), steps.to_string());
 
     progress.phase("modules");
     let modroot = dir.join("modroot");
     let arg = format!("INSTALL_MOD_PATH={}", modroot.display());
-    make(&tree, &["modules_install", &arg], 1, &log_path, "make modules_install", None)?;
+    make(
+        &tree,
+        &["modules_install", &arg],
+        1,
+        &log_path,
+        "make modules_install",
+        None,
+    )?;
     let out = Command::new("make")
         .current_dir(&tree)
         .args(["-s", "ARCH=um", "kernelrelease"])
@@ -283,12 +354,20 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutcome, KernelError> {
         build_id,
         config_hash: hex(&Sha256::digest(config.as_bytes())),
         source: src.identity(),
-        built_at: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        built_at: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
     };
-    std::fs::write(dir.join("fragment.sha256"), &frag_hash).map_err(io("write fragment stamp".into()))?;
+    std::fs::write(dir.join("fragment.sha256"), &frag_hash)
+        .map_err(io("write fragment stamp".into()))?;
     m.write(&dir)?;
     progress.finish();
-    Ok(BuildOutcome { manifest: m, cache_hit: false, seconds: t0.elapsed().as_secs_f64() })
+    Ok(BuildOutcome {
+        manifest: m,
+        cache_hit: false,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
 }
 
 /// Apply one patch; a tree that already has it (a user's patched tree) is fine.
@@ -302,25 +381,45 @@ fn apply_patch(tree: &Path, name: &str, text: &str) -> Result<(), KernelError> {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?;
-        child.stdin.take().expect("piped").write_all(text.as_bytes())?;
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(text.as_bytes())?;
         child.wait_with_output()
     };
-    let io_err = |e: std::io::Error| KernelError::Io { what: format!("run patch for {name} (apt-get install patch)"), source: e };
-    if run(&["--dry-run", "--reverse"]).map_err(io_err)?.status.success() {
+    let io_err = |e: std::io::Error| KernelError::Io {
+        what: format!("run patch for {name} (apt-get install patch)"),
+        source: e,
+    };
+    if run(&["--dry-run", "--reverse"])
+        .map_err(io_err)?
+        .status
+        .success()
+    {
         return Ok(());
     }
     let out = run(&["--forward"]).map_err(io_err)?;
     if !out.status.success() {
         return Err(KernelError::Patch {
             name: name.to_string(),
-            reason: String::from_utf8_lossy(&out.stdout).lines().chain(String::from_utf8_lossy(&out.stderr).lines()).take(2).collect::<Vec<_>>().join(" | "),
+            reason: String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .chain(String::from_utf8_lossy(&out.stderr).lines())
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" | "),
         });
     }
     Ok(())
 }
 
 fn previous_step_count(kernels: &Path) -> Option<u64> {
-    std::fs::read_to_string(kernels.join("last-step-count")).ok()?.trim().parse().ok()
+    std::fs::read_to_string(kernels.join("last-step-count"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Run `make ARCH=um TARGET` in the tree, appending to the log; count kbuild's step lines.
@@ -345,7 +444,9 @@ fn make(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(io("run make (is build-essential installed? run scripts/setup.sh)".into()))?;
+        .map_err(io(
+            "run make (is build-essential installed? run scripts/setup.sh)".into(),
+        ))?;
     let stderr = child.stderr.take().expect("piped");
     let err_thread = std::thread::spawn(move || {
         let mut lines = Vec::new();
@@ -355,7 +456,10 @@ fn make(
         lines
     });
     let mut steps = 0u64;
-    for line in BufReader::new(child.stdout.take().expect("piped")).lines().map_while(Result::ok) {
+    for line in BufReader::new(child.stdout.take().expect("piped"))
+        .lines()
+        .map_while(Result::ok)
+    {
         let _ = writeln!(log, "{line}");
         if line.starts_with("  ") && line.len() > 10 {
             steps += 1;
@@ -372,7 +476,11 @@ fn make(
     if !status.success() {
         let tail: Vec<&str> = err_lines.iter().rev().take(3).map(String::as_str).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
-        return Err(KernelError::Make { step, log: log_path.to_path_buf(), tail: tail.join(" | ") });
+        return Err(KernelError::Make {
+            step,
+            log: log_path.to_path_buf(),
+            tail: tail.join(" | "),
+        });
     }
     Ok(steps)
 }
@@ -384,10 +492,24 @@ mod tests {
     #[test]
     fn fragment_parses_and_checks() {
         let frag = fragment_options(FRAGMENT);
-        assert!(frag.iter().any(|(k, v)| k == "IP_NF_TARGET_REJECT" && *v == 'm'));
-        assert!(frag.iter().any(|(k, v)| k == "DEBUG_INFO_REDUCED" && *v == 'n'));
+        assert!(
+            frag.iter()
+                .any(|(k, v)| k == "IP_NF_TARGET_REJECT" && *v == 'm')
+        );
+        assert!(
+            frag.iter()
+                .any(|(k, v)| k == "DEBUG_INFO_REDUCED" && *v == 'n')
+        );
         let cfg = "CONFIG_A=y\nCONFIG_B=m\n# CONFIG_C is not set\n";
-        let want = vec![("A".into(), 'y'), ("B".into(), 'y'), ("C".into(), 'n'), ("D".into(), 'm')];
-        assert_eq!(config_mismatches(&want, cfg), vec!["B=m (wanted y)", "D=n (wanted m)"]);
+        let want = vec![
+            ("A".into(), 'y'),
+            ("B".into(), 'y'),
+            ("C".into(), 'n'),
+            ("D".into(), 'm'),
+        ];
+        assert_eq!(
+            config_mismatches(&want, cfg),
+            vec!["B=m (wanted y)", "D=n (wanted m)"]
+        );
     }
 }

@@ -40,19 +40,28 @@ pub fn kernels_dir(cache: &Path) -> PathBuf {
 impl Manifest {
     pub fn read(dir: &Path) -> Result<Manifest, KernelError> {
         let path = dir.join(MANIFEST);
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| KernelError::Io { what: format!("read {}", path.display()), source: e })?;
-        serde_json::from_str(&text).map_err(|e| KernelError::BadManifest { path, reason: e.to_string() })
+        let text = std::fs::read_to_string(&path).map_err(|e| KernelError::Io {
+            what: format!("read {}", path.display()),
+            source: e,
+        })?;
+        serde_json::from_str(&text).map_err(|e| KernelError::BadManifest {
+            path,
+            reason: e.to_string(),
+        })
     }
 
     /// Write atomically: a reader sees either no manifest or a whole one.
     pub fn write(&self, dir: &Path) -> Result<(), KernelError> {
         let tmp = dir.join(".manifest.json.tmp");
         let text = serde_json::to_string_pretty(self).expect("manifest serialises");
-        std::fs::write(&tmp, text)
-            .map_err(|e| KernelError::Io { what: format!("write {}", tmp.display()), source: e })?;
-        std::fs::rename(&tmp, dir.join(MANIFEST))
-            .map_err(|e| KernelError::Io { what: format!("rename {}", tmp.display()), source: e })
+        std::fs::write(&tmp, text).map_err(|e| KernelError::Io {
+            what: format!("write {}", tmp.display()),
+            source: e,
+        })?;
+        std::fs::rename(&tmp, dir.join(MANIFEST)).map_err(|e| KernelError::Io {
+            what: format!("rename {}", tmp.display()),
+            source: e,
+        })
     }
 
     /// A manifest is valid when the files it names are there and `linux` still has its build-id.
@@ -61,7 +70,10 @@ impl Manifest {
             return Err(format!("{} has no modules.dep", self.modules_dir.display()));
         }
         if !self.build_dir.join("Module.symvers").is_file() {
-            return Err(format!("{} has no Module.symvers", self.build_dir.display()));
+            return Err(format!(
+                "{} has no Module.symvers",
+                self.build_dir.display()
+            ));
         }
         let id = crate::kernel::file_build_id(&self.linux)
             .map_err(|e| format!("{}: {e}", self.linux.display()))?;
@@ -86,7 +98,9 @@ pub struct CacheEntry {
 /// Every build directory under the cache, newest valid first.
 pub fn list(cache: &Path) -> Vec<CacheEntry> {
     let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(kernels_dir(cache)) else { return out };
+    let Ok(rd) = std::fs::read_dir(kernels_dir(cache)) else {
+        return out;
+    };
     for ent in rd.flatten() {
         let dir = ent.path();
         if !dir.is_dir() {

@@ -19,7 +19,9 @@ pub const FRAGMENT: &str = include_str!("../../scripts/kernel.config");
 /// Patches applied to the source before it is configured, in order (name, unified diff).
 pub const PATCHES: &[(&str, &str)] = &[(
     "0001-um-resume-after-a-dead-debugger-s-breakpoint.patch",
-    include_str!("../../scripts/kernel-patches/0001-um-resume-after-a-dead-debugger-s-breakpoint.patch"),
+    include_str!(
+        "../../scripts/kernel-patches/0001-um-resume-after-a-dead-debugger-s-breakpoint.patch"
+    ),
 )];
 
 /// What a build is made from besides the source: the fragment and the patches.
@@ -34,26 +36,52 @@ pub fn recipe() -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
     #[error("{what}: {source}")]
-    Io { what: String, source: std::io::Error },
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
     #[error("step `{step}` failed: {source}")]
-    Step { step: &'static str, source: crate::util::CmdError },
+    Step {
+        step: &'static str,
+        source: crate::util::CmdError,
+    },
     #[error("step `{step}` failed, see {log} (last lines: {tail})")]
-    Make { step: &'static str, log: PathBuf, tail: String },
-    #[error("no Debian archive found in /etc/apt/sources.list{{,.d/}}: pass --source with a kernel tree or tarball")]
+    Make {
+        step: &'static str,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error(
+        "no Debian archive found in /etc/apt/sources.list{{,.d/}}: pass --source with a kernel tree or tarball"
+    )]
     NoMirror,
-    #[error("the mirror serves no linux-source-X.Y of version 6.13 or newer: pass --source with a kernel tree or tarball")]
+    #[error(
+        "the mirror serves no linux-source-X.Y of version 6.13 or newer: pass --source with a kernel tree or tarball"
+    )]
     NoSourcePackage,
-    #[error("{0} is not a Linux kernel tree (no top Makefile with VERSION/PATCHLEVEL, or no arch/um): pass the top of a kernel source tree or a kernel tarball")]
+    #[error(
+        "{0} is not a Linux kernel tree (no top Makefile with VERSION/PATCHLEVEL, or no arch/um): pass the top of a kernel source tree or a kernel tarball"
+    )]
     NotATree(PathBuf),
-    #[error("{what} is Linux {version}: UML kernels older than 6.13 crash at the first user process on hosts with AMX state (`ptrace set fp regs failed`); use 6.13 or newer")]
+    #[error(
+        "{what} is Linux {version}: UML kernels older than 6.13 crash at the first user process on hosts with AMX state (`ptrace set fp regs failed`); use 6.13 or newer"
+    )]
     TooOld { what: String, version: String },
     #[error("{path}: invalid manifest ({reason}); run `umldbg kernel build` to rebuild")]
     BadManifest { path: PathBuf, reason: String },
     #[error("no kernel in the cache {0}: run `umldbg kernel build` (or scripts/setup.sh)")]
     NotCached(PathBuf),
-    #[error("only {free_mb} MB free under {dir}: a kernel build needs about {need_mb} MB; free some space or set UMLDBG_CACHE")]
-    DiskFull { dir: PathBuf, free_mb: u64, need_mb: u64 },
-    #[error("patch {name} does not apply to this kernel source ({reason}): umldbg supports the kernels its patches fit, see scripts/kernel-patches")]
+    #[error(
+        "only {free_mb} MB free under {dir}: a kernel build needs about {need_mb} MB; free some space or set UMLDBG_CACHE"
+    )]
+    DiskFull {
+        dir: PathBuf,
+        free_mb: u64,
+        need_mb: u64,
+    },
+    #[error(
+        "patch {name} does not apply to this kernel source ({reason}): umldbg supports the kernels its patches fit, see scripts/kernel-patches"
+    )]
     Patch { name: String, reason: String },
     #[error("{path}: no GNU build-id note")]
     NoBuildId { path: PathBuf },
@@ -61,9 +89,13 @@ pub enum KernelError {
 
 /// GNU build-id of an ELF file, lowercase hex.
 pub fn file_build_id(path: &Path) -> Result<String, KernelError> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| KernelError::Io { what: format!("read {}", path.display()), source: e })?;
-    elf_build_id(&bytes).ok_or_else(|| KernelError::NoBuildId { path: path.to_path_buf() })
+    let bytes = std::fs::read(path).map_err(|e| KernelError::Io {
+        what: format!("read {}", path.display()),
+        source: e,
+    })?;
+    elf_build_id(&bytes).ok_or_else(|| KernelError::NoBuildId {
+        path: path.to_path_buf(),
+    })
 }
 
 /// GNU build-id from ELF bytes (the `NT_GNU_BUILD_ID` note).

@@ -81,17 +81,23 @@ impl PrivateApt {
         let root = cache.join("apt");
         for d in ["lists/partial", "archives/partial", "parts", "cache"] {
             let p = root.join(d);
-            std::fs::create_dir_all(&p)
-                .map_err(|e| KernelError::Io { what: format!("create {}", p.display()), source: e })?;
+            std::fs::create_dir_all(&p).map_err(|e| KernelError::Io {
+                what: format!("create {}", p.display()),
+                source: e,
+            })?;
         }
         let keyring = "/usr/share/keyrings/debian-archive-keyring.gpg";
         let mut list = String::new();
         for suite in SUITES {
-            list.push_str(&format!("deb [signed-by={keyring}] {mirror} {suite} main\n"));
+            list.push_str(&format!(
+                "deb [signed-by={keyring}] {mirror} {suite} main\n"
+            ));
         }
         let sl = root.join("sources.list");
-        std::fs::write(&sl, list)
-            .map_err(|e| KernelError::Io { what: format!("write {}", sl.display()), source: e })?;
+        std::fs::write(&sl, list).map_err(|e| KernelError::Io {
+            what: format!("write {}", sl.display()),
+            source: e,
+        })?;
         Ok(PrivateApt { root })
     }
 
@@ -116,45 +122,66 @@ impl PrivateApt {
     pub fn update(&self) -> Result<(), KernelError> {
         let mut c = Command::new("apt-get");
         c.args(self.options()).args(["-q", "update"]);
-        util::run(&mut c).map_err(|e| KernelError::Step { step: "apt-get update (private)", source: e })?;
+        util::run(&mut c).map_err(|e| KernelError::Step {
+            step: "apt-get update (private)",
+            source: e,
+        })?;
         Ok(())
     }
 
     /// The newest `linux-source-X.Y` with X.Y at least [`MIN_VERSION`], as (package, X.Y).
     pub fn newest_source_package(&self) -> Result<(String, (u32, u32)), KernelError> {
         let mut c = Command::new("apt-cache");
-        c.args(self.options()).args(["search", "--names-only", "^linux-source-[0-9]+\\.[0-9]+$"]);
-        let out = util::run(&mut c)
-            .map_err(|e| KernelError::Step { step: "apt-cache search linux-source", source: e })?;
+        c.args(self.options())
+            .args(["search", "--names-only", "^linux-source-[0-9]+\\.[0-9]+$"]);
+        let out = util::run(&mut c).map_err(|e| KernelError::Step {
+            step: "apt-cache search linux-source",
+            source: e,
+        })?;
         let text = String::from_utf8_lossy(&out.stdout);
         pick_source_package(&text).ok_or(KernelError::NoSourcePackage)
     }
 
     /// Download a package into `dir` (reusing a file already there) and return its path.
     pub fn download(&self, package: &str, dir: &Path) -> Result<PathBuf, KernelError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| KernelError::Io { what: format!("create {}", dir.display()), source: e })?;
+        std::fs::create_dir_all(dir).map_err(|e| KernelError::Io {
+            what: format!("create {}", dir.display()),
+            source: e,
+        })?;
         let mut c = Command::new("apt-cache");
-        c.args(self.options()).args(["show", "--no-all-versions", package]);
-        let out = util::run(&mut c)
-            .map_err(|e| KernelError::Step { step: "apt-cache show", source: e })?;
+        c.args(self.options())
+            .args(["show", "--no-all-versions", package]);
+        let out = util::run(&mut c).map_err(|e| KernelError::Step {
+            step: "apt-cache show",
+            source: e,
+        })?;
         let text = String::from_utf8_lossy(&out.stdout);
         let file = text
             .lines()
             .find_map(|l| l.strip_prefix("Filename: "))
             .and_then(|f| f.rsplit('/').next())
             .map(str::to_string);
-        let size: Option<u64> =
-            text.lines().find_map(|l| l.strip_prefix("Size: ")).and_then(|s| s.trim().parse().ok());
+        let size: Option<u64> = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Size: "))
+            .and_then(|s| s.trim().parse().ok());
         if let (Some(file), Some(size)) = (&file, size) {
             let p = dir.join(file);
-            if std::fs::metadata(&p).map(|m| m.len() == size).unwrap_or(false) {
+            if std::fs::metadata(&p)
+                .map(|m| m.len() == size)
+                .unwrap_or(false)
+            {
                 return Ok(p);
             }
         }
         let mut c = Command::new("apt-get");
-        c.current_dir(dir).args(self.options()).args(["-q", "download", package]);
-        util::run(&mut c).map_err(|e| KernelError::Step { step: "apt-get download", source: e })?;
+        c.current_dir(dir)
+            .args(self.options())
+            .args(["-q", "download", package]);
+        util::run(&mut c).map_err(|e| KernelError::Step {
+            step: "apt-get download",
+            source: e,
+        })?;
         let file = file.ok_or_else(|| KernelError::NoSourcePackage)?;
         Ok(dir.join(file))
     }
@@ -177,7 +204,8 @@ pub fn pick_source_package(search_output: &str) -> Option<(String, (u32, u32))> 
 /// VERSION.PATCHLEVEL.SUBLEVEL from a kernel tree's top Makefile.
 pub fn tree_version(tree: &Path) -> Result<(u32, u32, u32), KernelError> {
     let mk = tree.join("Makefile");
-    let text = std::fs::read_to_string(&mk).map_err(|_| KernelError::NotATree(tree.to_path_buf()))?;
+    let text =
+        std::fs::read_to_string(&mk).map_err(|_| KernelError::NotATree(tree.to_path_buf()))?;
     if !tree.join("arch/um").is_dir() {
         return Err(KernelError::NotATree(tree.to_path_buf()));
     }
@@ -196,7 +224,10 @@ pub fn tree_version(tree: &Path) -> Result<(u32, u32, u32), KernelError> {
 /// Refuse kernels that crash on this kind of host.
 pub fn check_version(v: (u32, u32, u32), what: &str) -> Result<(), KernelError> {
     if (v.0, v.1) < MIN_VERSION {
-        return Err(KernelError::TooOld { what: what.to_string(), version: format!("{}.{}.{}", v.0, v.1, v.2) });
+        return Err(KernelError::TooOld {
+            what: what.to_string(),
+            version: format!("{}.{}.{}", v.0, v.1, v.2),
+        });
     }
     Ok(())
 }
@@ -208,19 +239,28 @@ mod tests {
     #[test]
     fn mirror_from_deb822_skips_security() {
         let t = "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: x\n\nTypes: deb\nURIs: http://mirror.example/debian\n";
-        assert_eq!(mirror_from_sources(t).as_deref(), Some("http://mirror.example/debian"));
+        assert_eq!(
+            mirror_from_sources(t).as_deref(),
+            Some("http://mirror.example/debian")
+        );
     }
 
     #[test]
     fn mirror_from_one_line_format() {
         let t = "# c\ndeb [arch=amd64] http://m.example/debian/ bookworm main\n";
-        assert_eq!(mirror_from_sources(t).as_deref(), Some("http://m.example/debian"));
+        assert_eq!(
+            mirror_from_sources(t).as_deref(),
+            Some("http://m.example/debian")
+        );
     }
 
     #[test]
     fn picks_newest_recent_enough() {
         let out = "linux-source-6.1 - x\nlinux-source-7.2 - y\nlinux-source-6.12 - z\nlinux-source-7.10 - w\n";
-        assert_eq!(pick_source_package(out), Some(("linux-source-7.10".into(), (7, 10))));
+        assert_eq!(
+            pick_source_package(out),
+            Some(("linux-source-7.10".into(), (7, 10)))
+        );
         assert_eq!(pick_source_package("linux-source-6.12 - old\n"), None);
     }
 

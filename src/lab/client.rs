@@ -22,9 +22,13 @@ pub enum LabError {
     Kernel(#[from] crate::kernel::KernelError),
     #[error("lab {0} is already up (supervisor pid {1}); `umldbg lab down {0}` first")]
     AlreadyUp(String, i32),
-    #[error("lab {0} was left behind by a supervisor that is gone; run `umldbg lab down {0}` to clean it up")]
+    #[error(
+        "lab {0} was left behind by a supervisor that is gone; run `umldbg lab down {0}` to clean it up"
+    )]
     Stale(String),
-    #[error("umid {umid} is already running (pid {pid}{by}); pick another umid or stop that machine")]
+    #[error(
+        "umid {umid} is already running (pid {pid}{by}); pick another umid or stop that machine"
+    )]
     UmidBusy { umid: String, pid: i32, by: String },
     #[error("no lab named {0} is up (labs up: {1})")]
     NoLab(String, String),
@@ -40,13 +44,20 @@ pub enum LabError {
 
 fn labs_up() -> String {
     let v = state::lab_names();
-    if v.is_empty() { "none".into() } else { v.join(", ") }
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
 }
 
 /// Is the pid a UML kernel started with `umid=<umid>`?
 fn runs_umid(pid: i32, umid: &str) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| c.split(|&b| b == 0).any(|a| a == format!("umid={umid}").as_bytes()))
+        .map(|c| {
+            c.split(|&b| b == 0)
+                .any(|a| a == format!("umid={umid}").as_bytes())
+        })
         .unwrap_or(false)
 }
 
@@ -55,14 +66,25 @@ pub fn check_umid_free(umid: &str, uml_dir: &Path) -> Result<(), LabError> {
     if let Some((lab, st)) = state::lab_of_umid(umid) {
         if let Some(m) = st.machine(umid) {
             if state::pid_alive(m.pid) {
-                return Err(LabError::UmidBusy { umid: umid.into(), pid: m.pid, by: format!(", lab {lab}") });
+                return Err(LabError::UmidBusy {
+                    umid: umid.into(),
+                    pid: m.pid,
+                    by: format!(", lab {lab}"),
+                });
             }
         }
     }
     let pidfile = uml_dir.join(umid).join("pid");
-    if let Some(pid) = std::fs::read_to_string(&pidfile).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
+    if let Some(pid) = std::fs::read_to_string(&pidfile)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+    {
         if state::pid_alive(pid) && runs_umid(pid, umid) {
-            return Err(LabError::UmidBusy { umid: umid.into(), pid, by: String::new() });
+            return Err(LabError::UmidBusy {
+                umid: umid.into(),
+                pid,
+                by: String::new(),
+            });
         }
     }
     Ok(())
@@ -93,7 +115,8 @@ pub fn up(spec: &LabSpec, cache: &Path) -> Result<LabState, LabError> {
     if super::netns::exists(&state::netns_name(&spec.name)) {
         return Err(LabError::Stale(spec.name.clone()));
     }
-    std::fs::create_dir_all(&dir).map_err(|e| LabError::Io(format!("create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| LabError::Io(format!("create {}: {e}", dir.display())))?;
     let spec_json = serde_json::to_string_pretty(spec).expect("spec serialises");
     std::fs::write(dir.join(state::SPEC), spec_json)
         .map_err(|e| LabError::Io(format!("write {}: {e}", dir.join(state::SPEC).display())))?;
@@ -103,8 +126,12 @@ pub fn up(spec: &LabSpec, cache: &Path) -> Result<LabState, LabError> {
     let log = std::fs::File::create(dir.join("supervisor.log"))
         .map_err(|e| LabError::Io(format!("create supervisor.log: {e}")))?;
     let mut cmd = Command::new(exe);
-    cmd.arg("--cache").arg(cache).args(["lab", "supervise", &spec.name]);
-    cmd.stdin(Stdio::null()).stdout(log.try_clone().map_err(|e| LabError::Io(e.to_string()))?).stderr(log);
+    cmd.arg("--cache")
+        .arg(cache)
+        .args(["lab", "supervise", &spec.name]);
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| LabError::Io(e.to_string()))?)
+        .stderr(log);
     use std::os::fd::AsRawFd;
     let wfd = wr.as_raw_fd();
     // SAFETY: setsid and dup2 are async-signal-safe; wfd is open until spawn returns.
@@ -117,7 +144,9 @@ pub fn up(spec: &LabSpec, cache: &Path) -> Result<LabState, LabError> {
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(|e| LabError::Start(spec.name.clone(), format!("start supervisor: {e}")))?;
+    let child = cmd
+        .spawn()
+        .map_err(|e| LabError::Start(spec.name.clone(), format!("start supervisor: {e}")))?;
     drop(wr);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -125,16 +154,25 @@ pub fn up(spec: &LabSpec, cache: &Path) -> Result<LabState, LabError> {
         let _ = BufReader::new(std::fs::File::from(rd)).read_line(&mut line);
         let _ = tx.send(line);
     });
-    let line = rx.recv_timeout(Duration::from_secs(150)).unwrap_or_default();
+    let line = rx
+        .recv_timeout(Duration::from_secs(150))
+        .unwrap_or_default();
     let line = line.trim();
     if line == "ok" {
         return LabState::read(&dir)
             .ok_or_else(|| LabError::Start(spec.name.clone(), "supervisor wrote no state".into()));
     }
     // The supervisor cleaned up what it made; remove the run directory too.
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGKILL);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::SIGKILL,
+    );
     let _ = std::fs::remove_dir_all(&dir);
-    let msg = line.strip_prefix("error: ").unwrap_or(if line.is_empty() { "supervisor died during start" } else { line });
+    let msg = line.strip_prefix("error: ").unwrap_or(if line.is_empty() {
+        "supervisor died during start"
+    } else {
+        line
+    });
     Err(LabError::Start(spec.name.clone(), msg.to_string()))
 }
 
@@ -146,7 +184,8 @@ pub fn request(lab: &str, req: &Request) -> Result<(Reply, UnixStream), LabError
         .map_err(|e| LabError::Socket(lab.into(), sock.display().to_string(), e))?;
     let mut line = serde_json::to_string(req).expect("request serialises");
     line.push('\n');
-    s.write_all(line.as_bytes()).map_err(|e| LabError::Socket(lab.into(), sock.display().to_string(), e))?;
+    s.write_all(line.as_bytes())
+        .map_err(|e| LabError::Socket(lab.into(), sock.display().to_string(), e))?;
     let mut reply = Vec::new();
     let mut byte = [0u8; 1];
     loop {
@@ -170,7 +209,14 @@ pub fn find_machine(umid: &str) -> Result<(String, LabState), LabError> {
 /// Run a shell script on a machine's console.
 pub fn exec(umid: &str, script: &str, timeout: u64) -> Result<Reply, LabError> {
     let (lab, _) = find_machine(umid)?;
-    let (r, _) = request(&lab, &Request::Exec { umid: umid.into(), script: script.into(), timeout })?;
+    let (r, _) = request(
+        &lab,
+        &Request::Exec {
+            umid: umid.into(),
+            script: script.into(),
+            timeout,
+        },
+    )?;
     Ok(r)
 }
 

@@ -19,7 +19,10 @@ pub const READY: &str = "\x01READY";
 
 /// Shell quoting for one word (single quotes, with embedded quotes escaped).
 pub fn sh_quote(s: &str) -> String {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b)) {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
+    {
         return s.to_string();
     }
     format!("'{}'", s.replace('\'', "'\\''"))
@@ -82,7 +85,11 @@ pub fn init_script(m: &MachineSpec, p: &InitParams) -> String {
         s.push_str(line);
         s.push('\n');
     }
-    let _ = writeln!(s, "# stage dir for modules copied in from the host: {}", p.stage_dir);
+    let _ = writeln!(
+        s,
+        "# stage dir for modules copied in from the host: {}",
+        p.stage_dir
+    );
     // An interactive shell on the second serial line, for `umldbg console`.
     s.push_str(
         "( while :; do setsid sh -c 'exec sh -i </dev/ttyS0 >/dev/ttyS0 2>&1'; sleep 1; done ) &\n",
@@ -112,7 +119,8 @@ pub const INLINE_MAX: usize = 1536;
 
 /// One console request line for a script short enough to travel inline.
 pub fn run_request(id: u64, timeout_s: u64, script: &str) -> Option<String> {
-    (script.len() <= INLINE_MAX).then(|| format!("RUN {id} {timeout_s} {}\n", base64(script.as_bytes())))
+    (script.len() <= INLINE_MAX)
+        .then(|| format!("RUN {id} {timeout_s} {}\n", base64(script.as_bytes())))
 }
 
 /// The request line for a script the supervisor wrote to `path` (a path the guest can read).
@@ -124,7 +132,9 @@ fn base64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for c in data.chunks(3) {
-        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
         for i in 0..4 {
             if i <= c.len() {
                 out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
@@ -175,16 +185,22 @@ impl ConsoleFramer {
                 continue;
             }
             // A marker line: need it whole.
-            let Some(nl) = self.buf.iter().position(|&b| b == b'\n') else { break };
+            let Some(nl) = self.buf.iter().position(|&b| b == b'\n') else {
+                break;
+            };
             let line: Vec<u8> = self.buf.drain(..=nl).collect();
-            let text = String::from_utf8_lossy(&line[1..line.len() - 1]).trim_end_matches('\r').to_string();
+            let text = String::from_utf8_lossy(&line[1..line.len() - 1])
+                .trim_end_matches('\r')
+                .to_string();
             if text == "READY" {
                 ev.push(ConsoleEvent::Ready);
             } else if let Some(id) = text.strip_prefix('B').and_then(|s| s.parse().ok()) {
                 self.current = Some(id);
             } else if let Some(rest) = text.strip_prefix('E') {
                 let mut it = rest.split_whitespace();
-                if let (Some(Ok(id)), Some(Ok(rc))) = (it.next().map(str::parse), it.next().map(str::parse)) {
+                if let (Some(Ok(id)), Some(Ok(rc))) =
+                    (it.next().map(str::parse), it.next().map(str::parse))
+                {
                     self.current = None;
                     ev.push(ConsoleEvent::Done(id, rc));
                 }

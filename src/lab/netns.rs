@@ -9,7 +9,9 @@ use crate::util::{self, CmdError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
-    #[error("network namespace {0} already exists: a lab of that name is up or was not cleaned up; run `umldbg lab down {1}`")]
+    #[error(
+        "network namespace {0} already exists: a lab of that name is up or was not cleaned up; run `umldbg lab down {1}`"
+    )]
     Exists(String, String),
     #[error("{0}")]
     Cmd(#[from] CmdError),
@@ -46,7 +48,20 @@ pub fn ip(ns: &str, args: &[&str]) -> Result<(), NetnsError> {
 }
 
 pub fn add_bridge(ns: &str, bridge: &str, host_address: Option<&str>) -> Result<(), NetnsError> {
-    ip(ns, &["link", "add", bridge, "type", "bridge", "stp_state", "0", "forward_delay", "0"])?;
+    ip(
+        ns,
+        &[
+            "link",
+            "add",
+            bridge,
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+            "forward_delay",
+            "0",
+        ],
+    )?;
     if let Some(a) = host_address {
         ip(ns, &["address", "add", a, "dev", bridge])?;
     }
@@ -63,7 +78,10 @@ pub fn add_tap(ns: &str, tap: &str, bridge: &str) -> Result<(), NetnsError> {
 pub fn open(ns: &str) -> Result<OwnedFd, NetnsError> {
     std::fs::File::open(format!("/run/netns/{ns}"))
         .map(OwnedFd::from)
-        .map_err(|source| NetnsError::Open { ns: ns.to_string(), source })
+        .map_err(|source| NetnsError::Open {
+            ns: ns.to_string(),
+            source,
+        })
 }
 
 /// Make `cmd` run inside the namespace (setns between fork and exec).

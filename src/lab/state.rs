@@ -12,7 +12,9 @@ use super::spec::LabSpec;
 
 /// Root of every lab's run directory: `$UMLDBG_RUN_DIR`, else `/run/umldbg`.
 pub fn run_root() -> PathBuf {
-    std::env::var_os("UMLDBG_RUN_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/run/umldbg"))
+    std::env::var_os("UMLDBG_RUN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/umldbg"))
 }
 
 pub fn lab_dir(name: &str) -> PathBuf {
@@ -66,7 +68,10 @@ impl LabState {
 
     pub fn write(&self, dir: &Path) -> std::io::Result<()> {
         let tmp = dir.join(".state.json.tmp");
-        std::fs::write(&tmp, serde_json::to_string_pretty(self).expect("state serialises"))?;
+        std::fs::write(
+            &tmp,
+            serde_json::to_string_pretty(self).expect("state serialises"),
+        )?;
         std::fs::rename(tmp, dir.join(STATE))
     }
 
@@ -83,7 +88,11 @@ pub fn read_spec(dir: &Path) -> Option<LabSpec> {
 /// Names of every lab with a run directory.
 pub fn lab_names() -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(run_root().join("labs"))
-        .map(|rd| rd.flatten().filter_map(|e| e.file_name().into_string().ok()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -105,7 +114,9 @@ pub fn pid_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(s) => {
             // state is the field after the parenthesised command name
-            let state = s.rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next());
+            let state = s
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.trim_start().chars().next());
             !matches!(state, Some('Z') | Some('X'))
         }
         Err(_) => false,

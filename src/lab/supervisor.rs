@@ -30,9 +30,15 @@ use crate::kernel::Manifest;
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
-    Exec { umid: String, script: String, timeout: u64 },
+    Exec {
+        umid: String,
+        script: String,
+        timeout: u64,
+    },
     Status,
-    Console { umid: String },
+    Console {
+        umid: String,
+    },
     Down,
 }
 
@@ -59,7 +65,11 @@ pub struct MachineHealth {
 
 impl Reply {
     pub fn err(msg: impl Into<String>) -> Reply {
-        Reply { ok: false, error: Some(msg.into()), ..Default::default() }
+        Reply {
+            ok: false,
+            error: Some(msg.into()),
+            ..Default::default()
+        }
     }
 }
 
@@ -109,7 +119,10 @@ pub fn main(name: &str, cache: &Path) -> i32 {
     let spec = match state::read_spec(&dir) {
         Some(s) => s,
         None => {
-            report(&mut ready, &format!("error: no readable spec in {}", dir.display()));
+            report(
+                &mut ready,
+                &format!("error: no readable spec in {}", dir.display()),
+            );
             return 1;
         }
     };
@@ -127,7 +140,10 @@ pub fn main(name: &str, cache: &Path) -> i32 {
                 Ok(l) => l,
                 Err(e) => {
                     teardown(&sup.state, &sup.machines);
-                    report(&mut ready, &format!("error: bind {}: {e}", dir.join(state::SOCKET).display()));
+                    report(
+                        &mut ready,
+                        &format!("error: bind {}: {e}", dir.join(state::SOCKET).display()),
+                    );
                     return 1;
                 }
             };
@@ -167,8 +183,13 @@ fn start(dir: &Path, spec: &LabSpec, k: &Manifest, cache: &Path) -> Result<Super
         for (i, d) in spec.domains.iter().enumerate() {
             let bridge = format!("br{i}");
             let ha = d.host_address.as_ref().map(|a| a.to_string());
-            netns::add_bridge(&ns, &bridge, ha.as_deref()).map_err(|e| format!("domain {}: {e}", d.name))?;
-            st.domains.push(DomainState { name: d.name.clone(), bridge, host_address: ha });
+            netns::add_bridge(&ns, &bridge, ha.as_deref())
+                .map_err(|e| format!("domain {}: {e}", d.name))?;
+            st.domains.push(DomainState {
+                name: d.name.clone(),
+                bridge,
+                host_address: ha,
+            });
         }
         let nsfd = netns::open(&ns).map_err(|e| e.to_string())?;
         let stage = cache.join("stage");
@@ -186,7 +207,8 @@ fn start(dir: &Path, spec: &LabSpec, k: &Manifest, cache: &Path) -> Result<Super
                     .find(|d| d.name == iface.domain)
                     .ok_or_else(|| format!("{}: unknown domain {}", m.umid, iface.domain))?
                     .bridge;
-                netns::add_tap(&ns, &tap, bridge).map_err(|e| format!("{} {}: {e}", m.umid, iface.name))?;
+                netns::add_tap(&ns, &tap, bridge)
+                    .map_err(|e| format!("{} {}: {e}", m.umid, iface.name))?;
                 taps.push(tap);
             }
             let script = init::init_script(
@@ -198,12 +220,23 @@ fn start(dir: &Path, spec: &LabSpec, k: &Manifest, cache: &Path) -> Result<Super
                 },
             );
             let init_path = mdir.join(format!("{}.init", m.umid));
-            std::fs::write(&init_path, script).map_err(|e| format!("write {}: {e}", init_path.display()))?;
+            std::fs::write(&init_path, script)
+                .map_err(|e| format!("write {}: {e}", init_path.display()))?;
             set_mode(&init_path, 0o755);
             let log = mdir.join(format!("{}.console.log", m.umid));
             let mstage = stage.join(&spec.name).join(&m.umid);
-            std::fs::create_dir_all(&mstage).map_err(|e| format!("create {}: {e}", mstage.display()))?;
-            let (machine, rx) = boot(m.umid.as_str(), m.mem_mb, &taps, &init_path, &k.linux, &nsfd, &log, &mstage)?;
+            std::fs::create_dir_all(&mstage)
+                .map_err(|e| format!("create {}: {e}", mstage.display()))?;
+            let (machine, rx) = boot(
+                m.umid.as_str(),
+                m.mem_mb,
+                &taps,
+                &init_path,
+                &k.linux,
+                &nsfd,
+                &log,
+                &mstage,
+            )?;
             st.machines.push(MachineState {
                 umid: m.umid.clone(),
                 hostname: m.hostname.clone(),
@@ -212,7 +245,12 @@ fn start(dir: &Path, spec: &LabSpec, k: &Manifest, cache: &Path) -> Result<Super
                 addresses: m
                     .interfaces
                     .iter()
-                    .map(|i| (i.name.clone(), i.addresses.iter().map(|a| a.to_string()).collect()))
+                    .map(|i| {
+                        (
+                            i.name.clone(),
+                            i.addresses.iter().map(|a| a.to_string()).collect(),
+                        )
+                    })
                     .collect(),
                 console_log: log,
             });
@@ -234,7 +272,10 @@ fn start(dir: &Path, spec: &LabSpec, k: &Manifest, cache: &Path) -> Result<Super
                     ));
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    return Err(format!("machine {} did not finish its startup within 90 s", m.umid));
+                    return Err(format!(
+                        "machine {} did not finish its startup within 90 s",
+                        m.umid
+                    ));
                 }
             }
         }
@@ -244,18 +285,33 @@ fn start(dir: &Path, spec: &LabSpec, k: &Manifest, cache: &Path) -> Result<Super
         teardown(&st, &machines);
         return Err(e);
     }
-    Ok(Supervisor { dir: dir.to_path_buf(), state: st, machines, next_id: AtomicU64::new(1) })
+    Ok(Supervisor {
+        dir: dir.to_path_buf(),
+        state: st,
+        machines,
+        next_id: AtomicU64::new(1),
+    })
 }
 
 /// `<root>/lib/modules/<version>` -> `<root>`.
 fn module_root(modules_dir: &Path) -> String {
-    modules_dir.ancestors().nth(3).unwrap_or(Path::new("/")).display().to_string()
+    modules_dir
+        .ancestors()
+        .nth(3)
+        .unwrap_or(Path::new("/"))
+        .display()
+        .to_string()
 }
 
 fn last_line(path: &Path) -> String {
     std::fs::read_to_string(path)
         .ok()
-        .and_then(|t| t.lines().rev().find(|l| !l.trim().is_empty()).map(str::to_string))
+        .and_then(|t| {
+            t.lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(str::to_string)
+        })
         .unwrap_or_default()
 }
 
@@ -285,11 +341,19 @@ fn boot(
         .arg(format!("umid={umid}"))
         .args(["rootfstype=hostfs", "rootflags=/", "ro"])
         .arg(format!("init={}", init_path.display()))
-        .args(["con0=fd:0,fd:1", "con=null", "ssl0=fd:3", "ssl=null", "loglevel=2"]);
+        .args([
+            "con0=fd:0,fd:1",
+            "con=null",
+            "ssl0=fd:3",
+            "ssl=null",
+            "loglevel=2",
+        ]);
     for (i, tap) in taps.iter().enumerate() {
         cmd.arg(format!("vec{i}:transport=tap,ifname={tap}"));
     }
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null());
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
     netns::enter_on_spawn(&mut cmd, nsfd);
     let slave = pty.slave.as_raw_fd();
     // SAFETY: dup2 is async-signal-safe; the slave fd is open in the parent until spawn returns.
@@ -303,7 +367,9 @@ fn boot(
     }
     // Its own process group, so that `down` can end the kernel and its helper processes together.
     cmd.process_group(0);
-    let mut child = cmd.spawn().map_err(|e| format!("{umid}: start {}: {e}", linux.display()))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("{umid}: start {}: {e}", linux.display()))?;
     drop(pty.slave);
     let pid = child.id() as i32;
     let stdout = child.stdout.take().expect("piped");
@@ -314,7 +380,8 @@ fn boot(
     {
         let pending = pending.clone();
         let exited = exited.clone();
-        let mut log = std::fs::File::create(log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+        let mut log =
+            std::fs::File::create(log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
         std::thread::spawn(move || {
             let mut framer = ConsoleFramer::default();
             let mut r = stdout;
@@ -360,7 +427,9 @@ fn boot(
     let console_backlog: Arc<Mutex<Vec<u8>>> = Arc::default();
     let master = pty.master;
     {
-        let reader = master.try_clone().map_err(|e| format!("{umid}: dup pty: {e}"))?;
+        let reader = master
+            .try_clone()
+            .map_err(|e| format!("{umid}: dup pty: {e}"))?;
         let client = console_client.clone();
         let backlog = console_backlog.clone();
         std::thread::spawn(move || {
@@ -372,7 +441,10 @@ fn boot(
                     Ok(n) => n,
                 };
                 let mut c = client.lock().expect("lock");
-                let sent = c.as_mut().map(|s| s.write_all(&buf[..n]).is_ok()).unwrap_or(false);
+                let sent = c
+                    .as_mut()
+                    .map(|s| s.write_all(&buf[..n]).is_ok())
+                    .unwrap_or(false);
                 if !sent {
                     *c = None;
                     let mut b = backlog.lock().expect("lock");
@@ -408,10 +480,19 @@ impl Machine {
 
     fn exec(&self, id: u64, script: &str, timeout: u64) -> Reply {
         if !self.alive() {
-            return Reply::err(format!("machine {} is not running (pid {} exited)", self.umid, self.pid));
+            return Reply::err(format!(
+                "machine {} is not running (pid {} exited)",
+                self.umid, self.pid
+            ));
         }
         let (tx, rx) = mpsc::channel();
-        self.pending.lock().expect("lock").insert(id, Pending { output: Vec::new(), done: tx });
+        self.pending.lock().expect("lock").insert(
+            id,
+            Pending {
+                output: Vec::new(),
+                done: tx,
+            },
+        );
         let mut staged = None;
         let line = match init::run_request(id, timeout.max(1), script) {
             Some(l) => l,
@@ -448,11 +529,17 @@ impl Machine {
                         machines: None,
                     };
                 }
-                Reply { ok: true, status: Some(rc), output: Some(output), ..Default::default() }
+                Reply {
+                    ok: true,
+                    status: Some(rc),
+                    output: Some(output),
+                    ..Default::default()
+                }
             }
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                Reply::err(format!("machine {} exited while running the command", self.umid))
-            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => Reply::err(format!(
+                "machine {} exited while running the command",
+                self.umid
+            )),
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 self.pending.lock().expect("lock").remove(&id);
                 Reply::err(format!(
@@ -479,7 +566,9 @@ fn serve(sup: Arc<Supervisor>, listener: UnixListener) {
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
         // Only the socket's owner or root may drive the lab.
-        if let Ok(cred) = nix::sys::socket::getsockopt(&conn, nix::sys::socket::sockopt::PeerCredentials) {
+        if let Ok(cred) =
+            nix::sys::socket::getsockopt(&conn, nix::sys::socket::sockopt::PeerCredentials)
+        {
             let me = nix::unistd::geteuid().as_raw();
             if cred.uid() != 0 && cred.uid() != me {
                 continue;
@@ -509,9 +598,16 @@ fn handle(sup: Arc<Supervisor>, mut conn: UnixStream) {
         Err(e) => return send(&mut conn, &Reply::err(format!("bad request: {e}"))),
     };
     match req {
-        Request::Exec { umid, script, timeout } => {
+        Request::Exec {
+            umid,
+            script,
+            timeout,
+        } => {
             let Some(m) = sup.machines.iter().find(|m| m.umid == umid) else {
-                return send(&mut conn, &Reply::err(format!("no machine {umid} in lab {}", sup.state.name)));
+                return send(
+                    &mut conn,
+                    &Reply::err(format!("no machine {umid} in lab {}", sup.state.name)),
+                );
             };
             let id = sup.next_id.fetch_add(1, Ordering::SeqCst);
             let r = m.exec(id, &script, timeout);
@@ -521,18 +617,41 @@ fn handle(sup: Arc<Supervisor>, mut conn: UnixStream) {
             let machines = sup
                 .machines
                 .iter()
-                .map(|m| MachineHealth { umid: m.umid.clone(), pid: m.pid, alive: m.alive() })
+                .map(|m| MachineHealth {
+                    umid: m.umid.clone(),
+                    pid: m.pid,
+                    alive: m.alive(),
+                })
                 .collect();
-            send(&mut conn, &Reply { ok: true, machines: Some(machines), ..Default::default() });
+            send(
+                &mut conn,
+                &Reply {
+                    ok: true,
+                    machines: Some(machines),
+                    ..Default::default()
+                },
+            );
         }
         Request::Console { umid } => {
             let Some(m) = sup.machines.iter().find(|m| m.umid == umid) else {
-                return send(&mut conn, &Reply::err(format!("no machine {umid} in lab {}", sup.state.name)));
+                return send(
+                    &mut conn,
+                    &Reply::err(format!("no machine {umid} in lab {}", sup.state.name)),
+                );
             };
             if !m.alive() {
-                return send(&mut conn, &Reply::err(format!("machine {umid} is not running")));
+                return send(
+                    &mut conn,
+                    &Reply::err(format!("machine {umid} is not running")),
+                );
             }
-            send(&mut conn, &Reply { ok: true, ..Default::default() });
+            send(
+                &mut conn,
+                &Reply {
+                    ok: true,
+                    ..Default::default()
+                },
+            );
             let backlog = std::mem::take(&mut *m.console_backlog.lock().expect("lock"));
             let _ = conn.write_all(&backlog);
             let Ok(out) = conn.try_clone() else { return };
@@ -558,7 +677,13 @@ fn handle(sup: Arc<Supervisor>, mut conn: UnixStream) {
         Request::Down => {
             teardown(&sup.state, &sup.machines);
             let _ = std::fs::remove_dir_all(&sup.dir);
-            send(&mut conn, &Reply { ok: true, ..Default::default() });
+            send(
+                &mut conn,
+                &Reply {
+                    ok: true,
+                    ..Default::default()
+                },
+            );
             std::process::exit(0);
         }
     }
@@ -592,7 +717,8 @@ pub fn stop_machine(uml_dir: &Path, umid: &str, pid: i32) {
     }
     if state::pid_alive(pid) {
         // The kernel's host processes share its process group (we started it as a group leader).
-        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+        let _ =
+            nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
     }
 }
 
@@ -602,8 +728,9 @@ pub fn cleanup_network_and_dirs(st: &LabState) {
     for m in &st.machines {
         let d = st.uml_dir.join(&m.umid);
         // Only a directory whose pid file names a dead process (or none) is ours to remove.
-        let pid: Option<i32> =
-            std::fs::read_to_string(d.join("pid")).ok().and_then(|s| s.trim().parse().ok());
+        let pid: Option<i32> = std::fs::read_to_string(d.join("pid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
         if pid.is_none_or(|p| !state::pid_alive(p) || p == m.pid) {
             let _ = std::fs::remove_dir_all(&d);
         }

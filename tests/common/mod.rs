@@ -26,7 +26,12 @@ pub fn stderr(o: &Output) -> String {
 /// Run umldbg and require success.
 pub fn ok(args: &[&str]) -> String {
     let o = umldbg(args);
-    assert!(o.status.success(), "umldbg {args:?} failed: {}{}", stdout(&o), stderr(&o));
+    assert!(
+        o.status.success(),
+        "umldbg {args:?} failed: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
     stdout(&o)
 }
 
@@ -52,7 +57,10 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < end, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < end,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -75,13 +83,24 @@ impl Lab {
             args.insert(2, p);
         }
         let o = umldbg(&args);
-        let lab = Lab { name: format!("{prefix}article"), prefix: prefix.to_string() };
-        assert!(o.status.success(), "lab up failed: {}{}", stdout(&o), stderr(&o));
+        let lab = Lab {
+            name: format!("{prefix}article"),
+            prefix: prefix.to_string(),
+        };
+        assert!(
+            o.status.success(),
+            "lab up failed: {}{}",
+            stdout(&o),
+            stderr(&o)
+        );
         lab
     }
 
     pub fn with_name(name: &str, prefix: &str) -> Lab {
-        Lab { name: name.to_string(), prefix: prefix.to_string() }
+        Lab {
+            name: name.to_string(),
+            prefix: prefix.to_string(),
+        }
     }
 
     /// The umid of one of the article's machines: "A", "R" or "B".
@@ -138,8 +157,15 @@ pub struct Attached {
 impl Attached {
     pub fn new(umid: &str) -> Attached {
         let o = umldbg(&["attach", umid]);
-        assert!(o.status.success(), "attach {umid}: {}{}", stdout(&o), stderr(&o));
-        Attached { umid: umid.to_string() }
+        assert!(
+            o.status.success(),
+            "attach {umid}: {}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        Attached {
+            umid: umid.to_string(),
+        }
     }
 
     /// Run a debug command against this session.
@@ -151,7 +177,13 @@ impl Attached {
 
     pub fn ok(&self, args: &[&str]) -> String {
         let o = self.run(args);
-        assert!(o.status.success(), "umldbg {args:?} on {}: {}{}", self.umid, stdout(&o), stderr(&o));
+        assert!(
+            o.status.success(),
+            "umldbg {args:?} on {}: {}{}",
+            self.umid,
+            stdout(&o),
+            stderr(&o)
+        );
         stdout(&o)
     }
 
