@@ -50,8 +50,9 @@ fn article_lab_forwards_nats_rejects_and_cleans_up() {
             "uplink",
             "--lab",
             &lab.name,
+            // The uplink also carries the guests' IPv6 multicast reports.
             "--count",
-            "2",
+            "12",
             "--duration",
             "20",
             "-w",
@@ -59,7 +60,7 @@ fn article_lab_forwards_nats_rejects_and_cleans_up() {
         .arg(&pcap)
         .spawn()
         .unwrap();
-    // tcpdump needs a moment to open the bridge; ping until the capture has its two packets.
+    // tcpdump needs a moment to open the bridge; ping until the capture has its packets.
     let status = wait_for("the uplink capture", Duration::from_secs(25), || {
         lab.sh("A", "ping -c 1 -W 1 192.168.30.1");
         cap.try_wait().unwrap()
