@@ -142,7 +142,10 @@ fn symbols_follow_modules_loaded_later_and_breakpoints_survive_forks() {
     let stop = s.json(&["wait", "--timeout", "60"]);
     assert_eq!(stop["function"], "reject_tg", "{stop}");
     // The other pings would stop the machine again: drop the breakpoint, let them finish.
-    let id = stop["breakpoint"].as_u64().expect("breakpoint number").to_string();
+    let id = stop["breakpoint"]
+        .as_u64()
+        .expect("breakpoint number")
+        .to_string();
     s.ok(&["delete", &id]);
     s.ok(&["continue"]);
     let _ = ping.wait_with_output();
