@@ -3,15 +3,18 @@
 //! The library is organised by external peer: the kernel build (`kernel`), a lab of UML machines
 //! (`lab`), one UML instance (`uml`), kernel module files (`kmod`), DWARF type layouts (`dwarf`),
 //! gdb over GDB/MI (`gdbmi`), the debug session daemon (`daemon`), packet decoding (`net`) and the
-//! gdb remote-protocol server (`stub`).
+//! gdb remote-protocol server with its ptrace run-control (`stub`), tracing
+//! at line rate (`trace`) and debugger configurations (`ide`).
 
 pub mod daemon;
 pub mod dwarf;
 pub mod gdbmi;
+pub mod ide;
 pub mod kernel;
 pub mod kmod;
 pub mod lab;
 pub mod net;
 pub mod stub;
+pub mod trace;
 pub mod uml;
 pub mod util;

@@ -62,6 +62,14 @@ enum Cmd {
         /// The machine (default: the only attached machine)
         umid_arg: Option<String>,
     },
+    /// A gdb remote-protocol server on a machine's kernel: any gdb or IDE, modules as libraries
+    Serve(cli::serve::ServeArgs),
+    /// Debugger configurations for a machine: VS Code, CLion, plain gdb
+    Ide(cli::ide::IdeArgs),
+    /// Trace kernel functions at line rate, with the decoded sk_buff of every hit
+    Trace(cli::trace::TraceArgs),
+    /// Follow packets across a lab's machines through the IPv4 path
+    Flow(cli::trace::FlowArgs),
     /// (internal) the session daemon started by attach
     #[command(hide = true, name = "daemon-run")]
     DaemonRun { options: String },
@@ -139,6 +147,24 @@ fn main() -> ExitCode {
             Ok(o) => Ok(code(umldbg::daemon::daemon_main(o))),
             Err(e) => Err(anyhow::anyhow!("daemon-run: bad options: {e}")),
         },
+        Cmd::Serve(mut a) => {
+            a.uml_dir = cli.uml_dir.clone();
+            cli::serve::run(a, cache).map(code)
+        }
+        Cmd::Ide(mut a) => {
+            a.umid = cli.umid.clone();
+            a.uml_dir = cli.uml_dir.clone();
+            cli::ide::run(a, cache).map(code)
+        }
+        Cmd::Trace(mut a) => {
+            a.json |= json;
+            a.uml_dir = cli.uml_dir.clone();
+            cli::trace::run_trace(a, cache).map(code)
+        }
+        Cmd::Flow(mut a) => {
+            a.json |= json;
+            cli::trace::run_flow(a, cache).map(code)
+        }
         Cmd::Exec(a) => cli::lab::exec(a).map(code),
         Cmd::Console { umid } => cli::lab::console(&umid).map(code),
         Cmd::Capture(a) => cli::lab::capture(a).map(code),

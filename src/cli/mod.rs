@@ -2,9 +2,12 @@
 
 pub mod debug;
 pub mod doctor;
+pub mod ide;
 pub mod kernel;
 pub mod ko;
 pub mod lab;
 pub mod ptype;
+pub mod serve;
 pub mod shell;
 pub mod symfile;
+pub mod trace;

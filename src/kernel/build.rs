@@ -371,6 +371,18 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutcome, KernelError> {
 }
 
 /// Apply one patch; a tree that already has it (a user's patched tree) is fine.
+fn patch_failed(name: &str, out: &std::process::Output) -> KernelError {
+    KernelError::Patch {
+        name: name.to_string(),
+        reason: String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .chain(String::from_utf8_lossy(&out.stderr).lines())
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" | "),
+    }
+}
+
 fn apply_patch(tree: &Path, name: &str, text: &str) -> Result<(), KernelError> {
     let run = |extra: &[&str]| -> std::io::Result<std::process::Output> {
         let mut child = Command::new("patch")
@@ -392,24 +404,24 @@ fn apply_patch(tree: &Path, name: &str, text: &str) -> Result<(), KernelError> {
         what: format!("run patch for {name} (apt-get install patch)"),
         source: e,
     };
-    if run(&["--dry-run", "--reverse"])
-        .map_err(io_err)?
-        .status
-        .success()
-    {
-        return Ok(());
+    // `--forward` refuses a patch that is already in (a reused tree); `--dry-run` first so that a
+    // patch that does not fit leaves no half-applied files behind. A plain `--reverse` dry run is
+    // no test for "already applied": patch exits 0 on an unpatched tree ("Unreversed patch
+    // detected! Ignoring -R."), so only a forced reverse counts.
+    let forward = run(&["--dry-run", "--forward"]).map_err(io_err)?;
+    if !forward.status.success() {
+        if run(&["--dry-run", "--reverse", "--force"])
+            .map_err(io_err)?
+            .status
+            .success()
+        {
+            return Ok(());
+        }
+        return Err(patch_failed(name, &forward));
     }
     let out = run(&["--forward"]).map_err(io_err)?;
     if !out.status.success() {
-        return Err(KernelError::Patch {
-            name: name.to_string(),
-            reason: String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .chain(String::from_utf8_lossy(&out.stderr).lines())
-                .take(2)
-                .collect::<Vec<_>>()
-                .join(" | "),
-        });
+        return Err(patch_failed(name, &out));
     }
     Ok(())
 }

@@ -1,0 +1,730 @@
+//! The breakpoint guard: a watchdog process that puts a dead tracer's `int3` bytes back, and the
+//! trace journal that the next attach repairs from.
+//!
+//! A tracer can be killed with SIGKILL at any moment. The host then detaches the kernel's
+//! threads and they run on into whatever `int3` is still in their text; our UML kernel waits up
+//! to two seconds for such a byte to change back (kernel patch 0001) and panics otherwise. The
+//! guard is forked when the tracer attaches and learns every breakpoint (address, original byte)
+//! over a pipe before the `int3` is written. When the pipe reaches end-of-file without a
+//! "clean" message first, the tracer is gone: the guard writes the original bytes back through
+//! `/proc/<pid>/mem` at once and exits. The pipe closes when the tracer's files are closed, which
+//! the host does before it detaches the tracees, so the guard is already at work when the kernel
+//! meets the trap.
+//!
+//! The child runs between `fork` and `_exit` without allocating or locking (the tracer may have
+//! other threads holding the allocator's lock at the fork): fixed arrays on its stack, paths
+//! prepared before the fork, raw `libc` calls only.
+//!
+//! The journal keeps the same facts on disk (`~/.uml/<umid>/umldbg.trace-journal`) with the
+//! stub cursor (see `runctl/stubs.rs`), for a tracer and a guard that both died.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+const INT3: u8 = 0xcc;
+/// Breakpoints a guard can hold.
+const GUARD_MAX: usize = 2048;
+/// One message: op, length, address, original bytes, patched bytes (zero-padded).
+const REC: usize = 32;
+/// Most bytes one entry covers (a `jmp rel32` probe takes 5).
+pub const GUARD_BYTES: usize = 8;
+const OP_ARM: u8 = b'A';
+const OP_DISARM: u8 = b'D';
+const OP_CLEAN: u8 = b'C';
+
+#[derive(Debug, thiserror::Error)]
+pub enum GuardError {
+    #[error("cannot start the breakpoint guard: {0}")]
+    Spawn(#[source] io::Error),
+    #[error("the breakpoint guard (pid {pid}) is gone: {source}")]
+    Lost {
+        pid: i32,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the breakpoint guard holds at most {GUARD_MAX} breakpoints")]
+    Full,
+}
+
+/// The tracer's end of a running guard.
+#[derive(Debug)]
+pub struct Guard {
+    pid: i32,
+    pipe: Option<OwnedFd>,
+    armed: usize,
+}
+
+impl Guard {
+    /// Forks the guard for the process `target`. The guard is a grandchild (its parent exits at
+    /// once), so it is never among the tracer's children that `waitpid(-1)` collects.
+    pub fn spawn(target: i32) -> Result<Guard, GuardError> {
+        Guard::spawn_with(target, true)
+    }
+
+    /// As [`Guard::spawn`]; `int3_first` says whether multi-byte restores may go through an
+    /// `int3` (only a kernel with patch 0001 waits such a trap out; without it the bytes are
+    /// written in one go).
+    pub fn spawn_with(target: i32, int3_first: bool) -> Result<Guard, GuardError> {
+        let mem = CString::new(format!("/proc/{target}/mem")).expect("no NUL in a path");
+        let mut fds = [0i32; 2];
+        // A socket rather than a pipe: a dead guard then shows as EPIPE from send(MSG_NOSIGNAL)
+        // instead of a SIGPIPE that would kill the tracer with its breakpoints in.
+        // SAFETY: socketpair writes two descriptors into the array.
+        if unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+                0,
+                fds.as_mut_ptr(),
+            )
+        } != 0
+        {
+            return Err(GuardError::Spawn(io::Error::last_os_error()));
+        }
+        let (rd, wr) = (fds[1], fds[0]);
+        // SAFETY: the children only call async-signal-safe functions and never return.
+        let mid = unsafe { libc::fork() };
+        if mid < 0 {
+            let e = io::Error::last_os_error();
+            // SAFETY: both descriptors are ours.
+            unsafe {
+                libc::close(rd);
+                libc::close(wr);
+            }
+            return Err(GuardError::Spawn(e));
+        }
+        if mid == 0 {
+            // SAFETY: in the child of fork: fork again and leave; the grandchild is the guard.
+            unsafe {
+                libc::close(wr);
+                let pid = libc::fork();
+                if pid == 0 {
+                    guard_main(rd, mem.as_ptr(), int3_first);
+                }
+                libc::_exit(if pid < 0 { 1 } else { 0 });
+            }
+        }
+        // SAFETY: rd is ours and no longer needed; wr is ours and owned from here on.
+        unsafe { libc::close(rd) };
+        let sock = unsafe { OwnedFd::from_raw_fd(wr) };
+        let mut st = 0;
+        // SAFETY: reaping the short-lived middle child.
+        unsafe { libc::waitpid(mid, &mut st, libc::__WALL) };
+        if !(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0) {
+            return Err(GuardError::Spawn(io::Error::other(
+                "the guard's fork failed",
+            )));
+        }
+        let mut g = Guard {
+            pid: 0,
+            pipe: Some(sock),
+            armed: 0,
+        };
+        // The guard says its pid first; that also proves it runs.
+        let mut b = [0u8; 4];
+        let fd = g.pipe.as_ref().map(|p| p.as_raw_fd()).unwrap_or(-1);
+        // SAFETY: reading 4 bytes into a stack buffer.
+        let n = unsafe { libc::read(fd, b.as_mut_ptr().cast(), 4) };
+        if n != 4 {
+            g.pipe = None;
+            return Err(GuardError::Spawn(io::Error::other(
+                "the guard did not start",
+            )));
+        }
+        g.pid = i32::from_le_bytes(b);
+        Ok(g)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    fn send(
+        &mut self,
+        op: u8,
+        addr: u64,
+        original: &[u8],
+        patched: &[u8],
+    ) -> Result<(), GuardError> {
+        let mut rec = [0u8; REC];
+        rec[0] = op;
+        rec[1] = original.len().min(GUARD_BYTES) as u8;
+        rec[2..10].copy_from_slice(&addr.to_le_bytes());
+        for (i, b) in original.iter().take(GUARD_BYTES).enumerate() {
+            rec[10 + i] = *b;
+        }
+        for (i, b) in patched.iter().take(GUARD_BYTES).enumerate() {
+            rec[18 + i] = *b;
+        }
+        let fd = self.pipe.as_ref().map(|p| p.as_raw_fd()).unwrap_or(-1);
+        loop {
+            // SAFETY: sending a stack buffer on our socket.
+            let n = unsafe { libc::send(fd, rec.as_ptr().cast(), REC, libc::MSG_NOSIGNAL) };
+            if n == REC as isize {
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(GuardError::Lost {
+                pid: self.pid,
+                source: e,
+            });
+        }
+    }
+
+    /// Tell the guard about a breakpoint before its `int3` is written.
+    pub fn arm(&mut self, addr: u64, original: u8) -> Result<(), GuardError> {
+        self.arm_bytes(addr, &[original], &[INT3])
+    }
+
+    /// Tell the guard about `patched` bytes (a probe's jump) about to replace `original` at
+    /// `addr`. The guard puts them back `int3` first, then the tail, then the first byte, so
+    /// that a thread running into them meanwhile meets an `int3` that the kernel waits out.
+    pub fn arm_bytes(
+        &mut self,
+        addr: u64,
+        original: &[u8],
+        patched: &[u8],
+    ) -> Result<(), GuardError> {
+        if self.armed >= GUARD_MAX {
+            return Err(GuardError::Full);
+        }
+        self.send(OP_ARM, addr, original, patched)?;
+        self.armed += 1;
+        Ok(())
+    }
+
+    /// Tell the guard that the original bytes at `addr` are back.
+    pub fn disarm(&mut self, addr: u64) -> Result<(), GuardError> {
+        self.send(OP_DISARM, addr, &[], &[])?;
+        self.armed = self.armed.saturating_sub(1);
+        Ok(())
+    }
+
+    /// Dismiss the guard: every byte is back, it has nothing to do.
+    pub fn dismiss(mut self) -> Result<(), GuardError> {
+        let r = self.send(OP_CLEAN, 0, &[], &[]);
+        self.pipe = None;
+        r
+    }
+
+    /// Close the channel without the clean message, as a crash of the tracer would, and wait
+    /// (at most `timeout`) until the guard has put the bytes back and exited.
+    pub fn abandon(mut self, timeout: std::time::Duration) {
+        self.pipe = None;
+        let end = std::time::Instant::now() + timeout;
+        while self.pid > 0 && process_running(self.pid) && std::time::Instant::now() < end {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+}
+
+impl Drop for Guard {
+    /// Dropped without `dismiss`: the channel closes and the guard restores what it knows, as
+    /// after a crash of the tracer.
+    fn drop(&mut self) {
+        self.pipe = None;
+    }
+}
+
+/// Whether `pid` exists and is not a zombie.
+pub fn process_running(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => {
+            s.rsplit_once(')')
+                .and_then(|(_, r)| r.trim_start().chars().next())
+                != Some('Z')
+        }
+        Err(_) => false,
+    }
+}
+
+/// Puts `original` back at `addr` where `patched` (or, for one byte, an `int3`) still is:
+/// `int3` first, then the tail, then the first byte. Raw calls only (runs in the guard).
+///
+/// # Safety
+/// `fd` is an open `/proc/<pid>/mem`.
+unsafe fn restore_raw(
+    fd: libc::c_int,
+    addr: u64,
+    original: &[u8],
+    patched: &[u8],
+    int3_first: bool,
+) -> bool {
+    let n = original.len();
+    if n == 0 {
+        return false;
+    }
+    let mut cur = [0u8; GUARD_BYTES];
+    let off = addr as libc::off_t;
+    // SAFETY: reads and writes of at most GUARD_BYTES through our descriptor and stack buffers.
+    unsafe {
+        if libc::pread(fd, cur.as_mut_ptr().cast(), n, off) != n as isize {
+            return false;
+        }
+        if n == 1 {
+            if cur[0] != INT3 {
+                return false;
+            }
+            return libc::pwrite(fd, original.as_ptr().cast(), 1, off) == 1;
+        }
+        // Our jump is still there (or the int3 of an interrupted restore)?
+        let mut ours = cur[0] == INT3;
+        if !ours {
+            ours = true;
+            for i in 0..n {
+                if cur[i] != patched[i] {
+                    ours = false;
+                }
+            }
+        }
+        if !ours {
+            return false;
+        }
+        if !int3_first {
+            return libc::pwrite(fd, original.as_ptr().cast(), n, off) == n as isize;
+        }
+        let int3 = [INT3];
+        libc::pwrite(fd, int3.as_ptr().cast(), 1, off);
+        libc::pwrite(fd, original.as_ptr().add(1).cast(), n - 1, off + 1);
+        libc::pwrite(fd, original.as_ptr().cast(), 1, off) == 1
+    }
+}
+
+/// Safe wrapper of the same restore for the tracer and the journal repair.
+pub fn restore_bytes(
+    pid: i32,
+    addr: u64,
+    original: &[u8],
+    patched: &[u8],
+    int3_first: bool,
+) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/proc/{pid}/mem"))?;
+    let o: Vec<u8> = original.iter().copied().take(GUARD_BYTES).collect();
+    let p: Vec<u8> = patched.iter().copied().take(GUARD_BYTES).collect();
+    // SAFETY: f is an open /proc/<pid>/mem for the duration of the call.
+    Ok(unsafe { restore_raw(f.as_raw_fd(), addr, &o, &p, int3_first) })
+}
+
+/// The guard process. Only raw, async-signal-safe calls; no allocation; never returns.
+///
+/// # Safety
+/// Must be called in a freshly forked child, with `rd` the read end of the guard pipe and `mem`
+/// a NUL-terminated path prepared before the fork.
+#[allow(clippy::needless_range_loop)] // fixed arrays, no iterator state: see the module doc
+unsafe fn guard_main(rd: libc::c_int, mem: *const libc::c_char, int3_first: bool) -> ! {
+    // SAFETY (whole body): plain libc calls on descriptors and stack buffers this child owns.
+    unsafe {
+        // Out of the tracer's session: Ctrl-C and a hangup of its terminal are not for us.
+        libc::setsid();
+        let name = c"umldbg-guard";
+        libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0);
+        // Keep only the pipe (as fd 3) and the tracee's memory; nothing of the tracer's
+        // (its stdout pipe above all) may stay open here.
+        if rd != 3 {
+            libc::dup2(rd, 3);
+        }
+        libc::close_range(4, u32::MAX, 0);
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null >= 0 {
+            libc::dup2(null, 0);
+            libc::dup2(null, 1);
+            libc::dup2(null, 2);
+            if null > 3 {
+                libc::close(null);
+            }
+        }
+        let fd = libc::open(mem, libc::O_RDWR | libc::O_CLOEXEC);
+        let me = libc::getpid().to_le_bytes();
+        libc::send(3, me.as_ptr().cast(), 4, libc::MSG_NOSIGNAL);
+
+        let mut addrs = [0u64; GUARD_MAX];
+        let mut lens = [0u8; GUARD_MAX];
+        let mut orig = [[0u8; GUARD_BYTES]; GUARD_MAX];
+        let mut patched = [[0u8; GUARD_BYTES]; GUARD_MAX];
+        let mut n = 0usize;
+        let mut clean = false;
+        let mut buf = [0u8; REC * 64];
+        let mut have = 0usize;
+        loop {
+            let r = libc::read(3, buf.as_mut_ptr().add(have).cast(), buf.len() - have);
+            if r < 0 {
+                if *libc::__errno_location() == libc::EINTR {
+                    continue;
+                }
+                break;
+            }
+            if r == 0 {
+                break;
+            }
+            have += r as usize;
+            let mut at = 0;
+            while have - at >= REC {
+                let rec = &buf[at..at + REC];
+                let mut a = [0u8; 8];
+                a.copy_from_slice(&rec[2..10]);
+                let addr = u64::from_le_bytes(a);
+                let mut o = [0u8; GUARD_BYTES];
+                o.copy_from_slice(&rec[10..18]);
+                let mut p = [0u8; GUARD_BYTES];
+                p.copy_from_slice(&rec[18..26]);
+                let len = if (rec[1] as usize) > GUARD_BYTES {
+                    GUARD_BYTES as u8
+                } else {
+                    rec[1]
+                };
+                match rec[0] {
+                    OP_ARM => {
+                        let mut slot = n;
+                        for i in 0..n {
+                            if addrs[i] == addr {
+                                slot = i;
+                            }
+                        }
+                        if slot < GUARD_MAX {
+                            addrs[slot] = addr;
+                            lens[slot] = len;
+                            orig[slot] = o;
+                            patched[slot] = p;
+                            if slot == n {
+                                n += 1;
+                            }
+                        }
+                    }
+                    OP_DISARM => {
+                        let mut i = 0;
+                        while i < n {
+                            if addrs[i] == addr {
+                                addrs[i] = addrs[n - 1];
+                                lens[i] = lens[n - 1];
+                                orig[i] = orig[n - 1];
+                                patched[i] = patched[n - 1];
+                                n -= 1;
+                            } else {
+                                i += 1;
+                            }
+                        }
+                    }
+                    OP_CLEAN => clean = true,
+                    _ => {}
+                }
+                at += REC;
+            }
+            libc::memmove(
+                buf.as_mut_ptr().cast(),
+                buf.as_ptr().add(at).cast(),
+                have - at,
+            );
+            have -= at;
+        }
+        if !clean && fd >= 0 {
+            for i in 0..n {
+                restore_raw(
+                    fd,
+                    addrs[i],
+                    &orig[i][..lens[i] as usize],
+                    &patched[i][..lens[i] as usize],
+                    int3_first,
+                );
+            }
+        }
+        libc::_exit(0)
+    }
+}
+
+/// An exclusive claim on a machine's text for one tracer: a `flock` on a file beside the
+/// journal, held for the life of the value (the kernel drops it when the holder dies, SIGKILL
+/// included). Probes outlive ptrace (see `runctl/probe.rs`), so TracerPid alone cannot tell
+/// that a machine is taken.
+#[derive(Debug)]
+pub struct TextLock {
+    _file: std::fs::File,
+}
+
+impl TextLock {
+    /// Takes the lock for the machine whose journal is `journal`; `Err(pid)` names the holder.
+    pub fn take(journal: &Path) -> Result<TextLock, Option<i32>> {
+        use std::io::{Read, Seek, Write};
+        use std::os::fd::AsRawFd;
+        let path = journal.with_extension("lock");
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|_| None)?;
+        // SAFETY: flock on our own descriptor.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let mut t = String::new();
+            let _ = f.read_to_string(&mut t);
+            return Err(t.trim().parse().ok());
+        }
+        let _ = f.set_len(0);
+        let _ = f.seek(std::io::SeekFrom::Start(0));
+        let _ = write!(f, "{}", std::process::id());
+        Ok(TextLock { _file: f })
+    }
+}
+
+/// One breakpoint (or probe jump) as the journal keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JournalEntry {
+    pub addr: u64,
+    pub original: u8,
+    /// A probe's original bytes (more than one), empty for an `int3`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bytes: Vec<u8>,
+    /// What the probe wrote there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patched: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+struct JournalData {
+    /// The kernel process the entries belong to; another pid means a rebooted machine.
+    pid: i32,
+    entries: Vec<JournalEntry>,
+    /// Where the next step-over stub goes.
+    next_stub: u64,
+    /// Scratch memory mapped into the process by an earlier tracer: (address, length).
+    #[serde(default)]
+    scratch: Option<(u64, u64)>,
+}
+
+/// The trace journal of one machine.
+#[derive(Debug)]
+pub struct TraceJournal {
+    path: PathBuf,
+    data: JournalData,
+}
+
+/// Where a machine's trace journal lives: beside its mconsole socket.
+pub fn journal_path(uml_dir: &Path, umid: &str) -> PathBuf {
+    uml_dir.join(umid).join("umldbg.trace-journal")
+}
+
+impl TraceJournal {
+    /// Opens the journal for `pid`, keeping what a tracer of the same process left.
+    pub fn open(path: &Path, pid: i32) -> TraceJournal {
+        let data = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<JournalData>(&t).ok())
+            .filter(|d| d.pid == pid)
+            .unwrap_or(JournalData {
+                pid,
+                ..JournalData::default()
+            });
+        TraceJournal {
+            path: path.to_path_buf(),
+            data,
+        }
+    }
+
+    pub fn entries(&self) -> &[JournalEntry] {
+        &self.data.entries
+    }
+
+    pub fn original(&self, addr: u64) -> Option<u8> {
+        self.data
+            .entries
+            .iter()
+            .find(|e| e.addr == addr)
+            .map(|e| e.original)
+    }
+
+    pub fn next_stub(&self) -> u64 {
+        self.data.next_stub
+    }
+
+    pub fn scratch(&self) -> Option<(u64, u64)> {
+        self.data.scratch
+    }
+
+    pub fn set_scratch(&mut self, s: (u64, u64)) {
+        self.data.scratch = Some(s);
+        self.save();
+    }
+
+    pub fn set_next_stub(&mut self, n: u64) {
+        if self.data.next_stub != n {
+            self.data.next_stub = n;
+            self.save();
+        }
+    }
+
+    /// Put back every original byte that an `int3` still covers (a tracer and its guard both
+    /// died); returns the addresses repaired. Entries are kept: their bytes may come back.
+    pub fn repair(&self) -> io::Result<Vec<u64>> {
+        let mut fixed = Vec::new();
+        for e in &self.data.entries {
+            let done = if e.bytes.len() > 1 {
+                restore_bytes(self.data.pid, e.addr, &e.bytes, &e.patched, false)?
+            } else if crate::daemon::journal::peek(self.data.pid, e.addr)? == INT3 {
+                crate::daemon::journal::poke(self.data.pid, e.addr, e.original)?;
+                true
+            } else {
+                false
+            };
+            if done {
+                fixed.push(e.addr);
+            }
+        }
+        Ok(fixed)
+    }
+
+    pub fn record(&mut self, addr: u64, original: u8) {
+        self.record_bytes(addr, &[original], &[]);
+    }
+
+    pub fn record_bytes(&mut self, addr: u64, original: &[u8], patched: &[u8]) {
+        let e = JournalEntry {
+            addr,
+            original: original.first().copied().unwrap_or(0),
+            bytes: if original.len() > 1 {
+                original.to_vec()
+            } else {
+                Vec::new()
+            },
+            patched: if original.len() > 1 {
+                patched.to_vec()
+            } else {
+                Vec::new()
+            },
+        };
+        if let Some(old) = self.data.entries.iter_mut().find(|x| x.addr == addr) {
+            *old = e;
+        } else {
+            self.data.entries.push(e);
+        }
+        self.save();
+    }
+
+    pub fn forget(&mut self, addr: u64) {
+        self.data.entries.retain(|e| e.addr != addr);
+        self.save();
+    }
+
+    /// Every breakpoint is out: only the stub cursor stays.
+    pub fn clear(&mut self) {
+        self.data.entries.clear();
+        self.save();
+    }
+
+    fn save(&self) {
+        if let Some(dir) = self.path.parent() {
+            if !dir.is_dir() {
+                return;
+            }
+        }
+        let tmp = self.path.with_extension("tmp");
+        if std::fs::write(&tmp, serde_json::to_string(&self.data).unwrap_or_default()).is_ok() {
+            let _ = std::fs::rename(tmp, &self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journal_round_trip_and_other_pid() {
+        let dir = std::env::temp_dir().join(format!("umldbg-tj-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("j");
+        let mut j = TraceJournal::open(&p, 42);
+        j.record(0x1000, 0x55);
+        j.record(0x2000, 0x48);
+        j.set_next_stub(7);
+        j.forget(0x1000);
+        let k = TraceJournal::open(&p, 42);
+        assert_eq!(
+            k.entries(),
+            &[JournalEntry {
+                addr: 0x2000,
+                original: 0x48,
+                bytes: vec![],
+                patched: vec![]
+            }]
+        );
+        assert_eq!(k.next_stub(), 7);
+        assert_eq!(k.original(0x2000), Some(0x48));
+        let other = TraceJournal::open(&p, 43);
+        assert!(other.entries().is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A guard whose pipe closes without the clean message restores the bytes it was told
+    /// about and still covered by an int3; here the "tracee" is this test process itself.
+    #[test]
+    fn restores_on_pipe_close_and_not_after_dismiss() {
+        use std::os::unix::fs::FileExt;
+        static CELL: [u8; 2] = [0x55, 0x48];
+        let addr = CELL.as_ptr() as u64;
+        let me = std::process::id() as i32;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/proc/self/mem")
+            .unwrap();
+        let mut g = Guard::spawn(me).unwrap();
+        g.arm(addr, 0x55).unwrap();
+        g.arm(addr + 1, 0x48).unwrap();
+        g.disarm(addr + 1).unwrap();
+        f.write_all_at(&[INT3, INT3], addr).unwrap();
+        g.abandon(std::time::Duration::from_secs(5)); // no clean message: addr is restored, addr+1 not
+        let mut b = [0u8; 2];
+        f.read_exact_at(&mut b, addr).unwrap();
+        assert_eq!(b, [0x55, INT3]);
+        f.write_all_at(&[INT3], addr).unwrap();
+        let mut g = Guard::spawn(me).unwrap();
+        g.arm(addr, 0x55).unwrap();
+        g.dismiss().unwrap();
+        f.read_exact_at(&mut b[..1], addr).unwrap();
+        assert_eq!(b[0], INT3);
+        f.write_all_at(&[0x55, 0x48], addr).unwrap();
+    }
+
+    /// A probe's jump (five bytes) goes back whole, int3-first or in one write; bytes that are
+    /// no longer the jump (someone else's since) are left alone.
+    #[test]
+    fn restores_a_probe_jump_only_where_it_still_is() {
+        use std::os::unix::fs::FileExt;
+        static CODE: [u8; 16] = [
+            0x48, 0x8b, 0x4e, 0x08, 0x48, 0x8b, 0x46, 0x10, 0x55, 0x48, 0x89, 0xe5, 0x41, 0x57,
+            0x90, 0x90,
+        ];
+        let a = CODE.as_ptr() as u64;
+        let me = std::process::id() as i32;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/proc/self/mem")
+            .unwrap();
+        let jmp = [0xe9, 1, 2, 3, 4];
+        for int3_first in [true, false] {
+            let mut g = Guard::spawn_with(me, int3_first).unwrap();
+            g.arm_bytes(a, &CODE[..5], &jmp).unwrap();
+            g.arm_bytes(a + 8, &CODE[8..13], &jmp).unwrap();
+            f.write_all_at(&jmp, a).unwrap();
+            f.write_all_at(&[0x90; 5], a + 8).unwrap(); // not our jump any more
+            g.abandon(std::time::Duration::from_secs(5));
+            let mut b = [0u8; 16];
+            f.read_exact_at(&mut b, a).unwrap();
+            assert_eq!(&b[..8], &CODE[..8], "int3_first {int3_first}");
+            assert_eq!(&b[8..13], &[0x90; 5]);
+            f.write_all_at(&CODE, a).unwrap();
+        }
+    }
+}

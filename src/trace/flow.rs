@@ -1,0 +1,364 @@
+//! A packet's journey through several machines: the hits of each machine's trace matched by the
+//! IPv4 identification and what NAT leaves alone, in the order of the host's time stamp counter
+//! (one clock for every machine of a lab, since they all run on this host).
+//!
+//! [`Journeys`] is the matching, fed hit by hit (no I/O); [`run`] traces the machines of a lab,
+//! one thread each, and feeds it.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::trace::hit::{Hit, Summary, clock_text, packet_line};
+use crate::trace::session::{self, TraceError, TraceOptions};
+
+/// What stays the same for one IPv4 packet from hop to hop, NAT included: addresses and ports
+/// may be rewritten, the identification, protocol and length are not (ICMP: its type too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct PacketKey {
+    pub ip_id: u16,
+    pub protocol: u8,
+    pub tot_len: u16,
+    pub icmp_type: Option<u8>,
+}
+
+impl PacketKey {
+    pub fn of(hit: &Hit) -> Option<PacketKey> {
+        let p = &hit.skb.as_ref()?.packet;
+        let ip = p.ipv4.as_ref()?;
+        Some(PacketKey {
+            ip_id: ip.id,
+            protocol: ip.protocol,
+            tot_len: ip.tot_len,
+            icmp_type: p.icmp.as_ref().map(|i| i.icmp_type),
+        })
+    }
+}
+
+/// One stop of a packet.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub tsc: u64,
+    pub time_ns: u128,
+    pub machine: String,
+    pub function: String,
+    /// The packet as this machine saw it (addresses after NAT differ).
+    pub packet: String,
+}
+
+/// One packet's hits, in time order.
+#[derive(Debug, Clone, Serialize)]
+pub struct Journey {
+    pub key: PacketKey,
+    pub steps: Vec<Step>,
+}
+
+impl Journey {
+    pub fn machines(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = Vec::new();
+        for s in &self.steps {
+            if v.last() != Some(&s.machine.as_str()) {
+                v.push(&s.machine);
+            }
+        }
+        v
+    }
+
+    pub fn text(&self, n: usize) -> String {
+        let first = self.steps.first();
+        let mut out = format!(
+            "packet {n}: {}\n",
+            first.map(|s| s.packet.as_str()).unwrap_or("")
+        );
+        let t0 = first.map_or(0, |s| s.time_ns);
+        let w = self
+            .steps
+            .iter()
+            .map(|s| s.machine.len())
+            .max()
+            .unwrap_or(0);
+        let mut last_packet = first.map(|s| s.packet.clone()).unwrap_or_default();
+        for s in &self.steps {
+            let dt = (s.time_ns.saturating_sub(t0)) as f64 / 1e9;
+            let _ = write!(
+                out,
+                "  {} +{dt:.6}  {:<w$}  {}",
+                clock_text(s.time_ns),
+                s.machine,
+                s.function
+            );
+            if s.packet != last_packet {
+                // Rewritten on the way (NAT, TTL): show what changed hands.
+                let _ = write!(out, "  [{}]", s.packet);
+                last_packet = s.packet.clone();
+            }
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Hits of one packet further apart than this belong to different packets with the same id.
+const SAME_PACKET: Duration = Duration::from_secs(2);
+
+/// Matches hits into journeys.
+#[derive(Debug, Default)]
+pub struct Journeys {
+    open: BTreeMap<PacketKey, Vec<usize>>,
+    all: Vec<Journey>,
+}
+
+impl Journeys {
+    pub fn add(&mut self, hit: &Hit) {
+        let Some(key) = PacketKey::of(hit) else {
+            return;
+        };
+        let step = Step {
+            tsc: hit.tsc,
+            time_ns: hit.time_ns,
+            machine: hit.machine.clone(),
+            function: hit.function.clone(),
+            packet: hit.skb.as_ref().map(packet_line_no_dev).unwrap_or_default(),
+        };
+        let window = SAME_PACKET.as_nanos();
+        let found = self.open.get(&key).and_then(|v| {
+            v.iter().rev().copied().find(|&i| {
+                let j = &self.all[i];
+                j.steps
+                    .iter()
+                    .any(|s| s.time_ns.abs_diff(hit.time_ns) < window)
+            })
+        });
+        match found {
+            Some(i) => self.all[i].steps.push(step),
+            None => {
+                self.all.push(Journey {
+                    key,
+                    steps: vec![step],
+                });
+                self.open.entry(key).or_default().push(self.all.len() - 1);
+            }
+        }
+    }
+
+    /// Every journey, steps in TSC order, journeys in order of their first step.
+    pub fn finish(mut self) -> Vec<Journey> {
+        for j in &mut self.all {
+            j.steps.sort_by_key(|s| s.tsc);
+        }
+        self.all
+            .sort_by_key(|j| j.steps.first().map_or(0, |s| s.tsc));
+        self.all
+    }
+}
+
+fn packet_line_no_dev(v: &crate::net::skb::SkbView) -> String {
+    let s = packet_line(v);
+    match s.rfind(" dev ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+/// The default functions along the IPv4 path (those a machine lacks are skipped). Both `ip_rcv`
+/// and `ip_rcv_core`: drivers that hand packets up in lists (NAPI, as UML's vector driver does)
+/// reach `ip_rcv_core` through `ip_list_rcv` and never call `ip_rcv`.
+pub const DEFAULT_FUNCTIONS: &[&str] = &[
+    "ip_output",
+    "__dev_queue_xmit",
+    "ip_rcv",
+    "ip_rcv_core",
+    "ip_forward",
+    "ip_local_deliver",
+    "nf_hook_slow",
+    "reject_tg",
+];
+
+#[derive(Debug, Clone)]
+pub struct FlowOptions {
+    /// (umid, label) of each machine.
+    pub machines: Vec<(String, String)>,
+    pub functions: Vec<String>,
+    pub duration: Option<Duration>,
+    pub uml_dir: PathBuf,
+    pub cache: PathBuf,
+}
+
+/// What a flow run gives.
+#[derive(Debug)]
+pub struct FlowResult {
+    pub journeys: Vec<Journey>,
+    pub summaries: Vec<Summary>,
+    pub errors: Vec<String>,
+}
+
+/// Traces every machine at once (a thread each) until the duration ends or Ctrl-C; `ready` is
+/// told when all are tracing.
+pub fn run(opts: &FlowOptions, ready: &mut dyn FnMut(&str)) -> Result<FlowResult, TraceError> {
+    let (tx, rx) = mpsc::channel::<Result<Hit, String>>();
+    let (rtx, rrx) = mpsc::channel::<String>();
+    let mut handles = Vec::new();
+    for (umid, label) in &opts.machines {
+        let to = TraceOptions {
+            umid: umid.clone(),
+            label: Some(label.clone()),
+            functions: opts.functions.clone(),
+            skip_missing: true,
+            skb: true,
+            skb_arg: None,
+            count: None,
+            duration: opts.duration,
+            stop: false,
+            uml_dir: opts.uml_dir.clone(),
+            cache: opts.cache.clone(),
+        };
+        let tx = tx.clone();
+        let rtx = rtx.clone();
+        handles.push(std::thread::spawn(move || {
+            let mut ready = |m: &str| {
+                let _ = rtx.send(m.to_string());
+            };
+            let mut sink = |h: &Hit| tx.send(Ok(h.clone())).map_err(|_| session::SinkError::Stop);
+            let r = session::run(&to, &mut ready, &mut sink);
+            if let Err(e) = &r {
+                let _ = rtx.send(format!("error: {e}"));
+            }
+            r
+        }));
+    }
+    drop(tx);
+    drop(rtx);
+    let mut errors = Vec::new();
+    let mut ready_count = 0;
+    for m in rrx.iter() {
+        if let Some(e) = m.strip_prefix("error: ") {
+            errors.push(e.to_string());
+            // One machine failed: the others stop too.
+            session::request_stop();
+        } else {
+            ready_count += 1;
+        }
+        if ready_count + errors.len() == opts.machines.len() {
+            break;
+        }
+    }
+    if errors.is_empty() {
+        ready(&format!("tracing {} machines", ready_count));
+    }
+    let mut journeys = Journeys::default();
+    for h in rx.iter().flatten() {
+        journeys.add(&h);
+    }
+    let mut summaries = Vec::new();
+    for h in handles {
+        match h.join() {
+            Ok(Ok(s)) => summaries.push(s),
+            Ok(Err(e)) => {
+                let t = e.to_string();
+                if !errors.contains(&t) {
+                    errors.push(t);
+                }
+            }
+            Err(_) => errors.push("a trace thread panicked".into()),
+        }
+    }
+    Ok(FlowResult {
+        journeys: journeys.finish(),
+        summaries,
+        errors,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hit(machine: &str, function: &str, tsc: u64, id: u16) -> Hit {
+        let mut ip = vec![
+            0x45,
+            0,
+            0,
+            84,
+            (id >> 8) as u8,
+            id as u8,
+            0,
+            0,
+            64,
+            1,
+            0,
+            0,
+            192,
+            168,
+            10,
+            2,
+            192,
+            168,
+            20,
+            2,
+        ];
+        ip.extend_from_slice(&[8, 0, 0, 0, 0, 1, 0, 1]);
+        ip.resize(84, 0);
+        let packet = crate::net::packet::decode_ip(&ip);
+        let view = crate::net::skb::SkbView {
+            addr: 0,
+            len: 84,
+            data_len: 0,
+            protocol: 0x0800,
+            protocol_name: None,
+            pkt_type: 0,
+            pkt_type_name: None,
+            mark: 0,
+            dev: None,
+            headroom: 0,
+            tailroom: 0,
+            headers_set: vec![],
+            mac_header: None,
+            network_header: Some(0),
+            transport_header: None,
+            packet,
+            payload_len: 0,
+            payload_hex: String::new(),
+            head: 0,
+            data: 0,
+            tail: 84,
+            end: 84,
+            linear: ip,
+            payload_limit: 0,
+        };
+        Hit {
+            time_ns: tsc as u128,
+            tsc,
+            machine: machine.into(),
+            function: function.into(),
+            addr: 0,
+            skb: Some(view),
+            skb_error: None,
+        }
+    }
+
+    #[test]
+    fn matches_by_ip_id_and_orders_by_tsc() {
+        let mut j = Journeys::default();
+        // Arrival order differs from time order (threads per machine).
+        j.add(&hit("B", "ip_rcv", 300, 7));
+        j.add(&hit("A", "ip_output", 100, 7));
+        j.add(&hit("R", "ip_forward", 210, 7));
+        j.add(&hit("R", "ip_rcv", 200, 7));
+        j.add(&hit("A", "ip_output", 150, 8));
+        let v = j.finish();
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].key.ip_id, 7);
+        assert_eq!(v[0].machines(), vec!["A", "R", "B"]);
+        let f: Vec<&str> = v[0].steps.iter().map(|s| s.function.as_str()).collect();
+        assert_eq!(f, ["ip_output", "ip_rcv", "ip_forward", "ip_rcv"]);
+        assert_eq!(v[1].key.ip_id, 8);
+        assert!(
+            v[0].text(1)
+                .contains("packet 1: 192.168.10.2 > 192.168.20.2 ICMP")
+        );
+    }
+}
