@@ -106,6 +106,24 @@ fn linux_has_full_dwarf() {
     );
 }
 
+/// The patches in scripts/kernel-patches are in the image: patch 0001 adds `mc_get_rip`, which
+/// the stock kernel does not have.
+#[test]
+fn kernel_patches_are_applied() {
+    use object::{Object, ObjectSymbol};
+    let linux = kernel_path("linux");
+    let bytes = std::fs::read(&linux).unwrap();
+    let obj = object::File::parse(&*bytes).unwrap();
+    let names: Vec<&str> = obj.symbols().filter_map(|s| s.name().ok()).collect();
+    for sym in ["mc_get_rip", "mc_clear_trap_flag"] {
+        assert!(
+            names.contains(&sym),
+            "{sym} is not in {}: patch 0001 was not applied",
+            linux.display()
+        );
+    }
+}
+
 #[test]
 fn ipt_reject_is_a_module_whose_dwarf_describes_sk_buff() {
     let mods = kernel_path("modules_dir");

@@ -387,7 +387,7 @@ fn apply_patch(tree: &Path, name: &str, text: &str) -> Result<(), KernelError> {
     let run = |extra: &[&str]| -> std::io::Result<std::process::Output> {
         let mut child = Command::new("patch")
             .current_dir(tree)
-            .args(["-p1", "--batch", "--silent"])
+            .args(["-p1", "--batch", "--silent", "--fuzz=0"])
             .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -500,6 +500,35 @@ fn make(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The regression of session 1: an unpatched tree was taken for a patched one.
+    #[test]
+    fn a_patch_goes_in_once_and_a_misfit_is_refused() {
+        let dir = std::env::temp_dir().join(format!("umldbg-patch-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("a")).unwrap();
+        std::fs::write(dir.join("a/f.c"), "one\ntwo\nthree\n").unwrap();
+        let diff = "--- a/a/f.c\n+++ b/a/f.c\n@@ -1,3 +1,4 @@\n one\n two\n+added\n three\n";
+        apply_patch(&dir, "t.patch", diff).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("a/f.c")).unwrap(),
+            "one\ntwo\nadded\nthree\n"
+        );
+        // Applied already: nothing changes and it is no error.
+        apply_patch(&dir, "t.patch", diff).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("a/f.c")).unwrap(),
+            "one\ntwo\nadded\nthree\n"
+        );
+        std::fs::write(dir.join("a/f.c"), "something\nelse\n").unwrap();
+        let e = apply_patch(&dir, "t.patch", diff).unwrap_err().to_string();
+        assert!(e.contains("t.patch"), "{e}");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("a/f.c")).unwrap(),
+            "something\nelse\n"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn fragment_parses_and_checks() {
