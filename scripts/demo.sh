@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The article's scenario end to end, one umldbg command per step of "Reconnaissance of a Linux
 # Network Stack": three UML machines, REJECT on the router, gdb on the router's kernel with the
-# module's symbols, a breakpoint on reject_tg, a ping, and the sk_buff it stopped on.
+# module's symbols, a breakpoint on reject_tg, a ping, and the sk_buff it stopped on; then the
+# same function traced at line rate with every packet decoded.
 # Sets the machine up first (packages, umldbg, the kernel) when that has not been done.
 # KEEP=1 leaves the lab and the session up at the end for you to explore.
 set -euo pipefail
@@ -38,5 +39,10 @@ step $U step
 step $U list
 step $U detach
 step $U exec client-uml-A -- ping -c 1 -W 2 192.168.20.2 || true
+# Past the article: every packet that reaches reject_tg, decoded, without stopping R per hit.
+printf '\n\033[1m$ %s\033[0m\n' "$U exec client-uml-A -- ping -c 5 -i 0.2 192.168.20.2 &"
+(sleep 2; $U exec client-uml-A --timeout 30 -- ping -c 5 -i 0.2 -W 1 192.168.20.2 > /dev/null 2>&1) &
+step $U trace router-uml-R reject_tg --skb --count 5 --duration 30
+wait
 echo
 echo "demo: done. The REJECT rule answered from 192.168.10.1, as in the article."

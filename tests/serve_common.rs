@@ -128,7 +128,16 @@ pub fn kernel_image() -> PathBuf {
 
 /// gdb's batch-mode arguments: `-nx -batch` then `-ex` for each command.
 pub fn gdb_args(cmds: &[String]) -> Vec<String> {
-    let mut v = vec!["-nx".to_string(), "-batch".to_string()];
+    // A gdb that meets an internal error when its server is killed under it must not leave a
+    // core file in the working tree.
+    let mut v = vec![
+        "-nx".to_string(),
+        "-batch".to_string(),
+        "-iex".to_string(),
+        "maint set internal-error corefile no".to_string(),
+        "-iex".to_string(),
+        "maint set internal-error quit yes".to_string(),
+    ];
     for c in cmds {
         v.push("-ex".into());
         v.push(c.clone());
