@@ -28,13 +28,13 @@ for _ in $(seq "$runs"); do
   ours+=("$(echo "$t1 - $t0" | bc)")
   "$U" --umid "$R" detach > /dev/null
   t0=$(now)
-  gdb -q -nx -batch \
+  (cd "$build" && gdb -q -nx -batch \
     -ex 'set pagination off' -ex 'set confirm off' \
     -ex 'handle SIGSEGV nostop noprint pass' -ex 'handle SIGUSR1 nostop noprint pass' \
     -ex 'handle SIGALRM nostop noprint pass' -ex 'handle SIGIO nostop noprint pass' \
     -ex 'handle SIGCHLD nostop noprint pass' -ex 'handle SIGWINCH nostop noprint pass' \
     -ex "file $linux" -ex "attach $pid" -ex "source $build/vmlinux-gdb.py" -ex "lx-symbols $mods" \
-    -ex 'detach' > "${TMPDIR:-/tmp}/bench-attach-gdb.log" 2>&1
+    -ex 'detach') > "${TMPDIR:-/tmp}/bench-attach-gdb.log" 2>&1
   t1=$(now)
   manual+=("$(echo "$t1 - $t0" | bc)")
 done

@@ -62,17 +62,32 @@ pub fn attach(opts: &AttachOptions) -> Result<String, AttachError> {
         .map_err(|e| AttachError::Failed(opts.umid.clone(), e.to_string()))?;
     let inst = crate::uml::instance::UmlInstance::resolve(&umid, &opts.uml_dir)?;
     let sock = client::socket_path(&opts.uml_dir, &opts.umid);
-    if let Ok(mut c) = client::Connection::open(&opts.uml_dir, &opts.umid) {
+    // A session that has just been detached still answers for a moment while it winds down:
+    // only a session that reports its status counts as attached.
+    let wind_down = std::time::Instant::now() + Duration::from_secs(3);
+    while let Ok(mut c) = client::Connection::open(&opts.uml_dir, &opts.umid) {
         let pid = c
             .request(&protocol::Request::Status)
             .ok()
             .and_then(|r| r.data)
-            .and_then(|d| d.get("daemon_pid").map(|p| p.to_string()))
-            .unwrap_or_else(|| "?".into());
-        return Err(AttachError::AlreadyAttached {
-            umid: opts.umid.clone(),
-            pid,
-        });
+            .and_then(|d| d.get("daemon_pid").map(|p| p.to_string()));
+        match pid {
+            Some(pid) => {
+                return Err(AttachError::AlreadyAttached {
+                    umid: opts.umid.clone(),
+                    pid,
+                });
+            }
+            None if std::time::Instant::now() < wind_down => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            None => {
+                return Err(AttachError::AlreadyAttached {
+                    umid: opts.umid.clone(),
+                    pid: "? (it does not answer)".into(),
+                });
+            }
+        }
     }
     server::remove_stale(&sock);
     let _ = std::fs::remove_file(opts.uml_dir.join(&opts.umid).join("umldbg.last"));
