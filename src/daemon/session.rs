@@ -103,6 +103,9 @@ pub struct Session {
     journal: Journal,
     symbols: Arc<crate::daemon::symbols::SymbolIndex>,
     skb: Option<crate::daemon::skb::SkbReader>,
+    /// The frame's `struct sk_buff *` found when the stop was recorded; `None` once anything
+    /// may have moved the frame (a raw gdb command, run control), so `skb` looks again.
+    stop_skb: Option<u64>,
 }
 
 fn gdb_err(e: GdbError) -> String {
@@ -192,6 +195,7 @@ impl Session {
             journal,
             symbols,
             skb,
+            stop_skb: None,
             cfg,
         };
         s.drain_attach_stop().await;
@@ -519,7 +523,8 @@ impl Session {
                 }
             }
         }
-        if let Some(addr) = self.skb_argument().await {
+        self.stop_skb = self.skb_argument().await;
+        if let Some(addr) = self.stop_skb {
             if let Some(r) = self.skb.as_mut() {
                 match r.read(addr) {
                     Ok(v) => {
@@ -661,6 +666,23 @@ impl Session {
                     }
                 }
                 let detach = matches!(req, Request::Detach);
+                let keeps_frame = matches!(
+                    req,
+                    Request::Skb { .. }
+                        | Request::Print { .. }
+                        | Request::Bt
+                        | Request::List { .. }
+                        | Request::Status
+                        | Request::Breaks
+                        | Request::Break { .. }
+                        | Request::Delete { .. }
+                        | Request::Complete { .. }
+                        | Request::Wait { .. }
+                        | Request::Events
+                );
+                if !keeps_frame {
+                    self.stop_skb = None;
+                }
                 match req {
                     Request::Wait { .. } => {
                         if let Some(info) = self.unreported.take() {
@@ -979,7 +1001,11 @@ impl Session {
                     Err(err) => return Response::err(format!("skb {e}: {}", short(&err))),
                 }
             }
-            None => self.skb_argument().await,
+            // The stop's own lookup saves a gdb round trip (about 1 ms) while the frame stands.
+            None => match self.stop_skb {
+                Some(a) => Some(a),
+                None => self.skb_argument().await,
+            },
         };
         let Some(addr) = addr else {
             return Response::err(
