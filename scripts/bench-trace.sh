@@ -145,7 +145,11 @@ EOF
     t0=$(date +%s.%N)
     send_for $(( WINDOW + 5 ))
     sleep "$WINDOW"
-    kill -INT "$gdb_pid"; t1=$(date +%s.%N)
+    t1=$(date +%s.%N)
+    if ! kill -INT "$gdb_pid" 2>/dev/null; then
+        echo "bench-trace: gdb ended before the window did; the end of its log:" >&2
+        tail -20 "$work/gdb.out" >&2
+    fi
     wait "$gdb_pid" || true; gdb_pid=
     wait "$sender_pid" || true
     hits=$(sed -n 's/.*breakpoint already hit \([0-9]*\) time.*/\1/p' "$work/gdb.out" | tail -1)
