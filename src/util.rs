@@ -60,3 +60,28 @@ pub fn run(cmd: &mut Command) -> Result<Output, CmdError> {
     }
     Ok(out)
 }
+
+/// The tracer of a thread, if any: (pid, command name).
+pub fn tracer_of(tid: i32) -> Option<(i32, String)> {
+    let s = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    let t: i32 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("TracerPid:"))?
+        .trim()
+        .parse()
+        .ok()?;
+    if t == 0 {
+        return None;
+    }
+    let comm = std::fs::read_to_string(format!("/proc/{t}/comm"))
+        .map(|c| c.trim().to_string())
+        .unwrap_or_else(|_| "?".into());
+    let exe = std::fs::read_link(format!("/proc/{t}/exe"))
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    let name = match exe {
+        Some(e) if e != comm => format!("{comm}, {e}"),
+        _ => comm,
+    };
+    Some((t, name))
+}

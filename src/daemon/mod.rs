@@ -45,17 +45,6 @@ pub enum AttachError {
     Failed(String, String),
 }
 
-fn tracer_of(pid: i32) -> Option<i32> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let t: i32 = s
-        .lines()
-        .find_map(|l| l.strip_prefix("TracerPid:"))?
-        .trim()
-        .parse()
-        .ok()?;
-    (t != 0).then_some(t)
-}
-
 /// Start a session daemon for the machine and wait until it is ready; returns its summary.
 pub fn attach(opts: &AttachOptions) -> Result<String, AttachError> {
     let umid = crate::uml::ids::Umid::new(opts.umid.clone())
@@ -92,7 +81,7 @@ pub fn attach(opts: &AttachOptions) -> Result<String, AttachError> {
     server::remove_stale(&sock);
     let _ = std::fs::remove_file(opts.uml_dir.join(&opts.umid).join("umldbg.last"));
     let pid = inst.pid.get();
-    if let Some(t) = tracer_of(pid) {
+    if let Some((t, _)) = crate::util::tracer_of(pid) {
         return Err(AttachError::Traced(opts.umid.clone(), t));
     }
     let (rd, wr) =

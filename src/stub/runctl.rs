@@ -259,30 +259,7 @@ pub fn thread_ids(pid: i32) -> io::Result<Vec<i32>> {
     Ok(v)
 }
 
-/// The tracer of a thread, if any: (pid, command name).
-pub fn tracer_of(tid: i32) -> Option<(i32, String)> {
-    let s = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
-    let t: i32 = s
-        .lines()
-        .find_map(|l| l.strip_prefix("TracerPid:"))?
-        .trim()
-        .parse()
-        .ok()?;
-    if t == 0 {
-        return None;
-    }
-    let comm = std::fs::read_to_string(format!("/proc/{t}/comm"))
-        .map(|c| c.trim().to_string())
-        .unwrap_or_else(|_| "?".into());
-    let exe = std::fs::read_link(format!("/proc/{t}/exe"))
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
-    let name = match exe {
-        Some(e) if e != comm => format!("{comm}, {e}"),
-        _ => comm,
-    };
-    Some((t, name))
-}
+pub use crate::util::tracer_of;
 
 fn raw_waitpid(pid: i32, flags: i32) -> Result<Option<(i32, i32)>, nix::Error> {
     let mut st = 0;
@@ -975,22 +952,7 @@ impl Inner {
                     self.step_once(tid)?;
                 }
             }
-            Some((a, None)) => {
-                let orig = self
-                    .bp_info(a)
-                    .map(|b| b.original)
-                    .ok_or(RunError::NoBreakpoint(a))?;
-                let still = self.breakpoints.contains_key(&a);
-                if still {
-                    self.raw_write(a, &[orig])?;
-                }
-                self.poke_rip(tid, a)?;
-                let r = self.step_once(tid);
-                if still {
-                    self.raw_write(a, &[INT3])?;
-                }
-                r?;
-            }
+            Some((a, None)) => self.step_in_place(tid, a)?,
             None => {
                 if kernel.rip != pc && !self.stubs.contains(kernel.rip) {
                     // Redirected through a jump stub: go to the target itself.
