@@ -11,12 +11,8 @@ use std::time::Duration;
 
 use common::{Attached, Lab, stderr};
 
-fn tracer() -> String {
-    std::env::var("UMLDBG_TRACE_BIN").unwrap_or_else(|_| common::bin().to_string())
-}
-
 fn trace(args: &[&str]) -> std::process::Output {
-    Command::new(tracer())
+    Command::new(common::bin())
         .arg("trace")
         .args(args)
         .output()
@@ -111,7 +107,7 @@ fn trace_errors_are_clear_and_leave_the_machine_running() {
 
     // Another umldbg trace holds the machine (its probes work without ptrace, so TracerPid
     // says nothing): the second one is refused.
-    let mut first = Command::new(tracer())
+    let mut first = Command::new(common::bin())
         .args(["trace", &r, "ip_forward", "--quiet"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -155,7 +151,7 @@ fn trace_errors_are_clear_and_leave_the_machine_running() {
         f.read_exact_at(&mut b, addr).unwrap();
         (addr, b)
     };
-    let mut c = Command::new(tracer())
+    let mut c = Command::new(common::bin())
         .args(["trace", &r, "ip_forward", "--pcap", "/dev/full", "--quiet"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -187,7 +183,7 @@ fn trace_errors_are_clear_and_leave_the_machine_running() {
     // The machine goes away during the trace: the trace says so and ends.
     let b = lab.umid("B");
     let bpid = pid_of(&b);
-    let mut c = Command::new(tracer())
+    let mut c = Command::new(common::bin())
         .args(["trace", &b, "ip_rcv_core", "--duration", "60"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -10,17 +10,13 @@ use std::time::Duration;
 
 use common::Lab;
 
-fn tracer() -> String {
-    std::env::var("UMLDBG_TRACE_BIN").unwrap_or_else(|_| common::bin().to_string())
-}
-
 #[test]
 fn flow_follows_an_echo_request_from_a_through_r_to_b() {
     let lab = Lab::article("trf-");
     let dir = std::env::temp_dir().join(format!("umldbg-trace-flow-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let svg = dir.join("flow.svg");
-    let mut child = Command::new(tracer())
+    let mut child = Command::new(common::bin())
         .args([
             "flow",
             "--lab",

@@ -11,10 +11,6 @@ use std::time::Duration;
 
 use common::{Lab, spawn_sh, wait_for};
 
-fn tracer() -> String {
-    std::env::var("UMLDBG_TRACE_BIN").unwrap_or_else(|_| common::bin().to_string())
-}
-
 /// Address of a function in the running kernel image (`nm` of /proc/<pid>/exe).
 fn kernel_symbol(pid: i32, name: &str) -> u64 {
     let out = Command::new("nm")
@@ -68,14 +64,6 @@ fn read(pid: i32, addr: u64, len: usize) -> Vec<u8> {
     b
 }
 
-fn reject_count(lab: &Lab) -> u64 {
-    let out = lab.must("R", "iptables-legacy -L FORWARD -v -x -n | grep REJECT");
-    out.split_whitespace()
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Starts a trace and waits until its probes (or breakpoints) are in.
 fn start(umid: &str, extra: &[&str]) -> std::process::Child {
     let mut args = vec![
@@ -88,7 +76,7 @@ fn start(umid: &str, extra: &[&str]) -> std::process::Child {
         "--quiet",
     ];
     args.extend_from_slice(extra);
-    let mut c = Command::new(tracer())
+    let mut c = Command::new(common::bin())
         .args(&args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -186,14 +174,14 @@ fn check_after(b: &mut Busy) {
         );
     }
     let lab = &b.lab;
-    let before = reject_count(lab);
+    let before = lab.forward_rejects();
     lab.must(
         "A",
         "python3 -c \"import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
          for i in range(1000): s.sendto(b'y'*32,('192.168.20.2',9999))\"",
     );
     wait_for("1000 more rejects", Duration::from_secs(30), || {
-        (reject_count(lab) >= before + 1000).then_some(())
+        (lab.forward_rejects() >= before + 1000).then_some(())
     });
     let ping = lab.must("A", "ping -c 1 -W 5 192.168.20.2");
     assert!(ping.contains("1 received"), "{ping}");

@@ -12,25 +12,12 @@ use std::time::Duration;
 
 use common::{Lab, wait_for};
 
-/// The tracer binary: `umldbg` itself, or `UMLDBG_TRACE_BIN` to try another build of it.
-fn tracer() -> String {
-    std::env::var("UMLDBG_TRACE_BIN").unwrap_or_else(|_| common::bin().to_string())
-}
-
 const N: usize = 1000;
 const SPORT: u16 = 40000;
 const DPORT: u16 = 9999;
 
 fn payload(i: usize) -> String {
     format!("umldbg-trace-{i:04}-payload")
-}
-
-fn reject_count(lab: &Lab) -> u64 {
-    let out = lab.must("R", "iptables-legacy -L FORWARD -v -x -n | grep REJECT");
-    out.split_whitespace()
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
 }
 
 #[test]
@@ -41,7 +28,7 @@ fn trace_reject_tg_decodes_every_udp_packet_and_writes_a_pcap() {
     std::fs::create_dir_all(&dir).unwrap();
     let pcap = dir.join("reject.pcap");
 
-    let mut child = Command::new(tracer())
+    let mut child = Command::new(common::bin())
         .args([
             "trace",
             &lab.umid("R"),
@@ -78,17 +65,17 @@ fn trace_reject_tg_decodes_every_udp_packet_and_writes_a_pcap() {
         "tracer did not start: {first}"
     );
 
-    let before = reject_count(&lab);
+    let before = lab.forward_rejects();
     let script = format!(
         "python3 -c \"import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',{SPORT}))\n\
          for i in range({N}): s.sendto(b'umldbg-trace-%04d-payload' % i, ('192.168.20.2',{DPORT}))\""
     );
     lab.must("A", &script);
     wait_for("R to reject all packets", Duration::from_secs(60), || {
-        (reject_count(&lab) >= before + N as u64).then_some(())
+        (lab.forward_rejects() >= before + N as u64).then_some(())
     });
     assert_eq!(
-        reject_count(&lab),
+        lab.forward_rejects(),
         before + N as u64,
         "R counted other packets"
     );

@@ -126,6 +126,15 @@ impl Lab {
         assert_eq!(rc, 0, "`{line}` on {m} failed: {out}");
         out
     }
+
+    /// Packets R's REJECT rules in FORWARD have matched (the first such rule's counter).
+    pub fn forward_rejects(&self) -> u64 {
+        let out = self.must("R", "iptables-legacy -L FORWARD -v -x -n | grep REJECT");
+        out.split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
 }
 
 impl Drop for Lab {
