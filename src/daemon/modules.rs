@@ -88,8 +88,12 @@ pub fn parse_listing(text: &str) -> Vec<GuestModule> {
             continue;
         }
         if let Some(rest) = line.strip_prefix("/sys/module/") {
-            let Some((path, addr)) = rest.rsplit_once(':') else { continue };
-            let Some((name, sec)) = path.split_once("/sections/") else { continue };
+            let Some((path, addr)) = rest.rsplit_once(':') else {
+                continue;
+            };
+            let Some((name, sec)) = path.split_once("/sections/") else {
+                continue;
+            };
             let Ok(a) = u64::from_str_radix(addr.trim().trim_start_matches("0x"), 16) else {
                 continue;
             };
@@ -132,7 +136,9 @@ pub fn parse_listing(text: &str) -> Vec<GuestModule> {
         let hex: String = d.split_whitespace().collect();
         let mut at = 0;
         for name in noted {
-            let Some((id, len)) = note_at(&hex, at) else { break };
+            let Some((id, len)) = note_at(&hex, at) else {
+                break;
+            };
             at += len;
             if let Some(m) = out.iter_mut().find(|m| m.name == name) {
                 m.build_id = Some(id);
