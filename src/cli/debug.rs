@@ -40,6 +40,11 @@ pub struct AttachArgs {
     /// Leave the machine stopped after attaching
     #[arg(long)]
     pub stopped: bool,
+    /// The host pty of a console with a root shell (e.g. /dev/pts/3 for `ssl0=pts`), for a
+    /// machine not started by a lab; without it, umldbg asks mconsole which ptys the machine's
+    /// consoles use and takes one where a shell answers
+    #[arg(long, value_name = "PTY")]
+    pub console: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -114,6 +119,7 @@ pub fn attach(a: AttachArgs, t: Target, cache: PathBuf) -> anyhow::Result<i32> {
             .collect(),
         stopped: a.stopped,
         cache,
+        console: a.console,
     };
     let summary = daemon::attach(&opts)?;
     println!("{summary}");
@@ -183,10 +189,10 @@ pub fn print_response(r: &Response, json: bool) -> anyhow::Result<i32> {
             .clone()
             .unwrap_or_else(|| serde_json::json!({ "text": r.text }));
         println!("{}", serde_json::to_string_pretty(&v)?);
-    } else if let Some(t) = &r.text {
-        if !t.is_empty() {
-            println!("{t}");
-        }
+    } else if let Some(t) = &r.text
+        && !t.is_empty()
+    {
+        println!("{t}");
     }
     Ok(0)
 }

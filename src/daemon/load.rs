@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::GuestConsole;
 use super::modules::{self, GuestModule};
 use crate::kmod::ModuleInfo;
 
@@ -63,29 +64,43 @@ pub fn resolve(
     })
 }
 
-fn exec(umid: &str, script: &str, timeout: u64) -> Result<String, String> {
-    let r = crate::lab::client::exec(umid, script, timeout).map_err(|e| e.to_string())?;
-    let out = r.output.clone().unwrap_or_default();
-    match (r.ok, r.status) {
-        (true, Some(0)) => Ok(out),
-        (true, Some(rc)) => Err(format!(
+fn exec(console: &GuestConsole, umid: &str, script: &str, timeout: u64) -> Result<String, String> {
+    match console.run(script, timeout)? {
+        (0, out) => Ok(out),
+        (rc, out) => Err(format!(
             "`{}` on {umid} exited {rc}: {}",
             script.lines().next().unwrap_or(""),
             out.trim()
         )),
-        _ => Err(r.error.unwrap_or_else(|| "console error".into())),
     }
 }
 
-/// Load the module in the guest unless it is there already, then list its sections.
+/// [`load_in_guest_on`] the console of a lab machine.
 pub fn load_in_guest(
+    umid: &str,
+    r: &Resolved,
+    cache: &Path,
+    installed_dir: Option<&Path>,
+) -> Result<Vec<GuestModule>, String> {
+    let console = GuestConsole::Lab {
+        umid: umid.to_string(),
+        lab: crate::lab::state::lab_of_umid(umid)
+            .map(|(n, _)| n)
+            .unwrap_or_default(),
+    };
+    load_in_guest_on(&console, umid, r, cache, installed_dir)
+}
+
+/// Load the module in the guest unless it is there already, then list its sections.
+pub fn load_in_guest_on(
+    console: &GuestConsole,
     umid: &str,
     r: &Resolved,
     cache: &Path,
     _installed_dir: Option<&Path>,
 ) -> Result<Vec<GuestModule>, String> {
+    let exec = |script: &str, timeout| exec(console, umid, script, timeout);
     let loaded = exec(
-        umid,
         &format!(
             "[ -d /sys/module/{}/sections ] && echo yes || echo no",
             r.name
@@ -94,10 +109,10 @@ pub fn load_in_guest(
     )?;
     if loaded.trim() != "yes" {
         if r.installed {
-            exec(umid, &format!("modprobe {}", r.name), 60)?;
+            exec(&format!("modprobe {}", r.name), 60)?;
         } else {
             if !r.depends.is_empty() {
-                exec(umid, &format!("modprobe -a {}", r.depends.join(" ")), 60)?;
+                exec(&format!("modprobe -a {}", r.depends.join(" ")), 60)?;
             }
             let stage = cache.join("stage").join(umid);
             std::fs::create_dir_all(&stage).map_err(|e| format!("{}: {e}", stage.display()))?;
@@ -105,7 +120,6 @@ pub fn load_in_guest(
             std::fs::copy(&r.file, &staged)
                 .map_err(|e| format!("copy {} to {}: {e}", r.file.display(), staged.display()))?;
             exec(
-                umid,
                 &format!(
                     "insmod {}",
                     crate::lab::init::sh_quote(&staged.display().to_string())
@@ -114,6 +128,6 @@ pub fn load_in_guest(
             )?;
         }
     }
-    let listing = exec(umid, &modules::listing_script_for(&r.name), 30)?;
+    let listing = exec(&modules::listing_script_for(&r.name), 30)?;
     Ok(modules::parse_listing(&listing))
 }

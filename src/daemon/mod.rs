@@ -29,6 +29,108 @@ pub struct AttachOptions {
     pub module_paths: Vec<PathBuf>,
     pub stopped: bool,
     pub cache: PathBuf,
+    /// The host pty of a console with a root shell (`--console`), for a machine not in a lab.
+    #[serde(default)]
+    pub console: Option<PathBuf>,
+}
+
+/// Where the session runs shell commands on the guest (reading `/sys/module`, `modprobe`,
+/// `/proc/kallsyms`).
+#[derive(Debug, Clone)]
+pub enum GuestConsole {
+    /// A lab machine: its lab supervisor owns the console.
+    Lab { umid: String, lab: String },
+    /// A shell on a host pty, kept open for the session's life (closing it hangs the line up).
+    Pty {
+        console: std::sync::Arc<std::sync::Mutex<crate::uml::console::PtyConsole>>,
+        path: PathBuf,
+        /// How it was found: "given with --console", "ssl0 per mconsole".
+        origin: String,
+    },
+}
+
+impl GuestConsole {
+    /// Runs `script` in the guest; its exit status and output.
+    pub fn run(&self, script: &str, timeout_s: u64) -> Result<(i32, String), String> {
+        match self {
+            GuestConsole::Lab { umid, .. } => {
+                let r =
+                    crate::lab::client::exec(umid, script, timeout_s).map_err(|e| e.to_string())?;
+                match (r.ok, r.status) {
+                    (true, Some(rc)) => Ok((rc, r.output.unwrap_or_default())),
+                    _ => Err(r.error.unwrap_or_else(|| "console error".into())),
+                }
+            }
+            GuestConsole::Pty { console, .. } => {
+                let mut c = console.lock().unwrap_or_else(|p| p.into_inner());
+                c.run(script, Duration::from_secs(timeout_s))
+                    .map(|o| (o.status, o.output))
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// Which console this is, for summaries: `lab article's console`, `/dev/pts/3, given with
+    /// --console`.
+    pub fn describe(&self) -> String {
+        match self {
+            GuestConsole::Lab { lab, .. } => format!("lab {lab}'s console"),
+            GuestConsole::Pty { path, origin, .. } => format!("{}, {origin}", path.display()),
+        }
+    }
+}
+
+/// The console of a machine: its lab's, the pty given with `--console`, or a pty that mconsole
+/// names and where a shell answers. None with the reason when there is none; an error only when
+/// the pty given with `--console` does not answer.
+fn guest_console(
+    opts: &AttachOptions,
+    inst: &crate::uml::instance::UmlInstance,
+    notes: &mut Vec<String>,
+) -> Result<Option<GuestConsole>, String> {
+    use crate::uml::console::{self, FindError, PtyConsole};
+    if let Some((lab, _)) = crate::lab::state::lab_of_umid(&opts.umid) {
+        if let Some(p) = &opts.console {
+            notes.push(format!(
+                "--console {} is not used: {} is a machine of lab {lab}, whose console umldbg reaches through the lab",
+                p.display(),
+                opts.umid
+            ));
+        }
+        return Ok(Some(GuestConsole::Lab {
+            umid: opts.umid.clone(),
+            lab,
+        }));
+    }
+    let pty = |c: PtyConsole, origin: String| GuestConsole::Pty {
+        path: c.path().to_owned(),
+        console: std::sync::Arc::new(std::sync::Mutex::new(c)),
+        origin,
+    };
+    if let Some(p) = &opts.console {
+        let mut c = PtyConsole::open(p).map_err(|e| e.to_string())?;
+        c.probe(console::PROBE_TIMEOUT).map_err(|e| e.to_string())?;
+        return Ok(Some(pty(c, "given with --console".into())));
+    }
+    let mc = crate::uml::mconsole::Mconsole::for_instance(inst, Duration::from_secs(2))
+        .map_err(|e| e.to_string());
+    let found = mc.and_then(|mc| {
+        console::find_shell(&mc, std::time::Instant::now() + Duration::from_secs(10)).map_err(|e| {
+            match e {
+                FindError::NoPty => String::new(),
+                e => e.to_string(),
+            }
+        })
+    });
+    match found {
+        Ok((line, c)) => Ok(Some(pty(c, format!("{line} per mconsole")))),
+        Err(why) => {
+            if !why.is_empty() {
+                notes.push(format!("no console shell: {why}"));
+            }
+            Ok(None)
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -203,20 +305,46 @@ async fn start(opts: &AttachOptions) -> Result<Started, String> {
     let image = std::fs::read_link(format!("/proc/{pid}/exe"))
         .map_err(|e| format!("/proc/{pid}/exe: {e}"))?;
     let modules_dir = modules_dir_for(&image, &opts.cache);
-    let console = crate::lab::state::lab_of_umid(&opts.umid).is_some();
-    // Section addresses from the console while the machine still runs.
-    let guest_modules = if console {
-        let umid = opts.umid.clone();
+    let mut notes = Vec::new();
+    let console = {
+        let (o, i) = (opts.clone(), inst.clone());
         tokio::task::spawn_blocking(move || {
-            crate::lab::client::exec(&umid, modules::LISTING_SCRIPT, 20)
+            let mut notes = Vec::new();
+            guest_console(&o, &i, &mut notes).map(|c| (c, notes))
         })
         .await
-        .ok()
-        .and_then(|r| r.ok())
-        .filter(|r| r.ok && r.status == Some(0))
-        .map(|r| modules::parse_listing(r.output.as_deref().unwrap_or("")))
-    } else {
-        None
+        .map_err(|e| e.to_string())?
+        .map(|(c, n)| {
+            notes.extend(n);
+            c
+        })?
+    };
+    // Section addresses from the console while the machine still runs.
+    let guest_modules = match &console {
+        Some(c) => {
+            let c = c.clone();
+            let listed =
+                tokio::task::spawn_blocking(move || c.run(modules::LISTING_SCRIPT, 20)).await;
+            match listed {
+                Ok(Ok((0, out))) => Some(modules::parse_listing(&out)),
+                Ok(Ok((rc, out))) => {
+                    notes.push(format!(
+                        "listing /sys/module on the console exited {rc}: {}",
+                        out.trim()
+                    ));
+                    None
+                }
+                Ok(Err(e)) => {
+                    notes.push(format!("listing /sys/module on the console: {e}"));
+                    None
+                }
+                Err(e) => {
+                    notes.push(format!("listing /sys/module on the console: {e}"));
+                    None
+                }
+            }
+        }
+        None => None,
     };
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let (events, _) = tokio::sync::broadcast::channel(256);
@@ -228,6 +356,7 @@ async fn start(opts: &AttachOptions) -> Result<Started, String> {
         modules_dir,
         module_paths: opts.module_paths.clone(),
         console,
+        notes,
         stopped: opts.stopped,
         cache: opts.cache.clone(),
         journal: opts.uml_dir.join(&opts.umid).join("umldbg.journal"),

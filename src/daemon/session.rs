@@ -43,8 +43,11 @@ pub struct SessionConfig {
     /// The installed modules of the cached kernel, when it is the one running.
     pub modules_dir: Option<PathBuf>,
     pub module_paths: Vec<PathBuf>,
-    /// Whether the machine's console can be reached through its lab.
-    pub console: bool,
+    /// Where shell commands run on the guest: its lab's console or a shell on a pty; None when
+    /// there is none (module addresses then come from kernel memory).
+    pub console: Option<super::GuestConsole>,
+    /// Said in the attach summary (how the console was chosen, why there is none).
+    pub notes: Vec<String>,
     pub stopped: bool,
     pub cache: PathBuf,
     pub journal: PathBuf,
@@ -150,7 +153,7 @@ impl Session {
                 )
             })?;
         let symbols = Arc::new(crate::daemon::symbols::SymbolIndex::from_image(&cfg.image));
-        let mut notes = Vec::new();
+        let mut notes = cfg.notes.clone();
         if symbols.is_empty() {
             // A stripped image (a distribution's UML): names from the guest's /proc/kallsyms.
             notes.push(format!(
@@ -221,10 +224,11 @@ impl Session {
             }
         }
         let mut summary = format!(
-            "attached to {} (pid {}): kernel symbols from {}, {loaded} module(s) from {source}",
+            "attached to {} (pid {}): kernel symbols from {}, {loaded} module(s) from {source}{}",
             s.cfg.umid,
             s.cfg.pid,
-            s.cfg.image.display()
+            s.cfg.image.display(),
+            s.which_console(source)
         );
         for n in &notes {
             summary.push_str(&format!("\n  note: {n}"));
@@ -239,6 +243,14 @@ impl Session {
             s.resume().await?;
         }
         Ok((s, summary))
+    }
+
+    /// ` (/dev/pts/3, given with --console)` after a source that is the console.
+    fn which_console(&self, source: Source) -> String {
+        match (&self.cfg.console, source) {
+            (Some(c), Source::Console) => format!(" ({})", c.describe()),
+            _ => String::new(),
+        }
     }
 
     async fn drain_attach_stop(&mut self) {
@@ -1056,6 +1068,7 @@ impl Session {
             "image": self.cfg.image, "modules": mods,
             "breakpoints": self.user_bps,
             "daemon_pid": std::process::id(), "gdb_pid": self.gdb.pid(),
+            "console": self.cfg.console.as_ref().map(|c| c.describe()),
         });
         let mut text = format!(
             "session on {} (pid {}): {state}; {} module(s) with symbols; {} breakpoint(s)",
@@ -1111,10 +1124,10 @@ impl Session {
             let _ = reply.send(Response::err("the machine is stopped; the guest loads modules while it runs: `umldbg continue` first"));
             return;
         }
-        if !self.cfg.console {
-            let _ = reply.send(Response::err(format!("{} has no console that umldbg can reach (not in a lab); load the module in the guest yourself: its symbols are added automatically", self.cfg.umid)));
+        let Some(console) = self.cfg.console.clone() else {
+            let _ = reply.send(Response::err(format!("{} has no console that umldbg can reach (not in a lab, no shell on a console pty; see `umldbg attach --console`); load the module in the guest yourself: its symbols are added automatically", self.cfg.umid)));
             return;
-        }
+        };
         let mut search = module_path;
         search.extend(self.cfg.module_paths.iter().cloned());
         let resolved = match super::load::resolve(&file, &search, self.cfg.modules_dir.as_deref()) {
@@ -1129,7 +1142,13 @@ impl Session {
         let cache = self.cfg.cache.clone();
         let installed = self.cfg.modules_dir.clone();
         tokio::task::spawn_blocking(move || {
-            let result = super::load::load_in_guest(&umid, &resolved, &cache, installed.as_deref());
+            let result = super::load::load_in_guest_on(
+                &console,
+                &umid,
+                &resolved,
+                &cache,
+                installed.as_deref(),
+            );
             let _ = tx.blocking_send(Msg::LoadConsoleDone {
                 file: resolved.file.clone(),
                 name: resolved.name.clone(),
@@ -1165,11 +1184,12 @@ impl Session {
         match r {
             Ok(Ok(ls)) => Response::ok_data(
                 format!(
-                    "{}: .text {:#x}, {} sections, addresses from {}, symbols from {}",
+                    "{}: .text {:#x}, {} sections, addresses from {}{}, symbols from {}",
                     ls.name,
                     ls.text,
                     ls.sections,
                     ls.source,
+                    self.which_console(ls.source),
                     ls.file.display()
                 ),
                 serde_json::to_value(&ls).unwrap_or_default(),
@@ -1199,21 +1219,26 @@ impl StopInfo {
 
 /// Write an ELF symbol file from the guest's /proc/kallsyms (read over the console).
 async fn kallsyms_symbol_file(cfg: &SessionConfig) -> Result<PathBuf, String> {
-    if !cfg.console {
+    let Some(console) = cfg.console.clone() else {
         return Err(format!(
             "{} has no symbols and {} has no console to read /proc/kallsyms from: write one with `umldbg symfile --kallsyms FILE -o OUT` and attach with a kernel image that has symbols",
             cfg.image.display(),
             cfg.umid
         ));
+    };
+    let (rc, text) = tokio::task::spawn_blocking(move || console.run("cat /proc/kallsyms", 60))
+        .await
+        .map_err(|e| e.to_string())??;
+    if rc != 0 {
+        return Err(format!(
+            "`cat /proc/kallsyms` on {} ({}) exited {rc}",
+            cfg.umid,
+            cfg.console
+                .as_ref()
+                .map(|c| c.describe())
+                .unwrap_or_default()
+        ));
     }
-    let umid = cfg.umid.clone();
-    let r = tokio::task::spawn_blocking(move || {
-        crate::lab::client::exec(&umid, "cat /proc/kallsyms", 60)
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())?;
-    let text = r.output.unwrap_or_default();
     let entries = crate::kmod::kallsyms::parse(&text)
         .map_err(|e| format!("/proc/kallsyms of {}: {e}", cfg.umid))?;
     let (bytes, _) = crate::kmod::symfile::write_symfile(&entries).map_err(|e| e.to_string())?;

@@ -188,6 +188,25 @@ impl Reassembler {
     }
 }
 
+/// Console lines a shell may listen on, in the order umldbg looks for one: the first serial
+/// line (where labs and the notes put a shell), the first virtual console, then the next ones.
+pub const CONSOLE_LINES: &[&str] = &["ssl0", "con0", "con1", "ssl1"];
+
+/// The host pty in a `config <line>` answer: `pts:/dev/pts/3` gives `/dev/pts/3`. Other channel
+/// kinds (`fd:0,fd:1`, `null`, `xterm`, a `pts` line not opened yet) give None.
+pub fn pty_of_config(answer: &str) -> Option<PathBuf> {
+    let p = answer.trim().trim_end_matches('\0').strip_prefix("pts:")?;
+    (p.starts_with("/dev/pts/") && p.len() > "/dev/pts/".len() && !p.contains(char::is_whitespace))
+        .then(|| PathBuf::from(p))
+}
+
+/// Whether a `config <line>` answer is a pty line, with or without a pty at the moment (`pts`,
+/// `pts:/dev/pts/3`).
+pub fn is_pts_config(answer: &str) -> bool {
+    let a = answer.trim().trim_end_matches('\0');
+    a == "pts" || a.starts_with("pts:")
+}
+
 /// Failures of the mconsole client. Each names the socket, so the machine is known.
 #[derive(Debug, thiserror::Error)]
 pub enum MconsoleError {
@@ -433,6 +452,28 @@ impl Mconsole {
         self.command(&format!("config {device}"))
     }
 
+    /// The console lines of [`CONSOLE_LINES`] that sit on a host pty, with that pty, in the order
+    /// of that list. A pty line that has none at the moment (the guest hung it up and has not
+    /// opened it again) comes with None. Lines that mconsole refuses or that are not ptys are
+    /// left out.
+    pub fn console_ptys(&self) -> Result<Vec<(String, Option<PathBuf>)>, MconsoleError> {
+        let mut out = Vec::new();
+        for line in CONSOLE_LINES {
+            match self.config(line) {
+                Ok(answer) => {
+                    if let Some(p) = pty_of_config(&answer) {
+                        out.push((line.to_string(), Some(p)));
+                    } else if is_pts_config(&answer) {
+                        out.push((line.to_string(), None));
+                    }
+                }
+                Err(MconsoleError::Refused { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
     /// Halts the machine. UML usually exits before it answers, so no answer by the deadline is
     /// success when `is_gone()` says the machine's process has ended (checked every 50 ms).
     pub fn halt(&self, is_gone: impl Fn() -> bool) -> Result<(), MconsoleError> {
@@ -489,6 +530,24 @@ impl Drop for Mconsole {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ptys_from_config_answers() {
+        assert_eq!(
+            pty_of_config("pts:/dev/pts/3"),
+            Some(PathBuf::from("/dev/pts/3"))
+        );
+        assert_eq!(
+            pty_of_config("pts:/dev/pts/12\n"),
+            Some(PathBuf::from("/dev/pts/12"))
+        );
+        assert_eq!(pty_of_config("fd:0,fd:1"), None);
+        assert_eq!(pty_of_config("null"), None);
+        assert_eq!(pty_of_config("pts"), None);
+        assert_eq!(pty_of_config("pts:/etc/passwd"), None);
+        assert!(is_pts_config("pts") && is_pts_config("pts:/dev/pts/0"));
+        assert!(!is_pts_config("fd:0,fd:1") && !is_pts_config("null"));
+    }
 
     #[test]
     fn request_layout() {
