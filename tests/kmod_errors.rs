@@ -161,7 +161,7 @@ fn flipped_bytes_never_panic() {
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let mut b = whole.clone();
-        let at = if seed % 2 == 0 {
+        let at = if seed.is_multiple_of(2) {
             (seed >> 8) as usize % 64
         } else {
             b.len() - 1 - (seed >> 8) as usize % 4096

@@ -125,6 +125,18 @@ fn trace_errors_are_clear_and_leave_the_machine_running() {
             && e.contains(&format!("being traced by umldbg process {}", first.id())),
         "{e}"
     );
+    // ... and so is a gdb session: both would change the same text.
+    let o = Command::new(common::bin())
+        .args(["attach", &r])
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert!(
+        !o.status.success()
+            && e.contains(&format!("being traced by umldbg process {}", first.id()))
+            && e.lines().count() == 1,
+        "{e}"
+    );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(first.id() as i32),
         nix::sys::signal::SIGINT,

@@ -192,30 +192,30 @@ pub fn run(umid: Option<String>, uml_dir: PathBuf) -> anyhow::Result<i32> {
     let _ = rl.load_history(&history);
     // Stops (from `continue` or from anyone else's commands) appear while the user types.
     let r = events.request(&Request::Events)?;
-    if r.ok {
-        if let Ok(mut printer) = rl.create_external_printer() {
-            std::thread::spawn(move || {
-                while let Some(line) = events.next_line() {
-                    let Ok(ev) = serde_json::from_str::<Event>(&line) else {
-                        continue;
-                    };
-                    let text = match ev {
-                        Event::Stopped(s) => s.render(),
-                        Event::ModuleLoaded { name, text, source } => {
-                            format!("module {name} loaded at {text} (from {source}): symbols added")
-                        }
-                        Event::ModuleUnloaded { name } => {
-                            format!("module {name} unloaded: symbols dropped")
-                        }
-                        Event::Exited { reason } => format!("session over: {reason}"),
-                        Event::Running => continue,
-                    };
-                    if printer.print(format!("{text}\n")).is_err() {
-                        break;
+    if r.ok
+        && let Ok(mut printer) = rl.create_external_printer()
+    {
+        std::thread::spawn(move || {
+            while let Some(line) = events.next_line() {
+                let Ok(ev) = serde_json::from_str::<Event>(&line) else {
+                    continue;
+                };
+                let text = match ev {
+                    Event::Stopped(s) => s.render(),
+                    Event::ModuleLoaded { name, text, source } => {
+                        format!("module {name} loaded at {text} (from {source}): symbols added")
                     }
+                    Event::ModuleUnloaded { name } => {
+                        format!("module {name} unloaded: symbols dropped")
+                    }
+                    Event::Exited { reason } => format!("session over: {reason}"),
+                    Event::Running => continue,
+                };
+                if printer.print(format!("{text}\n")).is_err() {
+                    break;
                 }
-            });
-        }
+            }
+        });
     }
     println!(
         "umldbg shell on {umid}: `help` lists the commands, Ctrl-D leaves (the session stays)"

@@ -306,6 +306,26 @@ async fn start(opts: &AttachOptions) -> Result<Started, String> {
         .map_err(|e| format!("/proc/{pid}/exe: {e}"))?;
     let modules_dir = modules_dir_for(&image, &opts.cache);
     let mut notes = Vec::new();
+    // `umldbg trace` can hold the machine's text with probes and no ptrace at all: the text lock
+    // (held for the life of this process) keeps a gdb session and a trace apart, and bytes a
+    // killed tracer and its guard both left behind are put back before gdb sees the text.
+    let journal = crate::stub::guard::journal_path(&opts.uml_dir, &opts.umid);
+    let text_lock = crate::stub::guard::TextLock::take(&journal).map_err(|holder| {
+        format!(
+            "{} is being traced by umldbg process {}: stop that trace first",
+            opts.umid,
+            holder.map(|p| p.to_string()).unwrap_or_else(|| "?".into())
+        )
+    })?;
+    std::mem::forget(text_lock);
+    match crate::stub::guard::TraceJournal::open(&journal, pid).repair() {
+        Ok(fixed) if !fixed.is_empty() => notes.push(format!(
+            "put back {} byte(s) a killed tracer left in kernel text",
+            fixed.len()
+        )),
+        Ok(_) => {}
+        Err(e) => notes.push(format!("trace journal {}: {e}", journal.display())),
+    }
     let console = {
         let (o, i) = (opts.clone(), inst.clone());
         tokio::task::spawn_blocking(move || {

@@ -174,10 +174,10 @@ impl Session {
             super::journal::spawn_guard(cfg.pid, gp, &cfg.journal)
                 .map_err(|e| format!("start the breakpoint guard: {e}"))?;
         }
-        if let Ok(n) = journal.repair() {
-            if n > 0 {
-                tracing::warn!("restored {n} breakpoint bytes left by an earlier session");
-            }
+        if let Ok(n) = journal.repair()
+            && n > 0
+        {
+            tracing::warn!("restored {n} breakpoint bytes left by an earlier session");
         }
         gdb.cmd_timeout(Command::target_attach(cfg.pid as u32), long)
             .await
@@ -353,14 +353,14 @@ impl Session {
             }
         };
         let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-        if let (Some(guest), Some(host)) = (&m.build_id, crate::kernel::elf_build_id(&bytes)) {
-            if *guest != host {
-                return Err(format!(
-                    "{} has build-id {host} but the guest's {} has {guest}: not the loaded module, refusing its symbols",
-                    file.display(),
-                    m.name
-                ));
-            }
+        if let (Some(guest), Some(host)) = (&m.build_id, crate::kernel::elf_build_id(&bytes))
+            && *guest != host
+        {
+            return Err(format!(
+                "{} has build-id {host} but the guest's {} has {guest}: not the loaded module, refusing its symbols",
+                file.display(),
+                m.name
+            ));
         }
         let secs = alloc_sections(&bytes);
         let cmd = modules::add_symbol_file_command(&file, m, &secs)
@@ -471,27 +471,26 @@ impl Session {
     async fn handle_internal(&mut self, kind: Internal) {
         match kind {
             Internal::ModuleLoad => {
-                if let Some(m) = self.module_at("mod").await {
-                    if let Ok(ls) = self.add_module_symbols(&m, None, Source::Memory).await {
-                        let _ = self.events_tx.send(Event::ModuleLoaded {
-                            name: ls.name.clone(),
-                            text: format!("{:#x}", ls.text),
-                            source: ls.source.to_string(),
-                        });
-                    }
+                if let Some(m) = self.module_at("mod").await
+                    && let Ok(ls) = self.add_module_symbols(&m, None, Source::Memory).await
+                {
+                    let _ = self.events_tx.send(Event::ModuleLoaded {
+                        name: ls.name.clone(),
+                        text: format!("{:#x}", ls.text),
+                        source: ls.source.to_string(),
+                    });
                 }
             }
             Internal::ModuleFree => {
-                if let Ok(n) = self.gdb.evaluate("mod->name").await {
-                    if let Some(name) = parse_c_string(&n) {
-                        if let Some(ls) = self.modules.remove(&name) {
-                            let _ = self
-                                .gdb
-                                .console(&format!("remove-symbol-file -a {:#x}", ls.text))
-                                .await;
-                            let _ = self.events_tx.send(Event::ModuleUnloaded { name });
-                        }
-                    }
+                if let Ok(n) = self.gdb.evaluate("mod->name").await
+                    && let Some(name) = parse_c_string(&n)
+                    && let Some(ls) = self.modules.remove(&name)
+                {
+                    let _ = self
+                        .gdb
+                        .console(&format!("remove-symbol-file -a {:#x}", ls.text))
+                        .await;
+                    let _ = self.events_tx.send(Event::ModuleUnloaded { name });
                 }
             }
         }
@@ -529,22 +528,22 @@ impl Session {
                         addr: f.addr.clone(),
                     })
                     .collect();
-            if let Some(f0) = bt.0.first() {
-                if info.args.is_empty() {
-                    info.args = f0.args.iter().cloned().collect();
-                }
+            if let Some(f0) = bt.0.first()
+                && info.args.is_empty()
+            {
+                info.args = f0.args.iter().cloned().collect();
             }
         }
         self.stop_skb = self.skb_argument().await;
-        if let Some(addr) = self.stop_skb {
-            if let Some(r) = self.skb.as_mut() {
-                match r.read(addr) {
-                    Ok(v) => {
-                        info.skb_text = Some(v.text);
-                        info.skb = Some(v.json);
-                    }
-                    Err(e) => info.skb_text = Some(format!("skb at {addr:#x}: {e}")),
+        if let Some(addr) = self.stop_skb
+            && let Some(r) = self.skb.as_mut()
+        {
+            match r.read(addr) {
+                Ok(v) => {
+                    info.skb_text = Some(v.text);
+                    info.skb = Some(v.json);
                 }
+                Err(e) => info.skb_text = Some(format!("skb at {addr:#x}: {e}")),
             }
         }
         info
@@ -561,14 +560,12 @@ impl Session {
         for v in vars.as_list()?.values() {
             let Some(t) = v.as_tuple() else { continue };
             let ty = t.get_str("type").unwrap_or("");
-            if ty.replace(' ', "") == "structsk_buff*" {
-                if let Some(val) = t.get_str("value") {
-                    if let Some(a) = parse_addr(val) {
-                        if a != 0 {
-                            return Some(a);
-                        }
-                    }
-                }
+            if ty.replace(' ', "") == "structsk_buff*"
+                && let Some(val) = t.get_str("value")
+                && let Some(a) = parse_addr(val)
+                && a != 0
+            {
+                return Some(a);
             }
         }
         None
@@ -657,10 +654,8 @@ impl Session {
                 }
                 self.record_user_stop(&ev).await;
             }
-            AsyncEvent::Running { .. } => {
-                if !matches!(self.state, RunState::Gone(_)) {
-                    self.state = RunState::Running;
-                }
+            AsyncEvent::Running { .. } if !matches!(self.state, RunState::Gone(_)) => {
+                self.state = RunState::Running;
             }
             AsyncEvent::Exited(e) => self.gone(format!("gdb exited ({e})")),
             _ => {}
@@ -671,11 +666,11 @@ impl Session {
     async fn on_msg(&mut self, msg: Msg) -> bool {
         match msg {
             Msg::Request(req, reply) => {
-                if let RunState::Gone(why) = &self.state {
-                    if !matches!(req, Request::Status) {
-                        let _ = reply.send(Response::err(format!("the session is over: {why}")));
-                        return matches!(req, Request::Detach);
-                    }
+                if let RunState::Gone(why) = &self.state
+                    && !matches!(req, Request::Status)
+                {
+                    let _ = reply.send(Response::err(format!("the session is over: {why}")));
+                    return matches!(req, Request::Detach);
                 }
                 let detach = matches!(req, Request::Detach);
                 let keeps_frame = matches!(
@@ -1034,15 +1029,14 @@ impl Session {
                 if hex {
                     v.text.push_str(&v.hex);
                 }
-                if raw {
-                    if let Ok(t) = self
+                if raw
+                    && let Ok(t) = self
                         .gdb
                         .console(&format!("print *(struct sk_buff *){addr:#x}"))
                         .await
-                    {
-                        v.text.push_str("\n");
-                        v.text.push_str(t.trim_end());
-                    }
+                {
+                    v.text.push('\n');
+                    v.text.push_str(t.trim_end());
                 }
                 Response::ok_data(v.text, v.json)
             }

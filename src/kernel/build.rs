@@ -124,7 +124,7 @@ impl Progress {
         if let Some(b) = &self.bar {
             b.set_length(total.max(done));
             b.set_position(done);
-        } else if self.enabled && done % 500 == 0 && done > 0 {
+        } else if self.enabled && done.is_multiple_of(500) && done > 0 {
             eprintln!(
                 "[{:>4.0}s] kernel: build {done}/~{total} steps",
                 self.started.elapsed().as_secs_f64()
@@ -161,18 +161,19 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutcome, KernelError> {
     let frag_hash = hex(&Sha256::digest(super::recipe().as_bytes()));
 
     // A valid build from Debian's source with this fragment answers without asking the network.
-    if opts.source.is_none() && !opts.refresh {
-        if let Some(m) = manifest::list(&opts.cache).into_iter().find_map(|e| {
+    if opts.source.is_none()
+        && !opts.refresh
+        && let Some(m) = manifest::list(&opts.cache).into_iter().find_map(|e| {
             let m = e.manifest.ok()?;
             let stamp = std::fs::read_to_string(e.dir.join("fragment.sha256")).ok()?;
             (m.source.starts_with("deb:") && stamp.trim() == frag_hash).then_some(m)
-        }) {
-            return Ok(BuildOutcome {
-                manifest: m,
-                cache_hit: true,
-                seconds: t0.elapsed().as_secs_f64(),
-            });
-        }
+        })
+    {
+        return Ok(BuildOutcome {
+            manifest: m,
+            cache_hit: true,
+            seconds: t0.elapsed().as_secs_f64(),
+        });
     }
 
     progress.phase("source");
@@ -206,15 +207,15 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutcome, KernelError> {
     ));
     let key = format!("uml-{}", &key_hash[..16]);
     let dir = kernels.join(&key);
-    if let Ok(m) = Manifest::read(&dir) {
-        if m.check().is_ok() {
-            progress.finish();
-            return Ok(BuildOutcome {
-                manifest: m,
-                cache_hit: true,
-                seconds: t0.elapsed().as_secs_f64(),
-            });
-        }
+    if let Ok(m) = Manifest::read(&dir)
+        && m.check().is_ok()
+    {
+        progress.finish();
+        return Ok(BuildOutcome {
+            manifest: m,
+            cache_hit: true,
+            seconds: t0.elapsed().as_secs_f64(),
+        });
     }
 
     // Only this key's own unfinished directory is removed; other builds stay as they are.

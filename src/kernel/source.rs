@@ -27,10 +27,10 @@ pub fn system_mirror() -> Result<String, KernelError> {
         paths.sort();
         for p in paths {
             let name = p.to_string_lossy().into_owned();
-            if name.ends_with(".list") || name.ends_with(".sources") {
-                if let Ok(t) = std::fs::read_to_string(&p) {
-                    texts.push(t);
-                }
+            if (name.ends_with(".list") || name.ends_with(".sources"))
+                && let Ok(t) = std::fs::read_to_string(&p)
+            {
+                texts.push(t);
             }
         }
     }
@@ -182,7 +182,7 @@ impl PrivateApt {
             step: "apt-get download",
             source: e,
         })?;
-        let file = file.ok_or_else(|| KernelError::NoSourcePackage)?;
+        let file = file.ok_or(KernelError::NoSourcePackage)?;
         Ok(dir.join(file))
     }
 }

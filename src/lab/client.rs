@@ -63,29 +63,28 @@ fn runs_umid(pid: i32, umid: &str) -> bool {
 
 /// Refuse a umid that some machine (this lab, another lab, or one started by hand) already uses.
 pub fn check_umid_free(umid: &str, uml_dir: &Path) -> Result<(), LabError> {
-    if let Some((lab, st)) = state::lab_of_umid(umid) {
-        if let Some(m) = st.machine(umid) {
-            if state::pid_alive(m.pid) {
-                return Err(LabError::UmidBusy {
-                    umid: umid.into(),
-                    pid: m.pid,
-                    by: format!(", lab {lab}"),
-                });
-            }
-        }
+    if let Some((lab, st)) = state::lab_of_umid(umid)
+        && let Some(m) = st.machine(umid)
+        && state::pid_alive(m.pid)
+    {
+        return Err(LabError::UmidBusy {
+            umid: umid.into(),
+            pid: m.pid,
+            by: format!(", lab {lab}"),
+        });
     }
     let pidfile = uml_dir.join(umid).join("pid");
     if let Some(pid) = std::fs::read_to_string(&pidfile)
         .ok()
         .and_then(|s| s.trim().parse::<i32>().ok())
+        && state::pid_alive(pid)
+        && runs_umid(pid, umid)
     {
-        if state::pid_alive(pid) && runs_umid(pid, umid) {
-            return Err(LabError::UmidBusy {
-                umid: umid.into(),
-                pid,
-                by: String::new(),
-            });
-        }
+        return Err(LabError::UmidBusy {
+            umid: umid.into(),
+            pid,
+            by: String::new(),
+        });
     }
     Ok(())
 }
@@ -228,12 +227,11 @@ pub fn down(name: &str) -> Result<(), LabError> {
         return Err(LabError::NoLab(name.into(), labs_up()));
     }
     if let Some(st) = &st {
-        if state::pid_alive(st.supervisor_pid) {
-            if let Ok((r, _)) = request(name, &Request::Down) {
-                if r.ok {
-                    return Ok(());
-                }
-            }
+        if state::pid_alive(st.supervisor_pid)
+            && let Ok((r, _)) = request(name, &Request::Down)
+            && r.ok
+        {
+            return Ok(());
         }
         for m in &st.machines {
             if runs_umid(m.pid, &m.umid) {

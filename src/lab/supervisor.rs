@@ -690,10 +690,10 @@ fn handle(sup: Arc<Supervisor>, mut conn: UnixStream) {
 }
 
 fn teardown(st: &LabState, machines: &[Arc<Machine>]) {
-    if let Some(m) = machines.first() {
-        if let Some(lab_stage) = m.stage.parent() {
-            let _ = std::fs::remove_dir_all(lab_stage);
-        }
+    if let Some(m) = machines.first()
+        && let Some(lab_stage) = m.stage.parent()
+    {
+        let _ = std::fs::remove_dir_all(lab_stage);
     }
     for m in machines {
         stop_machine(&st.uml_dir, &m.umid, m.pid);

@@ -622,10 +622,10 @@ impl TraceJournal {
     }
 
     fn save(&self) {
-        if let Some(dir) = self.path.parent() {
-            if !dir.is_dir() {
-                return;
-            }
+        if let Some(dir) = self.path.parent()
+            && !dir.is_dir()
+        {
+            return;
         }
         let tmp = self.path.with_extension("tmp");
         if std::fs::write(&tmp, serde_json::to_string(&self.data).unwrap_or_default()).is_ok() {

@@ -667,11 +667,11 @@ impl Inner {
         if let Some(bp) = self.breakpoints.get_mut(&addr) {
             bp.stub = stub;
         }
-        if let Some(g) = self.guard.as_mut() {
-            if let Err(e) = g.arm(addr, original) {
-                self.breakpoints.remove(&addr);
-                return Err(e.into());
-            }
+        if let Some(g) = self.guard.as_mut()
+            && let Err(e) = g.arm(addr, original)
+        {
+            self.breakpoints.remove(&addr);
+            return Err(e.into());
         }
         self.journal.record(addr, original);
         if let Err(e) = self.raw_write(addr, &[INT3]) {
@@ -750,10 +750,10 @@ impl Inner {
             }
             Stop::Trap { bp: None } | Stop::Parked => held.unwrap_or(0),
             Stop::Signal(s) => {
-                if let Some(h) = held {
-                    if let Some(th) = self.threads.get_mut(&tid) {
-                        th.held.push_front(h);
-                    }
+                if let Some(h) = held
+                    && let Some(th) = self.threads.get_mut(&tid)
+                {
+                    th.held.push_front(h);
                 }
                 s
             }
@@ -804,10 +804,10 @@ impl Inner {
         self.counters.ptrace_calls += 1;
         pt(libc::PTRACE_POKEUSER, tid, RIP_OFFSET, rip)
             .map_err(ptrace_err("PTRACE_POKEUSER rip", tid))?;
-        if let Some(th) = self.threads.get_mut(&tid) {
-            if let Some(r) = th.regs.as_mut() {
-                r.rip = rip;
-            }
+        if let Some(th) = self.threads.get_mut(&tid)
+            && let Some(r) = th.regs.as_mut()
+        {
+            r.rip = rip;
         }
         Ok(())
     }
@@ -1294,19 +1294,18 @@ impl Inner {
             return Ok(());
         }
         let mut first_err = None;
-        if self.exited.is_none() {
-            if let Err(e) = self.stop_all(false) {
-                first_err.get_or_insert(e);
-            }
+        if self.exited.is_none()
+            && let Err(e) = self.stop_all(false)
+        {
+            first_err.get_or_insert(e);
         }
         let probes: Vec<u64> = self.probes.keys().copied().collect();
         for a in probes {
-            if let Some(p) = self.probes.remove(&a) {
-                if let Err(e) = self.raw_write(a, &p.original) {
-                    if self.exited.is_none() {
-                        first_err.get_or_insert(e);
-                    }
-                }
+            if let Some(p) = self.probes.remove(&a)
+                && let Err(e) = self.raw_write(a, &p.original)
+                && self.exited.is_none()
+            {
+                first_err.get_or_insert(e);
             }
         }
         for (t, _) in std::mem::take(&mut self.trap_probes) {
@@ -1335,18 +1334,18 @@ impl Inner {
         }
         self.detached = true;
         let mut first_err = None;
-        if self.exited.is_none() {
-            if let Err(e) = self.stop_all(false) {
-                first_err.get_or_insert(e);
-            }
+        if self.exited.is_none()
+            && let Err(e) = self.stop_all(false)
+        {
+            first_err.get_or_insert(e);
         }
         let addrs: Vec<u64> = self.breakpoints.keys().copied().collect();
         for a in addrs {
             if let Some(bp) = self.breakpoints.remove(&a) {
-                if let Err(e) = self.raw_write(a, &[bp.original]) {
-                    if self.exited.is_none() {
-                        first_err.get_or_insert(e);
-                    }
+                if let Err(e) = self.raw_write(a, &[bp.original])
+                    && self.exited.is_none()
+                {
+                    first_err.get_or_insert(e);
                 }
                 if let Some(g) = self.guard.as_mut() {
                     let _ = g.disarm(a);
@@ -1378,14 +1377,15 @@ impl Inner {
                 Some(_) => held.unwrap_or(0),
                 None => continue,
             };
-            if let Err(e) = pt(libc::PTRACE_DETACH, tid, 0, sig as u64) {
-                if e != nix::Error::ESRCH && self.exited.is_none() {
-                    first_err.get_or_insert(RunError::Ptrace {
-                        op: "PTRACE_DETACH",
-                        tid,
-                        source: e,
-                    });
-                }
+            if let Err(e) = pt(libc::PTRACE_DETACH, tid, 0, sig as u64)
+                && e != nix::Error::ESRCH
+                && self.exited.is_none()
+            {
+                first_err.get_or_insert(RunError::Ptrace {
+                    op: "PTRACE_DETACH",
+                    tid,
+                    source: e,
+                });
             }
         }
         self.threads.clear();

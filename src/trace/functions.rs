@@ -123,19 +123,19 @@ impl SymbolTable {
         if let Some(v) = self.funcs.get(name) {
             return Ok(v.clone());
         }
-        if let Some(hex) = name.strip_prefix("0x") {
-            if let Ok(addr) = u64::from_str_radix(hex, 16) {
-                let owner = self.funcs.values().flatten().find(|f| f.addr == addr);
-                return Ok(vec![Function {
-                    name: owner
-                        .map(|f| f.name.clone())
-                        .unwrap_or_else(|| name.to_string()),
-                    addr,
-                    size: owner.map_or(0, |f| f.size),
-                    module: owner.and_then(|f| f.module.clone()),
-                    file: owner.map(|f| f.file.clone()).unwrap_or_default(),
-                }]);
-            }
+        if let Some(hex) = name.strip_prefix("0x")
+            && let Ok(addr) = u64::from_str_radix(hex, 16)
+        {
+            let owner = self.funcs.values().flatten().find(|f| f.addr == addr);
+            return Ok(vec![Function {
+                name: owner
+                    .map(|f| f.name.clone())
+                    .unwrap_or_else(|| name.to_string()),
+                addr,
+                size: owner.map_or(0, |f| f.size),
+                module: owner.and_then(|f| f.module.clone()),
+                file: owner.map(|f| f.file.clone()).unwrap_or_default(),
+            }]);
         }
         let near =
             crate::daemon::symbols::near_names(name, self.funcs.keys().map(String::as_str), 5);

@@ -378,10 +378,10 @@ impl RingReader {
                         self.read(addr, &mut b[FIRST_PASS..])?;
                     }
                     // The slot may have been overtaken while we read it.
-                    if u64_at(b, 0) == ticket + 1 {
-                        if let Some(h) = parse_slot(b, ticket, self.struct_size) {
-                            out.push(h);
-                        }
+                    if u64_at(b, 0) == ticket + 1
+                        && let Some(h) = parse_slot(b, ticket, self.struct_size)
+                    {
+                        out.push(h);
                     }
                     done += 1;
                     self.stuck_since = None;

@@ -300,23 +300,7 @@ impl Exchange {
     }
 }
 
-fn base64(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for c in data.chunks(3) {
-        let n = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
+use crate::util::base64;
 
 /// Processes other than `except` that hold `path` open, with their command names.
 pub fn holders(path: &Path, except: i32) -> Vec<(i32, String)> {
@@ -721,12 +705,6 @@ mod tests {
         let s = e.to_string();
         assert!(s.contains("/dev/pts/3") && s.contains("did not answer") && s.contains("log in"));
         assert_eq!(s.lines().count(), 1);
-    }
-
-    #[test]
-    fn base64_known_values() {
-        assert_eq!(base64(b"echo hi"), "ZWNobyBoaQ==");
-        assert_eq!(base64(b"fo"), "Zm8=");
     }
 
     /// A fake guest: a real `sh -i` on the master side of a pty pair, we on the slave side. Its

@@ -359,10 +359,10 @@ pub fn decode(bytes: &[u8]) -> Result<Insn, InsnError> {
             0
         };
     c.skip(imm)?;
-    if kind == Kind::Plain {
-        if let Some(at) = rip_disp_at {
-            kind = Kind::RipRel { disp_at: at };
-        }
+    if kind == Kind::Plain
+        && let Some(at) = rip_disp_at
+    {
+        kind = Kind::RipRel { disp_at: at };
     }
     let len = c.i;
     let mut b = [0u8; 15];
@@ -530,12 +530,13 @@ pub fn displaced(func: &[u8], from: u64) -> Result<Vec<Insn>, InsnError> {
     let mut at = 0usize;
     while at < func.len() {
         let Ok(i) = decode(&func[at..]) else { break };
-        if let Some(t) = i.branch_target(from + at as u64) {
-            if t > from && t < end {
-                return Err(InsnError::Unsupported {
-                    what: "a jump into the patched bytes",
-                });
-            }
+        if let Some(t) = i.branch_target(from + at as u64)
+            && t > from
+            && t < end
+        {
+            return Err(InsnError::Unsupported {
+                what: "a jump into the patched bytes",
+            });
         }
         at += i.len;
     }

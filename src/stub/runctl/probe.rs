@@ -90,14 +90,13 @@ impl Inner {
     /// Maps `len` bytes of anonymous read-write memory into the kernel process, or finds the
     /// mapping an earlier tracer made (kept in the journal).
     pub(super) fn map_scratch(&mut self, len: u64) -> Result<Scratch, RunError> {
-        if let Some((addr, l)) = self.journal.scratch() {
-            if l >= len
-                && mappings(self.pid)
-                    .iter()
-                    .any(|&(s, e, _)| s == addr && e >= addr + l)
-            {
-                return Ok(Scratch { addr, len: l });
-            }
+        if let Some((addr, l)) = self.journal.scratch()
+            && l >= len
+            && mappings(self.pid)
+                .iter()
+                .any(|&(s, e, _)| s == addr && e >= addr + l)
+        {
+            return Ok(Scratch { addr, len: l });
         }
         let main = self.pid;
         let stop = self.threads.get(&main).and_then(|t| t.stop);
@@ -387,16 +386,16 @@ impl ProbeLease {
                 Err(_) => restore_bytes(self.pid, addr, &p.original, &p.patched, self.int3_first)
                     .map(|_| ()),
             };
-            if let Err(e) = r {
-                if super::super::guard::process_running(self.pid) {
-                    first_err.get_or_insert(RunError::Memory {
-                        op: "restore",
-                        pid: self.pid,
-                        addr,
-                        len: p.original.len(),
-                        source: e,
-                    });
-                }
+            if let Err(e) = r
+                && super::super::guard::process_running(self.pid)
+            {
+                first_err.get_or_insert(RunError::Memory {
+                    op: "restore",
+                    pid: self.pid,
+                    addr,
+                    len: p.original.len(),
+                    source: e,
+                });
             }
         }
         if let Ok(tids) = frozen {
