@@ -317,7 +317,6 @@ async fn start(opts: &AttachOptions) -> Result<Started, String> {
             holder.map(|p| p.to_string()).unwrap_or_else(|| "?".into())
         )
     })?;
-    std::mem::forget(text_lock);
     match crate::stub::guard::TraceJournal::open(&journal, pid).repair() {
         Ok(fixed) if !fixed.is_empty() => notes.push(format!(
             "put back {} byte(s) a killed tracer left in kernel text",
@@ -381,8 +380,9 @@ async fn start(opts: &AttachOptions) -> Result<Started, String> {
         cache: opts.cache.clone(),
         journal: opts.uml_dir.join(&opts.umid).join("umldbg.journal"),
     };
-    let (session, summary) =
+    let (mut session, summary) =
         session::Session::start(cfg, guest_modules, tx.clone(), events.clone()).await?;
+    session.text_lock = Some(text_lock);
     let sock = client::socket_path(&opts.uml_dir, &opts.umid);
     let listener = tokio::net::UnixListener::bind(&sock)
         .map_err(|e| format!("bind {}: {e}", sock.display()))?;

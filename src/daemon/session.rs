@@ -109,6 +109,8 @@ pub struct Session {
     /// The frame's `struct sk_buff *` found when the stop was recorded; `None` once anything
     /// may have moved the frame (a raw gdb command, run control), so `skb` looks again.
     stop_skb: Option<u64>,
+    /// The machine's text lock (shared with `umldbg trace` and `serve`), held until detach.
+    pub text_lock: Option<crate::stub::guard::TextLock>,
 }
 
 fn gdb_err(e: GdbError) -> String {
@@ -199,6 +201,7 @@ impl Session {
             symbols,
             skb,
             stop_skb: None,
+            text_lock: None,
             cfg,
         };
         s.drain_attach_stop().await;
@@ -1095,6 +1098,9 @@ impl Session {
         for id in ids {
             let _ = self.gdb.cmd(Command::break_delete(id)).await;
         }
+        // The text is ours no more: let go of its lock before gdb lets go of the process, so
+        // that whoever sees the machine untraced also finds the lock free.
+        self.text_lock = None;
         let r = self.gdb.cmd(Command::target_detach()).await;
         let _ = self.gdb.cmd(Command::gdb_exit()).await;
         self.journal.clear();

@@ -296,6 +296,13 @@ pub struct RingError {
     source: nix::Error,
 }
 
+impl RingError {
+    /// The process is gone (or going: its memory was released before it became a zombie).
+    pub fn process_gone(&self) -> bool {
+        self.source == nix::errno::Errno::ESRCH
+    }
+}
+
 impl RingReader {
     /// Starts reading at the ring's current head (hits recorded before are not ours).
     pub fn new(pid: i32, ring: RingLayout, struct_size: usize) -> Result<RingReader, RingError> {

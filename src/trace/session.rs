@@ -432,7 +432,7 @@ pub fn run(
             }
             batch.clear();
             if let Err(e) = rd.poll(&mut batch) {
-                if !crate::stub::guard::process_running(pid) {
+                if e.process_gone() || !crate::stub::guard::process_running(pid) {
                     break 'outer "exited";
                 }
                 result = Err(TraceError::Other(e.to_string()));
