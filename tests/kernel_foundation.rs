@@ -216,3 +216,55 @@ fn kernel_older_than_6_13_is_refused() {
     assert!(err.contains("6.12.9") && err.contains("AMX"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `kernel prune` in a cache of its own whose manifests point at the real build: the older valid
+/// build and a dead incomplete one go; the newest and a build whose log is fresh stay; the real
+/// cache is not touched (prune removes build directories, never what a manifest points to).
+#[test]
+fn prune_removes_old_and_dead_builds_only() {
+    let real = kernel();
+    let cache = tempdir("prune");
+    let kernels = cache.join("kernels");
+    let mut m = real.clone();
+    let built_at = real["built_at"].as_u64().unwrap();
+    for (name, at) in [("uml-old", built_at - 1000), ("uml-new", built_at)] {
+        std::fs::create_dir_all(kernels.join(name)).unwrap();
+        m["built_at"] = at.into();
+        std::fs::write(
+            kernels.join(name).join("manifest.json"),
+            serde_json::to_string(&m).unwrap(),
+        )
+        .unwrap();
+    }
+    for name in ["uml-dead", "uml-building"] {
+        std::fs::create_dir_all(kernels.join(name)).unwrap();
+        std::fs::write(kernels.join(name).join("build.log"), "make\n").unwrap();
+    }
+    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+    std::fs::File::options()
+        .write(true)
+        .open(kernels.join("uml-dead/build.log"))
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
+    let c = cache.to_str().unwrap();
+
+    let o = umldbg(&["--cache", c, "kernel", "prune", "--dry-run"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("would rm") && out.contains("uml-old"), "{out}");
+    assert!(kernels.join("uml-old").exists() && kernels.join("uml-dead").exists());
+
+    let o = umldbg(&["--cache", c, "kernel", "prune"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    for gone in ["uml-old", "uml-dead"] {
+        assert!(!kernels.join(gone).exists(), "{gone} left:\n{out}");
+    }
+    for kept in ["uml-new", "uml-building"] {
+        assert!(kernels.join(kept).exists(), "{kept} removed:\n{out}");
+    }
+    assert!(out.contains("the newest valid build"), "{out}");
+    assert!(kernel_path("linux").is_file());
+    let _ = std::fs::remove_dir_all(&cache);
+}

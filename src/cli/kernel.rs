@@ -1,4 +1,4 @@
-//! `umldbg kernel build|path|list`.
+//! `umldbg kernel build|path|list|prune`.
 
 use std::path::PathBuf;
 
@@ -15,6 +15,12 @@ pub enum KernelCmd {
     Path,
     /// List the cached kernels, valid or not
     List,
+    /// Remove cached builds nothing uses: all but the newest valid one and those running machines use
+    Prune {
+        /// Say what would go, remove nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -84,6 +90,33 @@ pub fn run(cmd: KernelCmd, cache: PathBuf, json: bool) -> anyhow::Result<()> {
                     }
                 }
             }
+        }
+        KernelCmd::Prune { dry_run } => {
+            let out = kernel::prune::prune(&cache, dry_run).with_context(|| {
+                format!(
+                    "prune {}: remove what is left by hand, or run as the cache's owner",
+                    manifest::kernels_dir(&cache).display()
+                )
+            })?;
+            let freed: u64 = out.iter().map(|o| o.bytes).sum();
+            for o in &out {
+                match o.verdict {
+                    kernel::prune::Verdict::Keep(why) => {
+                        println!("keep     {} ({why})", o.dir.display())
+                    }
+                    kernel::prune::Verdict::Remove(why) => println!(
+                        "{} {} ({why}, {:.1} GB)",
+                        if dry_run { "would rm" } else { "removed " },
+                        o.dir.display(),
+                        o.bytes as f64 / 1e9
+                    ),
+                }
+            }
+            println!(
+                "{} {:.1} GB",
+                if dry_run { "would free" } else { "freed" },
+                freed as f64 / 1e9
+            );
         }
     }
     Ok(())

@@ -6,6 +6,7 @@
 
 pub mod build;
 pub mod manifest;
+pub mod prune;
 pub mod source;
 
 use std::path::{Path, PathBuf};
