@@ -41,7 +41,10 @@ trap 'rm -rf "$work"' EXIT
 
 # The module, built out of tree exactly as the article builds its own.
 cp "$src/module/umldbg_test.c" "$src/module/Kbuild" "$work/"
-make -s -C "$build_dir" M="$work" ARCH=um modules >"$work/make.log" 2>&1 || { cat "$work/make.log" >&2; exit 1; }
+# The prefix maps keep this machine's paths out of the committed DWARF.
+make -s -C "$build_dir" M="$work" ARCH=um \
+    KCFLAGS="-ffile-prefix-map=$build_dir=/kernel -ffile-prefix-map=$work=/module" \
+    modules >"$work/make.log" 2>&1 || { cat "$work/make.log" >&2; exit 1; }
 ko="$out/umldbg_test.ko"
 cp "$work/umldbg_test.ko" "$ko"
 
@@ -99,8 +102,8 @@ PY
 
 printf 'this is not an ELF file\n' >"$out/notelf.txt"
 
-gcc -g -O0 -c -o "$out/layouts.o" "$src/layouts.c"
-gcc -g -O0 -nostdlib -static -Wl,--build-id -o "$out/layouts.elf" "$src/layouts.c"
+gcc -g -O0 -ffile-prefix-map="$root"=. -c -o "$out/layouts.o" "$src/layouts.c"
+gcc -g -O0 -ffile-prefix-map="$root"=. -nostdlib -static -Wl,--build-id -o "$out/layouts.elf" "$src/layouts.c"
 # A 32-bit module look-alike (the article's i386 build): .modinfo and a this_module section.
 cat >"$work/i386.c" <<'C'
 __attribute__((section(".modinfo"), used)) static const char license[] = "license=GPL";
