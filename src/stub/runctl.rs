@@ -844,24 +844,7 @@ impl Inner {
                 th.stop = None;
                 th.regs = None;
             }
-            let (_, st) = loop {
-                match raw_waitpid(tid, 0) {
-                    Ok(Some(x)) => break x,
-                    Ok(None) => continue,
-                    Err(nix::Error::EINTR) => continue,
-                    Err(e) => {
-                        return Err(RunError::Ptrace {
-                            op: "waitpid",
-                            tid,
-                            source: e,
-                        });
-                    }
-                }
-            };
-            if libc::WIFEXITED(st) || libc::WIFSIGNALED(st) {
-                self.threads.remove(&tid);
-                return Err(RunError::Exited);
-            }
+            let st = self.wait_stopped(tid)?;
             let sig = libc::WSTOPSIG(st);
             let event = st >> 16;
             if event == libc::PTRACE_EVENT_STOP {
@@ -885,15 +868,15 @@ impl Inner {
         }
     }
 
-    /// Turns a thread's signal-delivery stop into an interrupt stop without running it: no
-    /// signal stays pending and the trap flag is cleared, so a dead tracer leaves it runnable.
-    fn park(&mut self, tid: i32) -> Result<(), RunError> {
-        self.counters.ptrace_calls += 2;
-        pt(libc::PTRACE_INTERRUPT, tid, 0, 0).map_err(ptrace_err("PTRACE_INTERRUPT", tid))?;
-        pt(libc::PTRACE_CONT, tid, 0, 0).map_err(ptrace_err("PTRACE_CONT", tid))?;
+    /// The next stop status of one thread; its exit is [`RunError::Exited`] (and it is forgotten).
+    fn wait_stopped(&mut self, tid: i32) -> Result<i32, RunError> {
         loop {
-            let (_, st) = match raw_waitpid(tid, 0) {
-                Ok(Some(x)) => x,
+            match raw_waitpid(tid, 0) {
+                Ok(Some((_, st))) if libc::WIFEXITED(st) || libc::WIFSIGNALED(st) => {
+                    self.threads.remove(&tid);
+                    return Err(RunError::Exited);
+                }
+                Ok(Some((_, st))) => return Ok(st),
                 Ok(None) | Err(nix::Error::EINTR) => continue,
                 Err(e) => {
                     return Err(RunError::Ptrace {
@@ -902,11 +885,18 @@ impl Inner {
                         source: e,
                     });
                 }
-            };
-            if libc::WIFEXITED(st) || libc::WIFSIGNALED(st) {
-                self.threads.remove(&tid);
-                return Err(RunError::Exited);
             }
+        }
+    }
+
+    /// Turns a thread's signal-delivery stop into an interrupt stop without running it: no
+    /// signal stays pending and the trap flag is cleared, so a dead tracer leaves it runnable.
+    fn park(&mut self, tid: i32) -> Result<(), RunError> {
+        self.counters.ptrace_calls += 2;
+        pt(libc::PTRACE_INTERRUPT, tid, 0, 0).map_err(ptrace_err("PTRACE_INTERRUPT", tid))?;
+        pt(libc::PTRACE_CONT, tid, 0, 0).map_err(ptrace_err("PTRACE_CONT", tid))?;
+        loop {
+            let st = self.wait_stopped(tid)?;
             if st >> 16 == libc::PTRACE_EVENT_STOP {
                 break;
             }
