@@ -231,21 +231,7 @@ fn killing_gdb_or_the_daemon_never_brings_the_machine_down() {
     );
     let counters = lab.must("R", "iptables-legacy -L FORWARD -v -x -n");
     assert!(counters.contains("REJECT"), "{counters}");
-    let st: serde_json::Value = serde_json::from_str(&ok(&["lab", "status", "--json"])).unwrap();
-    let me = st
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["name"] == lab.name.as_str())
-        .unwrap();
-    assert!(
-        me["machines"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|m| m["alive"] == true),
-        "{me}"
-    );
+    lab.assert_all_alive();
 }
 
 #[test]

@@ -83,21 +83,7 @@ fn killing_the_server_never_brings_the_machine_down() {
         out.contains("Destination Port Unreachable"),
         "R did not reject: {out}"
     );
-    let st: serde_json::Value = serde_json::from_str(&ok(&["lab", "status", "--json"])).unwrap();
-    let me = st
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["name"] == lab.name.as_str())
-        .unwrap();
-    assert!(
-        me["machines"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|m| m["alive"] == true),
-        "{me}"
-    );
+    lab.assert_all_alive();
     // And a new server attaches cleanly.
     let srv = Server::start(&r, &[]);
     let out = gdb(

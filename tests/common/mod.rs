@@ -127,6 +127,26 @@ impl Lab {
         out
     }
 
+    /// `lab status` shows every machine of this lab alive.
+    pub fn assert_all_alive(&self) {
+        let st: serde_json::Value =
+            serde_json::from_str(&ok(&["lab", "status", "--json"])).unwrap();
+        let me = st
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == self.name.as_str())
+            .unwrap();
+        assert!(
+            me["machines"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|m| m["alive"] == true),
+            "{me}"
+        );
+    }
+
     /// Packets R's REJECT rules in FORWARD have matched (the first such rule's counter).
     pub fn forward_rejects(&self) -> u64 {
         let out = self.must("R", "iptables-legacy -L FORWARD -v -x -n | grep REJECT");
