@@ -356,7 +356,7 @@ impl Session {
             }
         };
         let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-        if let (Some(guest), Some(host)) = (&m.build_id, crate::kernel::elf_build_id(&bytes))
+        if let (Some(guest), Some(host)) = (&m.build_id, crate::kmod::elf_build_id(&bytes))
             && *guest != host
         {
             return Err(format!(

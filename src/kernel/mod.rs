@@ -99,28 +99,9 @@ pub fn file_build_id(path: &Path) -> Result<String, KernelError> {
     let file = std::fs::File::open(path).map_err(io)?;
     // SAFETY: a cached kernel image is written once, by rename, and not modified afterwards.
     let bytes = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-    elf_build_id(&bytes).ok_or_else(|| KernelError::NoBuildId {
+    crate::kmod::elf_build_id(&bytes).ok_or_else(|| KernelError::NoBuildId {
         path: path.to_path_buf(),
     })
-}
-
-/// GNU build-id from ELF bytes (the `NT_GNU_BUILD_ID` note).
-pub fn elf_build_id(bytes: &[u8]) -> Option<String> {
-    use object::{Object, ObjectSection};
-    let obj = object::File::parse(bytes).ok()?;
-    if let Ok(Some(id)) = obj.build_id() {
-        return Some(id.iter().map(|b| format!("{b:02x}")).collect());
-    }
-    // Fall back to the section by name for files whose program headers do not cover the note.
-    let sec = obj.section_by_name(".note.gnu.build-id")?;
-    let data = sec.data().ok()?;
-    // namesz, descsz, type, "GNU\0", desc
-    if data.len() < 16 {
-        return None;
-    }
-    let descsz = u32::from_le_bytes(data[4..8].try_into().ok()?) as usize;
-    let desc = data.get(16..16 + descsz)?;
-    Some(desc.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The newest valid cached kernel, or an error saying how to build one.
