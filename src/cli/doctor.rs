@@ -1,6 +1,6 @@
 //! `umldbg doctor`: is this machine ready for labs and debugging, and what fixes it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 struct Check {
@@ -11,14 +11,7 @@ struct Check {
     required: bool,
 }
 
-fn which(prog: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
-    for d in ["/usr/sbin", "/sbin", "/usr/bin", "/bin"] {
-        dirs.push(PathBuf::from(d));
-    }
-    dirs.into_iter().map(|d| d.join(prog)).find(|p| p.is_file())
-}
+use umldbg::util::which;
 
 fn tool(name: &'static str, prog: &str, pkg: &'static str) -> Check {
     let found = which(prog);

@@ -86,6 +86,9 @@ pub fn run(cmd: LabCmd, cache: PathBuf, json: bool) -> anyhow::Result<i32> {
             spec.validate()?;
             let t0 = Instant::now();
             let st = client::up(&spec, &cache)?;
+            for r in &st.reports {
+                eprintln!("warning: {r}");
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&st)?);
             } else {
@@ -236,9 +239,16 @@ pub fn exec(a: ExecArgs) -> anyhow::Result<i32> {
         ),
     };
     let r = client::exec(&a.umid, &script, a.timeout)?;
-    if let Some(out) = &r.output {
-        print!("{out}");
-        let _ = std::io::stdout().flush();
+    let exact = r
+        .output_b64
+        .as_deref()
+        .and_then(|b| umldbg::util::base64_decode(b.as_bytes()));
+    let out = exact.or_else(|| r.output.as_ref().map(|o| o.clone().into_bytes()));
+    if let Some(out) = out {
+        let mut so = std::io::stdout().lock();
+        so.write_all(&out)
+            .and_then(|_| so.flush())
+            .map_err(|e| anyhow::anyhow!("writing the output of {}: {e}", a.umid))?;
     }
     if !r.ok {
         bail!("{}", r.error.unwrap_or_else(|| "exec failed".into()));

@@ -74,16 +74,8 @@ pub fn init_script(m: &MachineSpec, p: &InitParams) -> String {
         }
         let _ = writeln!(s, "ip link set {} up", q(&iface.name));
     }
-    for (k, v) in &m.sysctls {
-        let path = format!("/proc/sys/{}", k.replace('.', "/"));
-        let _ = writeln!(s, "echo {} > {}", q(v), q(&path));
-    }
     for r in &m.routes {
         let _ = writeln!(s, "ip route add {} via {}", q(&r.dest), r.via);
-    }
-    for line in &m.startup {
-        s.push_str(line);
-        s.push('\n');
     }
     let _ = writeln!(
         s,
@@ -97,15 +89,19 @@ pub fn init_script(m: &MachineSpec, p: &InitParams) -> String {
     s.push_str("stty raw -echo 2>/dev/null\n");
     s.push_str("printf '\\001READY\\n'\n");
     s.push_str(
-        r#"while IFS=' ' read -r verb id tmo b64; do
+        r#"while IFS=' ' read -r verb id nonce tmo arg; do
   case "$verb" in
-    RUN) printf '%s' "$b64" | base64 -d > /run/.umldbg-cmd; cmd=/run/.umldbg-cmd ;;
-    FILE) cmd=$b64 ;;
+    RUN) printf '%s' "$arg" | base64 -d > /run/.umldbg-cmd; cmd=/run/.umldbg-cmd ;;
+    FILE) cmd=$arg ;;
     *) continue ;;
   esac
+  out=/run/.umldbg-out.$id
+  timeout -s INT -k 2 "$tmo" sh "$cmd" </dev/null >"$out" 2>&1
+  rc=$?
   printf '\001B%s\n' "$id"
-  timeout -s INT -k 2 "$tmo" sh "$cmd" </dev/null 2>&1
-  printf '\001E%s %d\n' "$id" $?
+  base64 "$out"
+  rm -f "$out"
+  printf '\001E%s %s %d\n' "$id" "$nonce" $rc
 done
 # init must never exit: the supervisor has gone, keep the machine up.
 while :; do sleep 3600; done
@@ -114,91 +110,272 @@ while :; do sleep 3600; done
     s
 }
 
+/// Marks the lines of [`sysctl_script`]'s output that name a sysctl the kernel refused.
+const SYSCTL_MARK: &str = "umldbg-sysctl: ";
+
+/// A script that sets `sysctls` in order and names each key the running kernel does not have
+/// and each value it refuses (the guest's own kernel decides, not a list kept here).
+pub fn sysctl_script(sysctls: &[(String, String)]) -> String {
+    let mut s = String::new();
+    for (k, v) in sysctls {
+        let path = format!("/proc/sys/{}", k.replace('.', "/"));
+        let (qk, qv, qp) = (sh_quote(k), sh_quote(v), sh_quote(&path));
+        let _ = writeln!(
+            s,
+            "if [ ! -f {qp} ]; then echo '{SYSCTL_MARK}'{qk}': no such key in this kernel'; \
+             elif ! printf '%s\\n' {qv} 2>/dev/null > {qp}; then \
+             echo '{SYSCTL_MARK}'{qk}': the kernel refused the value '{qv}; fi"
+        );
+    }
+    s
+}
+
+/// The refusals [`sysctl_script`] printed.
+pub fn sysctl_errors(output: &str) -> Vec<String> {
+    output
+        .lines()
+        .filter_map(|l| l.strip_prefix(SYSCTL_MARK))
+        .map(|l| format!("sysctl {l}"))
+        .collect()
+}
+
+/// A machine's startup lines as one file for bash.
+pub fn startup_file(lines: &[String]) -> String {
+    let mut s = String::new();
+    for l in lines {
+        s.push_str(l);
+        s.push('\n');
+    }
+    s
+}
+
+/// Marks the lines of a startup run's output that name a failing line.
+const STARTUP_MARK: &str = "umldbg-startup: ";
+
+/// The command that runs startup files with bash, each in order, as Kathará does: a failing line
+/// does not stop the file, and is named (file and line) in the output; a syntax error ends that
+/// file only (bash names it). Output goes through a file, not a pipe, so that daemons a startup
+/// leaves running do not hold the command open.
+pub fn startup_runner(files: &[String]) -> String {
+    let mut s = String::from("cd / || exit 1\nlog=/run/.umldbg-startup.$$\n");
+    let trap = format!(
+        "rc=$?; printf '{STARTUP_MARK}%s:%s: exit status %s\\n' \"${{BASH_SOURCE[0]:-?}}\" \"$LINENO\" \"$rc\""
+    );
+    for path in files {
+        let _ = writeln!(
+            s,
+            "bash --norc --noprofile -c {} umldbg-startup {} >\"$log\" 2>&1; cat \"$log\"; rm -f \"$log\"",
+            sh_quote(&format!(
+                "set -o errtrace; trap {} ERR; . \"$1\"",
+                sh_quote(&trap)
+            )),
+            sh_quote(path),
+        );
+    }
+    s
+}
+
+/// The failing lines a startup run reported, as `label:line: message`: the runner's own
+/// `file:line: exit status N` and bash's `file: line N: message` (syntax errors, commands not
+/// found), with each guest path in `labels` replaced by its label (the file the user wrote).
+pub fn startup_errors(output: &str, labels: &[(String, String)]) -> Vec<String> {
+    let relabel = |f: &str| {
+        labels
+            .iter()
+            .find(|(p, _)| p == f)
+            .map(|(_, l)| l.clone())
+            .unwrap_or_else(|| f.to_string())
+    };
+    let mut v: Vec<(String, String)> = Vec::new();
+    for l in output.lines() {
+        let (at, msg) = if let Some(rest) = l.strip_prefix(STARTUP_MARK) {
+            let mut it = rest.rsplitn(3, ':');
+            let (Some(msg), Some(n), Some(f)) = (it.next(), it.next(), it.next()) else {
+                continue;
+            };
+            if f == "?" {
+                // The source command itself failed (a syntax error): bash said why already.
+                continue;
+            }
+            (format!("{}:{n}", relabel(f)), msg.trim().to_string())
+        } else if let Some((f, rest)) = l.split_once(": line ")
+            && let Some((n, msg)) = rest.split_once(": ")
+            && n.parse::<u32>().is_ok()
+        {
+            (format!("{}:{n}", relabel(f)), msg.to_string())
+        } else {
+            continue;
+        };
+        // bash's message and the exit status name the same line: keep the message.
+        if let Some(prev) = v.iter_mut().find(|(a, _)| *a == at) {
+            if prev.1.starts_with("exit status") {
+                prev.1 = msg;
+            }
+            continue;
+        }
+        v.push((at, msg));
+    }
+    v.into_iter().map(|(a, m)| format!("{a}: {m}")).collect()
+}
+
 /// Scripts up to this size travel inline; the line stays well under the tty's 4 KiB buffer.
 pub const INLINE_MAX: usize = 1536;
 
 /// One console request line for a script short enough to travel inline.
-pub fn run_request(id: u64, timeout_s: u64, script: &str) -> Option<String> {
-    (script.len() <= INLINE_MAX)
-        .then(|| format!("RUN {id} {timeout_s} {}\n", base64(script.as_bytes())))
+pub fn run_request(id: u64, nonce: Nonce, timeout_s: u64, script: &str) -> Option<String> {
+    (script.len() <= INLINE_MAX).then(|| {
+        format!(
+            "RUN {id} {nonce} {timeout_s} {}\n",
+            base64(script.as_bytes())
+        )
+    })
 }
 
 /// The request line for a script the supervisor wrote to `path` (a path the guest can read).
-pub fn file_request(id: u64, timeout_s: u64, path: &str) -> String {
-    format!("FILE {id} {timeout_s} {path}\n")
+pub fn file_request(id: u64, nonce: Nonce, timeout_s: u64, path: &str) -> String {
+    format!("FILE {id} {nonce} {timeout_s} {path}\n")
 }
 
-use crate::util::base64;
+/// The per-command secret that ends a command's frame. The guest's init learns it from the
+/// request line and prints it only after the command has exited, so nothing the command prints
+/// can end its own frame early (or end another command's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Nonce(pub u64);
+
+impl Nonce {
+    pub fn random() -> Nonce {
+        use std::io::Read as _;
+        let mut b = [0u8; 8];
+        let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+        if read.is_err() {
+            // No urandom (a broken chroot): a clock still differs per command.
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            b = (t.as_nanos() as u64).to_le_bytes();
+        }
+        Nonce(u64::from_le_bytes(b))
+    }
+}
+
+impl std::fmt::Display for Nonce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+use crate::util::{base64, base64_decode};
 
 /// What the console framer found in the guest's output.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ConsoleEvent {
     Ready,
-    /// Output of command `id`.
+    /// Output of command `id`, exactly the bytes it wrote.
     Output(u64, Vec<u8>),
     Done(u64, i32),
-    /// Anything outside a frame (kernel messages, startup output).
+    /// Anything outside a frame (kernel messages, startup output), and lines inside a frame that
+    /// are not the frame's own (a guest program writing to the console directly).
     Stray(Vec<u8>),
 }
 
 /// Sans-IO framer over the console byte stream.
+///
+/// A command's output comes after it has exited, base64-encoded, between `\x01B<id>` and
+/// `\x01E<id> <nonce> <status>`: no byte a guest program writes can look like a marker inside
+/// the frame, and only an end marker with the command's nonce ends it. The framer is told each
+/// command's nonce before its request is sent ([`ConsoleFramer::expect`]).
 #[derive(Default)]
 pub struct ConsoleFramer {
     buf: Vec<u8>,
     current: Option<u64>,
+    nonces: std::collections::HashMap<u64, Nonce>,
 }
 
+/// Longest line the framer holds while waiting for its newline; longer runs are passed on.
+const MAX_LINE: usize = 64 * 1024;
+
 impl ConsoleFramer {
+    /// The nonce that will end command `id`'s frame.
+    pub fn expect(&mut self, id: u64, nonce: Nonce) {
+        self.nonces.insert(id, nonce);
+    }
+
+    /// Forget a command (its caller gave up on it).
+    pub fn forget(&mut self, id: u64) {
+        self.nonces.remove(&id);
+        if self.current == Some(id) {
+            self.current = None;
+        }
+    }
+
     pub fn push(&mut self, bytes: &[u8]) -> Vec<ConsoleEvent> {
         self.buf.extend_from_slice(bytes);
         let mut ev = Vec::new();
         loop {
-            let Some(pos) = self.buf.iter().position(|&b| b == 1) else {
-                // No marker: everything but a possible partial marker line is plain output.
-                let keep = 0;
-                let take = self.buf.len() - keep;
-                if take > 0 {
-                    let data: Vec<u8> = self.buf.drain(..take).collect();
-                    ev.push(self.plain(data));
-                }
-                break;
-            };
-            if pos > 0 {
-                let data: Vec<u8> = self.buf.drain(..pos).collect();
-                ev.push(self.plain(data));
-                continue;
-            }
-            // A marker line: need it whole.
             let Some(nl) = self.buf.iter().position(|&b| b == b'\n') else {
+                // No whole line. Outside a frame, pass on what cannot start a marker (a prompt
+                // without a newline, say); inside one, wait for the line's end.
+                if self.current.is_none() {
+                    let keep = match self.buf.iter().position(|&b| b == 1) {
+                        Some(p) if self.buf.len() - p <= MAX_LINE => p,
+                        _ => self.buf.len(),
+                    };
+                    if keep > 0 {
+                        let data: Vec<u8> = self.buf.drain(..keep).collect();
+                        ev.push(ConsoleEvent::Stray(data));
+                    }
+                } else if self.buf.len() > MAX_LINE {
+                    let data: Vec<u8> = self.buf.drain(..).collect();
+                    ev.push(ConsoleEvent::Stray(data));
+                }
                 break;
             };
             let line: Vec<u8> = self.buf.drain(..=nl).collect();
-            let text = String::from_utf8_lossy(&line[1..line.len() - 1])
-                .trim_end_matches('\r')
-                .to_string();
-            if text == "READY" {
-                ev.push(ConsoleEvent::Ready);
-            } else if let Some(id) = text.strip_prefix('B').and_then(|s| s.parse().ok()) {
-                self.current = Some(id);
-            } else if let Some(rest) = text.strip_prefix('E') {
-                let mut it = rest.split_whitespace();
-                if let (Some(Ok(id)), Some(Ok(rc))) =
-                    (it.next().map(str::parse), it.next().map(str::parse))
-                {
-                    self.current = None;
-                    ev.push(ConsoleEvent::Done(id, rc));
-                }
-            } else {
-                ev.push(self.plain(line));
-            }
+            self.line(line, &mut ev);
         }
         ev
     }
 
-    fn plain(&self, data: Vec<u8>) -> ConsoleEvent {
+    fn line(&mut self, line: Vec<u8>, ev: &mut Vec<ConsoleEvent>) {
+        let body = line[..line.len() - 1]
+            .strip_suffix(b"\r")
+            .unwrap_or(&line[..line.len() - 1]);
+        if let Some(marker) = body.strip_prefix(b"\x01") {
+            let text = String::from_utf8_lossy(marker);
+            let mut it = text.split(' ');
+            match (it.next(), self.current) {
+                (Some("READY"), None) => return ev.push(ConsoleEvent::Ready),
+                (Some(b), None) if b.starts_with('B') => {
+                    if let Ok(id) = b[1..].parse::<u64>()
+                        && self.nonces.contains_key(&id)
+                    {
+                        self.current = Some(id);
+                        return;
+                    }
+                }
+                (Some(e), Some(cur)) if e.starts_with('E') => {
+                    let id = e[1..].parse::<u64>().ok();
+                    let nonce = it.next().and_then(|n| u64::from_str_radix(n, 16).ok());
+                    let rc = it.next().and_then(|r| r.parse::<i32>().ok());
+                    if let (Some(id), Some(n), Some(rc)) = (id, nonce, rc)
+                        && id == cur
+                        && self.nonces.get(&id) == Some(&Nonce(n))
+                    {
+                        self.nonces.remove(&id);
+                        self.current = None;
+                        return ev.push(ConsoleEvent::Done(id, rc));
+                    }
+                }
+                _ => {}
+            }
+            return ev.push(ConsoleEvent::Stray(line));
+        }
         match self.current {
-            Some(id) => ConsoleEvent::Output(id, data),
-            None => ConsoleEvent::Stray(data),
+            Some(id) => match base64_decode(body) {
+                Some(data) => ev.push(ConsoleEvent::Output(id, data)),
+                None => ev.push(ConsoleEvent::Stray(line)),
+            },
+            None => ev.push(ConsoleEvent::Stray(line)),
         }
     }
 }
@@ -224,21 +401,89 @@ mod tests {
         assert_eq!(base64(b"echo 'x'\n"), "ZWNobyAneCcK");
     }
 
+    fn frame(id: u64, nonce: Nonce, out: &[u8], rc: i32) -> Vec<u8> {
+        let mut v = format!("\x01B{id}\n").into_bytes();
+        for chunk in out.chunks(57) {
+            v.extend_from_slice(base64(chunk).as_bytes());
+            v.push(b'\n');
+        }
+        v.extend_from_slice(format!("\x01E{id} {nonce} {rc}\n").as_bytes());
+        v
+    }
+
+    fn collect(ev: Vec<ConsoleEvent>) -> (Vec<u8>, Vec<(u64, i32)>, Vec<u8>) {
+        let (mut out, mut done, mut stray) = (Vec::new(), Vec::new(), Vec::new());
+        for e in ev {
+            match e {
+                ConsoleEvent::Output(_, d) => out.extend(d),
+                ConsoleEvent::Done(id, rc) => done.push((id, rc)),
+                ConsoleEvent::Stray(d) => stray.extend(d),
+                ConsoleEvent::Ready => stray.extend_from_slice(b"<READY>"),
+            }
+        }
+        (out, done, stray)
+    }
+
     #[test]
     fn framer_splits_frames_across_chunks() {
         let mut f = ConsoleFramer::default();
-        let mut ev = f.push(b"boot noise\n\x01REA");
-        ev.extend(f.push(b"DY\n\x01B7\nhello\nwor"));
-        ev.extend(f.push(b"ld\n\x01E7 3\n"));
-        assert_eq!(
-            ev,
-            vec![
-                ConsoleEvent::Stray(b"boot noise\n".to_vec()),
-                ConsoleEvent::Ready,
-                ConsoleEvent::Output(7, b"hello\nwor".to_vec()),
-                ConsoleEvent::Output(7, b"ld\n".to_vec()),
-                ConsoleEvent::Done(7, 3),
-            ]
-        );
+        let n = Nonce(0xfeed);
+        f.expect(7, n);
+        let mut all = b"boot noise\n\x01READY\n".to_vec();
+        all.extend(frame(7, n, b"hello\nworld\n", 3));
+        let mut ev = Vec::new();
+        for c in all.chunks(5) {
+            ev.extend(f.push(c));
+        }
+        let (out, done, stray) = collect(ev);
+        assert_eq!(out, b"hello\nworld\n");
+        assert_eq!(done, vec![(7, 3)]);
+        assert_eq!(stray, b"boot noise\n<READY>");
+    }
+
+    #[test]
+    fn every_byte_value_comes_back_exactly() {
+        let data: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
+        let mut f = ConsoleFramer::default();
+        f.expect(1, Nonce(42));
+        let (out, done, stray) = collect(f.push(&frame(1, Nonce(42), &data, 0)));
+        assert_eq!(out, data);
+        assert_eq!(done, vec![(1, 0)]);
+        assert!(stray.is_empty());
+    }
+
+    #[test]
+    fn an_end_marker_without_the_nonce_does_not_end_the_frame() {
+        let mut f = ConsoleFramer::default();
+        f.expect(3, Nonce(0xabc));
+        let mut s = b"\x01B3\n".to_vec();
+        // A guest program writing straight to the console, guessing the id.
+        s.extend_from_slice(b"\x01E3 0000000000000000 0\n\x01E3 0\n");
+        s.extend_from_slice(base64(b"real").as_bytes());
+        s.extend_from_slice(format!("\n\x01E3 {} 5\n", Nonce(0xabc)).as_bytes());
+        let (out, done, stray) = collect(f.push(&s));
+        assert_eq!(out, b"real");
+        assert_eq!(done, vec![(3, 5)]);
+        assert!(String::from_utf8_lossy(&stray).contains("E3 0\n"));
+    }
+
+    #[test]
+    fn a_begin_marker_of_an_unknown_command_is_stray() {
+        let mut f = ConsoleFramer::default();
+        let (out, done, stray) = collect(f.push(b"\x01B9\nabc\n\x01E9 0 0\n"));
+        assert!(out.is_empty() && done.is_empty());
+        assert_eq!(stray, b"\x01B9\nabc\n\x01E9 0 0\n");
+    }
+
+    #[test]
+    fn a_prompt_without_newline_is_passed_on_at_once() {
+        let mut f = ConsoleFramer::default();
+        let (_, _, stray) = collect(f.push(b"login: "));
+        assert_eq!(stray, b"login: ");
+        // A possible marker start is held until its line ends.
+        let (_, _, stray) = collect(f.push(b"x\x01REA"));
+        assert_eq!(stray, b"x");
+        let (_, _, stray) = collect(f.push(b"DY\n"));
+        assert_eq!(stray, b"<READY>");
     }
 }

@@ -6,6 +6,7 @@ pub mod graph;
 pub mod init;
 pub mod kathara;
 pub mod netns;
+pub mod sandbox;
 pub mod spec;
 pub mod state;
 pub mod supervisor;

@@ -17,6 +17,8 @@ pub enum NetnsError {
     Cmd(#[from] CmdError),
     #[error("open /run/netns/{ns}: {source}")]
     Open { ns: String, source: std::io::Error },
+    #[error("tap name {0:?} is empty or longer than 15 bytes")]
+    BadTap(String),
 }
 
 /// Does the named namespace exist?
@@ -68,8 +70,16 @@ pub fn add_bridge(ns: &str, bridge: &str, host_address: Option<&str>) -> Result<
     ip(ns, &["link", "set", bridge, "up"])
 }
 
-pub fn add_tap(ns: &str, tap: &str, bridge: &str) -> Result<(), NetnsError> {
-    ip(ns, &["tuntap", "add", "dev", tap, "mode", "tap"])?;
+/// A tap on `bridge`, owned by the host user (`uid`, `gid`) whose sandboxed machine attaches to
+/// it without `CAP_NET_ADMIN`.
+pub fn add_tap(ns: &str, tap: &str, bridge: &str, uid: u32, gid: u32) -> Result<(), NetnsError> {
+    let (u, g) = (uid.to_string(), gid.to_string());
+    ip(
+        ns,
+        &[
+            "tuntap", "add", "dev", tap, "mode", "tap", "user", &u, "group", &g,
+        ],
+    )?;
     ip(ns, &["link", "set", tap, "master", bridge])?;
     ip(ns, &["link", "set", tap, "up"])
 }
@@ -97,4 +107,61 @@ pub fn enter_on_spawn(cmd: &mut Command, fd: &OwnedFd) {
             Ok(())
         });
     }
+}
+
+/// The first descriptor [`attach_taps_on_spawn`] gives a child: taps are fds 10, 11, ...
+pub const TAP_FD_BASE: i32 = 10;
+
+/// Open each tap (by name, in the namespace the child has entered) on `/dev/net/tun` between
+/// fork and exec, as fds [`TAP_FD_BASE`] + i. The child is sandboxed and has no right to open
+/// `/dev/net/tun` itself; it gets plain Ethernet frames on these fds (UML's `transport=fd`).
+/// Register after [`enter_on_spawn`].
+pub fn attach_taps_on_spawn(cmd: &mut Command, taps: &[String]) -> Result<(), NetnsError> {
+    use std::os::unix::process::CommandExt;
+    const IFF_TAP: libc::c_short = 0x0002;
+    const IFF_NO_PI: libc::c_short = 0x1000;
+    const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; libc::IFNAMSIZ],
+        flags: libc::c_short,
+        _pad: [u8; 22],
+    }
+    let mut reqs = Vec::new();
+    for t in taps {
+        if t.is_empty() || t.len() >= libc::IFNAMSIZ {
+            return Err(NetnsError::BadTap(t.clone()));
+        }
+        let mut name = [0u8; libc::IFNAMSIZ];
+        name[..t.len()].copy_from_slice(t.as_bytes());
+        reqs.push(IfReq {
+            name,
+            flags: IFF_TAP | IFF_NO_PI,
+            _pad: [0; 22],
+        });
+    }
+    // SAFETY: only open, ioctl, dup2 and close (async-signal-safe) run in the child; `reqs` was
+    // built before the fork and is moved into the closure, so nothing is allocated there.
+    unsafe {
+        cmd.pre_exec(move || {
+            for (i, r) in reqs.iter().enumerate() {
+                let fd = libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::ioctl(fd, TUNSETIFF, r as *const IfReq) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let want = TAP_FD_BASE + i as i32;
+                if fd != want {
+                    if libc::dup2(fd, want) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    libc::close(fd);
+                }
+            }
+            Ok(())
+        });
+    }
+    Ok(())
 }

@@ -55,6 +55,9 @@ pub struct LabState {
     pub uml_dir: PathBuf,
     pub machines: Vec<MachineState>,
     pub domains: Vec<DomainState>,
+    /// What went wrong but did not stop the lab (failing startup lines), for `lab up` to print.
+    #[serde(default)]
+    pub reports: Vec<String>,
 }
 
 pub const STATE: &str = "state.json";

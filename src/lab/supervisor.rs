@@ -12,7 +12,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::init::{self, ConsoleEvent, ConsoleFramer, InitParams};
 use super::netns;
+use super::sandbox;
 use super::spec::LabSpec;
 use super::state::{self, DomainState, LabState, MachineState};
 use crate::kernel::Manifest;
@@ -52,6 +53,9 @@ pub struct Reply {
     pub status: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
+    /// The output's exact bytes, base64 (`output` is the same as text, invalid UTF-8 replaced).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_b64: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub machines: Option<Vec<MachineHealth>>,
 }
@@ -84,6 +88,8 @@ struct Machine {
     pid: i32,
     child: Mutex<Child>,
     con_in: Mutex<ChildStdin>,
+    /// The exec channel's framer: the reader thread feeds it, `exec` registers nonces in it.
+    framer: Arc<Mutex<ConsoleFramer>>,
     pending: Arc<Mutex<HashMap<u64, Pending>>>,
     exited: Arc<std::sync::atomic::AtomicBool>,
     pty_master: OwnedFd,
@@ -177,8 +183,10 @@ fn start(dir: &Path, spec: &LabSpec, k: &Manifest, cache: &Path) -> Result<Super
         uml_dir: crate::uml::instance::default_uml_dir(),
         machines: Vec::new(),
         domains: Vec::new(),
+        reports: Vec::new(),
     };
     let mut machines: Vec<Arc<Machine>> = Vec::new();
+    let next_id = AtomicU64::new(1);
     let res = (|| -> Result<(), String> {
         for (i, d) in spec.domains.iter().enumerate() {
             let bridge = format!("br{i}");
@@ -198,6 +206,7 @@ fn start(dir: &Path, spec: &LabSpec, k: &Manifest, cache: &Path) -> Result<Super
         std::fs::create_dir_all(&mdir).map_err(|e| format!("create {}: {e}", mdir.display()))?;
         let mut ready_rx = Vec::new();
         for (mi, m) in spec.machines.iter().enumerate() {
+            let user = sandbox::MachineUser::for_machine(&spec.name, &m.umid);
             let mut taps = Vec::new();
             for (ii, iface) in m.interfaces.iter().enumerate() {
                 let tap = format!("t{mi}-{ii}");
@@ -207,7 +216,7 @@ fn start(dir: &Path, spec: &LabSpec, k: &Manifest, cache: &Path) -> Result<Super
                     .find(|d| d.name == iface.domain)
                     .ok_or_else(|| format!("{}: unknown domain {}", m.umid, iface.domain))?
                     .bridge;
-                netns::add_tap(&ns, &tap, bridge)
+                netns::add_tap(&ns, &tap, bridge, user.uid, user.gid)
                     .map_err(|e| format!("{} {}: {e}", m.umid, iface.name))?;
                 taps.push(tap);
             }
@@ -227,16 +236,19 @@ fn start(dir: &Path, spec: &LabSpec, k: &Manifest, cache: &Path) -> Result<Super
             let mstage = stage.join(&spec.name).join(&m.umid);
             std::fs::create_dir_all(&mstage)
                 .map_err(|e| format!("create {}: {e}", mstage.display()))?;
-            let (machine, rx) = boot(
-                m.umid.as_str(),
-                m.mem_mb,
-                &taps,
-                &init_path,
-                &k.linux,
-                &nsfd,
-                &log,
-                &mstage,
-            )?;
+            let (machine, rx) = boot(&Boot {
+                umid: m.umid.as_str(),
+                mem_mb: m.mem_mb,
+                taps: &taps,
+                init_path: &init_path,
+                kernel: k,
+                nsfd: &nsfd,
+                log_path: &log,
+                stage: &mstage,
+                user,
+                uml_parent: &dir.join("uml").join(&m.umid),
+                uml_dir: &st.uml_dir,
+            })?;
             st.machines.push(MachineState {
                 umid: m.umid.clone(),
                 hostname: m.hostname.clone(),
@@ -264,21 +276,26 @@ fn start(dir: &Path, spec: &LabSpec, k: &Manifest, cache: &Path) -> Result<Super
                 Ok(true) => {}
                 Ok(false) | Err(mpsc::RecvTimeoutError::Disconnected) => {
                     let log = dir.join("machines").join(format!("{}.console.log", m.umid));
+                    let kept = keep_log(&spec.name, &m.umid, &log);
                     return Err(format!(
-                        "machine {} exited during boot; its console log is {} (last line: {})",
+                        "machine {} exited during boot: {}; its console log is {}",
                         m.umid,
-                        log.display(),
-                        last_line(&log)
+                        explaining_line(&kept),
+                        kept.display(),
                     ));
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let log = dir.join("machines").join(format!("{}.console.log", m.umid));
+                    let kept = keep_log(&spec.name, &m.umid, &log);
                     return Err(format!(
-                        "machine {} did not finish its startup within 90 s",
-                        m.umid
+                        "machine {} did not come up within 90 s; its console log is {}",
+                        m.umid,
+                        kept.display()
                     ));
                 }
             }
         }
+        st.reports = after_boot(spec, &machines, &next_id, &mdir)?;
         Ok(())
     })();
     if let Err(e) = res {
@@ -289,7 +306,7 @@ fn start(dir: &Path, spec: &LabSpec, k: &Manifest, cache: &Path) -> Result<Super
         dir: dir.to_path_buf(),
         state: st,
         machines,
-        next_id: AtomicU64::new(1),
+        next_id,
     })
 }
 
@@ -303,16 +320,128 @@ fn module_root(modules_dir: &Path) -> String {
         .to_string()
 }
 
-fn last_line(path: &Path) -> String {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .map(str::to_string)
-        })
-        .unwrap_or_default()
+/// Copy a failed machine's console log out of the lab's run directory (which goes with the
+/// failed lab) to `<run>/logs/`, where the error message says it is.
+fn keep_log(lab: &str, umid: &str, log: &Path) -> PathBuf {
+    let dir = state::run_root().join("logs");
+    let kept = dir.join(format!("{lab}.{umid}.console.log"));
+    let copied = std::fs::create_dir_all(&dir).and_then(|_| std::fs::copy(log, &kept));
+    if copied.is_ok() {
+        kept
+    } else {
+        log.to_path_buf()
+    }
+}
+
+/// The line of a console log that explains why a machine died: the kernel's panic or an init
+/// error, rather than the last line of a stack trace.
+pub fn explaining_line(log: &Path) -> String {
+    let text = std::fs::read(log).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<&str> = text
+        .lines()
+        .map(|l| l.trim_matches(|c: char| c.is_whitespace() || c == '\x01'))
+        .filter(|l| !l.is_empty())
+        .collect();
+    const CAUSES: [&str; 8] = [
+        "Kernel panic",
+        "Attempted to kill init",
+        "Out of memory",
+        "not syncing",
+        "No working init found",
+        "failed",
+        "error",
+        "Error",
+    ];
+    for cause in CAUSES {
+        if let Some(l) = lines.iter().find(|l| l.contains(cause)) {
+            return (*l).to_string();
+        }
+    }
+    lines
+        .iter()
+        .rev()
+        .find(|l| !l.starts_with('[') && !l.contains("+0x"))
+        .or(lines.last())
+        .map(|l| l.to_string())
+        .unwrap_or_else(|| "it printed nothing".into())
+}
+
+/// Seconds a machine's startup files may run before they are interrupted.
+const STARTUP_TIMEOUT: u64 = 120;
+
+/// After every machine is up: set the sysctls (checked against the running kernel: an unknown
+/// key or a refused value fails the lab), then run the startups, on every machine at once.
+/// Returns what `lab up` reports: each failing startup line with machine, file and line.
+fn after_boot(
+    spec: &LabSpec,
+    machines: &[Arc<Machine>],
+    next_id: &AtomicU64,
+    mdir: &Path,
+) -> Result<Vec<String>, String> {
+    let results: Vec<Result<Vec<String>, String>> = std::thread::scope(|sc| {
+        let handles: Vec<_> = spec
+            .machines
+            .iter()
+            .zip(machines)
+            .map(|(ms, m)| {
+                let id_sys = next_id.fetch_add(1, Ordering::SeqCst);
+                let id_start = next_id.fetch_add(1, Ordering::SeqCst);
+                sc.spawn(move || -> Result<Vec<String>, String> {
+                    if !ms.sysctls.is_empty() {
+                        let r = m.exec(id_sys, &init::sysctl_script(&ms.sysctls), 30);
+                        let out = r.output.clone().unwrap_or_default();
+                        let bad = init::sysctl_errors(&out);
+                        if !bad.is_empty() {
+                            return Err(format!("machine {}: {}", ms.umid, bad.join("; ")));
+                        }
+                        if !r.ok {
+                            return Err(format!(
+                                "machine {}: setting sysctls: {}",
+                                ms.umid,
+                                r.error.unwrap_or_default()
+                            ));
+                        }
+                    }
+                    if ms.startup.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    let file = m.stage.join("startup.sh");
+                    std::fs::write(&file, init::startup_file(&ms.startup))
+                        .map_err(|e| format!("write {}: {e}", file.display()))?;
+                    let labels = [(file.display().to_string(), "startup".to_string())];
+                    let run = init::startup_runner(&[labels[0].0.clone()]);
+                    let r = m.exec(id_start, &run, STARTUP_TIMEOUT);
+                    let out = r.output.clone().unwrap_or_default();
+                    let _ = std::fs::write(mdir.join(format!("{}.startup.log", ms.umid)), &out);
+                    let mut reports: Vec<String> = init::startup_errors(&out, &labels)
+                        .into_iter()
+                        .map(|e| format!("machine {}: {e}", ms.umid))
+                        .collect();
+                    if !r.ok {
+                        reports.push(format!(
+                            "machine {}: startup: {}",
+                            ms.umid,
+                            r.error.unwrap_or_default()
+                        ));
+                    }
+                    Ok(reports)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("startup thread panicked".into()))
+            })
+            .collect()
+    });
+    let mut reports = Vec::new();
+    for r in results {
+        reports.extend(r?);
+    }
+    Ok(reports)
 }
 
 fn set_mode(path: &Path, mode: u32) {
@@ -320,41 +449,87 @@ fn set_mode(path: &Path, mode: u32) {
     let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
 }
 
-/// Start one UML machine and the threads that read its consoles.
-fn boot(
-    umid: &str,
+/// What one machine boots with.
+struct Boot<'a> {
+    umid: &'a str,
     mem_mb: u32,
-    taps: &[String],
-    init_path: &Path,
-    linux: &Path,
-    nsfd: &OwnedFd,
-    log_path: &Path,
-    stage: &Path,
-) -> Result<(Arc<Machine>, mpsc::Receiver<bool>), String> {
+    taps: &'a [String],
+    init_path: &'a Path,
+    kernel: &'a Manifest,
+    nsfd: &'a OwnedFd,
+    log_path: &'a Path,
+    /// Host directory the guest reads staged scripts and modules from.
+    stage: &'a Path,
+    user: sandbox::MachineUser,
+    /// Host directory that holds the machine's UML directory (see [`sandbox`]).
+    uml_parent: &'a Path,
+    /// Where umldbg looks machines up by umid (`~/.uml`): gets a link to the UML directory.
+    uml_dir: &'a Path,
+}
+
+/// Start one UML machine, sandboxed, and the threads that read its consoles.
+fn boot(b: &Boot) -> Result<(Arc<Machine>, mpsc::Receiver<bool>), String> {
+    let Boot {
+        umid,
+        mem_mb,
+        taps,
+        init_path,
+        nsfd,
+        log_path,
+        stage,
+        ..
+    } = *b;
+    let linux = &b.kernel.linux;
     let pty = nix::pty::openpty(None, None).map_err(|e| format!("{umid}: openpty: {e}"))?;
     if let Ok(mut t) = nix::sys::termios::tcgetattr(&pty.slave) {
         nix::sys::termios::cfmakeraw(&mut t);
         let _ = nix::sys::termios::tcsetattr(&pty.slave, nix::sys::termios::SetArg::TCSANOW, &t);
     }
-    let mut cmd = Command::new(linux);
-    cmd.arg(format!("mem={mem_mb}M"))
-        .arg(format!("umid={umid}"))
-        .args(["rootfstype=hostfs", "rootflags=/", "ro"])
-        .arg(format!("init={}", init_path.display()))
-        .args([
-            "con0=fd:0,fd:1",
-            "con=null",
-            "ssl0=fd:3",
-            "ssl=null",
-            "loglevel=2",
-        ]);
-    for (i, tap) in taps.iter().enumerate() {
-        cmd.arg(format!("vec{i}:transport=tap,ifname={tap}"));
+    let mut args = vec![
+        format!("mem={mem_mb}M"),
+        format!("umid={umid}"),
+        format!("uml_dir={}", sandbox::UML_DIR_INSIDE),
+        "rootfstype=hostfs".into(),
+        "rootflags=/".into(),
+        "ro".into(),
+        format!("init={}", init_path.display()),
+        "con0=fd:0,fd:1".into(),
+        "con=null".into(),
+        "ssl0=fd:3".into(),
+        "ssl=null".into(),
+        "loglevel=2".into(),
+    ];
+    // The supervisor opens the taps for the machine (see netns::attach_taps_on_spawn); `vec=0`
+    // reads and writes them one frame per call, as a tap needs.
+    for i in 0..taps.len() {
+        let fd = netns::TAP_FD_BASE + i as i32;
+        args.push(format!("vec{i}:transport=fd,fd={fd},vec=0"));
     }
+    let view = sandbox::SandboxSpec {
+        user: b.user,
+        read_only: vec![
+            linux.clone(),
+            PathBuf::from(module_root(&b.kernel.modules_dir)),
+            init_path.to_path_buf(),
+            stage.to_path_buf(),
+        ],
+        writable: Vec::new(),
+        uml_parent: b.uml_parent.to_path_buf(),
+    };
+    let mut cmd = sandbox::command(&view, linux, &args).map_err(|e| format!("{umid}: {e}"))?;
+    // `~/.uml/<umid>` leads to the directory UML makes inside the sandbox.
+    let link = b.uml_dir.join(umid);
+    let _ = std::fs::create_dir_all(b.uml_dir);
+    if std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()) {
+        let _ = std::fs::remove_file(&link);
+    }
+    std::os::unix::fs::symlink(b.uml_parent.join(umid), &link)
+        .map_err(|e| format!("{umid}: link {}: {e}", link.display()))?;
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     netns::enter_on_spawn(&mut cmd, nsfd);
+    netns::attach_taps_on_spawn(&mut cmd, taps).map_err(|e| format!("{umid}: {e}"))?;
     let slave = pty.slave.as_raw_fd();
     // SAFETY: dup2 is async-signal-safe; the slave fd is open in the parent until spawn returns.
     unsafe {
@@ -375,15 +550,16 @@ fn boot(
     let stdout = child.stdout.take().expect("piped");
     let stdin = child.stdin.take().expect("piped");
     let pending: Arc<Mutex<HashMap<u64, Pending>>> = Arc::default();
+    let framer: Arc<Mutex<ConsoleFramer>> = Arc::default();
     let exited = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (ready_tx, ready_rx) = mpsc::channel();
     {
         let pending = pending.clone();
         let exited = exited.clone();
+        let framer = framer.clone();
         let mut log =
             std::fs::File::create(log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
         std::thread::spawn(move || {
-            let mut framer = ConsoleFramer::default();
             let mut r = stdout;
             let mut buf = [0u8; 8192];
             let mut ready_tx = Some(ready_tx);
@@ -392,7 +568,8 @@ fn boot(
                     Ok(0) | Err(_) => break,
                     Ok(n) => n,
                 };
-                for ev in framer.push(&buf[..n]) {
+                let events = framer.lock().expect("lock").push(&buf[..n]);
+                for ev in events {
                     match ev {
                         ConsoleEvent::Ready => {
                             if let Some(tx) = ready_tx.take() {
@@ -460,6 +637,7 @@ fn boot(
         pid,
         child: Mutex::new(child),
         con_in: Mutex::new(stdin),
+        framer,
         pending,
         exited,
         pty_master: master,
@@ -471,6 +649,12 @@ fn boot(
 }
 
 impl Machine {
+    /// Give up on command `id`: its frame, if it ever comes, is stray output.
+    fn forget(&self, id: u64) {
+        self.pending.lock().expect("lock").remove(&id);
+        self.framer.lock().expect("lock").forget(id);
+    }
+
     fn alive(&self) -> bool {
         if self.exited.load(Ordering::SeqCst) {
             return false;
@@ -493,30 +677,34 @@ impl Machine {
                 done: tx,
             },
         );
+        let nonce = init::Nonce::random();
+        self.framer.lock().expect("lock").expect(id, nonce);
         let mut staged = None;
-        let line = match init::run_request(id, timeout.max(1), script) {
+        let line = match init::run_request(id, nonce, timeout.max(1), script) {
             Some(l) => l,
             None => {
                 // Long scripts go through a file the guest reads over hostfs.
                 let path = self.stage.join(format!("cmd-{id}.sh"));
                 if let Err(e) = std::fs::write(&path, script) {
-                    self.pending.lock().expect("lock").remove(&id);
+                    self.forget(id);
                     return Reply::err(format!("write {}: {e}", path.display()));
                 }
-                let line = init::file_request(id, timeout.max(1), &path.display().to_string());
+                let line =
+                    init::file_request(id, nonce, timeout.max(1), &path.display().to_string());
                 staged = Some(path);
                 line
             }
         };
         let _cleanup = staged.map(RemoveOnDrop);
         if let Err(e) = self.con_in.lock().expect("lock").write_all(line.as_bytes()) {
-            self.pending.lock().expect("lock").remove(&id);
+            self.forget(id);
             return Reply::err(format!("machine {}: console write failed: {e}", self.umid));
         }
         // The guest's `timeout` ends the command; allow for it to answer.
         match rx.recv_timeout(Duration::from_secs(timeout.max(1) + 5)) {
             Ok((rc, out)) => {
                 let output = String::from_utf8_lossy(&out).into_owned();
+                let output_b64 = Some(crate::util::base64(&out));
                 if rc == 124 || rc == 130 || rc == 137 {
                     return Reply {
                         ok: false,
@@ -526,6 +714,7 @@ impl Machine {
                         )),
                         status: Some(rc),
                         output: Some(output),
+                        output_b64,
                         machines: None,
                     };
                 }
@@ -533,6 +722,7 @@ impl Machine {
                     ok: true,
                     status: Some(rc),
                     output: Some(output),
+                    output_b64,
                     ..Default::default()
                 }
             }
@@ -541,7 +731,7 @@ impl Machine {
                 self.umid
             )),
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                self.pending.lock().expect("lock").remove(&id);
+                self.forget(id);
                 Reply::err(format!(
                     "the console of {} did not answer within {} s: is the machine stopped (by a debugger)?",
                     self.umid,
