@@ -12,6 +12,8 @@ fi
 packages=(
   # debugging and the article's tools, used on the host and (through the hostfs root) in guests
   gdb iptables kmod iproute2 iputils-ping traceroute tcpdump python3 procps
+  # the sandbox every lab machine runs in (bwrap; setpriv comes with util-linux)
+  bubblewrap
   # the kernel build
   build-essential flex bison bc libelf-dev xz-utils dpkg-dev patch
   # benchmarks compare with pahole

@@ -47,6 +47,7 @@ pub fn run(cache: &Path) -> anyhow::Result<bool> {
         tool("python3", "python3", "apt-get install -y python3"),
         tool("ping", "ping", "apt-get install -y iputils-ping"),
         tool("tcpdump", "tcpdump", "apt-get install -y tcpdump"),
+        tool("bubblewrap", "bwrap", "apt-get install -y bubblewrap"),
     ];
     let tun = Path::new("/dev/net/tun").exists();
     checks.push(Check {

@@ -114,7 +114,7 @@ pub fn load_in_guest_on(
             if !r.depends.is_empty() {
                 exec(&format!("modprobe -a {}", r.depends.join(" ")), 60)?;
             }
-            let stage = cache.join("stage").join(umid);
+            let stage = crate::lab::state::machine_stage_dir(cache, umid);
             std::fs::create_dir_all(&stage).map_err(|e| format!("{}: {e}", stage.display()))?;
             let staged = stage.join(format!("{}.ko", r.name));
             std::fs::copy(&r.file, &staged)

@@ -230,8 +230,18 @@ pub enum Problem {
         hostname: String,
         reason: String,
     },
-    #[error("machine `{machine}`: memory is 0 MiB: give it some, e.g. {DEFAULT_MEM_MB}")]
-    ZeroMemory { machine: String },
+    #[error(
+        "machine `{machine}`: memory = {mem_mb} MiB is more than this host has ({host_mb} MiB): give it less, e.g. {DEFAULT_MEM_MB}"
+    )]
+    TooMuchMemory {
+        machine: String,
+        mem_mb: u32,
+        host_mb: u64,
+    },
+    #[error(
+        "machine `{machine}`: memory = {mem_mb} MiB is too little: a UML machine needs at least {MIN_MEM_MB}, e.g. {DEFAULT_MEM_MB}"
+    )]
+    ZeroMemory { machine: String, mem_mb: u32 },
     #[error("domain name `{domain}` {reason}")]
     BadDomainName { domain: String, reason: String },
     #[error("domain `{domain}` is declared twice: remove one or rename it")]
@@ -678,8 +688,24 @@ impl LabSpec {
             };
             out.push((Item::Hostname(mi), p));
         }
-        if m.mem_mb == 0 {
-            out.push((Item::Memory(mi), Problem::ZeroMemory { machine: machine() }));
+        if m.mem_mb < MIN_MEM_MB {
+            out.push((
+                Item::Memory(mi),
+                Problem::ZeroMemory {
+                    machine: machine(),
+                    mem_mb: m.mem_mb,
+                },
+            ));
+        }
+        if let Some(host) = host_memory_mb()
+            && u64::from(m.mem_mb) > host
+        {
+            let p = Problem::TooMuchMemory {
+                machine: machine(),
+                mem_mb: m.mem_mb,
+                host_mb: host,
+            };
+            out.push((Item::Memory(mi), p));
         }
         let mut names = HashSet::new();
         for (ii, iface) in m.interfaces.iter().enumerate() {
@@ -1482,4 +1508,21 @@ mod tests {
         assert_eq!((l.line, l.column), (2, Some(2)));
         assert_eq!(l.to_string(), "f:2:2");
     }
+}
+
+/// The least memory a UML kernel boots with ("Too few physical memory! Needed=12582912").
+pub const MIN_MEM_MB: u32 = 16;
+
+/// The host's memory in MiB (`MemTotal`), if it can be read.
+fn host_memory_mb() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb / 1024)
 }

@@ -109,6 +109,16 @@ pub fn lab_of_umid(umid: &str) -> Option<(String, LabState)> {
     })
 }
 
+/// The host directory whose files a machine can read (modules `umldbg load` copies in): for
+/// a lab machine the one its sandbox shows it, `<cache>/stage/<lab>/<umid>`; for a machine
+/// started by hand (no sandbox) `<cache>/stage/<umid>`.
+pub fn machine_stage_dir(cache: &Path, umid: &str) -> PathBuf {
+    match lab_of_umid(umid) {
+        Some((lab, _)) => cache.join("stage").join(lab).join(umid),
+        None => cache.join("stage").join(umid),
+    }
+}
+
 /// Is the process alive (and not a zombie)?
 pub fn pid_alive(pid: i32) -> bool {
     if pid <= 0 {

@@ -485,6 +485,13 @@ fn boot(b: &Boot) -> Result<(Arc<Machine>, mpsc::Receiver<bool>), String> {
         nix::sys::termios::cfmakeraw(&mut t);
         let _ = nix::sys::termios::tcsetattr(&pty.slave, nix::sys::termios::SetArg::TCSANOW, &t);
     }
+    // What the kernel prints on its console and what UML prints on stderr (a refusal before the
+    // console exists) both go to the machine's console log.
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .map_err(|e| format!("{}: {e}", log_path.display()))?;
     let mut args = vec![
         format!("mem={mem_mb}M"),
         format!("umid={umid}"),
@@ -527,7 +534,11 @@ fn boot(b: &Boot) -> Result<(Arc<Machine>, mpsc::Receiver<bool>), String> {
         .map_err(|e| format!("{umid}: link {}: {e}", link.display()))?;
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        .stderr(Stdio::from(
+            log_file
+                .try_clone()
+                .map_err(|e| format!("{}: {e}", log_path.display()))?,
+        ));
     netns::enter_on_spawn(&mut cmd, nsfd);
     netns::attach_taps_on_spawn(&mut cmd, taps).map_err(|e| format!("{umid}: {e}"))?;
     let slave = pty.slave.as_raw_fd();
@@ -557,8 +568,7 @@ fn boot(b: &Boot) -> Result<(Arc<Machine>, mpsc::Receiver<bool>), String> {
         let pending = pending.clone();
         let exited = exited.clone();
         let framer = framer.clone();
-        let mut log =
-            std::fs::File::create(log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+        let mut log = log_file;
         std::thread::spawn(move || {
             let mut r = stdout;
             let mut buf = [0u8; 8192];
@@ -924,5 +934,28 @@ pub fn cleanup_network_and_dirs(st: &LabState) {
         if pid.is_none_or(|p| !state::pid_alive(p) || p == m.pid) {
             let _ = std::fs::remove_dir_all(&d);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_boot_panic_is_explained_by_the_panic_not_the_stack_trace() {
+        let log = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/lab/boot-panic.console.log");
+        let line = explaining_line(&log);
+        assert!(
+            line.starts_with("Kernel panic - not syncing: Attempted to kill init!"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn an_empty_log_says_so() {
+        assert_eq!(
+            explaining_line(Path::new("/nonexistent")),
+            "it printed nothing"
+        );
     }
 }
