@@ -132,7 +132,8 @@ pub fn command(
     cmd.arg(program).args(args);
     cmd.env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("TMPDIR", "/tmp")
+        // UML's physical memory file goes here (its own tmpfs); tools recognise the mapping.
+        .env("TMPDIR", "/dev/shm")
         .env("HOME", "/");
     Ok(cmd)
 }

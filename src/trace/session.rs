@@ -265,6 +265,7 @@ fn kernel_range(pid: i32) -> (u64, u64) {
             m.0 >= lo
                 && m.0 < 0x1_0000_0000_0000
                 && (m.2.starts_with("/dev/shm")
+                    || m.2.contains("/vm_file")
                     || m.2.contains("linux")
                     || m.2.is_empty()
                     || m.2 == "[heap]")
