@@ -93,11 +93,17 @@ fn article_lab_forwards_nats_rejects_and_cleans_up() {
     lab.must("R", "iptables-legacy -F");
     lab.must("A", "ping -c 1 -W 3 192.168.20.2");
 
-    // The guest's root is the host's, read-only: a write fails and nothing appears on the host.
+    // The guest's root is a read-only view of the host's: /root, /etc, /var are the machine's own
+    // overlay, so a write there succeeds in the guest and nothing appears on the host.
     let marker = umldbg::util::cache_dir().join(format!("guest-write-{}", std::process::id()));
-    let (rc, _) = lab.sh("A", &format!("echo x > {}", marker.display()));
-    assert_ne!(rc, 0);
+    let out = lab.must(
+        "A",
+        &format!("echo x > {m} && cat {m}", m = marker.display()),
+    );
+    assert_eq!(out.trim(), "x");
     assert!(!marker.exists(), "a guest wrote {}", marker.display());
+    let (rc, _) = lab.sh("A", "echo x > /usr/umldbg-guest-write");
+    assert_ne!(rc, 0, "a guest wrote into /usr");
 
     // Down: no UML process, namespace (with its taps and bridges) or ~/.uml dir of the lab stays.
     ok(&["lab", "down", &lab.name]);

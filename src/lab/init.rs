@@ -28,6 +28,38 @@ pub fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
+/// `systemctl` and `service` without systemd, as Kathará's images have them: `start`, `stop`,
+/// `restart`, `reload` and `status` of NAME run `/etc/init.d/NAME`; enabling is a no-op.
+const SERVICE_SHIMS: &str = r#"cat > /run/umldbg/bin/systemctl <<'EOF'
+#!/bin/sh
+# umldbg: systemctl without systemd (a lab machine has no systemd): /etc/init.d/NAME ACTION
+act=$1; [ $# -gt 0 ] && shift
+case "$act" in
+  start|stop|restart|reload|force-reload|status|try-restart) ;;
+  enable|disable|daemon-reload|mask|unmask|is-enabled|preset) exit 0 ;;
+  *) echo "systemctl: '$act' is not available without systemd (start, stop, restart, reload, status)" >&2; exit 1 ;;
+esac
+[ "$act" = try-restart ] && act=restart
+rc=0
+for n in "$@"; do
+  case "$n" in -*) continue ;; esac
+  n=${n%.service}
+  if [ -x "/etc/init.d/$n" ]; then "/etc/init.d/$n" "$act" || rc=$?
+  else echo "systemctl: no service $n (/etc/init.d/$n)" >&2; rc=5; fi
+done
+exit $rc
+EOF
+cat > /run/umldbg/bin/service <<'EOF'
+#!/bin/sh
+# umldbg: service NAME ACTION without systemd
+[ $# -ge 2 ] || { echo "usage: service NAME start|stop|restart|reload|status" >&2; exit 1; }
+n=$1; shift
+[ -x "/etc/init.d/$n" ] || { echo "service: no service $n (/etc/init.d/$n)" >&2; exit 5; }
+exec "/etc/init.d/$n" "$@"
+EOF
+chmod 755 /run/umldbg/bin/systemctl /run/umldbg/bin/service
+"#;
+
 /// Inputs of the init script that do not come from the spec.
 pub struct InitParams<'a> {
     pub kernel_version: &'a str,
@@ -50,8 +82,23 @@ pub fn init_script(m: &MachineSpec, p: &InitParams) -> String {
     // The host's /tmp and /run are hidden by the guest's own tmpfs.
     s.push_str("mount -t tmpfs -o mode=1777 tmpfs /tmp\nmount -t tmpfs -o mode=755 tmpfs /run\n");
     s.push_str("mkdir -p /run/lock /run/xtables\n");
+    // The machine's own writable /etc, /var, /root, /home, /srv and /opt: an overlay on tmpfs
+    // over the read-only view, so that lab folders land there and daemons write their logs and
+    // state; nothing reaches the host. Live host directories under them (the stage directory
+    // `exec` and `load` use) are mounted again on top, as overlays do not follow later changes
+    // of their lower layer.
+    s.push_str(
+        "for d in /etc /var /root /home /srv /opt; do\n  [ -d \"$d\" ] || continue\n  \
+         mkdir -p \"/run/umldbg/ovl$d/u\" \"/run/umldbg/ovl$d/w\"\n  \
+         mount -t overlay overlay -o \"lowerdir=$d,upperdir=/run/umldbg/ovl$d/u,workdir=/run/umldbg/ovl$d/w\" \"$d\" \
+         || mount -t tmpfs tmpfs \"$d\"\ndone\n",
+    );
+    let _ = writeln!(
+        s,
+        "mount -t hostfs -o {stage} none {stage} 2>/dev/null",
+        stage = q(p.stage_dir)
+    );
     s.push_str("[ -d /var/tmp ] && mount -t tmpfs -o mode=1777 tmpfs /var/tmp\n");
-    s.push_str("[ -d /var/lib ] && mount -t tmpfs tmpfs /var/lib 2>/dev/null\n");
     // The host may have no /lib/modules at all, and the root is read-only: rather than a mount
     // point, modprobe gets the module root with -d, through a wrapper that the kernel
     // (request_module) and iptables (through /proc/sys/kernel/modprobe) both use.
@@ -63,7 +110,13 @@ pub fn init_script(m: &MachineSpec, p: &InitParams) -> String {
          echo /run/umldbg/bin/modprobe > /proc/sys/kernel/modprobe\nexport PATH=/run/umldbg/bin:$PATH",
         root = q(p.module_root)
     );
-    let _ = writeln!(s, "hostname {}", q(&m.hostname));
+    // Through /proc rather than hostname(1), which refuses names Kathará allows (`ws_random`).
+    let _ = writeln!(
+        s,
+        "printf '%s' {h} > /proc/sys/kernel/hostname\necho {h} > /etc/hostname",
+        h = q(&m.hostname)
+    );
+    s.push_str(SERVICE_SHIMS);
     s.push_str("ip link set lo up\n");
     for (i, iface) in m.interfaces.iter().enumerate() {
         let _ = writeln!(s, "ip link set vec{i} name {}", q(&iface.name));

@@ -115,7 +115,8 @@ pub const TAP_FD_BASE: i32 = 10;
 /// Open each tap (by name, in the namespace the child has entered) on `/dev/net/tun` between
 /// fork and exec, as fds [`TAP_FD_BASE`] + i. The child is sandboxed and has no right to open
 /// `/dev/net/tun` itself; it gets plain Ethernet frames on these fds (UML's `transport=fd`).
-/// Register after [`enter_on_spawn`].
+/// Register after [`enter_on_spawn`] and after any `dup2` of a descriptor the child keeps (the
+/// fds chosen here may reuse a number that descriptor had in the parent).
 pub fn attach_taps_on_spawn(cmd: &mut Command, taps: &[String]) -> Result<(), NetnsError> {
     use std::os::unix::process::CommandExt;
     const IFF_TAP: libc::c_short = 0x0002;

@@ -220,12 +220,15 @@ fn start(dir: &Path, spec: &LabSpec, k: &Manifest, cache: &Path) -> Result<Super
                     .map_err(|e| format!("{} {}: {e}", m.umid, iface.name))?;
                 taps.push(tap);
             }
+            let mstage = stage.join(&spec.name).join(&m.umid);
+            std::fs::create_dir_all(&mstage)
+                .map_err(|e| format!("create {}: {e}", mstage.display()))?;
             let script = init::init_script(
                 m,
                 &InitParams {
                     kernel_version: &k.version,
                     module_root: &module_root(&k.modules_dir),
-                    stage_dir: &stage.display().to_string(),
+                    stage_dir: &mstage.display().to_string(),
                 },
             );
             let init_path = mdir.join(format!("{}.init", m.umid));
@@ -233,9 +236,6 @@ fn start(dir: &Path, spec: &LabSpec, k: &Manifest, cache: &Path) -> Result<Super
                 .map_err(|e| format!("write {}: {e}", init_path.display()))?;
             set_mode(&init_path, 0o755);
             let log = mdir.join(format!("{}.console.log", m.umid));
-            let mstage = stage.join(&spec.name).join(&m.umid);
-            std::fs::create_dir_all(&mstage)
-                .map_err(|e| format!("create {}: {e}", mstage.display()))?;
             let (machine, rx) = boot(&Boot {
                 umid: m.umid.as_str(),
                 mem_mb: m.mem_mb,
@@ -540,7 +540,6 @@ fn boot(b: &Boot) -> Result<(Arc<Machine>, mpsc::Receiver<bool>), String> {
                 .map_err(|e| format!("{}: {e}", log_path.display()))?,
         ));
     netns::enter_on_spawn(&mut cmd, nsfd);
-    netns::attach_taps_on_spawn(&mut cmd, taps).map_err(|e| format!("{umid}: {e}"))?;
     let slave = pty.slave.as_raw_fd();
     // SAFETY: dup2 is async-signal-safe; the slave fd is open in the parent until spawn returns.
     unsafe {
@@ -551,6 +550,8 @@ fn boot(b: &Boot) -> Result<(Arc<Machine>, mpsc::Receiver<bool>), String> {
             Ok(())
         });
     }
+    // After the pty is at 3: the taps' fds may reuse the number the slave had in this process.
+    netns::attach_taps_on_spawn(&mut cmd, taps).map_err(|e| format!("{umid}: {e}"))?;
     // Its own process group, so that `down` can end the kernel and its helper processes together.
     cmd.process_group(0);
     let mut child = cmd
