@@ -130,6 +130,16 @@ fn guest_hostfs_mount_of_host_proc_cannot_change_a_host_sysctl() {
          echo b > /tmp/p/sysrq-trigger; echo done",
     );
     assert!(out.contains("done"), "{out}");
+    // The guest's procfs is the sandbox's: no host process (this test's) is in it.
+    let me = std::process::id();
+    let (_, out2) = lab.sh(
+        "B",
+        &format!("ls -d /tmp/p/{me} /tmp/p/1/root/etc 2>&1; ls /tmp/p"),
+    );
+    assert!(
+        out2.contains("No such file"),
+        "the guest sees host pid {me}: {out2}"
+    );
     assert_eq!(std::fs::read_to_string(key).unwrap(), before, "{out}");
     assert_eq!(
         ns_value(),

@@ -202,7 +202,11 @@ fn print_table(st: &LabState) {
             "{:<24} {:<10} {:<8} {:<34} {}",
             m.umid,
             m.hostname,
-            m.pid,
+            if m.kernel_pid > 0 {
+                m.kernel_pid
+            } else {
+                m.pid
+            },
             format!("umldbg console {}", m.umid),
             addr_text(m)
         );

@@ -8,16 +8,16 @@
 //!   (with the merged-usr links `/bin`, `/sbin`, `/lib*`), `/etc` and `/var`, the kernel it runs,
 //!   its modules, the lab's own read-only inputs, and one writable directory for UML's
 //!   `pid`/`mconsole` files (owned by the machine's user, empty but for those);
-//! - a procfs of its own mount (UML reads `/proc/self`), with `/proc/sys` and the other knobs
-//!   read-only; no `/sys`, no `/home`, no `/root`, no `/run`, no `/srv`, no `/mnt`, no host `/tmp`:
+//! - a pid namespace and a procfs of its own (UML reads `/proc/self`), with `/proc/sys` and the
+//!   other knobs read-only; no `/sys`, no `/home`, no `/root`, no `/run`, no `/srv`, no `/mnt`, no host `/tmp`:
 //!   `/tmp` and `/dev/shm` are its own tmpfs (UML's memory file lives there), `/dev` holds only
 //!   the basic device nodes (the supervisor opens the machine's taps and hands it the fds);
 //! - a user of its own: the process runs under a uid and gid no account on the host has (one
 //!   per machine, derived from the lab and umid) with no supplementary groups, no capabilities and
 //!   `no_new_privs`. Files of `/etc` that are not world-readable (`shadow`, ssh host keys) stay
 //!   unreadable, and every bind but the UML directory is read-only whatever the guest mounts;
-//! - the host's pid namespace: the pid UML writes is the host pid that gdb, `serve` and `trace`
-//!   attach to as root, and the process group of the sandbox is the group `lab down` ends.
+//! - the pid in `~/.uml/<umid>/pid` is rewritten with the kernel's host pid once the machine is
+//!   up ([`publish_host_pid`]): that is the pid gdb, `serve` and `trace` attach to as root.
 //!
 //! The UML directory: UML creates `<uml_dir>/<umid>/` itself and removes it when it exits, so
 //! the sandbox gets a private parent directory at [`UML_DIR_INSIDE`] (kernel argument
@@ -144,6 +144,39 @@ fn setpriv() -> OsString {
         .unwrap_or_else(|| "/usr/bin/setpriv".into())
 }
 
+/// The host pid of the UML kernel a sandbox runs: the one process below bubblewrap's init
+/// (bwrap `sandbox_pid` -> its init in the namespace -> the kernel) that runs `kernel`.
+pub fn kernel_host_pid(sandbox_pid: i32, kernel: &Path) -> Option<i32> {
+    let children = |pid: i32| -> Vec<i32> {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    };
+    let runs_kernel = |pid: i32| {
+        std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| {
+            let e = e.to_string_lossy();
+            Path::new(e.strip_suffix(" (deleted)").unwrap_or(&e)) == kernel
+        })
+    };
+    let mut level = vec![sandbox_pid];
+    for _ in 0..3 {
+        if let Some(&k) = level.iter().find(|&&p| runs_kernel(p)) {
+            return Some(k);
+        }
+        level = level.into_iter().flat_map(children).collect();
+    }
+    level.into_iter().find(|&p| runs_kernel(p))
+}
+
+/// Replace the pid UML wrote in `<dir>/pid` (its pid inside the sandbox) with its host pid.
+pub fn publish_host_pid(uml_machine_dir: &Path, host_pid: i32) -> std::io::Result<()> {
+    let tmp = uml_machine_dir.join(".pid.umldbg");
+    std::fs::write(&tmp, format!("{host_pid}\n"))?;
+    std::fs::rename(&tmp, uml_machine_dir.join("pid"))
+}
+
 /// bubblewrap's arguments for a spec (pure: the tests read them).
 pub fn bwrap_args(spec: &SandboxSpec) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
@@ -153,6 +186,10 @@ pub fn bwrap_args(spec: &SandboxSpec) -> Vec<OsString> {
         "--unshare-ipc".as_ref(),
         "--unshare-uts".as_ref(),
         "--unshare-cgroup-try".as_ref(),
+        // A pid namespace of its own: the guest's procfs shows only the sandbox's processes,
+        // and when the sandbox's init goes (with its parent, bwrap) the kernel ends every
+        // process in it. UML writes its pid as seen inside; see [`publish_host_pid`].
+        "--unshare-pid".as_ref(),
         // Only what setpriv needs to become the machine's user; it keeps none of them after.
         "--cap-drop".as_ref(),
         "ALL".as_ref(),
@@ -296,6 +333,7 @@ mod tests {
         assert!(joined.contains("--bind /w /w"));
         assert!(joined.contains(&format!("--bind /p {UML_DIR_INSIDE}")));
         assert!(joined.contains("--cap-drop ALL"));
+        assert!(joined.contains("--unshare-pid"));
         // Writable binds are exactly the ones asked for.
         let rw: Vec<_> = a
             .windows(2)

@@ -30,7 +30,11 @@ pub fn netns_name(lab: &str) -> String {
 pub struct MachineState {
     pub umid: String,
     pub hostname: String,
+    /// The machine's sandbox (bubblewrap, a process group leader): what `lab down` ends.
     pub pid: i32,
+    /// The UML kernel's host pid (what `~/.uml/<umid>/pid` holds, what debuggers attach to).
+    #[serde(default)]
+    pub kernel_pid: i32,
     /// Tap name (inside the lab's namespace) per guest interface, in order.
     pub taps: Vec<String>,
     /// Guest interface name and its addresses, for the status table.

@@ -253,6 +253,7 @@ fn start(dir: &Path, spec: &LabSpec, k: &Manifest, cache: &Path) -> Result<Super
                 umid: m.umid.clone(),
                 hostname: m.hostname.clone(),
                 pid: machine.pid,
+                kernel_pid: 0,
                 taps,
                 addresses: m
                     .interfaces
@@ -294,6 +295,19 @@ fn start(dir: &Path, spec: &LabSpec, k: &Manifest, cache: &Path) -> Result<Super
                     ));
                 }
             }
+        }
+        // UML wrote the pid it has inside its sandbox: give everyone its host pid instead.
+        for (m, ms) in machines.iter().zip(st.machines.iter_mut()) {
+            let kernel = sandbox::kernel_host_pid(m.pid, &k.linux).ok_or_else(|| {
+                format!(
+                    "machine {}: cannot find its kernel's process under pid {}",
+                    m.umid, m.pid
+                )
+            })?;
+            let udir = dir.join("uml").join(&m.umid).join(&m.umid);
+            sandbox::publish_host_pid(&udir, kernel)
+                .map_err(|e| format!("machine {}: write {}/pid: {e}", m.umid, udir.display()))?;
+            ms.kernel_pid = kernel;
         }
         st.reports = after_boot(spec, &machines, &next_id, &mdir)?;
         Ok(())
