@@ -2050,6 +2050,23 @@ impl Converter<'_> {
     }
 }
 
+/// The least memory a UML kernel boots with ("Too few physical memory! Needed=12582912").
+pub const MIN_MEM_MB: u32 = 16;
+
+/// The host's memory in MiB (`MemTotal`), if it can be read.
+fn host_memory_mb() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb / 1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2103,21 +2120,4 @@ mod tests {
         assert_eq!((l.line, l.column), (2, Some(2)));
         assert_eq!(l.to_string(), "f:2:2");
     }
-}
-
-/// The least memory a UML kernel boots with ("Too few physical memory! Needed=12582912").
-pub const MIN_MEM_MB: u32 = 16;
-
-/// The host's memory in MiB (`MemTotal`), if it can be read.
-fn host_memory_mb() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kb: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb / 1024)
 }
