@@ -125,6 +125,7 @@ fn empty_lab_still_draws() {
         name: "empty".into(),
         machines: vec![],
         domains: vec![],
+        shared_folder: None,
     };
     balanced(&to_svg(&lab));
     assert!(to_dot(&lab).contains("graph \"empty\""));

@@ -510,3 +510,164 @@ fn ifaddr_display_and_parse() {
         a
     );
 }
+
+#[test]
+fn interface_names_linux_cannot_use() {
+    for bad in ["a-very-long-name0", "eth/0", "eth 0", "eth\t0", "", "lo"] {
+        let quoted = format!("{bad:?}");
+        let text = base_with("\"eth1\"", 0, &quoted);
+        let e = fails_at(&text, pos(&text, &quoted, 0));
+        assert!(matches!(problem(&e), Problem::BadIfaceName { .. }), "{e}");
+    }
+    // 15 bytes is the most Linux takes (IFNAMSIZ less the NUL).
+    parse(&base_with("\"eth1\"", 0, "\"fifteen-chars-x\"")).unwrap();
+}
+
+#[test]
+fn mac_image_env_and_dependencies() {
+    let text = base_with(
+        "addresses = [\"10.0.0.2/24\"]",
+        0,
+        "addresses = [\"10.0.0.2/24\"]\nmac = \"02:00:00:00:00:AA\"",
+    );
+    let text = text.replacen(
+        "umid = \"m1\"\n",
+        "umid = \"m1\"\nimage = \"frr\"\nenv = { ROLE = \"router\", A_1 = 7 }\ndepends_on = [\"m2\", \"m2\"]\n",
+        1,
+    );
+    let (spec, warnings) = LabSpec::from_toml_str_with_warnings(&text, Path::new(FILE)).unwrap();
+    // m1 depends on m2: m2 boots first.
+    let umids: Vec<&str> = spec.machines.iter().map(|m| m.umid.as_str()).collect();
+    assert_eq!(umids, ["m2", "m1"]);
+    let m1 = spec.machine("m1").unwrap();
+    assert_eq!(m1.depends_on, ["m2"]);
+    assert_eq!(m1.image.as_deref(), Some("frr"));
+    assert_eq!(
+        m1.env,
+        [
+            ("ROLE".to_owned(), "router".to_owned()),
+            ("A_1".to_owned(), "7".to_owned())
+        ]
+    );
+    let m2 = spec.machine("m2").unwrap();
+    assert_eq!(
+        m2.interfaces[0].mac,
+        Some("02:00:00:00:00:aa".parse().unwrap())
+    );
+    assert!(!m2.addresses_from_startups && m2.startup_files.is_empty());
+    assert_eq!(spec.shared_folder, None);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let (l, c) = pos(&text, "\"frr\"", 0);
+    assert!(
+        warnings[0].to_string().starts_with(&format!(
+            "{FILE}:{l}:{c}: machine `m1`: image `frr` is not served yet"
+        )),
+        "{}",
+        warnings[0]
+    );
+    // Errors after reordering still point at the right machine's line.
+    let bad = text.replacen("umid = \"m2\"", "umid = \"m2\"\nmemory = 0", 1);
+    let e = fails_at(&bad, pos(&bad, "0\n", 0));
+    assert!(
+        matches!(problem(&e), Problem::ZeroMemory { machine, .. } if machine == "m2"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_macs_envs_images_and_dependencies() {
+    let with_m2 =
+        |extra: &str| BASE.replacen("umid = \"m2\"\n", &format!("umid = \"m2\"\n{extra}\n"), 1);
+    let iface_mac = |mac: &str| {
+        base_with(
+            "addresses = [\"10.0.0.2/24\"]",
+            0,
+            &format!("addresses = [\"10.0.0.2/24\"]\nmac = {mac:?}"),
+        )
+    };
+    for (text, needle, check) in [
+        (
+            iface_mac("02:00:00:00:00"),
+            "\"02:00:00:00:00\"",
+            "is not a MAC address",
+        ),
+        (
+            iface_mac("ff:ff:ff:ff:ff:ff"),
+            "\"ff:ff",
+            "multicast or all-zero",
+        ),
+        (
+            with_m2("env = { \"1X\" = \"y\" }"),
+            "\"y\"",
+            "starts with a digit",
+        ),
+        (
+            with_m2("env = { X = \"a\\nb\" }"),
+            "\"a\\nb\"",
+            "line break",
+        ),
+        (
+            with_m2("image = \"two words\""),
+            "\"two words\"",
+            "contains a space",
+        ),
+        (
+            with_m2("depends_on = [\"ghost\"]"),
+            "\"ghost\"",
+            "depends on `ghost`, which is not a machine",
+        ),
+        (
+            with_m2("depends_on = [\"m2\"]"),
+            "\"m2\"]",
+            "dependency cycle m2 -> m2",
+        ),
+    ] {
+        let e = fails_at(&text, pos(&text, needle, 0));
+        assert!(e.to_string().contains(check), "{e}");
+    }
+    // A cycle over two machines names both, at the first machine's dependency.
+    let text = BASE
+        .replacen(
+            "umid = \"m1\"\n",
+            "umid = \"m1\"\ndepends_on = [\"m2\"]\n",
+            1,
+        )
+        .replacen(
+            "umid = \"m2\"\n",
+            "umid = \"m2\"\ndepends_on = [\"m1\"]\n",
+            1,
+        );
+    let e = fails_at(&text, pos(&text, "\"m2\"]", 0));
+    assert!(
+        matches!(problem(&e), Problem::DependencyCycle { cycle } if cycle == "m1 -> m2 -> m1"),
+        "{e}"
+    );
+}
+
+#[test]
+fn dependencies_in_code_built_specs() {
+    let mut spec = article_lab();
+    spec.machines[0].depends_on = vec!["router-uml-R".into()];
+    // Out of order: validate says so; sort_by_dependencies fixes it.
+    let e = spec.validate().unwrap_err();
+    assert!(
+        matches!(problem(&e), Problem::DependencyOrder { .. }),
+        "{e}"
+    );
+    assert!(spec.sort_by_dependencies());
+    spec.validate().unwrap();
+    let umids: Vec<&str> = spec.machines.iter().map(|m| m.umid.as_str()).collect();
+    assert_eq!(umids, ["router-uml-R", "client-uml-A", "client-uml-B"]);
+    spec.machines[0].depends_on = vec!["client-uml-A".into()];
+    assert!(!spec.sort_by_dependencies(), "a cycle cannot be sorted");
+    spec.machines[0].startup_files = vec!["relative.startup".into()];
+    let e = spec.validate().unwrap_err();
+    assert!(e.to_string().contains("dependency cycle"), "{e}");
+    spec.machines[0].depends_on.clear();
+    let e = spec.validate().unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("startup file `relative.startup` is not an absolute path"),
+        "{e}"
+    );
+}

@@ -64,6 +64,18 @@ fn load_spec(path: Option<&Path>) -> anyhow::Result<LabSpec> {
     })
 }
 
+/// As `load_spec`, printing on stderr, one line each, what the lab asks for and will not get.
+fn load_spec_warn(path: Option<&Path>) -> anyhow::Result<LabSpec> {
+    let Some(p) = path else {
+        return load_spec(None);
+    };
+    let (spec, warnings) = LabSpec::load_with_warnings(p)?;
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(spec)
+}
+
 fn only_lab() -> anyhow::Result<String> {
     let labs = state::lab_names();
     match labs.as_slice() {
@@ -76,7 +88,7 @@ fn only_lab() -> anyhow::Result<String> {
 pub fn run(cmd: LabCmd, cache: PathBuf, json: bool) -> anyhow::Result<i32> {
     match cmd {
         LabCmd::Up(a) => {
-            let mut spec = load_spec(a.path.as_deref())?;
+            let mut spec = load_spec_warn(a.path.as_deref())?;
             if let Some(n) = a.name {
                 spec.name = n;
             }

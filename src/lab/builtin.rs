@@ -31,6 +31,7 @@ fn iface(name: &str, domain: &str, third: u8, last: u8) -> IfaceSpec {
         name: name.into(),
         domain: domain.into(),
         addresses: vec![addr24(third, last)],
+        mac: None,
     }
 }
 
@@ -51,6 +52,7 @@ pub fn article_lab() -> LabSpec {
         routes: default_via(third, 1),
         sysctls: Vec::new(),
         startup: Vec::new(),
+        ..MachineSpec::default()
     };
     let router = MachineSpec {
         umid: "router-uml-R".into(),
@@ -66,6 +68,7 @@ pub fn article_lab() -> LabSpec {
         // The guest uses the host's iptables binaries; `-legacy` because the kernel config has
         // xtables-legacy and no nf_tables IPv4 family by default (see UML-NOTES).
         startup: vec!["iptables-legacy -t nat -A POSTROUTING -o eth1 -j MASQUERADE".into()],
+        ..MachineSpec::default()
     };
     LabSpec {
         name: "article".into(),
@@ -88,6 +91,7 @@ pub fn article_lab() -> LabSpec {
                 host_address: None,
             },
         ],
+        shared_folder: None,
     }
 }
 

@@ -1,28 +1,40 @@
-//! Kathará/Netkit lab directories: `lab.conf` plus `<machine>.startup` and `shared.startup`.
+//! Kathará/Netkit lab directories, with Kathará's device semantics.
+//!
+//! A lab directory holds `lab.conf`, `<machine>.startup` and `shared.startup`,
+//! `<machine>.shutdown` and `shared.shutdown`, a folder per machine whose tree is laid over the
+//! machine's root, a `shared/` folder every machine sees at `/shared`, and optionally `lab.dep`
+//! (boot order) and `lab.ext` (refused: it would bridge the lab to the host's network).
 //!
 //! `lab.conf` lines understood:
-//! - `pc1[0]=A`: interface eth0 of machine `pc1` is on domain `A` (Kathará's `A/MAC` form is
-//!   accepted, the MAC ignored with a warning);
-//! - `pc1[mem]=128` (MiB; `128m`, `1g` also taken), `pc1[sysctl]="net.ipv4.ip_forward=1"`;
-//! - any other `pc1[option]=value`: accepted and ignored, with a warning;
+//! - `pc1[0]=A` or `pc1[0]=A/02:42:ac:11:00:02`: interface eth0 of `pc1` is on domain `A`, with
+//!   that MAC address when one is given;
+//! - `pc1[mem]=128` (MiB; `128m`, `1g` also taken), `pc1[sysctl]="net.ipv4.ip_forward=1"`,
+//!   `pc1[env]="NAME=value"`, `pc1[ipv6]=true`, `pc1[exec]="command"` (run after the startup
+//!   scripts), `pc1[image]=kathara/frr` (kept in the spec; warned: images are not served yet);
+//! - `[bridged]`, `[port]`, `[num_terms]`, `[cpus]`, `[shell]`, `[ulimit]`, `[volume]`,
+//!   `[entrypoint]`, `[args]` and unknown options: accepted and ignored, each with a warning
+//!   naming file, line and option; `[privileged]` is accepted (a machine is root in its own
+//!   kernel);
 //! - `LAB_NAME=`, `LAB_DESCRIPTION=`, `LAB_VERSION=`, `LAB_AUTHOR=`, `LAB_EMAIL=`, `LAB_WEB=`
 //!   (quoted or not), Netkit's `machines="pc1 pc2"`; `#` comments and blank lines.
 //!
-//! Every machine runs `shared.startup` and then its own `<machine>.startup`, line by line (lines
-//! ending in `\` are joined; blank and comment lines dropped). The umid and hostname are the
-//! machine's name. Addresses are set by those scripts in Kathará, so the lines stay as startup
-//! lines, and the `ip address add A/P dev ethN` and `ifconfig ethN A netmask M` among them are
-//! also read into the interfaces' addresses so that status and validation know them.
+//! As Kathará does, every machine gets [`kathara_sysctls`] (forwarding on, reverse-path filter
+//! off, no ICMP rate limit, IPv6 on with forwarding only with `[ipv6]`) before its own
+//! `[sysctl]` lines, and its name as umid and hostname. Startup and shutdown scripts are whole
+//! files, run by bash by the runtime; their `ip address add A/P dev ethN` and
+//! `ifconfig ethN A netmask M` lines are also read into the interfaces' addresses, so that
+//! status, graphs and checks know them (the scripts still assign them).
 //!
-//! The parser itself (`parse`) takes the files' text; `load_dir` is the thin layer that reads them.
+//! The parser itself (`parse`) takes the files' text; `load_dir` is the thin layer that reads
+//! them and walks the machine folders.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use super::spec::{
-    DEFAULT_MEM_MB, DomainSpec, IfAddr, IfaceSpec, Item, LabSpec, Location, MachineSpec, SourceMap,
-    SpecError, Warning,
+    DEFAULT_MEM_MB, DomainSpec, IfAddr, IfaceSpec, Item, LabSpec, Location, MacAddr, MachineSpec,
+    NO_IMAGES, SourceMap, SpecError, Warning,
 };
 
 /// A Kathará lab, converted, with what was accepted but not used.
@@ -38,9 +50,14 @@ pub struct KatharaLab {
 #[derive(Debug, Clone, Default)]
 pub struct LabFiles {
     pub lab_conf: String,
+    /// `lab.dep`, when the lab has one.
+    pub lab_dep: Option<String>,
+    /// `lab.ext`, when the lab has one.
+    pub lab_ext: Option<String>,
     /// `*.startup` files by file name (`pc1.startup`, `shared.startup`).
     pub startups: BTreeMap<String, String>,
-    /// Other entries of the directory (`pc1/`, `pc1.shutdown`, ...), only for warnings.
+    /// The other entries of the directory: folders as `name/` (`pc1/`, `shared/`), files by
+    /// name (`pc1.shutdown`, `shared.shutdown`, `kathara.conf`, ...).
     pub other_entries: Vec<String>,
 }
 
@@ -49,47 +66,130 @@ pub fn is_lab_dir(dir: &Path) -> bool {
     dir.join("lab.conf").is_file()
 }
 
-/// Reads a lab directory and converts it (validated).
+/// The sysctls Kathará gives every device before the device's own `[sysctl]` lines, for a
+/// machine with these interfaces, with or without `[ipv6]` (Kathará's default is without).
+///
+/// From Kathará's Docker manager (`src/Kathara/manager/docker/DockerMachine.py`: the container
+/// sysctls of `create`, and the per-interface ones of `_create_driver_opt`); its Kubernetes
+/// manager sets the same container-wide list.
+pub fn kathara_sysctls(ipv6: bool, ifaces: &[&str]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, &str)> = vec![
+        ("net.ipv4.conf.all.rp_filter".into(), "0"),
+        ("net.ipv4.conf.default.rp_filter".into(), "0"),
+        ("net.ipv4.conf.lo.rp_filter".into(), "0"),
+        ("net.ipv4.ip_forward".into(), "1"),
+        ("net.ipv4.icmp_ratelimit".into(), "0"),
+    ];
+    if ipv6 {
+        out.extend([
+            ("net.ipv6.conf.all.forwarding".into(), "1"),
+            ("net.ipv6.conf.all.accept_ra".into(), "0"),
+            ("net.ipv6.icmp.ratelimit".into(), "0"),
+            ("net.ipv6.conf.default.disable_ipv6".into(), "0"),
+            ("net.ipv6.conf.all.disable_ipv6".into(), "0"),
+        ]);
+    } else {
+        out.extend([
+            ("net.ipv6.conf.default.disable_ipv6".into(), "1"),
+            ("net.ipv6.conf.all.disable_ipv6".into(), "1"),
+            ("net.ipv6.conf.default.forwarding".into(), "0"),
+            ("net.ipv6.conf.all.forwarding".into(), "0"),
+        ]);
+    }
+    for i in ifaces {
+        out.push((format!("net.ipv4.conf.{i}.rp_filter"), "0"));
+        if ipv6 {
+            out.push((format!("net.ipv6.conf.{i}.disable_ipv6"), "0"));
+            out.push((format!("net.ipv6.conf.{i}.forwarding"), "1"));
+        } else {
+            out.push((format!("net.ipv6.conf.{i}.disable_ipv6"), "1"));
+        }
+    }
+    out.into_iter().map(|(k, v)| (k, v.to_owned())).collect()
+}
+
+/// Reads a lab directory and converts it (validated), then checks that no machine folder holds
+/// a symbolic link leading out of the lab.
 pub fn load_dir(dir: &Path) -> Result<KatharaLab, SpecError> {
     let read = |path: PathBuf| {
         std::fs::read_to_string(&path).map_err(|source| SpecError::Read { path, source })
     };
+    let optional = |name: &str| {
+        let path = dir.join(name);
+        if path.is_file() {
+            read(path).map(Some)
+        } else {
+            Ok(None)
+        }
+    };
     let mut files = LabFiles {
         lab_conf: read(dir.join("lab.conf"))?,
+        lab_dep: optional("lab.dep")?,
+        lab_ext: optional("lab.ext")?,
         ..LabFiles::default()
     };
-    let entries = std::fs::read_dir(dir).map_err(|source| SpecError::Read {
+    let io_err = |source| SpecError::Read {
         path: dir.to_owned(),
         source,
-    })?;
-    for entry in entries {
-        let entry = entry.map_err(|source| SpecError::Read {
-            path: dir.to_owned(),
-            source,
-        })?;
+    };
+    let mut linked_dirs = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_err)? {
+        let entry = entry.map_err(io_err)?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name == "lab.conf" {
+        if matches!(name.as_str(), "lab.conf" | "lab.dep" | "lab.ext") {
             continue;
         }
         let path = entry.path();
         if name.ends_with(".startup") && path.is_file() {
             files.startups.insert(name, read(path)?);
         } else if path.is_dir() {
+            if entry.file_type().map_err(io_err)?.is_symlink() {
+                linked_dirs.push(name.clone());
+            }
             files.other_entries.push(format!("{name}/"));
         } else {
             files.other_entries.push(name);
         }
     }
     files.other_entries.sort();
-    parse(dir, &files)
+    linked_dirs.sort();
+    let root = dir.canonicalize().map_err(io_err)?;
+    let lab = convert(dir, &root, &files)?;
+    for name in &linked_dirs {
+        let path = dir.join(name);
+        if name == "shared" {
+            return Err(SpecError::BadEntry {
+                path,
+                message: "the lab's shared folder is a symbolic link: make it a directory \
+                          (Kathará refuses a linked `shared` too)"
+                    .to_owned(),
+            });
+        }
+        if lab.spec.machine(name).is_some() {
+            check_link(&root, &path, name)?;
+        }
+    }
+    for m in &lab.spec.machines {
+        if let Some(folder) = &m.folder {
+            check_folder(&root, folder, &m.umid)?;
+        }
+    }
+    Ok(lab)
 }
 
 /// Converts a lab directory's files into a validated `LabSpec`. `dir` names the files in
-/// messages and gives the lab its name when lab.conf has no LAB_NAME.
+/// messages and gives the lab its name when lab.conf has no LAB_NAME; the spec's paths are
+/// `dir` made absolute.
 pub fn parse(dir: &Path, files: &LabFiles) -> Result<KatharaLab, SpecError> {
+    let root = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
+    convert(dir, &root, files)
+}
+
+fn convert(dir: &Path, root: &Path, files: &LabFiles) -> Result<KatharaLab, SpecError> {
     let conf_path = dir.join("lab.conf");
     let mut p = Parser {
         dir,
+        root,
         conf_path: conf_path.clone(),
         machines: Vec::new(),
         index: HashMap::new(),
@@ -99,18 +199,25 @@ pub fn parse(dir: &Path, files: &LabFiles) -> Result<KatharaLab, SpecError> {
         warnings: Vec::new(),
         map: SourceMap::default(),
     };
-    p.map.set(Item::Lab, line_loc(&conf_path, 1));
+    p.map.set(Item::Lab, loc(&conf_path, 1, None));
     for (n, line) in files.lab_conf.lines().enumerate() {
         p.conf_line(n + 1, line)?;
+    }
+    if let Some(text) = &files.lab_ext {
+        p.lab_ext(text)?;
     }
     p.scripts(files);
     for name in &files.other_entries {
         p.other_entry(name);
     }
+    if let Some(text) = &files.lab_dep {
+        p.lab_dep(text)?;
+    }
+    p.image_warnings();
     let name = match p.meta.get("LAB_NAME") {
         Some(n) if !sanitise(n).is_empty() => sanitise(n),
         _ => {
-            let base = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
+            let base = dir.canonicalize().unwrap_or_else(|_| root.to_owned());
             let base = base
                 .file_name()
                 .map(|s| s.to_string_lossy().into_owned())
@@ -120,21 +227,41 @@ pub fn parse(dir: &Path, files: &LabFiles) -> Result<KatharaLab, SpecError> {
         }
     };
     if let Some(line) = p.lab_name_line {
-        p.map.set(Item::LabName, line_loc(&conf_path, line));
+        p.map.set(Item::LabName, loc(&conf_path, line, Some(1)));
     }
-    let spec = LabSpec {
+    let machines = std::mem::take(&mut p.machines);
+    let machines = machines
+        .into_iter()
+        .enumerate()
+        .map(|(mi, m)| p.finish(mi, m))
+        .collect();
+    let mut spec = LabSpec {
         name,
-        machines: p.machines.into_iter().map(|m| m.spec).collect(),
+        machines,
         domains: p
             .domains
-            .into_iter()
+            .iter()
             .map(|name| DomainSpec {
-                name,
+                name: name.clone(),
                 host_address: None,
             })
             .collect(),
+        shared_folder: Some(root.join("shared")),
     };
+    spec.sort_with(&mut p.map);
     spec.validate_with(&p.map)?;
+    // lab.conf's warnings first, in line order, then the other files'.
+    p.warnings.sort_by(|a, b| {
+        let key = |w: &Warning| {
+            (
+                w.at.file != conf_path,
+                w.at.file.clone(),
+                w.at.line,
+                w.at.column,
+            )
+        };
+        key(a).cmp(&key(b))
+    });
     Ok(KatharaLab {
         spec,
         meta: p.meta,
@@ -163,22 +290,51 @@ pub fn sanitise(s: &str) -> String {
         .to_owned()
 }
 
-fn line_loc(file: &Path, line: usize) -> Location {
+fn loc(file: &Path, line: usize, column: Option<usize>) -> Location {
     Location {
         file: file.to_owned(),
         line,
-        column: None,
+        column,
     }
 }
 
+/// The 1-based column (in characters) of byte `offset` of `line`.
+fn col(line: &str, offset: usize) -> usize {
+    line.get(..offset).map_or(1, |s| s.chars().count() + 1)
+}
+
+/// One `pc1[N]=...` line.
+struct IfaceLine {
+    domain: String,
+    mac: Option<MacAddr>,
+    at: Location,
+    mac_at: Option<Location>,
+}
+
 struct Machine {
-    spec: MachineSpec,
-    /// Interface index (the N of `pc1[N]`) to position in `spec.interfaces`, kept sorted.
-    ifaces: BTreeMap<usize, (usize, String, usize)>,
+    name: String,
+    mem_mb: u32,
+    /// Interface index (the N of `pc1[N]`) to its line, kept sorted.
+    ifaces: BTreeMap<usize, IfaceLine>,
+    ipv6: bool,
+    sysctls: Vec<(String, String, Location)>,
+    env: Vec<(String, String, Location)>,
+    exec: Vec<(String, Location)>,
+    image: Option<(String, Location)>,
+    /// Single-valued options already given, with their line, for the "given again" warning.
+    seen: HashMap<String, usize>,
+    startup_files: Vec<PathBuf>,
+    shutdown_files: Vec<PathBuf>,
+    folder: Option<PathBuf>,
+    depends_on: Vec<(String, Location)>,
+    dep_line: Option<usize>,
+    /// Addresses read from the startup scripts: (interface, address, where).
+    addresses: Vec<(String, IfAddr, Location)>,
 }
 
 struct Parser<'a> {
     dir: &'a Path,
+    root: &'a Path,
     conf_path: PathBuf,
     machines: Vec<Machine>,
     index: HashMap<String, usize>,
@@ -198,41 +354,74 @@ const META_KEYS: [&str; 6] = [
     "LAB_WEB",
 ];
 
+/// Names Kathará keeps for itself: the shared folder and scripts, and `kathara check`'s tests.
+const RESERVED: [&str; 2] = ["shared", "_test"];
+
+/// Options accepted and ignored, with why (the text after "ignored: ").
+const IGNORED: [(&str, &str); 8] = [
+    (
+        "port",
+        "it would publish a port of the machine on the host, and lab traffic never leaves \
+         the lab's namespace",
+    ),
+    (
+        "num_terms",
+        "no terminal windows are opened: use `umldbg console <umid>`",
+    ),
+    ("cpus", "a UML machine has one CPU"),
+    (
+        "shell",
+        "startup and shutdown scripts run with bash (Kathará's default shell)",
+    ),
+    ("ulimit", "resource limits are not applied"),
+    (
+        "volume",
+        "host directories are not mounted (only the lab's shared/ and machine folders)",
+    ),
+    ("entrypoint", "machines boot umldbg's own init"),
+    ("args", "machines boot umldbg's own init"),
+];
+
 impl Parser<'_> {
-    fn syntax(&self, line: usize, message: impl Into<String>) -> SpecError {
+    fn syntax(&self, line: usize, column: usize, message: impl Into<String>) -> SpecError {
         SpecError::Syntax {
-            at: line_loc(&self.conf_path, line),
+            at: loc(&self.conf_path, line, Some(column)),
             message: message.into(),
         }
     }
 
-    fn warn(&mut self, file: &Path, line: usize, message: impl Into<String>) {
+    fn warn(&mut self, at: Location, message: impl Into<String>) {
         self.warnings.push(Warning {
-            at: line_loc(file, line),
+            at,
             message: message.into(),
         });
     }
 
-    fn machine(&mut self, name: &str, line: usize) -> usize {
+    fn machine(&mut self, name: &str, line: usize, column: usize) -> usize {
         if let Some(&mi) = self.index.get(name) {
             return mi;
         }
         let mi = self.machines.len();
         self.machines.push(Machine {
-            spec: MachineSpec {
-                umid: name.to_owned(),
-                hostname: name.to_owned(),
-                mem_mb: DEFAULT_MEM_MB,
-                interfaces: Vec::new(),
-                routes: Vec::new(),
-                sysctls: Vec::new(),
-                startup: Vec::new(),
-            },
+            name: name.to_owned(),
+            mem_mb: DEFAULT_MEM_MB,
             ifaces: BTreeMap::new(),
+            ipv6: false,
+            sysctls: Vec::new(),
+            env: Vec::new(),
+            exec: Vec::new(),
+            image: None,
+            seen: HashMap::new(),
+            startup_files: Vec::new(),
+            shutdown_files: Vec::new(),
+            folder: None,
+            depends_on: Vec::new(),
+            dep_line: None,
+            addresses: Vec::new(),
         });
         self.index.insert(name.to_owned(), mi);
         self.map
-            .set(Item::Machine(mi), line_loc(&self.conf_path, line));
+            .set(Item::Machine(mi), loc(&self.conf_path, line, Some(column)));
         mi
     }
 
@@ -241,20 +430,31 @@ impl Parser<'_> {
         if line.is_empty() || line.starts_with('#') {
             return Ok(());
         }
-        let Some((lhs, rhs)) = line.split_once('=') else {
-            return Err(self.syntax(n, expected_line(line)));
+        let first = raw.len() - raw.trim_start().len();
+        let Some(eq) = raw.find('=') else {
+            return Err(self.syntax(n, col(raw, first), expected_line(line)));
         };
-        let lhs = lhs.trim();
-        let value = unquote(rhs).map_err(|m| self.syntax(n, m))?;
+        let lhs = raw[..eq].trim();
+        let (value, voff) = unquote(&raw[eq + 1..])
+            .map_err(|(off, m)| self.syntax(n, col(raw, eq + 1 + off), m))?;
+        let vcol = col(raw, eq + 1 + voff);
         if let Some((name, rest)) = lhs.split_once('[') {
             let Some(key) = rest.strip_suffix(']') else {
-                return Err(self.syntax(n, expected_line(line)));
+                return Err(self.syntax(n, col(raw, first), expected_line(line)));
             };
             let (name, key) = (name.trim(), key.trim());
             if name.is_empty() || key.is_empty() {
-                return Err(self.syntax(n, expected_line(line)));
+                return Err(self.syntax(n, col(raw, first), expected_line(line)));
             }
-            return self.machine_line(n, name, key, &value);
+            if RESERVED.contains(&name) {
+                return Err(self.syntax(
+                    n,
+                    col(raw, first),
+                    format!("`{name}` is a name Kathará reserves (shared folder and scripts, tests): rename the machine"),
+                ));
+            }
+            let ncol = col(raw, first);
+            return self.machine_line(n, ncol, name, key, &value, vcol);
         }
         if META_KEYS.contains(&lhs) {
             if lhs == "LAB_NAME" {
@@ -264,17 +464,16 @@ impl Parser<'_> {
         } else if lhs == "machines" {
             // Netkit's list of machines, for those with no interface line.
             for name in value.split_whitespace() {
-                self.machine(name, n);
+                self.machine(name, n, vcol);
             }
         } else if lhs.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !lhs.is_empty() {
-            let path = self.conf_path.clone();
+            let at = loc(&self.conf_path, n, Some(col(raw, first)));
             self.warn(
-                &path,
-                n,
+                at,
                 format!("`{lhs}` is not a lab.conf setting umldbg knows: ignored"),
             );
         } else {
-            return Err(self.syntax(n, expected_line(line)));
+            return Err(self.syntax(n, col(raw, first), expected_line(line)));
         }
         Ok(())
     }
@@ -282,176 +481,523 @@ impl Parser<'_> {
     fn machine_line(
         &mut self,
         n: usize,
+        ncol: usize,
         name: &str,
         key: &str,
         value: &str,
+        vcol: usize,
     ) -> Result<(), SpecError> {
-        let mi = self.machine(name, n);
+        let mi = self.machine(name, n, ncol);
         let conf = self.conf_path.clone();
+        let at = loc(&conf, n, Some(vcol));
         if key.bytes().all(|b| b.is_ascii_digit()) {
-            let idx: usize =
-                key.parse().ok().filter(|i| *i < 1000).ok_or_else(|| {
-                    self.syntax(n, format!("interface index `{key}` is too large"))
-                })?;
-            let (domain, mac) = match value.split_once('/') {
-                Some((d, mac)) => (d.trim(), Some(mac.trim())),
-                None => (value.trim(), None),
-            };
-            if domain.is_empty() {
-                return Err(self.syntax(
-                    n,
-                    format!("{name}[{idx}] has no domain: write {name}[{idx}]=A"),
-                ));
-            }
-            if let Some(mac) = mac {
-                self.warn(
-                    &conf,
-                    n,
-                    format!("MAC address {mac} of {name}[{idx}] is not supported: ignored"),
-                );
-            }
-            if let Some((_, _, first)) = self.machines[mi].ifaces.get(&idx) {
-                let first = *first;
-                return Err(self.syntax(
-                    n,
-                    format!("{name}[{idx}] is given twice (first on line {first}): keep one"),
-                ));
-            }
-            if !self.domains.iter().any(|d| d == domain) {
-                let di = self.domains.len();
-                self.domains.push(domain.to_owned());
-                self.map.set(Item::Domain(di), line_loc(&conf, n));
-            }
-            self.machines[mi]
-                .ifaces
-                .insert(idx, (0, domain.to_owned(), n));
-            self.rebuild_ifaces(mi);
-            return Ok(());
+            return self.iface_line(n, ncol, mi, name, key, value, vcol);
+        }
+        let single = !matches!(
+            key,
+            "sysctl" | "env" | "exec" | "port" | "ulimit" | "volume"
+        );
+        if single && let Some(first) = self.machines[mi].seen.insert(key.to_owned(), n) {
+            self.warn(
+                at.clone(),
+                format!(
+                    "{name}[{key}] is given again (first on line {first}): the later value is used"
+                ),
+            );
         }
         match key {
             "mem" | "memory" => {
                 let mb = parse_mem(value).ok_or_else(|| {
-                    self.syntax(n, format!("{name}[{key}]={value}: give the memory in MiB, e.g. {name}[mem]=128"))
+                    self.syntax(
+                        n,
+                        vcol,
+                        format!(
+                            "{name}[{key}]={value}: give the memory in MiB, e.g. {name}[mem]=128"
+                        ),
+                    )
                 })?;
-                self.machines[mi].spec.mem_mb = mb;
-                self.map.set(Item::Memory(mi), line_loc(&conf, n));
+                self.machines[mi].mem_mb = mb;
+                self.map.set(Item::Memory(mi), at);
             }
-            "sysctl" => {
+            "sysctl" | "env" => {
                 let Some((k, v)) = value.split_once('=') else {
-                    return Err(self.syntax(n, format!("{name}[sysctl]={value}: write {name}[sysctl]=\"net.ipv4.ip_forward=1\"")));
+                    let example = if key == "sysctl" {
+                        "net.ipv4.ip_forward=1"
+                    } else {
+                        "NAME=value"
+                    };
+                    return Err(self.syntax(
+                        n,
+                        vcol,
+                        format!("{name}[{key}]={value}: write {name}[{key}]=\"{example}\""),
+                    ));
                 };
-                let si = self.machines[mi].spec.sysctls.len();
-                self.machines[mi].spec.sysctls.push((k.trim().to_owned(), v.trim().to_owned()));
-                self.map.set(Item::Sysctl(mi, si), line_loc(&conf, n));
+                let (k, v) = (k.trim().to_owned(), v.trim().to_owned());
+                let m = &mut self.machines[mi];
+                let list = if key == "sysctl" {
+                    &mut m.sysctls
+                } else {
+                    &mut m.env
+                };
+                let again = list
+                    .iter()
+                    .position(|(x, _, _)| *x == k)
+                    .map(|i| list.remove(i).2);
+                list.push((k.clone(), v, at.clone()));
+                if let Some(was) = again {
+                    let msg = format!(
+                        "{name}[{key}] sets {k} again (first on line {}): the later value is used",
+                        was.line
+                    );
+                    self.warn(at, msg);
+                }
             }
-            "bridged" => self.warn(
-                &conf,
-                n,
-                format!("{name}[bridged] would join the host's network; labs stay in their own namespace: ignored"),
-            ),
-            _ => self.warn(&conf, n, format!("option {name}[{key}] is not supported: ignored")),
+            "ipv6" => {
+                let on = str_to_bool(value).ok_or_else(|| {
+                    self.syntax(
+                        n,
+                        vcol,
+                        format!("{name}[ipv6]={value}: write true or false"),
+                    )
+                })?;
+                self.machines[mi].ipv6 = on;
+            }
+            "exec" => self.machines[mi].exec.push((value.to_owned(), at)),
+            "image" => self.machines[mi].image = Some((value.to_owned(), at)),
+            "privileged" => {}
+            "bridged" => {
+                let on = str_to_bool(value).ok_or_else(|| {
+                    self.syntax(
+                        n,
+                        vcol,
+                        format!("{name}[bridged]={value}: write true or false"),
+                    )
+                })?;
+                if on {
+                    self.warn(
+                        loc(&conf, n, Some(ncol)),
+                        format!(
+                            "{name}[bridged] ignored: it would connect the machine to the host's \
+                             network, and lab traffic never leaves the lab's namespace"
+                        ),
+                    );
+                }
+            }
+            _ => {
+                let msg = match IGNORED.iter().find(|(k, _)| *k == key) {
+                    Some((_, why)) => format!("{name}[{key}] ignored: {why}"),
+                    None => format!(
+                        "{name}[{key}] ignored: `{key}` is not a Kathará option umldbg knows"
+                    ),
+                };
+                self.warn(loc(&conf, n, Some(ncol)), msg);
+            }
         }
         Ok(())
     }
 
-    /// Interfaces in index order; the source map follows the new positions.
-    fn rebuild_ifaces(&mut self, mi: usize) {
-        let conf = self.conf_path.clone();
-        let m = &mut self.machines[mi];
-        m.spec.interfaces.clear();
-        for (pos, (idx, (slot, domain, line))) in m.ifaces.iter_mut().enumerate() {
-            *slot = pos;
-            m.spec.interfaces.push(IfaceSpec {
-                name: format!("eth{idx}"),
-                domain: domain.clone(),
-                addresses: Vec::new(),
-            });
-            self.map.set(Item::Iface(mi, pos), line_loc(&conf, *line));
+    #[allow(clippy::too_many_arguments)]
+    fn iface_line(
+        &mut self,
+        n: usize,
+        ncol: usize,
+        mi: usize,
+        name: &str,
+        key: &str,
+        value: &str,
+        vcol: usize,
+    ) -> Result<(), SpecError> {
+        let idx: usize =
+            key.parse().ok().filter(|i| *i < 1000).ok_or_else(|| {
+                self.syntax(n, ncol, format!("interface index `{key}` is too large"))
+            })?;
+        let (domain, mac) = match value.split_once('/') {
+            Some((d, mac)) => (d.trim(), Some(mac)),
+            None => (value.trim(), None),
+        };
+        if domain.is_empty() {
+            return Err(self.syntax(
+                n,
+                vcol,
+                format!("{name}[{idx}] has no domain: write {name}[{idx}]=A"),
+            ));
         }
+        let conf = self.conf_path.clone();
+        let (mac, mac_at) = match mac {
+            None => (None, None),
+            Some(text) => {
+                // The MAC's column: after the domain and the `/` (values hold no tabs).
+                let mcol = vcol + value.find('/').map_or(0, |i| value[..=i].chars().count());
+                let text = text.trim();
+                let mac = text
+                    .parse::<MacAddr>()
+                    .map_err(|e| self.syntax(n, mcol, format!("{name}[{idx}]: {e}")))?;
+                (Some(mac), Some(loc(&conf, n, Some(mcol))))
+            }
+        };
+        if let Some(first) = self.machines[mi].ifaces.get(&idx) {
+            let first = first.at.line;
+            return Err(self.syntax(
+                n,
+                ncol,
+                format!("{name}[{idx}] is given twice (first on line {first}): keep one"),
+            ));
+        }
+        if !self.domains.iter().any(|d| d == domain) {
+            let di = self.domains.len();
+            self.domains.push(domain.to_owned());
+            self.map.set(Item::Domain(di), loc(&conf, n, Some(vcol)));
+        }
+        self.machines[mi].ifaces.insert(
+            idx,
+            IfaceLine {
+                domain: domain.to_owned(),
+                mac,
+                at: loc(&conf, n, Some(vcol)),
+                mac_at,
+            },
+        );
+        Ok(())
     }
 
-    /// Startup lines: shared.startup first, then the machine's own; addresses read on the way.
+    /// lab.ext would take collision domains out to the host's physical interfaces: refused.
+    fn lab_ext(&mut self, text: &str) -> Result<(), SpecError> {
+        let path = self.dir.join("lab.ext");
+        for (n, line) in text.lines().enumerate() {
+            let t = line.trim();
+            if t.is_empty() || t.starts_with('#') {
+                continue;
+            }
+            let first = line.len() - line.trim_start().len();
+            return Err(SpecError::Unsupported {
+                at: loc(&path, n + 1, Some(col(line, first))),
+                message: format!(
+                    "lab.ext (`{t}`) would connect a collision domain to the host's physical \
+                     network; umldbg refuses it: lab traffic never leaves the lab's network \
+                     namespace. Remove lab.ext to run the lab without external links"
+                ),
+            });
+        }
+        self.warn(loc(&path, 1, None), "lab.ext is empty: ignored");
+        Ok(())
+    }
+
+    /// lab.dep: `machine: machine1 machine2` means machine boots after machine1 and machine2.
+    fn lab_dep(&mut self, text: &str) -> Result<(), SpecError> {
+        let path = self.dir.join("lab.dep");
+        let syntax = |line: usize, column: usize, message: String| SpecError::Syntax {
+            at: loc(&path, line, Some(column)),
+            message,
+        };
+        for (i, raw) in text.lines().enumerate() {
+            let n = i + 1;
+            let t = raw.trim();
+            if t.is_empty() || t.starts_with('#') {
+                continue;
+            }
+            let first = raw.len() - raw.trim_start().len();
+            let expected = || {
+                syntax(
+                    n,
+                    col(raw, first),
+                    format!("cannot read `{t}`: expected `machine: machine1 machine2 ...`"),
+                )
+            };
+            let Some(colon) = raw.find(':') else {
+                return Err(expected());
+            };
+            let name = raw[..colon].trim();
+            let deps = &raw[colon + 1..];
+            if name.is_empty() || name.contains(char::is_whitespace) || deps.trim().is_empty() {
+                return Err(expected());
+            }
+            let Some(&mi) = self.index.get(name) else {
+                let known: Vec<&str> = self.machines.iter().map(|m| m.name.as_str()).collect();
+                return Err(syntax(
+                    n,
+                    col(raw, first),
+                    format!(
+                        "`{name}` is not a machine of lab.conf (machines: {}): fix the name or remove the line",
+                        known.join(", ")
+                    ),
+                ));
+            };
+            if let Some(earlier) = self.machines[mi].dep_line {
+                return Err(syntax(
+                    n,
+                    col(raw, first),
+                    format!(
+                        "`{name}` has dependencies on line {earlier} already: put them all on one line"
+                    ),
+                ));
+            }
+            self.machines[mi].dep_line = Some(n);
+            let mut offset = colon + 1;
+            for word in deps.split_whitespace() {
+                let at = offset + raw[offset..].find(word).unwrap_or(0);
+                offset = at + word.len();
+                let m = &mut self.machines[mi];
+                if !m.depends_on.iter().any(|(d, _)| d == word) {
+                    m.depends_on
+                        .push((word.to_owned(), loc(&path, n, Some(col(raw, at)))));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Startup scripts of each machine (shared.startup first), and the addresses they assign.
     fn scripts(&mut self, files: &LabFiles) {
-        let shared = files
-            .startups
-            .get("shared.startup")
-            .map(|t| script_lines(t))
-            .unwrap_or_default();
+        let shared = files.startups.get("shared.startup");
         let shared_path = self.dir.join("shared.startup");
+        let shared_lines = shared.map(|t| script_lines(t)).unwrap_or_default();
         for mi in 0..self.machines.len() {
-            let name = self.machines[mi].spec.umid.clone();
-            let file = format!("{name}.startup");
-            let own = files
-                .startups
-                .get(&file)
-                .map(|t| script_lines(t))
-                .unwrap_or_default();
+            let file = format!("{}.startup", self.machines[mi].name);
+            let own = files.startups.get(&file);
             let own_path = self.dir.join(&file);
-            let lines = shared
-                .iter()
-                .map(|(n, l)| (&shared_path, *n, l))
-                .chain(own.iter().map(|(n, l)| (&own_path, *n, l)));
+            let own_lines = own.map(|t| script_lines(t)).unwrap_or_default();
+            let m = &mut self.machines[mi];
+            if shared.is_some() {
+                m.startup_files.push(self.root.join("shared.startup"));
+            }
+            if own.is_some() {
+                m.startup_files.push(self.root.join(&file));
+            }
+            let lines = (shared_lines.iter().map(|(n, l)| (&shared_path, *n, l)))
+                .chain(own_lines.iter().map(|(n, l)| (&own_path, *n, l)));
             for (path, n, line) in lines {
-                let li = self.machines[mi].spec.startup.len();
-                self.machines[mi].spec.startup.push(line.clone());
-                self.map.set(Item::Startup(mi, li), line_loc(path, n));
                 for (iface, addr) in addresses_in(line) {
-                    self.add_address(mi, path, n, &iface, addr);
+                    if iface != "lo" {
+                        m.addresses.push((iface, addr, loc(path, n, None)));
+                    }
                 }
             }
         }
         for file in files.startups.keys() {
             let stem = file.trim_end_matches(".startup");
             if stem != "shared" && !self.index.contains_key(stem) {
-                let path = self.dir.join(file);
+                let at = loc(&self.dir.join(file), 1, None);
                 self.warn(
-                    &path,
-                    1,
+                    at,
                     format!("lab.conf has no machine `{stem}`: {file} is not used"),
                 );
             }
         }
     }
 
-    fn add_address(&mut self, mi: usize, path: &Path, line: usize, iface: &str, addr: IfAddr) {
-        if iface == "lo" {
-            return;
-        }
-        let m = &mut self.machines[mi].spec;
-        let Some(ii) = m.interfaces.iter().position(|i| i.name == iface) else {
-            let msg = format!(
-                "address {addr} is for {iface}, but lab.conf gives {} no {iface}: not checked",
-                m.umid
+    /// Machine folders, shutdown scripts, and files of Kathará's that umldbg does not read.
+    fn other_entry(&mut self, name: &str) {
+        let path = self.dir.join(name.trim_end_matches('/'));
+        if let Some(dir) = name.strip_suffix('/') {
+            // Other folders (images, docs, Kathará's shared/ and _test/) are not machines'.
+            if let Some(&mi) = self.index.get(dir) {
+                self.machines[mi].folder = Some(self.root.join(dir));
+            }
+        } else if let Some(stem) = name.strip_suffix(".shutdown") {
+            if stem == "shared" {
+                // Kathará runs shared.shutdown after the machine's own.
+                for m in &mut self.machines {
+                    m.shutdown_files.push(self.root.join(name));
+                }
+            } else if let Some(&mi) = self.index.get(stem) {
+                self.machines[mi]
+                    .shutdown_files
+                    .insert(0, self.root.join(name));
+            } else {
+                self.warn(
+                    loc(&path, 1, None),
+                    format!("lab.conf has no machine `{stem}`: {name} is not used"),
+                );
+            }
+        } else if name == "kathara.conf" {
+            self.warn(
+                loc(&path, 1, None),
+                "Kathará's settings file is not read: umldbg runs scripts with bash and leaves \
+                 IPv6 off unless a machine has [ipv6]=true, as Kathará's defaults do",
             );
-            self.warn(path, line, msg);
-            return;
-        };
-        let addrs = &mut m.interfaces[ii].addresses;
-        if addrs.contains(&addr) {
-            return;
         }
-        let ai = addrs.len();
-        addrs.push(addr);
-        self.map
-            .set(Item::IfaceAddr(mi, ii, ai), line_loc(path, line));
     }
 
-    fn other_entry(&mut self, name: &str) {
-        let dir_machine = name
-            .strip_suffix('/')
-            .filter(|m| self.index.contains_key(*m));
-        let msg = if let Some(m) = dir_machine {
-            format!(
-                "{m}/ (files copied into the machine) is not supported: the guest sees the host's files"
-            )
-        } else if name.ends_with(".shutdown") {
-            format!("{name} is not run: umldbg halts machines without shutdown scripts")
-        } else {
-            return;
-        };
-        let path = self.dir.join(name.trim_end_matches('/'));
-        self.warn(&path, 1, msg);
+    /// One warning per image asked for, at its first line, naming the machines.
+    fn image_warnings(&mut self) {
+        let mut by_image: BTreeMap<&str, Vec<(&str, &Location)>> = BTreeMap::new();
+        for m in &self.machines {
+            if let Some((image, at)) = &m.image {
+                by_image.entry(image).or_default().push((&m.name, at));
+            }
+        }
+        let mut out = Vec::new();
+        for (image, users) in by_image {
+            let at = users.iter().map(|(_, at)| *at).min_by_key(|at| at.line);
+            let Some(at) = at.cloned() else { continue };
+            let message = if let [(one, _)] = users.as_slice() {
+                format!("{one}[image]: image `{image}` {NO_IMAGES}")
+            } else {
+                let names: Vec<&str> = users.iter().map(|(n, _)| *n).collect();
+                format!(
+                    "[image] `{image}` of {} machines ({}) is not served yet: they boot from the \
+                     host's own root, with the host's programs (install what the image would \
+                     bring on the host)",
+                    names.len(),
+                    names.join(", ")
+                )
+            };
+            out.push(Warning { at, message });
+        }
+        self.warnings.extend(out);
     }
+
+    /// The machine's spec, with its positions recorded in the source map.
+    fn finish(&mut self, mi: usize, m: Machine) -> MachineSpec {
+        let mut interfaces = Vec::new();
+        for (pos, (idx, line)) in m.ifaces.into_iter().enumerate() {
+            self.map.set(Item::Iface(mi, pos), line.at.clone());
+            self.map.set(Item::IfaceDomain(mi, pos), line.at);
+            if let Some(at) = line.mac_at {
+                self.map.set(Item::IfaceMac(mi, pos), at);
+            }
+            interfaces.push(IfaceSpec {
+                name: format!("eth{idx}"),
+                domain: line.domain,
+                addresses: Vec::new(),
+                mac: line.mac,
+            });
+        }
+        for (iface, addr, at) in m.addresses {
+            let Some(ii) = interfaces.iter().position(|i| i.name == iface) else {
+                // Interfaces a script creates (eth0.10, br0, vxlan1, tunnels) are its own
+                // business; an ethN that lab.conf does not give is likely a mistake.
+                let eth_n = iface
+                    .strip_prefix("eth")
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+                if eth_n {
+                    let msg = format!(
+                        "address {addr} is for {iface}, but lab.conf gives {} no {iface}: not checked",
+                        m.name
+                    );
+                    self.warn(at, msg);
+                }
+                continue;
+            };
+            let addrs = &mut interfaces[ii].addresses;
+            if !addrs.contains(&addr) {
+                self.map.set(Item::IfaceAddr(mi, ii, addrs.len()), at);
+                addrs.push(addr);
+            }
+        }
+        let names: Vec<&str> = interfaces.iter().map(|i| i.name.as_str()).collect();
+        let mut sysctls = kathara_sysctls(m.ipv6, &names);
+        // A [sysctl] line replaces Kathará's default for the same key, and comes after all
+        // defaults: the value given is the one written last.
+        let norm = |k: &str| k.replace('/', ".");
+        sysctls.retain(|(k, _)| !m.sysctls.iter().any(|(u, _, _)| norm(u) == *k));
+        for (k, v, at) in m.sysctls {
+            self.map.set(Item::Sysctl(mi, sysctls.len()), at);
+            sysctls.push((k, v));
+        }
+        let env = (m.env.into_iter().enumerate())
+            .map(|(ei, (k, v, at))| {
+                self.map.set(Item::Env(mi, ei), at);
+                (k, v)
+            })
+            .collect();
+        let startup = (m.exec.into_iter().enumerate())
+            .map(|(li, (cmd, at))| {
+                self.map.set(Item::Startup(mi, li), at);
+                cmd
+            })
+            .collect();
+        let depends_on = (m.depends_on.into_iter().enumerate())
+            .map(|(di, (dep, at))| {
+                self.map.set(Item::Depends(mi, di), at);
+                dep
+            })
+            .collect();
+        let image = m.image.map(|(image, at)| {
+            self.map.set(Item::Image(mi), at);
+            image
+        });
+        MachineSpec {
+            umid: m.name.clone(),
+            hostname: m.name,
+            mem_mb: m.mem_mb,
+            interfaces,
+            routes: Vec::new(),
+            sysctls,
+            startup,
+            env,
+            image,
+            startup_files: m.startup_files,
+            shutdown_files: m.shutdown_files,
+            folder: m.folder,
+            depends_on,
+            addresses_from_startups: true,
+        }
+    }
+}
+
+/// Checks every symbolic link under a machine's folder (not following linked directories).
+fn check_folder(root: &Path, folder: &Path, machine: &str) -> Result<(), SpecError> {
+    let mut stack = vec![folder.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let io_err = |source| SpecError::Read {
+            path: dir.clone(),
+            source,
+        };
+        for entry in std::fs::read_dir(&dir).map_err(io_err)? {
+            let entry = entry.map_err(io_err)?;
+            let kind = entry.file_type().map_err(io_err)?;
+            if kind.is_symlink() {
+                check_link(root, &entry.path(), machine)?;
+            } else if kind.is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a symbolic link that leads out of the lab directory `root` (canonical).
+fn check_link(root: &Path, link: &Path, machine: &str) -> Result<(), SpecError> {
+    let target = std::fs::read_link(link).map_err(|source| SpecError::Read {
+        path: link.to_owned(),
+        source,
+    })?;
+    // Where it leads: resolved through every link when it resolves, else (a dangling link)
+    // read as a path relative to the link's directory.
+    let resolved = link.canonicalize().unwrap_or_else(|_| {
+        let base = link.parent().unwrap_or(Path::new("/"));
+        let base = base.canonicalize().unwrap_or_else(|_| base.to_owned());
+        lexical(&base.join(&target))
+    });
+    if resolved.starts_with(root) {
+        return Ok(());
+    }
+    Err(SpecError::BadEntry {
+        path: link.to_owned(),
+        message: format!(
+            "symbolic link to {} leads out of the lab (to {}): machine `{machine}`'s folder is \
+             laid over its root and may not bring in files from elsewhere on the host; put a \
+             copy of the file in the folder instead",
+            target.display(),
+            resolved.display()
+        ),
+    })
+}
+
+/// `path` with `.` and `..` resolved without looking at the file system.
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn expected_line(line: &str) -> String {
@@ -461,23 +1007,42 @@ fn expected_line(line: &str) -> String {
 }
 
 /// A lab.conf value: `"quoted"`, `'quoted'` or a bare word, optionally followed by a comment.
-fn unquote(raw: &str) -> Result<String, String> {
+/// Returns the value and its byte offset in `raw`; an error carries the offset it is about.
+fn unquote(raw: &str) -> Result<(String, usize), (usize, String)> {
+    let lead = raw.len() - raw.trim_start().len();
     let v = raw.trim();
-    let (value, rest) = match v.chars().next() {
+    let (value, start, rest) = match v.chars().next() {
         Some(q @ ('"' | '\'')) => match v[1..].find(q) {
-            Some(end) => (&v[1..1 + end], &v[2 + end..]),
-            None => return Err(format!("unterminated quote in `{v}`: close it with {q}")),
+            Some(end) => (&v[1..1 + end], lead + 1, &v[2 + end..]),
+            None => {
+                return Err((
+                    lead,
+                    format!("unterminated quote in `{v}`: close it with {q}"),
+                ));
+            }
         },
         _ => match v.find(char::is_whitespace) {
-            Some(i) => (&v[..i], &v[i..]),
-            None => (v, ""),
+            Some(i) => (&v[..i], lead, &v[i..]),
+            None => (v, lead, ""),
         },
     };
     let rest = rest.trim();
     if !rest.is_empty() && !rest.starts_with('#') {
-        return Err(format!("`{v}` has spaces: put the value in double quotes"));
+        return Err((
+            lead,
+            format!("`{v}` has spaces: put the value in double quotes"),
+        ));
     }
-    Ok(value.to_owned())
+    Ok((value.to_owned(), start))
+}
+
+/// Kathará's booleans (Python's strtobool): y, yes, t, true, on, 1 and n, no, f, false, off, 0.
+fn str_to_bool(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" | "t" | "true" | "on" | "1" => Some(true),
+        "n" | "no" | "f" | "false" | "off" | "0" => Some(false),
+        _ => None,
+    }
 }
 
 /// Memory in MiB from Netkit's bare number or Docker-style `128m`, `1g`, `524288k`.
@@ -774,9 +1339,13 @@ mod tests {
 
     #[test]
     fn values_and_memory() {
-        assert_eq!(unquote(" \"My lab\" # c").unwrap(), "My lab");
-        assert_eq!(unquote("A").unwrap(), "A");
-        assert_eq!(unquote("'x y'").unwrap(), "x y");
+        assert_eq!(
+            unquote(" \"My lab\" # c").unwrap(),
+            ("My lab".to_owned(), 2)
+        );
+        assert_eq!(unquote("A").unwrap(), ("A".to_owned(), 0));
+        assert_eq!(unquote("'x y'").unwrap(), ("x y".to_owned(), 1));
+        assert_eq!(unquote("\"open").unwrap_err().0, 0);
         assert!(unquote("a b").is_err());
         assert!(unquote("\"open").is_err());
         assert_eq!(parse_mem("128"), Some(128));
@@ -786,6 +1355,43 @@ mod tests {
         assert_eq!(parse_mem("1025k"), Some(2));
         assert_eq!(parse_mem("lots"), None);
         assert_eq!(parse_mem("99999999999"), None);
+    }
+
+    #[test]
+    fn booleans_as_kathara_reads_them() {
+        for t in ["true", "True", "yes", "1", "on", "t", "Y"] {
+            assert_eq!(str_to_bool(t), Some(true), "{t}");
+        }
+        for f in ["false", "False", "no", "0", "off", "f", "N"] {
+            assert_eq!(str_to_bool(f), Some(false), "{f}");
+        }
+        assert_eq!(str_to_bool("maybe"), None);
+    }
+
+    #[test]
+    fn kathara_default_sysctls() {
+        let v4 = kathara_sysctls(false, &["eth0"]);
+        let has = |list: &[(String, String)], k: &str, v: &str| {
+            list.iter().any(|(a, b)| a == k && b == v)
+        };
+        assert!(has(&v4, "net.ipv4.ip_forward", "1"));
+        assert!(has(&v4, "net.ipv4.conf.all.rp_filter", "0"));
+        assert!(has(&v4, "net.ipv4.conf.default.rp_filter", "0"));
+        assert!(has(&v4, "net.ipv4.icmp_ratelimit", "0"));
+        assert!(has(&v4, "net.ipv6.conf.all.disable_ipv6", "1"));
+        assert!(has(&v4, "net.ipv4.conf.eth0.rp_filter", "0"));
+        let v6 = kathara_sysctls(true, &["eth0", "eth1"]);
+        assert!(has(&v6, "net.ipv6.conf.all.forwarding", "1"));
+        assert!(has(&v6, "net.ipv6.conf.all.accept_ra", "0"));
+        assert!(has(&v6, "net.ipv6.icmp.ratelimit", "0"));
+        assert!(has(&v6, "net.ipv6.conf.all.disable_ipv6", "0"));
+        assert!(has(&v6, "net.ipv6.conf.eth1.forwarding", "1"));
+        assert!(!has(&v6, "net.ipv6.conf.all.disable_ipv6", "1"));
+    }
+
+    #[test]
+    fn lexical_paths() {
+        assert_eq!(lexical(Path::new("/a/b/../../../c/./d")), Path::new("/c/d"));
     }
 
     #[test]

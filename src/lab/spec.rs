@@ -1,6 +1,7 @@
-//! What a lab is made of: machines, their interfaces, addresses, routes, sysctls and startup
-//! lines, and the domains (Ethernet segments) that join them. Parsed from a TOML lab file or a
-//! Kathará/Netkit directory (see `kathara`), checked before anything is created.
+//! What a lab is made of: machines, their interfaces (with addresses and MACs), routes, sysctls,
+//! environment, startup and shutdown scripts, folders and boot dependencies, and the domains
+//! (Ethernet segments) that join them. Parsed from a TOML lab file or a Kathará/Netkit directory
+//! (see `kathara`), checked before anything is created.
 //!
 //! # The TOML lab format
 //!
@@ -16,12 +17,16 @@
 //! hostname = "MachineR"             # optional: defaults to the umid
 //! memory = 64                       # optional, MiB: defaults to 64
 //! sysctls = { "net.ipv4.ip_forward" = 1 }   # set in document order
+//! env = { ROLE = "router" }         # optional: environment of the startup and the console
+//! image = "frr"                     # optional: not served yet (a warning): boots the host's root
+//! depends_on = ["client-uml-A"]     # optional: machines that boot before this one
 //! startup = ["iptables-legacy -t nat -A POSTROUTING -o eth1 -j MASQUERADE"]
 //!
 //! [[machine.interface]]             # in guest order: eth0, eth1, ...
 //! name = "eth0"                     # optional: defaults to eth<position>
 //! domain = "lan-a"                  # must be a [[domain]] of this file
 //! addresses = ["192.168.10.1/24"]   # address/prefix, IPv4 or IPv6
+//! mac = "02:00:00:00:0a:01"         # optional: unicast MAC, set before the interface is up
 //!
 //! [[machine.route]]
 //! dest = "default"                  # "default" or a network such as "10.1.0.0/16"
@@ -29,8 +34,9 @@
 //! ```
 //!
 //! A machine boots, configures its interfaces, routes and sysctls, then runs its startup lines
-//! in order. Unknown keys are errors. Every error names the file, line and column, the item, and
-//! what to change. `labs/article.toml` is the built-in lab written in this format.
+//! in order. Machines are listed in boot order: a machine comes after those it depends on.
+//! Unknown keys are errors. Every error names the file, line and column, the item, and what to
+//! change. `labs/article.toml` is the built-in lab written in this format.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -47,40 +53,162 @@ use crate::uml::ids::{IdError, check_umid};
 /// Memory given to a machine whose lab does not say (UML 7.2 boots the article's machines in it).
 pub const DEFAULT_MEM_MB: u32 = 64;
 
+/// What a warning about an `image` says after naming it: images are not served yet.
+pub(crate) const NO_IMAGES: &str = "is not served yet: the machine boots from the host's own root, \
+     with the host's programs (install what the image would bring on the host)";
+
 /// A whole lab: what `lab up` creates. Deserializing one (a saved lab state) does not validate it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Fields added after the first saved states default when absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LabSpec {
     /// Names the lab's network namespace; prefixed by `with_prefix` for parallel copies.
     pub name: String,
+    /// In boot order: every machine comes after the machines in its `depends_on`.
     pub machines: Vec<MachineSpec>,
     pub domains: Vec<DomainSpec>,
+    /// A host directory every machine sees read-write at `/shared` (Kathará's `shared/`, an
+    /// absolute path). It may not exist yet: Kathará creates it when the lab starts.
+    #[serde(default)]
+    pub shared_folder: Option<PathBuf>,
 }
 
 /// One UML machine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MachineSpec {
     pub umid: String,
+    /// The machine's hostname, as given (Kathará: the machine's name, underscores included).
     pub hostname: String,
     pub mem_mb: u32,
     /// In guest order; `name` is what the guest calls the interface (eth0, eth1, ...).
     pub interfaces: Vec<IfaceSpec>,
     pub routes: Vec<RouteSpec>,
     /// `(key, value)` in the order they are set, keys as `sysctl` writes them (`net.ipv4.ip_forward`).
+    /// Keys are checked for their characters only; whether the kernel has them is for the runtime.
     pub sysctls: Vec<(String, String)>,
-    /// Shell lines run at boot in order, after interfaces, routes and sysctls.
+    /// Shell lines run in order after the interfaces, routes, sysctls and `startup_files`
+    /// (TOML `startup`; Kathará's `[exec]`, which runs after the startup scripts).
     pub startup: Vec<String>,
+    /// Environment variables `(name, value)` of the startup and shutdown scripts and of the
+    /// machine's shells (Kathará's `[env]`).
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    /// The root filesystem image asked for (Kathará's `[image]`); `None`: the host's own root.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Whole scripts run by bash in this order once the machine is up, before `startup`
+    /// (Kathará: `shared.startup`, then `<machine>.startup`). Absolute host paths.
+    #[serde(default)]
+    pub startup_files: Vec<PathBuf>,
+    /// Whole scripts run by bash in this order when the lab goes down (Kathará:
+    /// `<machine>.shutdown`, then `shared.shutdown`). Absolute host paths.
+    #[serde(default)]
+    pub shutdown_files: Vec<PathBuf>,
+    /// A host directory whose tree is laid over the machine's root (Kathará's `<machine>/`:
+    /// `pc1/etc/frr/frr.conf` becomes `/etc/frr/frr.conf`). Absolute; checked at load time to
+    /// hold no symbolic link that leads out of the lab.
+    #[serde(default)]
+    pub folder: Option<PathBuf>,
+    /// Umids of the machines that must be up before this one boots (Kathará's `lab.dep`).
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// The interfaces' `addresses` were read from the startup files, which assign them
+    /// (Kathará): they describe the lab for checks and status, and the runtime must not assign
+    /// them itself (the scripts' own `ip address add` would then fail).
+    #[serde(default)]
+    pub addresses_from_startups: bool,
+}
+
+impl Default for MachineSpec {
+    /// A machine with no interfaces and the default memory; set at least `umid` and `hostname`.
+    fn default() -> MachineSpec {
+        MachineSpec {
+            umid: String::new(),
+            hostname: String::new(),
+            mem_mb: DEFAULT_MEM_MB,
+            interfaces: Vec::new(),
+            routes: Vec::new(),
+            sysctls: Vec::new(),
+            startup: Vec::new(),
+            env: Vec::new(),
+            image: None,
+            startup_files: Vec::new(),
+            shutdown_files: Vec::new(),
+            folder: None,
+            depends_on: Vec::new(),
+            addresses_from_startups: false,
+        }
+    }
 }
 
 /// One guest network interface, attached to one domain.
-///
-/// For a Kathará lab the addresses were read from the machine's startup lines, which still run:
-/// a runtime that assigns `addresses` itself will see those lines' `ip address add` fail with
-/// "Address already assigned", as they would on a second run in Kathará; they are not fatal there.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IfaceSpec {
     pub name: String,
     pub domain: String,
     pub addresses: Vec<IfAddr>,
+    /// The interface's MAC address, set before the interface comes up; `None`: the kernel's.
+    #[serde(default)]
+    pub mac: Option<MacAddr>,
+}
+
+/// An Ethernet address, written `02:42:ac:11:00:02` (six pairs of hex digits and colons, as
+/// Kathará and `ip link` take it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl MacAddr {
+    /// Whether a network interface can hold it: not all zeros, not a multicast (or broadcast)
+    /// address, which Linux refuses as an interface's own address.
+    pub fn is_unicast(&self) -> bool {
+        self.0 != [0; 6] && self.0[0] & 1 == 0
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
+/// Why a text is not a [`MacAddr`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{0}` is not a MAC address: write six pairs of hex digits separated by `:`, e.g. 02:00:00:00:00:01"
+)]
+pub struct MacError(pub String);
+
+impl FromStr for MacAddr {
+    type Err = MacError;
+    fn from_str(s: &str) -> Result<MacAddr, MacError> {
+        let bad = || MacError(s.to_owned());
+        let mut out = [0u8; 6];
+        let mut parts = s.split(':');
+        for byte in &mut out {
+            let p = parts.next().ok_or_else(bad)?;
+            if p.len() != 2 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad());
+            }
+            *byte = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+        }
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(MacAddr(out))
+    }
+}
+
+impl Serialize for MacAddr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MacAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<MacAddr, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(de::Error::custom)
+    }
 }
 
 /// An interface address with its prefix length: `192.168.10.2/24`.
@@ -174,6 +302,13 @@ pub enum SpecError {
     /// The text does not follow the format (TOML syntax, unknown key, wrong type, bad lab.conf line).
     #[error("{at}: {message}")]
     Syntax { at: Location, message: String },
+    /// A feature the lab asks for that umldbg refuses (Kathará's `lab.ext`).
+    #[error("{at}: {message}")]
+    Unsupported { at: Location, message: String },
+    /// A file or directory of the lab that cannot be used as it is (a symbolic link out of the
+    /// lab in a machine's folder).
+    #[error("{}: {message}", path.display())]
+    BadEntry { path: PathBuf, message: String },
     /// The text is well-formed but describes a lab that cannot be built.
     #[error("{}{problem}", where_prefix(at.as_ref(), lab))]
     Invalid {
@@ -203,7 +338,7 @@ impl SpecError {
     /// Where in a file the error is, when it came from one.
     pub fn location(&self) -> Option<&Location> {
         match self {
-            SpecError::Syntax { at, .. } => Some(at),
+            SpecError::Syntax { at, .. } | SpecError::Unsupported { at, .. } => Some(at),
             SpecError::Invalid { at, .. } => at.as_ref(),
             _ => None,
         }
@@ -331,6 +466,58 @@ pub enum Problem {
         machine: String,
         number: usize,
         reason: String,
+    },
+    #[error("machine `{machine}` interface {iface}: {reason}")]
+    BadMac {
+        machine: String,
+        iface: String,
+        reason: String,
+    },
+    #[error(
+        "domain `{domain}`: MAC address {mac} is held by both {first} and {second}: \
+         give each interface its own"
+    )]
+    DuplicateMac {
+        domain: String,
+        mac: MacAddr,
+        first: String,
+        second: String,
+    },
+    #[error("machine `{machine}`: environment variable `{name}` {reason}")]
+    BadEnv {
+        machine: String,
+        name: String,
+        reason: String,
+    },
+    #[error("machine `{machine}` sets environment variable `{name}` twice: keep one")]
+    DuplicateEnv { machine: String, name: String },
+    #[error("machine `{machine}`: image `{image}` {reason}")]
+    BadImage {
+        machine: String,
+        image: String,
+        reason: String,
+    },
+    #[error(
+        "machine `{machine}` depends on `{dep}`, which is not a machine of the lab \
+         (machines: {known}): fix the name or remove it"
+    )]
+    UnknownDependency {
+        machine: String,
+        dep: String,
+        known: String,
+    },
+    #[error("dependency cycle {cycle}: no machine of it could boot first: remove one of them")]
+    DependencyCycle { cycle: String },
+    #[error(
+        "machine `{machine}` depends on `{dep}`, listed after it: machines are in boot order, \
+         move `{dep}` before `{machine}`"
+    )]
+    DependencyOrder { machine: String, dep: String },
+    #[error("{owner}: {what} `{}` is not an absolute path: give the whole path", path.display())]
+    RelativePath {
+        owner: String,
+        what: &'static str,
+        path: PathBuf,
     },
 }
 
@@ -526,6 +713,15 @@ impl LabSpec {
     /// Parses and validates a TOML lab; `origin` is the file name used in error messages and,
     /// when the text has no `name`, the source of the lab's name.
     pub fn from_toml_str(text: &str, origin: &Path) -> Result<LabSpec, SpecError> {
+        LabSpec::from_toml_str_with_warnings(text, origin).map(|(spec, _)| spec)
+    }
+
+    /// As [`LabSpec::from_toml_str`], with the warnings about what the lab asks for and will not
+    /// get (an `image`).
+    pub fn from_toml_str_with_warnings(
+        text: &str,
+        origin: &Path,
+    ) -> Result<(LabSpec, Vec<Warning>), SpecError> {
         let raw: RawLab = toml::from_str(text).map_err(|e| SpecError::Syntax {
             at: Location::from_offset(origin, text, e.span().map_or(0, |s| s.start)),
             message: one_line(e.message()),
@@ -536,18 +732,22 @@ impl LabSpec {
             text,
             map: &mut map,
             problems: Vec::new(),
+            warnings: Vec::new(),
         };
-        let spec = convert.lab(raw);
+        let mut spec = convert.lab(raw);
         let problems = std::mem::take(&mut convert.problems);
+        let warnings = std::mem::take(&mut convert.warnings);
         if let Some((item, problem)) = problems.into_iter().next() {
             return Err(map.error(item, &spec.name, problem));
         }
+        spec.sort_with(&mut map);
         spec.validate_with(&map)?;
-        Ok(spec)
+        Ok((spec, warnings))
     }
 
     /// Loads a lab from a `.toml` file or a Kathará/Netkit directory (one holding `lab.conf`,
-    /// or that `lab.conf` itself). Warnings about unused Kathará options go to the log.
+    /// or that `lab.conf` itself). Warnings about unused options go to the log: show them to a
+    /// user with [`LabSpec::load_with_warnings`].
     pub fn load(path: &Path) -> Result<LabSpec, SpecError> {
         let (spec, warnings) = LabSpec::load_with_warnings(path)?;
         for w in warnings {
@@ -581,7 +781,7 @@ impl LabSpec {
             path: path.to_owned(),
             source,
         })?;
-        Ok((LabSpec::from_toml_str(&text, path)?, Vec::new()))
+        LabSpec::from_toml_str_with_warnings(&text, path)
     }
 
     /// Checks that the lab can be built. Specs from [`LabSpec::load`] are already checked (with
@@ -597,15 +797,18 @@ impl LabSpec {
         }
     }
 
-    /// A copy whose lab name and umids start with `prefix` (used as given: include a separator
-    /// such as `t1-` yourself). Domains and hostnames are unchanged: they live inside the lab's
-    /// own namespace and guests, so copies cannot collide on them. Validate the result: a long
+    /// A copy whose lab name and umids (those in `depends_on` too) start with `prefix` (used as
+    /// given: include a separator such as `t1-` yourself). Domains and hostnames are unchanged:
+    /// they live inside the lab's own namespace and guests, so copies cannot collide on them. Validate the result: a long
     /// prefix can push a umid past UML's 63 characters.
     pub fn with_prefix(&self, prefix: &str) -> LabSpec {
         let mut spec = self.clone();
         spec.name = format!("{prefix}{}", spec.name);
         for m in &mut spec.machines {
             m.umid = format!("{prefix}{}", m.umid);
+            for d in &mut m.depends_on {
+                *d = format!("{prefix}{d}");
+            }
         }
         spec
     }
@@ -640,7 +843,19 @@ impl LabSpec {
             }
             self.machine_problems(mi, m, &mut out);
         }
+        if let Some(p) = &self.shared_folder
+            && !p.is_absolute()
+        {
+            let p = Problem::RelativePath {
+                owner: format!("lab `{}`", self.name),
+                what: "shared folder",
+                path: p.clone(),
+            };
+            out.push((Item::SharedFolder, p));
+        }
         self.address_conflicts(&mut out);
+        self.mac_conflicts(&mut out);
+        self.dependency_problems(&mut out);
         // Problems are found in several passes; report them in source order so the first one a
         // user sees is the first one in the file.
         out.sort_by_key(|(item, _)| item.order());
@@ -750,7 +965,78 @@ impl LabSpec {
                 }
             }
         }
+        for (ii, iface) in m.interfaces.iter().enumerate() {
+            if let Some(mac) = iface.mac
+                && !mac.is_unicast()
+            {
+                let p = Problem::BadMac {
+                    machine: machine(),
+                    iface: iface.name.clone(),
+                    reason: format!(
+                        "{mac} is a multicast or all-zero address, which an interface cannot \
+                         hold: use a unicast one (first byte even), e.g. 02:00:00:00:00:01"
+                    ),
+                };
+                out.push((Item::IfaceMac(mi, ii), p));
+            }
+        }
         self.route_problems(mi, m, out);
+        let mut names = HashSet::new();
+        for (ei, (name, value)) in m.env.iter().enumerate() {
+            let reason = check_env_name(name).err().or_else(|| {
+                value
+                    .contains(['\n', '\r', '\0'])
+                    .then(|| "has a line break or NUL in its value: give a one-line value".into())
+            });
+            if let Some(reason) = reason {
+                let p = Problem::BadEnv {
+                    machine: machine(),
+                    name: name.clone(),
+                    reason,
+                };
+                out.push((Item::Env(mi, ei), p));
+            } else if !names.insert(name.as_str()) {
+                let p = Problem::DuplicateEnv {
+                    machine: machine(),
+                    name: name.clone(),
+                };
+                out.push((Item::Env(mi, ei), p));
+            }
+        }
+        if let Some(image) = &m.image {
+            let reason = if image.is_empty() {
+                Some("is empty: give an image name or leave it out")
+            } else if image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                Some("contains a space or control character: give one image name")
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                let p = Problem::BadImage {
+                    machine: machine(),
+                    image: image.clone(),
+                    reason: reason.to_owned(),
+                };
+                out.push((Item::Image(mi), p));
+            }
+        }
+        let paths = (m.startup_files.iter().enumerate())
+            .map(|(i, p)| (Item::StartupFile(mi, i), "startup file", p))
+            .chain(
+                (m.shutdown_files.iter().enumerate())
+                    .map(|(i, p)| (Item::ShutdownFile(mi, i), "shutdown file", p)),
+            )
+            .chain(m.folder.iter().map(|p| (Item::Folder(mi), "folder", p)));
+        for (item, what, path) in paths {
+            if !path.is_absolute() {
+                let p = Problem::RelativePath {
+                    owner: format!("machine `{}`", m.umid),
+                    what,
+                    path: path.clone(),
+                };
+                out.push((item, p));
+            }
+        }
         let mut keys = HashSet::new();
         for (si, (key, value)) in m.sysctls.iter().enumerate() {
             let reason = check_sysctl_key(key).err().or_else(|| {
@@ -860,6 +1146,172 @@ impl LabSpec {
                 out.push((Item::RouteVia(mi, ri), p));
             }
         }
+    }
+
+    /// The same MAC address on two interfaces of one domain (ARP could not tell them apart).
+    fn mac_conflicts(&self, out: &mut Vec<(Item, Problem)>) {
+        let mut seen: HashMap<(&str, MacAddr), String> = HashMap::new();
+        for (mi, m) in self.machines.iter().enumerate() {
+            for (ii, i) in m.interfaces.iter().enumerate() {
+                let Some(mac) = i.mac else { continue };
+                let holder = format!("machine `{}` {}", m.umid, i.name);
+                if let Some(first) = seen.get(&(i.domain.as_str(), mac)) {
+                    let p = Problem::DuplicateMac {
+                        domain: i.domain.clone(),
+                        mac,
+                        first: first.clone(),
+                        second: holder,
+                    };
+                    out.push((Item::IfaceMac(mi, ii), p));
+                } else {
+                    seen.insert((i.domain.as_str(), mac), holder);
+                }
+            }
+        }
+    }
+
+    /// Dependencies on machines that do not exist, cycles, and machines listed before a
+    /// machine they depend on.
+    fn dependency_problems(&self, out: &mut Vec<(Item, Problem)>) {
+        let index: HashMap<&str, usize> = (self.machines.iter().enumerate())
+            .map(|(i, m)| (m.umid.as_str(), i))
+            .collect();
+        let mut unknown = false;
+        for (mi, m) in self.machines.iter().enumerate() {
+            for (di, dep) in m.depends_on.iter().enumerate() {
+                if !index.contains_key(dep.as_str()) {
+                    unknown = true;
+                    let known: Vec<&str> = self.machines.iter().map(|m| m.umid.as_str()).collect();
+                    let p = Problem::UnknownDependency {
+                        machine: m.umid.clone(),
+                        dep: dep.clone(),
+                        known: known.join(", "),
+                    };
+                    out.push((Item::Depends(mi, di), p));
+                }
+            }
+        }
+        if unknown {
+            return;
+        }
+        if let Some((item, cycle)) = self.dependency_cycle(&index) {
+            out.push((item, Problem::DependencyCycle { cycle }));
+            return;
+        }
+        for (mi, m) in self.machines.iter().enumerate() {
+            for (di, dep) in m.depends_on.iter().enumerate() {
+                if index[dep.as_str()] > mi {
+                    let p = Problem::DependencyOrder {
+                        machine: m.umid.clone(),
+                        dep: dep.clone(),
+                    };
+                    out.push((Item::Depends(mi, di), p));
+                }
+            }
+        }
+    }
+
+    /// A cycle of dependencies, as `a -> b -> a`, and the dependency that starts it (that of
+    /// the first machine of the cycle in lab order). Every dependency must name a machine.
+    fn dependency_cycle(&self, index: &HashMap<&str, usize>) -> Option<(Item, String)> {
+        // Depth-first search with colours: 0 unvisited, 1 on the current path, 2 done.
+        fn visit(
+            lab: &LabSpec,
+            index: &HashMap<&str, usize>,
+            colour: &mut [u8],
+            path: &mut Vec<(usize, usize)>,
+            mi: usize,
+        ) -> Option<Vec<(usize, usize)>> {
+            colour[mi] = 1;
+            for (di, dep) in lab.machines[mi].depends_on.iter().enumerate() {
+                let next = index[dep.as_str()];
+                path.push((mi, di));
+                if colour[next] == 1 {
+                    let start = path.iter().position(|(m, _)| *m == next).unwrap_or(0);
+                    return Some(path[start..].to_vec());
+                }
+                if colour[next] == 0
+                    && let Some(c) = visit(lab, index, colour, path, next)
+                {
+                    return Some(c);
+                }
+                path.pop();
+            }
+            colour[mi] = 2;
+            None
+        }
+        let mut colour = vec![0u8; self.machines.len()];
+        for mi in 0..self.machines.len() {
+            if colour[mi] != 0 {
+                continue;
+            }
+            let Some(mut cycle) = visit(self, index, &mut colour, &mut Vec::new(), mi) else {
+                continue;
+            };
+            let first = (0..cycle.len()).min_by_key(|&i| cycle[i].0).unwrap_or(0);
+            cycle.rotate_left(first);
+            let mut names: Vec<&str> = cycle
+                .iter()
+                .map(|(m, _)| self.machines[*m].umid.as_str())
+                .collect();
+            names.push(names[0]);
+            let (m, d) = cycle[0];
+            return Some((Item::Depends(m, d), names.join(" -> ")));
+        }
+        None
+    }
+
+    /// Puts the machines in boot order: each after the machines it depends on, otherwise in
+    /// their present order. Returns false, changing nothing, when a dependency names no machine
+    /// or dependencies form a cycle (`validate` reports which).
+    pub fn sort_by_dependencies(&mut self) -> bool {
+        self.sort_with(&mut SourceMap::default())
+    }
+
+    pub(crate) fn sort_with(&mut self, map: &mut SourceMap) -> bool {
+        let n = self.machines.len();
+        let index: HashMap<&str, usize> = (self.machines.iter().enumerate())
+            .map(|(i, m)| (m.umid.as_str(), i))
+            .collect();
+        let mut waiting = vec![0usize; n];
+        let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (mi, m) in self.machines.iter().enumerate() {
+            let deps: HashSet<&str> = m.depends_on.iter().map(String::as_str).collect();
+            for dep in deps {
+                let Some(&d) = index.get(dep) else {
+                    return false;
+                };
+                waiting[mi] += 1;
+                dependents[d].push(mi);
+            }
+        }
+        // Kahn's algorithm, always taking the earliest ready machine: a lab without
+        // dependencies keeps its order.
+        let mut ready: std::collections::BTreeSet<usize> =
+            (0..n).filter(|&i| waiting[i] == 0).collect();
+        let mut order = Vec::with_capacity(n);
+        while let Some(mi) = ready.pop_first() {
+            order.push(mi);
+            for &d in &dependents[mi] {
+                waiting[d] -= 1;
+                if waiting[d] == 0 {
+                    ready.insert(d);
+                }
+            }
+        }
+        if order.len() != n {
+            return false;
+        }
+        if order.iter().enumerate().all(|(new, &old)| new == old) {
+            return true;
+        }
+        let mut old: Vec<Option<MachineSpec>> = self.machines.drain(..).map(Some).collect();
+        self.machines = order
+            .iter()
+            .map(|&i| old[i].take().expect("each once"))
+            .collect();
+        map.reorder_machines(&order);
+        true
     }
 
     /// Same address twice on one domain, and overlapping subnets on two interfaces of one
@@ -1043,6 +1495,26 @@ fn check_host_addr(a: &IfAddr) -> Result<(), String> {
     Ok(())
 }
 
+/// Environment variable names a shell can export: letters, digits and `_`, not starting with a
+/// digit.
+fn check_env_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("has an empty name: write NAME=value".to_owned());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_'))
+    {
+        return Err(format!(
+            "contains {c:?}: use letters, digits and `_`, e.g. MY_VAR"
+        ));
+    }
+    if name.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err("starts with a digit: start it with a letter or `_`".to_owned());
+    }
+    Ok(())
+}
+
 /// Sysctl keys as `sysctl -w` takes them; `..` and empty parts would walk out of /proc/sys.
 fn check_sysctl_key(key: &str) -> Result<(), String> {
     let ok_part = |p: &str| {
@@ -1087,6 +1559,14 @@ pub(crate) enum Item {
     RouteVia(usize, usize),
     Sysctl(usize, usize),
     Startup(usize, usize),
+    IfaceMac(usize, usize),
+    Env(usize, usize),
+    Image(usize),
+    Depends(usize, usize),
+    StartupFile(usize, usize),
+    ShutdownFile(usize, usize),
+    Folder(usize),
+    SharedFolder,
 }
 
 impl Item {
@@ -1095,15 +1575,59 @@ impl Item {
         use Item::*;
         Some(match self {
             Lab => return None,
-            LabName => Lab,
+            LabName | SharedFolder => Lab,
             Domain(_) => Lab,
             DomainName(d) | DomainHost(d) => Domain(d),
             Machine(_) => Lab,
-            Umid(m) | Hostname(m) | Memory(m) => Machine(m),
+            Umid(m) | Hostname(m) | Memory(m) | Image(m) | Folder(m) => Machine(m),
             Iface(m, _) | Route(m, _) | Sysctl(m, _) | Startup(m, _) => Machine(m),
-            IfaceName(m, i) | IfaceDomain(m, i) | IfaceAddr(m, i, _) => Iface(m, i),
+            Env(m, _) | Depends(m, _) | StartupFile(m, _) | ShutdownFile(m, _) => Machine(m),
+            IfaceName(m, i) | IfaceDomain(m, i) | IfaceAddr(m, i, _) | IfaceMac(m, i) => {
+                Iface(m, i)
+            }
             RouteDest(m, r) | RouteVia(m, r) => Route(m, r),
         })
+    }
+
+    /// The same part of machine `to` instead of its own machine (after machines are reordered).
+    fn with_machine(self, to: usize) -> Item {
+        use Item::*;
+        match self {
+            Lab | LabName | SharedFolder | Domain(_) | DomainName(_) | DomainHost(_) => self,
+            Machine(_) => Machine(to),
+            Umid(_) => Umid(to),
+            Hostname(_) => Hostname(to),
+            Memory(_) => Memory(to),
+            Image(_) => Image(to),
+            Folder(_) => Folder(to),
+            Iface(_, i) => Iface(to, i),
+            IfaceName(_, i) => IfaceName(to, i),
+            IfaceDomain(_, i) => IfaceDomain(to, i),
+            IfaceAddr(_, i, a) => IfaceAddr(to, i, a),
+            IfaceMac(_, i) => IfaceMac(to, i),
+            Route(_, r) => Route(to, r),
+            RouteDest(_, r) => RouteDest(to, r),
+            RouteVia(_, r) => RouteVia(to, r),
+            Sysctl(_, x) => Sysctl(to, x),
+            Startup(_, x) => Startup(to, x),
+            Env(_, x) => Env(to, x),
+            Depends(_, x) => Depends(to, x),
+            StartupFile(_, x) => StartupFile(to, x),
+            ShutdownFile(_, x) => ShutdownFile(to, x),
+        }
+    }
+
+    /// The machine this part belongs to, if any.
+    fn machine(self) -> Option<usize> {
+        use Item::*;
+        match self {
+            Lab | LabName | SharedFolder | Domain(_) | DomainName(_) | DomainHost(_) => None,
+            Machine(m) | Umid(m) | Hostname(m) | Memory(m) | Image(m) | Folder(m) => Some(m),
+            Iface(m, _) | IfaceName(m, _) | IfaceDomain(m, _) | IfaceAddr(m, _, _) => Some(m),
+            IfaceMac(m, _) | Route(m, _) | RouteDest(m, _) | RouteVia(m, _) => Some(m),
+            Sysctl(m, _) | Startup(m, _) | Env(m, _) | Depends(m, _) => Some(m),
+            StartupFile(m, _) | ShutdownFile(m, _) => Some(m),
+        }
     }
 
     /// A sort key following the order of a lab file: lab, domains, then each machine's parts.
@@ -1112,6 +1636,7 @@ impl Item {
         match self {
             Lab => (0, 0, 0, 0, 0),
             LabName => (0, 1, 0, 0, 0),
+            SharedFolder => (0, 2, 0, 0, 0),
             Domain(d) => (1, d, 0, 0, 0),
             DomainName(d) => (1, d, 1, 0, 0),
             DomainHost(d) => (1, d, 2, 0, 0),
@@ -1119,15 +1644,22 @@ impl Item {
             Umid(m) => (2, m, 1, 0, 0),
             Hostname(m) => (2, m, 2, 0, 0),
             Memory(m) => (2, m, 3, 0, 0),
+            Image(m) => (2, m, 3, 1, 0),
+            Folder(m) => (2, m, 3, 2, 0),
             Iface(m, i) => (2, m, 4, i, 0),
             IfaceName(m, i) => (2, m, 4, i, 1),
             IfaceDomain(m, i) => (2, m, 4, i, 2),
-            IfaceAddr(m, i, a) => (2, m, 4, i, 3 + a),
+            IfaceMac(m, i) => (2, m, 4, i, 3),
+            IfaceAddr(m, i, a) => (2, m, 4, i, 4 + a),
             Route(m, r) => (2, m, 5, r, 0),
             RouteDest(m, r) => (2, m, 5, r, 1),
             RouteVia(m, r) => (2, m, 5, r, 2),
             Sysctl(m, s) => (2, m, 6, s, 0),
-            Startup(m, s) => (2, m, 7, s, 0),
+            Env(m, e) => (2, m, 7, e, 0),
+            Depends(m, d) => (2, m, 8, d, 0),
+            StartupFile(m, f) => (2, m, 9, f, 0),
+            Startup(m, s) => (2, m, 10, s, 0),
+            ShutdownFile(m, f) => (2, m, 11, f, 0),
         }
     }
 }
@@ -1141,6 +1673,21 @@ pub(crate) struct SourceMap {
 impl SourceMap {
     pub(crate) fn set(&mut self, item: Item, at: Location) {
         self.map.insert(item, at);
+    }
+
+    /// Follows a reordering of the machines: `order[new] = old`.
+    fn reorder_machines(&mut self, order: &[usize]) {
+        let mut new_of = vec![0; order.len()];
+        for (new, &old) in order.iter().enumerate() {
+            new_of[old] = new;
+        }
+        self.map = std::mem::take(&mut self.map)
+            .into_iter()
+            .map(|(item, at)| match item.machine() {
+                Some(m) if m < new_of.len() => (item.with_machine(new_of[m]), at),
+                _ => (item, at),
+            })
+            .collect();
     }
 
     /// The position of `item`, else of the nearest enclosing item that has one.
@@ -1190,6 +1737,11 @@ struct RawMachine {
     #[serde(default)]
     sysctls: Sysctls,
     #[serde(default)]
+    env: Sysctls,
+    image: Option<Spanned<String>>,
+    #[serde(default)]
+    depends_on: Vec<Spanned<String>>,
+    #[serde(default)]
     startup: Vec<Spanned<String>>,
     #[serde(default)]
     interface: Vec<Spanned<RawIface>>,
@@ -1204,6 +1756,7 @@ struct RawIface {
     domain: Spanned<String>,
     #[serde(default)]
     addresses: Vec<Spanned<String>>,
+    mac: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -1213,7 +1766,7 @@ struct RawRoute {
     via: Spanned<String>,
 }
 
-/// The `sysctls` table flattened to `(dotted key, value)` in document order. The toml crate
+/// The `sysctls` (or `env`) table flattened to `(dotted key, value)` in document order. The toml crate
 /// hands table entries over sorted by key, so the order is rebuilt from the values' positions;
 /// nested tables (from unquoted dotted keys) are joined back with dots.
 #[derive(Default)]
@@ -1276,7 +1829,7 @@ impl<'de> Deserialize<'de> for Sysctls {
         let top = Spanned::<SysctlValue>::deserialize(d)?;
         let SysctlValue::Table(entries) = top.into_inner() else {
             return Err(de::Error::custom(
-                "sysctls must be a table, e.g. sysctls = { \"net.ipv4.ip_forward\" = 1 }",
+                "expected a table, e.g. sysctls = { \"net.ipv4.ip_forward\" = 1 } or env = { ROLE = \"router\" }",
             ));
         };
         let mut out = Vec::new();
@@ -1295,6 +1848,7 @@ struct Converter<'a> {
     text: &'a str,
     map: &'a mut SourceMap,
     problems: Vec<(Item, Problem)>,
+    warnings: Vec<Warning>,
 }
 
 impl Converter<'_> {
@@ -1332,6 +1886,7 @@ impl Converter<'_> {
             name,
             machines,
             domains,
+            shared_folder: None,
         }
     }
 
@@ -1403,10 +1958,26 @@ impl Converter<'_> {
                 let owner = format!("machine `{umid}` interface {name}");
                 addresses.extend(self.addr(item, owner, a.get_ref()));
             }
+            let mac = i.mac.and_then(|mac| {
+                self.at(Item::IfaceMac(mi, ii), &mac);
+                match mac.get_ref().parse::<MacAddr>() {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        let p = Problem::BadMac {
+                            machine: umid.clone(),
+                            iface: name.clone(),
+                            reason: e.to_string(),
+                        };
+                        self.problems.push((Item::IfaceMac(mi, ii), p));
+                        None
+                    }
+                }
+            });
             interfaces.push(IfaceSpec {
                 name,
                 domain: i.domain.into_inner(),
                 addresses,
+                mac,
             });
         }
         let mut routes = Vec::new();
@@ -1438,6 +2009,26 @@ impl Converter<'_> {
             self.at(Item::Sysctl(mi, si), &v);
             sysctls.push((k, v.into_inner()));
         }
+        let mut env = Vec::new();
+        for (ei, (k, v)) in m.env.0.into_iter().enumerate() {
+            self.at(Item::Env(mi, ei), &v);
+            env.push((k, v.into_inner()));
+        }
+        let image = m.image.map(|i| {
+            self.at(Item::Image(mi), &i);
+            self.warnings.push(Warning {
+                at: Location::from_offset(self.origin, self.text, i.span().start),
+                message: format!("machine `{umid}`: image `{}` {NO_IMAGES}", i.get_ref()),
+            });
+            i.into_inner()
+        });
+        let mut depends_on: Vec<String> = Vec::new();
+        for d in m.depends_on {
+            if !depends_on.contains(d.get_ref()) {
+                self.at(Item::Depends(mi, depends_on.len()), &d);
+                depends_on.push(d.into_inner());
+            }
+        }
         let mut startup = Vec::new();
         for (li, line) in m.startup.into_iter().enumerate() {
             self.at(Item::Startup(mi, li), &line);
@@ -1451,8 +2042,29 @@ impl Converter<'_> {
             routes,
             sysctls,
             startup,
+            env,
+            image,
+            depends_on,
+            ..MachineSpec::default()
         }
     }
+}
+
+/// The least memory a UML kernel boots with ("Too few physical memory! Needed=12582912").
+pub const MIN_MEM_MB: u32 = 16;
+
+/// The host's memory in MiB (`MemTotal`), if it can be read.
+fn host_memory_mb() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb / 1024)
 }
 
 #[cfg(test)]
@@ -1508,21 +2120,4 @@ mod tests {
         assert_eq!((l.line, l.column), (2, Some(2)));
         assert_eq!(l.to_string(), "f:2:2");
     }
-}
-
-/// The least memory a UML kernel boots with ("Too few physical memory! Needed=12582912").
-pub const MIN_MEM_MB: u32 = 16;
-
-/// The host's memory in MiB (`MemTotal`), if it can be read.
-fn host_memory_mb() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kb: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb / 1024)
 }
