@@ -18,12 +18,20 @@ pub use manifest::Manifest;
 pub const FRAGMENT: &str = include_str!("../../scripts/kernel.config");
 
 /// Patches applied to the source before it is configured, in order (name, unified diff).
-pub const PATCHES: &[(&str, &str)] = &[(
-    "0001-um-resume-after-a-dead-debugger-s-breakpoint.patch",
-    include_str!(
-        "../../scripts/kernel-patches/0001-um-resume-after-a-dead-debugger-s-breakpoint.patch"
+pub const PATCHES: &[(&str, &str)] = &[
+    (
+        "0001-um-resume-after-a-dead-debugger-s-breakpoint.patch",
+        include_str!(
+            "../../scripts/kernel-patches/0001-um-resume-after-a-dead-debugger-s-breakpoint.patch"
+        ),
     ),
-)];
+    (
+        "0002-um-vector-allow-a-live-MAC-address-change.patch",
+        include_str!(
+            "../../scripts/kernel-patches/0002-um-vector-allow-a-live-MAC-address-change.patch"
+        ),
+    ),
+];
 
 /// What a build is made from besides the source: the fragment and the patches.
 pub fn recipe() -> String {
