@@ -67,6 +67,8 @@ pub struct InitParams<'a> {
     pub module_root: &'a str,
     /// Host directory whose files the guest can read (modules staged by `umldbg load`).
     pub stage_dir: &'a str,
+    /// The lab's shared folder (host path), mounted read-write at `/shared`.
+    pub shared: Option<&'a str>,
 }
 
 /// The whole init script for one machine.
@@ -117,13 +119,27 @@ pub fn init_script(m: &MachineSpec, p: &InitParams) -> String {
         h = q(&m.hostname)
     );
     s.push_str(SERVICE_SHIMS);
+    let _ = writeln!(
+        s,
+        "grep -q '^127.0.1.1' /etc/hosts || echo '127.0.1.1 '{h} >> /etc/hosts",
+        h = q(&m.hostname)
+    );
+    if let Some(shared) = p.shared {
+        let _ = writeln!(s, "mount -t hostfs -o {} none /shared", q(shared));
+    }
+    for (k, v) in &m.env {
+        let _ = writeln!(s, "export {k}={}", q(v));
+    }
     s.push_str("ip link set lo up\n");
     for (i, iface) in m.interfaces.iter().enumerate() {
         let _ = writeln!(s, "ip link set vec{i} name {}", q(&iface.name));
     }
     for iface in &m.interfaces {
-        for a in &iface.addresses {
-            let _ = writeln!(s, "ip address add {a} dev {}", q(&iface.name));
+        // A Kathará machine's startup assigns its addresses itself.
+        if !m.addresses_from_startups {
+            for a in &iface.addresses {
+                let _ = writeln!(s, "ip address add {a} dev {}", q(&iface.name));
+            }
         }
         let _ = writeln!(s, "ip link set {} up", q(&iface.name));
     }
@@ -205,12 +221,30 @@ pub fn startup_file(lines: &[String]) -> String {
 /// Marks the lines of a startup run's output that name a failing line.
 const STARTUP_MARK: &str = "umldbg-startup: ";
 
-/// The command that runs startup files with bash, each in order, as Kathará does: a failing line
-/// does not stop the file, and is named (file and line) in the output; a syntax error ends that
-/// file only (bash names it). Output goes through a file, not a pipe, so that daemons a startup
-/// leaves running do not hold the command open.
-pub fn startup_runner(files: &[String]) -> String {
+/// The command that prepares a machine the way Kathará does once it is up, then runs its startup
+/// files with bash, each in order: the machine's folder laid over its root (an overlay on tmpfs
+/// over any top-level directory it touches that is not yet the machine's own), FRR's and Quagga's
+/// files given to their users, then each file. A failing line does not stop the file and is named
+/// (file and line) in the output; a syntax error ends that file only (bash names it). Output goes
+/// through a file, not a pipe, so that daemons a startup leaves running do not hold it open.
+pub fn startup_runner(folder: Option<&str>, files: &[String]) -> String {
     let mut s = String::from("cd / || exit 1\nlog=/run/.umldbg-startup.$$\n");
+    if let Some(f) = folder {
+        let _ = writeln!(
+            s,
+            "src={f}\nfor d in \"$src\"/*/; do\n  [ -d \"$d\" ] || continue\n  t=/$(basename \"$d\")\n  \
+             [ -d \"$t\" ] || continue\n  [ -d \"/run/umldbg/ovl$t\" ] && continue\n  \
+             mkdir -p \"/run/umldbg/ovl$t/u\" \"/run/umldbg/ovl$t/w\"\n  \
+             mount -t overlay overlay -o \"lowerdir=$t,upperdir=/run/umldbg/ovl$t/u,workdir=/run/umldbg/ovl$t/w\" \"$t\"\n\
+             done\n\
+             (cd \"$src\" && tar cf - .) | (cd / && tar xhf - --no-same-owner --no-same-permissions) || \
+             echo '{STARTUP_MARK}'\"$src\"':0: copying the machine folder failed'\n\
+             [ -d /etc/frr ] && chown -R frr:frr /etc/frr 2>/dev/null && chmod 640 /etc/frr/* 2>/dev/null\n\
+             [ -d /etc/quagga ] && chown -R quagga:quagga /etc/quagga 2>/dev/null && chmod 640 /etc/quagga/* 2>/dev/null\n\
+             [ -d /var/www ] && chmod -R 777 /var/www/* 2>/dev/null\n:",
+            f = sh_quote(f)
+        );
+    }
     let trap = format!(
         "rc=$?; printf '{STARTUP_MARK}%s:%s: exit status %s\\n' \"${{BASH_SOURCE[0]:-?}}\" \"$LINENO\" \"$rc\""
     );
@@ -218,12 +252,18 @@ pub fn startup_runner(files: &[String]) -> String {
         let _ = writeln!(
             s,
             "bash --norc --noprofile -c {} umldbg-startup {} >\"$log\" 2>&1; cat \"$log\"; rm -f \"$log\"",
-            sh_quote(&format!(
-                "set -o errtrace; trap {} ERR; . \"$1\"",
-                sh_quote(&trap)
-            )),
+            sh_quote(&format!("set -o errtrace; trap {} ERR; . \"$1\"", sh_quote(&trap))),
             sh_quote(path),
         );
+    }
+    s
+}
+
+/// Shutdown files run by bash in order when the lab goes down; their output is kept.
+pub fn shutdown_runner(files: &[String]) -> String {
+    let mut s = String::from("cd / || exit 1\n");
+    for path in files {
+        let _ = writeln!(s, "bash --norc --noprofile {} 2>&1", sh_quote(path));
     }
     s
 }

@@ -81,6 +81,9 @@ pub struct SandboxSpec {
     pub writable: Vec<PathBuf>,
     /// Host directory seen as [`UML_DIR_INSIDE`]; created, owned by the machine's user.
     pub uml_parent: PathBuf,
+    /// An empty directory made in the sandbox's root for the guest to mount the lab's shared
+    /// folder on (`/shared`).
+    pub shared_at: Option<PathBuf>,
 }
 
 /// Is bubblewrap there?
@@ -259,6 +262,7 @@ pub fn bwrap_args(spec: &SandboxSpec) -> Vec<OsString> {
             }
         }
     }
+    dirs.extend(spec.shared_at.iter().cloned());
     for d in &dirs {
         push(&[
             "--perms".as_ref(),
@@ -293,6 +297,7 @@ mod tests {
             read_only: vec![PathBuf::from("/k/linux")],
             writable: vec![PathBuf::from("/w")],
             uml_parent: PathBuf::from("/p"),
+            shared_at: None,
         }
     }
 

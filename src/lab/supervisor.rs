@@ -200,6 +200,16 @@ fn start(dir: &Path, spec: &LabSpec, k: &Manifest, cache: &Path) -> Result<Super
             });
         }
         let nsfd = netns::open(&ns).map_err(|e| e.to_string())?;
+        // Kathará's shared folder: made if missing, writable by every machine (each runs as a
+        // user of its own), seen read-write at /shared.
+        let shared: Option<String> = match &spec.shared_folder {
+            Some(f) => {
+                std::fs::create_dir_all(f).map_err(|e| format!("create {}: {e}", f.display()))?;
+                set_mode(f, 0o1777);
+                Some(f.display().to_string())
+            }
+            None => None,
+        };
         let stage = cache.join("stage");
         let _ = std::fs::create_dir_all(&stage);
         let mdir = dir.join("machines");
@@ -229,6 +239,7 @@ fn start(dir: &Path, spec: &LabSpec, k: &Manifest, cache: &Path) -> Result<Super
                     kernel_version: &k.version,
                     module_root: &module_root(&k.modules_dir),
                     stage_dir: &mstage.display().to_string(),
+                    shared: shared.as_deref(),
                 },
             );
             let init_path = mdir.join(format!("{}.init", m.umid));
@@ -237,6 +248,8 @@ fn start(dir: &Path, spec: &LabSpec, k: &Manifest, cache: &Path) -> Result<Super
             set_mode(&init_path, 0o755);
             let log = mdir.join(format!("{}.console.log", m.umid));
             let (machine, rx) = boot(&Boot {
+                spec: m,
+                shared: spec.shared_folder.as_deref(),
                 umid: m.umid.as_str(),
                 mem_mb: m.mem_mb,
                 taps: &taps,
@@ -385,77 +398,133 @@ pub fn explaining_line(log: &Path) -> String {
 const STARTUP_TIMEOUT: u64 = 120;
 
 /// After every machine is up: set the sysctls (checked against the running kernel: an unknown
-/// key or a refused value fails the lab), then run the startups, on every machine at once.
-/// Returns what `lab up` reports: each failing startup line with machine, file and line.
+/// key or a refused value fails the lab), then run the startups: the machine's folder, its
+/// startup files, its startup lines. Machines whose dependencies (`depends_on`) are done start
+/// together. Returns what `lab up` reports: each failing startup line with machine, file and line.
 fn after_boot(
     spec: &LabSpec,
     machines: &[Arc<Machine>],
     next_id: &AtomicU64,
     mdir: &Path,
 ) -> Result<Vec<String>, String> {
-    let results: Vec<Result<Vec<String>, String>> = std::thread::scope(|sc| {
-        let handles: Vec<_> = spec
-            .machines
+    let pairs: Vec<(&super::spec::MachineSpec, &Arc<Machine>)> =
+        spec.machines.iter().zip(machines).collect();
+    // Sysctls everywhere first: a refusal fails the whole lab before any startup runs.
+    let sysctl_results: Vec<Result<(), String>> = std::thread::scope(|sc| {
+        let hs: Vec<_> = pairs
             .iter()
-            .zip(machines)
-            .map(|(ms, m)| {
-                let id_sys = next_id.fetch_add(1, Ordering::SeqCst);
-                let id_start = next_id.fetch_add(1, Ordering::SeqCst);
-                sc.spawn(move || -> Result<Vec<String>, String> {
-                    if !ms.sysctls.is_empty() {
-                        let r = m.exec(id_sys, &init::sysctl_script(&ms.sysctls), 30);
-                        let out = r.output.clone().unwrap_or_default();
-                        let bad = init::sysctl_errors(&out);
-                        if !bad.is_empty() {
-                            return Err(format!("machine {}: {}", ms.umid, bad.join("; ")));
-                        }
-                        if !r.ok {
-                            return Err(format!(
-                                "machine {}: setting sysctls: {}",
-                                ms.umid,
-                                r.error.unwrap_or_default()
-                            ));
-                        }
+            .filter(|(ms, _)| !ms.sysctls.is_empty())
+            .map(|&(ms, m)| {
+                let id = next_id.fetch_add(1, Ordering::SeqCst);
+                sc.spawn(move || {
+                    let r = m.exec(id, &init::sysctl_script(&ms.sysctls), 30);
+                    let bad = init::sysctl_errors(r.output.as_deref().unwrap_or_default());
+                    if !bad.is_empty() {
+                        return Err(format!("machine {}: {}", ms.umid, bad.join("; ")));
                     }
-                    if ms.startup.is_empty() {
-                        return Ok(Vec::new());
-                    }
-                    let file = m.stage.join("startup.sh");
-                    std::fs::write(&file, init::startup_file(&ms.startup))
-                        .map_err(|e| format!("write {}: {e}", file.display()))?;
-                    let labels = [(file.display().to_string(), "startup".to_string())];
-                    let run = init::startup_runner(&[labels[0].0.clone()]);
-                    let r = m.exec(id_start, &run, STARTUP_TIMEOUT);
-                    let out = r.output.clone().unwrap_or_default();
-                    let _ = std::fs::write(mdir.join(format!("{}.startup.log", ms.umid)), &out);
-                    let mut reports: Vec<String> = init::startup_errors(&out, &labels)
-                        .into_iter()
-                        .map(|e| format!("machine {}: {e}", ms.umid))
-                        .collect();
                     if !r.ok {
-                        reports.push(format!(
-                            "machine {}: startup: {}",
-                            ms.umid,
-                            r.error.unwrap_or_default()
-                        ));
+                        let e = r.error.unwrap_or_default();
+                        return Err(format!("machine {}: setting sysctls: {e}", ms.umid));
                     }
-                    Ok(reports)
+                    Ok(())
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err("startup thread panicked".into()))
-            })
+        hs.into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("sysctl thread panicked".into())))
             .collect()
     });
+    for r in sysctl_results {
+        r?;
+    }
+    // Startups by dependency level (the spec is in boot order: dependencies come first).
+    let mut done: Vec<&str> = Vec::new();
     let mut reports = Vec::new();
-    for r in results {
-        reports.extend(r?);
+    let mut left: Vec<_> = pairs.clone();
+    while !left.is_empty() {
+        let (ready, wait): (Vec<_>, Vec<_>) = left.into_iter().partition(|(ms, _)| {
+            ms.depends_on.iter().all(|d| done.contains(&d.as_str()))
+        });
+        // A dependency that is not in the lab (checked at load) cannot block the rest.
+        let (ready, wait) = if ready.is_empty() { (wait, Vec::new()) } else { (ready, wait) };
+        let level: Vec<Vec<String>> = std::thread::scope(|sc| {
+            let hs: Vec<_> = ready
+                .iter()
+                .map(|&(ms, m)| {
+                    let id = next_id.fetch_add(1, Ordering::SeqCst);
+                    sc.spawn(move || run_startup(ms, m, id, mdir))
+                })
+                .collect();
+            hs.into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| vec!["startup thread panicked".into()]))
+                .collect()
+        });
+        reports.extend(level.into_iter().flatten());
+        done.extend(ready.iter().map(|(ms, _)| ms.umid.as_str()));
+        left = wait;
     }
     Ok(reports)
+}
+
+/// One machine's startup; what it reports (failing lines) as `machine M: file:line: message`.
+fn run_startup(ms: &super::spec::MachineSpec, m: &Machine, id: u64, mdir: &Path) -> Vec<String> {
+    let mut files: Vec<String> = ms
+        .startup_files
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let mut labels = Vec::new();
+    if !ms.startup.is_empty() {
+        let file = m.stage.join("startup.sh");
+        if let Err(e) = std::fs::write(&file, init::startup_file(&ms.startup)) {
+            return vec![format!("machine {}: write {}: {e}", ms.umid, file.display())];
+        }
+        labels.push((file.display().to_string(), "startup".to_string()));
+        files.push(file.display().to_string());
+    }
+    if files.is_empty() && ms.folder.is_none() {
+        return Vec::new();
+    }
+    let folder = ms.folder.as_ref().map(|f| f.display().to_string());
+    let run = init::startup_runner(folder.as_deref(), &files);
+    let r = m.exec(id, &run, STARTUP_TIMEOUT);
+    let out = r.output.clone().unwrap_or_default();
+    let _ = std::fs::write(mdir.join(format!("{}.startup.log", ms.umid)), &out);
+    let mut reports: Vec<String> = init::startup_errors(&out, &labels)
+        .into_iter()
+        .map(|e| format!("machine {}: {e}", ms.umid))
+        .collect();
+    if !r.ok {
+        let e = r.error.unwrap_or_default();
+        reports.push(format!("machine {}: startup: {e}", ms.umid));
+    }
+    reports
+}
+
+/// Kathará's shutdown files, on every machine at once, before the lab goes down; their output
+/// goes to `<machine>.shutdown.log` beside the console log.
+fn run_shutdowns(sup: &Supervisor) {
+    let Some(spec) = state::read_spec(&sup.dir) else {
+        return;
+    };
+    std::thread::scope(|sc| {
+        for (ms, m) in spec.machines.iter().zip(&sup.machines) {
+            if ms.shutdown_files.is_empty() || !m.alive() {
+                continue;
+            }
+            let id = sup.next_id.fetch_add(1, Ordering::SeqCst);
+            let files: Vec<String> = ms
+                .shutdown_files
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            sc.spawn(move || {
+                let r = m.exec(id, &init::shutdown_runner(&files), 30);
+                let log = sup.dir.join("machines").join(format!("{}.shutdown.log", m.umid));
+                let _ = std::fs::write(log, r.output.unwrap_or_default());
+            });
+        }
+    });
 }
 
 fn set_mode(path: &Path, mode: u32) {
@@ -465,6 +534,8 @@ fn set_mode(path: &Path, mode: u32) {
 
 /// What one machine boots with.
 struct Boot<'a> {
+    spec: &'a super::spec::MachineSpec,
+    shared: Option<&'a Path>,
     umid: &'a str,
     mem_mb: u32,
     taps: &'a [String],
@@ -524,17 +595,30 @@ fn boot(b: &Boot) -> Result<(Arc<Machine>, mpsc::Receiver<bool>), String> {
     // reads and writes them one frame per call, as a tap needs.
     for i in 0..taps.len() {
         let fd = netns::TAP_FD_BASE + i as i32;
-        args.push(format!("vec{i}:transport=fd,fd={fd},vec=0"));
+        // A MAC from the lab is the interface's address before it ever comes up.
+        let mac = b.spec.interfaces[i]
+            .mac
+            .as_ref()
+            .map(|m| format!(",mac={m}"))
+            .unwrap_or_default();
+        args.push(format!("vec{i}:transport=fd,fd={fd},vec=0{mac}"));
     }
+    // What of the lab the machine reads: its startup and shutdown files and its folder; the
+    // shared folder is the one host directory it writes.
+    let mut read_only = vec![
+        linux.clone(),
+        PathBuf::from(module_root(&b.kernel.modules_dir)),
+        init_path.to_path_buf(),
+        stage.to_path_buf(),
+    ];
+    read_only.extend(b.spec.startup_files.iter().cloned());
+    read_only.extend(b.spec.shutdown_files.iter().cloned());
+    read_only.extend(b.spec.folder.iter().cloned());
     let view = sandbox::SandboxSpec {
         user: b.user,
-        read_only: vec![
-            linux.clone(),
-            PathBuf::from(module_root(&b.kernel.modules_dir)),
-            init_path.to_path_buf(),
-            stage.to_path_buf(),
-        ],
-        writable: Vec::new(),
+        read_only,
+        writable: b.shared.map(|p| vec![p.to_path_buf()]).unwrap_or_default(),
+        shared_at: b.shared.map(|_| PathBuf::from("/shared")),
         uml_parent: b.uml_parent.to_path_buf(),
     };
     let mut cmd = sandbox::command(&view, linux, &args).map_err(|e| format!("{umid}: {e}"))?;
@@ -890,6 +974,7 @@ fn handle(sup: Arc<Supervisor>, mut conn: UnixStream) {
             *m.console_client.lock().expect("lock") = None;
         }
         Request::Down => {
+            run_shutdowns(&sup);
             teardown(&sup.state, &sup.machines);
             let _ = std::fs::remove_dir_all(&sup.dir);
             send(
