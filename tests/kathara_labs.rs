@@ -56,8 +56,14 @@ fn two_routers_forward_with_katharas_default_sysctls() {
 fn mac_from_lab_conf_and_a_live_change_in_a_startup_reach_the_neighbours() {
     kernel();
     let lab = up("mac", "kmac-");
-    assert!(lab.must("pc1", "ip link show eth0").contains("02:00:00:00:00:01"));
-    assert!(lab.must("pc2", "ip link show eth0").contains("02:00:00:00:00:02"));
+    assert!(
+        lab.must("pc1", "ip link show eth0")
+            .contains("02:00:00:00:00:01")
+    );
+    assert!(
+        lab.must("pc2", "ip link show eth0")
+            .contains("02:00:00:00:00:02")
+    );
     lab.must("pc1", "ping -c 1 -W 3 10.0.0.2");
     assert!(lab.must("pc1", "ip neigh").contains("02:00:00:00:00:02"));
     assert!(lab.must("pc2", "ip neigh").contains("02:00:00:00:00:01"));
@@ -83,7 +89,10 @@ fn netem_delay_shows_in_the_ping_rtt() {
         .find_map(|l| l.split_once("min/avg/max/mdev = "))
         .and_then(|(_, v)| v.split('/').next()?.parse().ok())
         .unwrap_or_else(|| panic!("no rtt line: {out}"));
-    assert!(min >= 50.0, "rtt {min} ms under the 50 ms netem delay: {out}");
+    assert!(
+        min >= 50.0,
+        "rtt {min} ms under the 50 ms netem delay: {out}"
+    );
 }
 
 #[test]
@@ -135,7 +144,10 @@ fn ipv6_lab_forwards_through_its_router() {
 fn startup_with_bash_syntax_runs_under_bash() {
     kernel();
     let lab = up("bash-startup", "kbs-");
-    assert_eq!(lab.must("pc1", "cat /tmp/bash-startup").trim(), "bash 5 client");
+    assert_eq!(
+        lab.must("pc1", "cat /tmp/bash-startup").trim(),
+        "bash 5 client"
+    );
     lab.must("pc1", "ping -c 1 -W 3 10.0.0.2");
 }
 
@@ -149,8 +161,14 @@ fn startup_error_is_reported_with_its_line_and_the_lab_comes_up() {
         .lines()
         .find(|l| l.contains("pc1.startup:3"))
         .unwrap_or_else(|| panic!("the failing line is not reported: {err}"));
-    assert!(line.contains("kbad-pc1") && line.contains("not found"), "{line}");
-    assert_eq!(lab.must("pc1", "cat /tmp/after-error").trim(), "after-the-error");
+    assert!(
+        line.contains("kbad-pc1") && line.contains("not found"),
+        "{line}"
+    );
+    assert_eq!(
+        lab.must("pc1", "cat /tmp/after-error").trim(),
+        "after-the-error"
+    );
 }
 
 #[test]

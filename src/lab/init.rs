@@ -252,7 +252,10 @@ pub fn startup_runner(folder: Option<&str>, files: &[String]) -> String {
         let _ = writeln!(
             s,
             "bash --norc --noprofile -c {} umldbg-startup {} >\"$log\" 2>&1; cat \"$log\"; rm -f \"$log\"",
-            sh_quote(&format!("set -o errtrace; trap {} ERR; . \"$1\"", sh_quote(&trap))),
+            sh_quote(&format!(
+                "set -o errtrace; trap {} ERR; . \"$1\"",
+                sh_quote(&trap)
+            )),
             sh_quote(path),
         );
     }
@@ -270,7 +273,8 @@ pub fn shutdown_runner(files: &[String]) -> String {
 
 /// The failing lines a startup run reported, as `label:line: message`: the runner's own
 /// `file:line: exit status N` and bash's `file: line N: message` (syntax errors, commands not
-/// found), with each guest path in `labels` replaced by its label (the file the user wrote).
+/// found) for the files in `labels` (other output may look the same), each guest path replaced by
+/// its label (the file the user wrote).
 pub fn startup_errors(output: &str, labels: &[(String, String)]) -> Vec<String> {
     let relabel = |f: &str| {
         labels
@@ -294,6 +298,7 @@ pub fn startup_errors(output: &str, labels: &[(String, String)]) -> Vec<String> 
         } else if let Some((f, rest)) = l.split_once(": line ")
             && let Some((n, msg)) = rest.split_once(": ")
             && n.parse::<u32>().is_ok()
+            && labels.iter().any(|(p, _)| p == f)
         {
             (format!("{}:{n}", relabel(f)), msg.to_string())
         } else {
@@ -515,6 +520,49 @@ mod tests {
             }
         }
         (out, done, stray)
+    }
+
+    #[test]
+    fn startup_errors_name_file_and_line_once() {
+        let out = "\
+/lab/pc1.startup: line 3: umldbg-no-such: command not found
+umldbg-startup: /lab/pc1.startup:3: exit status 127
+umldbg-startup: /stage/startup.sh:1: exit status 1
+/lab/pc2.startup: line 2: syntax error near unexpected token `fi'
+/lab/pc2.startup: line 2: `fi'
+umldbg-startup: ?:1: exit status 2
+plain output: line 4: not an error
+";
+        let labels = [
+            ("/stage/startup.sh".to_string(), "startup".to_string()),
+            (
+                "/lab/pc1.startup".to_string(),
+                "/lab/pc1.startup".to_string(),
+            ),
+            (
+                "/lab/pc2.startup".to_string(),
+                "/lab/pc2.startup".to_string(),
+            ),
+        ];
+        assert_eq!(
+            startup_errors(out, &labels),
+            vec![
+                "/lab/pc1.startup:3: umldbg-no-such: command not found",
+                "startup:1: exit status 1",
+                "/lab/pc2.startup:2: syntax error near unexpected token `fi'",
+            ]
+        );
+    }
+
+    #[test]
+    fn sysctl_refusals_are_read_back() {
+        let script = sysctl_script(&[("net.ipv4.ip_forward".into(), "1".into())]);
+        assert!(script.contains("/proc/sys/net/ipv4/ip_forward"));
+        let out = "umldbg-sysctl: net.ipv4.nope: no such key in this kernel\nother\n";
+        assert_eq!(
+            sysctl_errors(out),
+            vec!["sysctl net.ipv4.nope: no such key in this kernel"]
+        );
     }
 
     #[test]

@@ -431,7 +431,10 @@ fn after_boot(
             })
             .collect();
         hs.into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("sysctl thread panicked".into())))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("sysctl thread panicked".into()))
+            })
             .collect()
     });
     for r in sysctl_results {
@@ -442,11 +445,15 @@ fn after_boot(
     let mut reports = Vec::new();
     let mut left: Vec<_> = pairs.clone();
     while !left.is_empty() {
-        let (ready, wait): (Vec<_>, Vec<_>) = left.into_iter().partition(|(ms, _)| {
-            ms.depends_on.iter().all(|d| done.contains(&d.as_str()))
-        });
+        let (ready, wait): (Vec<_>, Vec<_>) = left
+            .into_iter()
+            .partition(|(ms, _)| ms.depends_on.iter().all(|d| done.contains(&d.as_str())));
         // A dependency that is not in the lab (checked at load) cannot block the rest.
-        let (ready, wait) = if ready.is_empty() { (wait, Vec::new()) } else { (ready, wait) };
+        let (ready, wait) = if ready.is_empty() {
+            (wait, Vec::new())
+        } else {
+            (ready, wait)
+        };
         let level: Vec<Vec<String>> = std::thread::scope(|sc| {
             let hs: Vec<_> = ready
                 .iter()
@@ -456,7 +463,10 @@ fn after_boot(
                 })
                 .collect();
             hs.into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| vec!["startup thread panicked".into()]))
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| vec!["startup thread panicked".into()])
+                })
                 .collect()
         });
         reports.extend(level.into_iter().flatten());
@@ -473,11 +483,15 @@ fn run_startup(ms: &super::spec::MachineSpec, m: &Machine, id: u64, mdir: &Path)
         .iter()
         .map(|p| p.display().to_string())
         .collect();
-    let mut labels = Vec::new();
+    let mut labels: Vec<(String, String)> = files.iter().map(|f| (f.clone(), f.clone())).collect();
     if !ms.startup.is_empty() {
         let file = m.stage.join("startup.sh");
         if let Err(e) = std::fs::write(&file, init::startup_file(&ms.startup)) {
-            return vec![format!("machine {}: write {}: {e}", ms.umid, file.display())];
+            return vec![format!(
+                "machine {}: write {}: {e}",
+                ms.umid,
+                file.display()
+            )];
         }
         labels.push((file.display().to_string(), "startup".to_string()));
         files.push(file.display().to_string());
@@ -520,7 +534,10 @@ fn run_shutdowns(sup: &Supervisor) {
                 .collect();
             sc.spawn(move || {
                 let r = m.exec(id, &init::shutdown_runner(&files), 30);
-                let log = sup.dir.join("machines").join(format!("{}.shutdown.log", m.umid));
+                let log = sup
+                    .dir
+                    .join("machines")
+                    .join(format!("{}.shutdown.log", m.umid));
                 let _ = std::fs::write(log, r.output.unwrap_or_default());
             });
         }
