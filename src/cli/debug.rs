@@ -75,7 +75,7 @@ pub enum DebugCmd {
     /// Block until the machine stops, and print the stop
     Wait {
         /// Give up after this many seconds
-        #[arg(long, allow_negative_numbers = true)]
+        #[arg(long, allow_hyphen_values = true)]
         timeout: Option<f64>,
     },
     /// Backtrace of the stop

@@ -382,7 +382,7 @@ pub struct CaptureArgs {
     #[arg(long)]
     pub count: Option<u64>,
     /// Stop after this many seconds (default 10 when --count is not given)
-    #[arg(long, value_parser = parse_seconds, allow_negative_numbers = true)]
+    #[arg(long, value_parser = parse_seconds, allow_hyphen_values = true)]
     pub duration: Option<f64>,
     /// The lab (default: the only lab with that domain)
     #[arg(long, value_parser = parse_lab_name)]
