@@ -420,10 +420,11 @@ pub fn down(name: &str, cache: &Path) -> Result<DownReport, LabError> {
         let p = nix::unistd::Pid::from_raw(pid);
         if marks::supervisor_runs(pid, name) {
             let _ = nix::sys::signal::kill(p, nix::sys::signal::SIGTERM);
-            if !wait_gone(&[pid], Duration::from_secs(2)) && marks::supervisor_runs(pid, name) {
-                if let Err(e) = nix::sys::signal::kill(p, nix::sys::signal::SIGKILL) {
-                    errors.push(format!("cannot stop the supervisor (pid {pid}): {e}"));
-                }
+            if !wait_gone(&[pid], Duration::from_secs(2))
+                && marks::supervisor_runs(pid, name)
+                && let Err(e) = nix::sys::signal::kill(p, nix::sys::signal::SIGKILL)
+            {
+                errors.push(format!("cannot stop the supervisor (pid {pid}): {e}"));
             }
         }
         if wait_gone(&[pid], Duration::from_secs(3)) {
