@@ -504,6 +504,38 @@ impl Drop for ScratchLab {
     }
 }
 
+/// A process whose argv holds `umid=<umid>` like a UML kernel's, started by the test and killed
+/// (by pid) on drop.
+struct Decoy(std::process::Child);
+
+impl Decoy {
+    fn start(umid: &str) -> Decoy {
+        let child = Command::new("python3")
+            .args(["-c", "import time; time.sleep(300)"])
+            .arg(format!("umid={umid}"))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("python3");
+        let d = Decoy(child);
+        let pid = d.pid();
+        wait_for("the decoy's argv", Duration::from_secs(5), || {
+            umldbg::lab::marks::runs_umid(pid, umid).then_some(())
+        });
+        d
+    }
+
+    fn pid(&self) -> i32 {
+        self.0.id() as i32
+    }
+}
+
+impl Drop for Decoy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn netns_exists(name: &str) -> bool {
     umldbg::lab::netns::exists(&umldbg::lab::state::netns_name(name))
 }
@@ -520,6 +552,8 @@ fn lab_down_without_state_dir_stops_everything() {
     let above = canary(&lab.run_dir().join("canary"));
     let st = lab.state();
     assert!(stage_dir(&lab.name).is_dir());
+    // A process that carries one of the lab's umids but no mark of the lab: not ours to stop.
+    let decoy = Decoy::start(&lab.umid("A"));
     std::fs::remove_dir_all(lab.lab_dir()).unwrap();
 
     let o = lab.umldbg(&["lab", "down", &lab.name]);

@@ -467,8 +467,13 @@ pub fn down(name: &str, cache: &Path) -> Result<DownReport, LabError> {
             report.removed.push(dir.display().to_string());
         }
     }
+    // The supervisor removes its stage directory too; report it either way.
     for s in &stages {
-        remove_tree(s, &mut report, &mut errors);
+        if s.symlink_metadata().is_ok() {
+            remove_tree(s, &mut report, &mut errors);
+        } else {
+            report.removed.push(s.display().to_string());
+        }
     }
     if !errors.is_empty() {
         return Err(LabError::DownIncomplete {
