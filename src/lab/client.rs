@@ -392,10 +392,22 @@ pub fn down(name: &str, cache: &Path) -> Result<DownReport, LabError> {
     if !supervisors.is_empty() {
         ask_down(name);
     }
+    // Halt the machines side by side: each may take its mconsole deadline.
+    let halts: Vec<_> = machines
+        .iter()
+        .filter(|m| m.pids.iter().any(|&p| state::pid_alive(p)))
+        .map(|m| {
+            let (dir, umid, main) = (uml_dir.clone(), m.umid.clone(), m.main);
+            std::thread::spawn(move || supervisor::stop_machine(&dir, &umid, main))
+        })
+        .collect();
+    for h in halts {
+        let _ = h.join();
+    }
     for m in &machines {
         if m.pids.iter().any(|&p| state::pid_alive(p)) {
-            supervisor::stop_machine(&uml_dir, &m.umid, m.main);
-            // Helpers not in the main process's group: by pid, each checked again.
+            // What the halt left (helpers outside the main process's group, a wrapper): by
+            // pid, each checked again.
             for &p in &m.pids {
                 if runs_umid(p, &m.umid)
                     && let Err(e) = nix::sys::signal::kill(
