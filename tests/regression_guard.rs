@@ -22,7 +22,11 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn new(tag: &str) -> Scratch {
-        let p = std::env::temp_dir().join(format!("umldbg-guard-{tag}-{}", std::process::id()));
+        Scratch::new_in(&std::env::temp_dir(), tag)
+    }
+
+    fn new_in(base: &Path, tag: &str) -> Scratch {
+        let p = base.join(format!("umldbg-guard-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
         Scratch(p)
@@ -442,7 +446,9 @@ struct ScratchLab {
 
 impl ScratchLab {
     fn up(prefix: &str) -> ScratchLab {
-        let run = Scratch::new(prefix.trim_end_matches('-'));
+        // Not under /tmp: a machine's sandbox has a /tmp of its own, so a lab directory there
+        // is out of its reach.
+        let run = Scratch::new_in(Path::new("/run"), prefix.trim_end_matches('-'));
         let mut lab = ScratchLab {
             prefix: prefix.into(),
             name: format!("{prefix}article"),

@@ -248,11 +248,12 @@ impl LabMarks {
             .into_iter()
             .map(|(umid, ps)| {
                 let pids: Vec<i32> = ps.iter().map(|p| p.pid).collect();
-                // The kernel's main process: the pid file's, else the one whose parent does
-                // not carry the umid (the others are its helpers).
-                let main = pid_files
-                    .get(&umid)
-                    .copied()
+                // The process the supervisor started (the machine's group leader: the kernel,
+                // or a sandbox that runs it): the state's pid, else the one whose parent does
+                // not carry the umid (the others are the kernel and its helpers under it).
+                let main = st
+                    .and_then(|s| s.machine(&umid))
+                    .map(|m| m.pid)
                     .filter(|p| pids.contains(p))
                     .or_else(|| ps.iter().find(|p| !pids.contains(&p.ppid)).map(|p| p.pid))
                     .unwrap_or(pids[0]);
@@ -380,6 +381,13 @@ mod tests {
             vec![("t1-A", 20), ("t1-B", 30), ("t1-C", 50), ("t1-R", 40)]
         );
         assert_eq!(found[0].pids, vec![20, 21]);
+        // A sandbox wrapper whose argv carries the kernel's: the wrapper is the machine's main
+        // process, whatever the pid file (the kernel's) says.
+        let wrapper = uml(90, 10, "t1-W");
+        let kernel = uml(91, 90, "t1-W");
+        let pid_files = HashMap::from([("t1-W".to_string(), 91)]);
+        let found = m.machines(&[wrapper, kernel], &[10], true, None, &pid_files);
+        assert_eq!((found[0].main, found[0].pids.clone()), (90, vec![90, 91]));
         // Without the namespace mark (another lab of this name may own it), B is not ours.
         let found = m.machines(&procs, &[10], false, None, &HashMap::new());
         assert!(found.iter().all(|f| f.umid != "t1-B"));
