@@ -595,6 +595,10 @@ fn lab_down_without_state_dir_stops_everything() {
         beside.exists() && above.exists(),
         "lab down removed a canary"
     );
+    assert!(
+        alive(decoy.pid()),
+        "lab down stopped a process that is not the lab's"
+    );
     // Down again: nothing is left, so it is no lab any more.
     let o = lab.umldbg(&["lab", "down", &lab.name]);
     let err = assert_one_line_failure(&o, &["lab", "down", &lab.name]);
