@@ -632,11 +632,9 @@ fn exec_after_supervisor_killed_says_what_to_do_and_lab_down_cleans_up() {
     let o = lab.umldbg(&["lab", "down", &lab.name]);
     let out = stdout(&o);
     assert!(o.status.success(), "{out}{}", stderr(&o));
+    // A sandboxed machine dies with its supervisor (bubblewrap's --die-with-parent); one that
+    // still ran is stopped and listed. Either way none is left.
     for m in &st.machines {
-        assert!(
-            out.contains(&format!("stopped machine {}", m.umid)),
-            "{out}"
-        );
         assert!(!alive(m.pid), "{} still runs", m.umid);
     }
     assert!(!netns_exists(&lab.name));
