@@ -18,7 +18,7 @@ struct Cli {
     #[arg(long, global = true, env = "UMLDBG_CACHE")]
     cache: Option<PathBuf>,
     /// The machine a debug command talks to (default: the only attached machine)
-    #[arg(long, global = true)]
+    #[arg(long, global = true, value_parser = umldbg::uml::ids::parse_umid)]
     umid: Option<String>,
     /// UML's directory of pid files and sockets (as UML's uml_dir=; default ~/.uml)
     #[arg(long, global = true, value_name = "DIR")]
@@ -50,7 +50,10 @@ enum Cmd {
     /// Run a command on a lab machine's console and print its output
     Exec(cli::lab::ExecArgs),
     /// An interactive terminal on a lab machine (Ctrl-] leaves)
-    Console { umid: String },
+    Console {
+        #[arg(value_parser = umldbg::uml::ids::parse_umid)]
+        umid: String,
+    },
     /// Write a pcap of what crosses a lab domain
     Capture(cli::lab::CaptureArgs),
     /// Attach a debug session (gdb with every module's symbols) to a running UML machine
@@ -60,6 +63,7 @@ enum Cmd {
     /// An interactive prompt on a session: history, completion, stops shown as they happen
     Shell {
         /// The machine (default: the only attached machine)
+        #[arg(value_parser = umldbg::uml::ids::parse_umid)]
         umid_arg: Option<String>,
     },
     /// A gdb remote-protocol server on a machine's kernel: any gdb or IDE, modules as libraries
@@ -99,7 +103,10 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => return cli::usage::report(e),
+    };
     let cache = cli.cache.clone().unwrap_or_else(umldbg::util::cache_dir);
     let target = cli::debug::Target {
         umid: cli.umid.clone(),

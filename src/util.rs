@@ -139,3 +139,143 @@ pub fn base64(data: &[u8]) -> String {
     }
     out
 }
+
+/// Largest lab file (TOML or a Kathará file) read whole.
+pub const MAX_LAB_FILE: u64 = 16 << 20;
+/// Largest ELF file (a module, a kallsyms copy) read whole.
+pub const MAX_ELF_FILE: u64 = 1 << 30;
+
+/// What kind of file a mode says, for messages: "a directory", "a character device", ...
+fn file_kind(ft: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_dir() {
+        "a directory"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_fifo() {
+        "a pipe"
+    } else if ft.is_socket() {
+        "a socket"
+    } else {
+        "a special file"
+    }
+}
+
+/// Read a whole file that must be a regular file of at most `max_len` bytes.
+///
+/// A device (`/dev/zero`), a pipe or a socket is refused before anything is read: reading one
+/// whole would never end or would wait for a writer. The file is opened without blocking, so a
+/// FIFO with no writer is refused too instead of hanging in `open`. Files of procfs count as
+/// regular (their size is 0 there): they are read up to `max_len`.
+pub fn read_regular_file(path: &std::path::Path, max_len: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "{}, not a regular file: give a file",
+                file_kind(meta.file_type())
+            ),
+        ));
+    }
+    let too_big = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("larger than {max_len} bytes"),
+        )
+    };
+    if meta.len() > max_len {
+        return Err(too_big());
+    }
+    let mut out = Vec::with_capacity(meta.len() as usize);
+    file.take(max_len + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > max_len {
+        return Err(too_big());
+    }
+    Ok(out)
+}
+
+/// [`read_regular_file`] for text: the bytes must be UTF-8.
+pub fn read_regular_to_string(path: &std::path::Path, max_len: u64) -> std::io::Result<String> {
+    String::from_utf8(read_regular_file(path, max_len)?)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
+}
+
+/// Longest span of seconds a command or request may give (a year): longer ones are mistakes, and
+/// `Duration::from_secs_f64` panics on values beyond `u64::MAX` seconds.
+pub const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+
+/// A number of seconds from a user or a request: finite, not negative, at most [`MAX_SECONDS`].
+/// `what` names the argument in the error, e.g. "--timeout".
+pub fn seconds(what: &str, v: f64) -> Result<std::time::Duration, String> {
+    if !v.is_finite() || !(0.0..=MAX_SECONDS).contains(&v) {
+        // 1e308 as "1e308", not as 309 digits.
+        let shown = if v.is_finite() && v.abs() >= 1e9 {
+            format!("{v:e}")
+        } else {
+            v.to_string()
+        };
+        return Err(format!(
+            "{what} {shown}: give a number of seconds from 0 to {MAX_SECONDS:.0} (365 days)"
+        ));
+    }
+    Ok(std::time::Duration::from_secs_f64(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_regular_file_refuses_devices_pipes_and_directories() {
+        for p in ["/dev/zero", "/dev/null", "/"] {
+            let e = read_regular_file(std::path::Path::new(p), 1 << 20).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{p}: {e}");
+            assert!(e.to_string().contains("not a regular file"), "{e}");
+        }
+        let dir = std::env::temp_dir().join(format!("umldbg-util-fifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("f");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid C string; mkfifo only creates a node.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = read_regular_file(&fifo, 10).unwrap_err();
+        assert!(e.to_string().contains("a pipe"), "{e}");
+        let big = dir.join("big");
+        std::fs::write(&big, [b'x'; 11]).unwrap();
+        assert!(read_regular_file(&big, 10).is_err());
+        assert_eq!(read_regular_file(&big, 11).unwrap().len(), 11);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn procfs_files_count_as_regular() {
+        let t = read_regular_to_string(std::path::Path::new("/proc/self/status"), 1 << 20);
+        assert!(t.unwrap().contains("Pid:"));
+    }
+
+    #[test]
+    fn seconds_refuse_negative_nan_infinite_and_huge() {
+        for v in [
+            -1.0,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            1e308,
+            MAX_SECONDS + 1.0,
+        ] {
+            let e = seconds("--timeout", v).unwrap_err();
+            assert!(e.starts_with("--timeout ") && !e.contains('\n'), "{e}");
+        }
+        assert_eq!(seconds("t", 0.0).unwrap(), std::time::Duration::ZERO);
+        assert_eq!(seconds("t", 1.5).unwrap().as_millis(), 1500);
+    }
+}

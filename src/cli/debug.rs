@@ -30,6 +30,7 @@ impl Target {
 #[derive(Args, Debug)]
 pub struct AttachArgs {
     /// The machine's umid, e.g. router-uml-R
+    #[arg(value_parser = umldbg::uml::ids::parse_umid)]
     pub umid: String,
     /// The gdb to run
     #[arg(long, default_value = "gdb")]
@@ -74,7 +75,7 @@ pub enum DebugCmd {
     /// Block until the machine stops, and print the stop
     Wait {
         /// Give up after this many seconds
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         timeout: Option<f64>,
     },
     /// Backtrace of the stop
@@ -175,6 +176,8 @@ pub fn run(cmd: DebugCmd, t: Target) -> anyhow::Result<i32> {
         DebugCmd::Detach => Request::Detach,
         DebugCmd::Status => Request::Status,
     };
+    // The daemon checks every request too; checking here says it before connecting.
+    req.check().map_err(anyhow::Error::msg)?;
     let r = request(&t, &req)?;
     print_response(&r, t.json)
 }

@@ -93,7 +93,7 @@ fn merge_into(
     path: &Path,
     merge: impl Fn(Option<&str>) -> Result<ide::vscode::Merged, String>,
 ) -> anyhow::Result<()> {
-    let old = match std::fs::read_to_string(path) {
+    let old = match umldbg::util::read_regular_to_string(path, umldbg::util::MAX_LAB_FILE) {
         Ok(t) => Some(t),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),

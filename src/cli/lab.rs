@@ -12,6 +12,7 @@ use umldbg::lab::client::{self, LabError};
 use umldbg::lab::spec::LabSpec;
 use umldbg::lab::state::{self, LabState};
 use umldbg::lab::supervisor::Request;
+use umldbg::uml::ids::{parse_lab_name, parse_umid};
 
 #[derive(Subcommand, Debug)]
 pub enum LabCmd {
@@ -22,6 +23,7 @@ pub enum LabCmd {
     /// Halt a lab's machines and remove its taps, bridges, namespace and ~/.uml/<umid> dirs
     Down {
         /// The lab (default: the only lab that is up)
+        #[arg(value_parser = parse_lab_name)]
         name: Option<String>,
     },
     /// Draw a lab's topology
@@ -29,14 +31,17 @@ pub enum LabCmd {
         /// A lab file or directory (default: the article's network, or --lab)
         path: Option<PathBuf>,
         /// A lab that is up
-        #[arg(long)]
+        #[arg(long, value_parser = parse_lab_name)]
         lab: Option<String>,
         #[arg(long, value_enum, default_value = "dot")]
         format: GraphFormat,
     },
     /// (internal) the long-lived process that owns a lab's consoles
     #[command(hide = true)]
-    Supervise { name: String },
+    Supervise {
+        #[arg(value_parser = parse_lab_name)]
+        name: String,
+    },
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -50,11 +55,34 @@ pub struct UpArgs {
     /// Lab file (.toml) or Kathara/Netkit directory; default: the article's three machines
     pub path: Option<PathBuf>,
     /// Lab name (default: the file's own)
-    #[arg(long)]
+    #[arg(long, value_parser = parse_lab_name)]
     pub name: Option<String>,
     /// Prefix for the lab name and every umid, to run several copies side by side
-    #[arg(long)]
+    #[arg(long, value_parser = parse_prefix)]
     pub prefix: Option<String>,
+}
+
+/// A prefix goes in front of the lab's name and of every umid: it follows the rules of both.
+fn parse_prefix(s: &str) -> Result<String, String> {
+    match umldbg::uml::ids::lab_name_problem(s) {
+        Some(problem) => Err(format!("the prefix {problem}")),
+        None => Ok(s.to_owned()),
+    }
+}
+
+/// Seconds for `--duration`: finite, not negative, at most a year.
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{}` is not a number of seconds", s.escape_debug()))?;
+    match umldbg::util::seconds("", v) {
+        Ok(_) => Ok(v),
+        Err(_) => Err(format!(
+            "give a number of seconds from 0 to {:.0} (365 days)",
+            umldbg::util::MAX_SECONDS
+        )),
+    }
 }
 
 fn load_spec(path: Option<&Path>) -> anyhow::Result<LabSpec> {
@@ -176,8 +204,18 @@ pub fn run(cmd: LabCmd, cache: PathBuf, json: bool) -> anyhow::Result<i32> {
                 Some(n) => n,
                 None => only_lab()?,
             };
-            client::down(&name)?;
-            println!("lab {name} down");
+            let r = client::down(&name, &cache)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                for s in &r.stopped {
+                    println!("stopped {s}");
+                }
+                for s in &r.removed {
+                    println!("removed {s}");
+                }
+                println!("lab {name} down");
+            }
             Ok(0)
         }
         LabCmd::Graph { path, lab, format } => {
@@ -227,6 +265,7 @@ fn print_table(st: &LabState) {
 
 #[derive(Args, Debug)]
 pub struct ExecArgs {
+    #[arg(value_parser = parse_umid)]
     pub umid: String,
     /// Seconds before the command is interrupted
     #[arg(long, default_value_t = 30)]
@@ -343,10 +382,10 @@ pub struct CaptureArgs {
     #[arg(long)]
     pub count: Option<u64>,
     /// Stop after this many seconds (default 10 when --count is not given)
-    #[arg(long)]
+    #[arg(long, value_parser = parse_seconds, allow_hyphen_values = true)]
     pub duration: Option<f64>,
     /// The lab (default: the only lab with that domain)
-    #[arg(long)]
+    #[arg(long, value_parser = parse_lab_name)]
     pub lab: Option<String>,
 }
 
@@ -375,47 +414,86 @@ pub fn capture(a: CaptureArgs) -> anyhow::Result<i32> {
         .find(|d| d.name == a.domain)
         .expect("filtered")
         .bridge;
+    // tcpdump writes the pcap to a pipe and this process writes the file: a write error (a full
+    // disk, /dev/full) is then ours to see and report, where tcpdump would close its output at the
+    // end without checking.
+    let mut out = std::fs::File::create(&a.file)
+        .with_context(|| format!("cannot create {}", a.file.display()))?;
     let mut cmd = Command::new("ip");
     cmd.args([
-        "netns", "exec", &st.netns, "tcpdump", "-i", bridge, "-U", "-n", "-w",
-    ])
-    .arg(&a.file);
+        "netns", "exec", &st.netns, "tcpdump", "-i", bridge, "-U", "-n", "-w", "-",
+    ]);
     if let Some(c) = a.count {
         cmd.args(["-c", &c.to_string()]);
     }
-    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd
         .spawn()
         .context("run tcpdump (apt-get install tcpdump)")?;
+    let mut pipe = child.stdout.take().expect("piped");
+    let file_name = a.file.clone();
+    let writer = std::thread::spawn(move || -> Result<u64, String> {
+        let mut buf = [0u8; 65536];
+        let mut total = 0u64;
+        loop {
+            let n = match pipe.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(format!("read from tcpdump: {e}")),
+            };
+            out.write_all(&buf[..n])
+                .and_then(|()| out.flush())
+                .map_err(|e| format!("cannot write {}: {e}", file_name.display()))?;
+            total += n as u64;
+        }
+        out.sync_all()
+            .map_err(|e| format!("cannot write {}: {e}", file_name.display()))
+            .or_else(|e| {
+                // Devices and pipes cannot be synced; that is no write error.
+                if file_name.metadata().is_ok_and(|m| m.file_type().is_file()) {
+                    Err(e)
+                } else {
+                    Ok(())
+                }
+            })?;
+        Ok(total)
+    });
     let limit = a
         .duration
         .or(if a.count.is_none() { Some(10.0) } else { None });
     let deadline = limit.map(|s| Instant::now() + Duration::from_secs_f64(s));
-    loop {
+    let tcpdump = nix::unistd::Pid::from_raw(child.id() as i32);
+    let status = loop {
         if let Some(st) = child.try_wait()? {
-            let mut err = String::new();
-            child.stderr.take().map(|mut e| e.read_to_string(&mut err));
-            if !st.success() {
-                bail!(
-                    "tcpdump on {} failed: {}",
-                    a.domain,
-                    err.lines().last().unwrap_or("")
-                );
-            }
-            eprint!("{err}");
-            return Ok(0);
+            break st;
         }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::SIGINT,
-            );
-            let _ = child.wait();
-            let mut err = String::new();
-            child.stderr.take().map(|mut e| e.read_to_string(&mut err));
-            eprint!("{err}");
-            return Ok(0);
+        // A write error ends the writer: stop tcpdump, it has nowhere to write.
+        let stop = writer.is_finished() || deadline.is_some_and(|d| Instant::now() >= d);
+        if stop {
+            let _ = nix::sys::signal::kill(tcpdump, nix::sys::signal::SIGINT);
+            break child.wait()?;
         }
         std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child.stderr.take().map(|mut e| e.read_to_string(&mut err));
+    let written = writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("capture: the writer thread panicked"))?;
+    if let Err(e) = written {
+        bail!("capture of {}: {e}", a.domain);
     }
+    // SIGINT from us is how a timed capture ends; any other failure is tcpdump's.
+    use std::os::unix::process::ExitStatusExt;
+    if !status.success() && status.signal() != Some(libc::SIGINT) {
+        let last = err
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        bail!("tcpdump on {} failed: {last}", a.domain);
+    }
+    eprint!("{err}");
+    Ok(0)
 }

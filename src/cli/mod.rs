@@ -11,3 +11,4 @@ pub mod serve;
 pub mod shell;
 pub mod symfile;
 pub mod trace;
+pub mod usage;

@@ -16,6 +16,7 @@ use umldbg::stub::target::{MachineInfo, UmlTarget};
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// The machine's umid, e.g. router-uml-R
+    #[arg(value_parser = umldbg::uml::ids::parse_umid)]
     pub umid: String,
     /// TCP address to listen on (loopback unless --allow-remote)
     #[arg(

@@ -17,8 +17,8 @@ pub struct SymfileArgs {
 }
 
 pub fn run(args: SymfileArgs) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&args.kallsyms)
-        .with_context(|| format!("cannot read {}", args.kallsyms.display()))?;
+    let text = umldbg::util::read_regular_to_string(&args.kallsyms, umldbg::util::MAX_ELF_FILE)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.kallsyms.display()))?;
     let entries = kallsyms::parse(&text).with_context(|| format!("{}", args.kallsyms.display()))?;
     let (bytes, summary) = symfile::write_symfile(&entries)?;
     std::fs::write(&args.output, &bytes)

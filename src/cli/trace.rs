@@ -15,7 +15,7 @@ use umldbg::trace::session::{self, SinkError, TraceOptions};
 #[derive(clap::Args, Debug)]
 pub struct TraceArgs {
     /// The machine
-    #[arg(value_name = "UMID")]
+    #[arg(value_name = "UMID", value_parser = umldbg::uml::ids::parse_umid)]
     pub umid: String,
     /// Kernel or module functions (or 0xADDR)
     #[arg(required = true, value_name = "FUNCTION")]
@@ -52,7 +52,7 @@ pub struct TraceArgs {
 #[derive(clap::Args, Debug)]
 pub struct FlowArgs {
     /// The lab (default: the only lab that is up)
-    #[arg(long)]
+    #[arg(long, value_parser = umldbg::uml::ids::parse_lab_name)]
     pub lab: Option<String>,
     /// Comma-separated functions (default: the IPv4 path: ip_output, __dev_queue_xmit, ip_rcv,
     /// ip_rcv_core, ip_forward, ip_local_deliver, nf_hook_slow, reject_tg where loaded)
@@ -75,7 +75,9 @@ pub struct FlowArgs {
 fn duration(s: Option<f64>) -> anyhow::Result<Option<Duration>> {
     match s {
         None => Ok(None),
-        Some(v) if v > 0.0 && v.is_finite() => Ok(Some(Duration::from_secs_f64(v))),
+        Some(v) if v > 0.0 => umldbg::util::seconds("--duration", v)
+            .map(Some)
+            .map_err(anyhow::Error::msg),
         Some(v) => anyhow::bail!("--duration {v}: give a positive number of seconds"),
     }
 }

@@ -53,7 +53,8 @@ pub fn resolve(
         })?
     };
     let file = std::fs::canonicalize(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-    let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let bytes = crate::util::read_regular_file(&file, crate::util::MAX_ELF_FILE)
+        .map_err(|e| format!("{}: {e}", file.display()))?;
     let info = ModuleInfo::parse(&bytes).map_err(|e| format!("{}: {e}", file.display()))?;
     let installed = modules_dir.is_some_and(|md| file.starts_with(md));
     Ok(Resolved {

@@ -62,6 +62,141 @@ pub enum Request {
     Events,
 }
 
+/// Longest request line the daemon reads; a longer one gets an error reply and is skipped.
+pub const MAX_REQUEST_LINE: usize = 1 << 20;
+
+impl Request {
+    /// Checks what a request carries before anything of it reaches gdb: the CLI calls it before
+    /// sending, the daemon again on every line it reads (a script or IDE may send anything).
+    pub fn check(&self) -> Result<(), String> {
+        fn not_blank(what: &str, text: &str, example: &str) -> Result<(), String> {
+            if text.trim().is_empty() {
+                Err(format!("{what} is empty: give one, e.g. {example}"))
+            } else {
+                Ok(())
+            }
+        }
+        match self {
+            Request::Wait { timeout: Some(t) } => crate::util::seconds("--timeout", *t).map(|_| ()),
+            Request::Break { location, cond } => {
+                // An empty location means "here" to gdb: a breakpoint in the host libc of the
+                // UML process, which stops the machine at once.
+                not_blank(
+                    "the breakpoint location",
+                    location,
+                    "`umldbg break reject_tg`",
+                )?;
+                match cond {
+                    Some(c) => not_blank("the --if condition", c, "--if 'skb->len > 100'"),
+                    None => Ok(()),
+                }
+            }
+            Request::List { location: Some(l) } => {
+                not_blank("the list location", l, "`umldbg list reject_tg`")
+            }
+            Request::Print { expr } => not_blank("the expression", expr, "`umldbg print skb->len`"),
+            Request::Skb { expr: Some(e), .. } => {
+                not_blank("the sk_buff expression", e, "`umldbg skb skb`")
+            }
+            Request::Gdb { command } => {
+                not_blank("the gdb command", command, "`umldbg gdb info registers`")
+            }
+            Request::Load { file, .. } => not_blank("the module", file, "`umldbg load ipt_REJECT`"),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// One request line as read from a connection, before it is parsed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RawLine {
+    /// The bytes of a line, without its newline.
+    Line(Vec<u8>),
+    /// A line longer than the cap: its bytes were dropped up to the newline.
+    TooLong,
+}
+
+/// Splits a byte stream into request lines of at most `cap` bytes without ever holding more
+/// than `cap` bytes (sans-IO: the connection feeds it what it reads).
+#[derive(Debug)]
+pub struct LineSplitter {
+    cap: usize,
+    buf: Vec<u8>,
+    too_long: bool,
+}
+
+impl LineSplitter {
+    pub fn new(cap: usize) -> LineSplitter {
+        LineSplitter {
+            cap,
+            buf: Vec::new(),
+            too_long: false,
+        }
+    }
+
+    /// Feed bytes; returns how many were used and the line they completed, if any. Call again
+    /// with the rest after a line.
+    pub fn push(&mut self, data: &[u8]) -> (usize, Option<RawLine>) {
+        let (part, used, done) = match data.iter().position(|&b| b == b'\n') {
+            Some(i) => (&data[..i], i + 1, true),
+            None => (data, data.len(), false),
+        };
+        if !self.too_long {
+            if self.buf.len() + part.len() > self.cap {
+                self.too_long = true;
+                self.buf = Vec::new();
+            } else {
+                self.buf.extend_from_slice(part);
+            }
+        }
+        if !done {
+            return (used, None);
+        }
+        (used, Some(self.take()))
+    }
+
+    /// At the end of the stream: the last line if it had no newline.
+    pub fn finish(&mut self) -> Option<RawLine> {
+        (self.too_long || !self.buf.is_empty()).then(|| self.take())
+    }
+
+    fn take(&mut self) -> RawLine {
+        let line = if std::mem::take(&mut self.too_long) {
+            RawLine::TooLong
+        } else {
+            RawLine::Line(std::mem::take(&mut self.buf))
+        };
+        self.buf = Vec::new();
+        line
+    }
+}
+
+/// Parse and check one request line; the error is the reply's text.
+pub fn parse_line(line: &RawLine) -> Result<Request, String> {
+    let bytes = match line {
+        RawLine::TooLong => {
+            return Err(format!(
+                "request line longer than {MAX_REQUEST_LINE} bytes: send one JSON object per line"
+            ));
+        }
+        RawLine::Line(b) => b,
+    };
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| format!("request line is not UTF-8 ({e}): send one JSON object per line"))?;
+    let text = text.trim_end_matches('\r');
+    if text.trim().is_empty() {
+        return Err(
+            "empty request line: send one JSON object per line, e.g. {\"op\":\"status\"}".into(),
+        );
+    }
+    let req: Request = serde_json::from_str(text).map_err(|e| {
+        let shown: String = text.chars().take(200).collect();
+        format!("bad request {shown:?}: {e}")
+    })?;
+    req.check()?;
+    Ok(req)
+}
+
 /// The reply to one request: `text` is for people, `data` for programs.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct Response {
@@ -177,4 +312,100 @@ pub enum Event {
     Exited {
         reason: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(cap: usize, chunks: &[&[u8]]) -> Vec<RawLine> {
+        let mut sp = LineSplitter::new(cap);
+        let mut out = Vec::new();
+        for c in chunks {
+            let mut rest = *c;
+            while !rest.is_empty() {
+                let (used, line) = sp.push(rest);
+                rest = &rest[used..];
+                out.extend(line);
+            }
+        }
+        out.extend(sp.finish());
+        out
+    }
+
+    #[test]
+    fn splitter_caps_lines_and_goes_on_after_a_long_one() {
+        let got = lines(4, &[b"ab", b"c\n12345", b"678\n\nxy"]);
+        assert_eq!(
+            got,
+            vec![
+                RawLine::Line(b"abc".to_vec()),
+                RawLine::TooLong,
+                RawLine::Line(vec![]),
+                RawLine::Line(b"xy".to_vec()),
+            ]
+        );
+        assert_eq!(
+            lines(4, &[b"abcd\n"]),
+            vec![RawLine::Line(b"abcd".to_vec())]
+        );
+    }
+
+    #[test]
+    fn every_bad_line_has_a_one_line_error() {
+        for raw in [
+            RawLine::TooLong,
+            RawLine::Line(vec![]),
+            RawLine::Line(b"   ".to_vec()),
+            RawLine::Line(vec![0xff, 0xfe, b'{']),
+            RawLine::Line(b"{\"op\":\"nope\"}".to_vec()),
+            RawLine::Line(b"{\"op\":\"wait\",\"timeout\":-1}".to_vec()),
+            RawLine::Line(b"{\"op\":\"wait\",\"timeout\":1e308}".to_vec()),
+            RawLine::Line(b"{\"op\":\"break\",\"location\":\"\"}".to_vec()),
+            RawLine::Line(b"{\"op\":\"break\",\"location\":\" \\t\"}".to_vec()),
+        ] {
+            let e = parse_line(&raw).unwrap_err();
+            assert!(!e.contains('\n'), "{raw:?}: {e}");
+        }
+        assert!(matches!(
+            parse_line(&RawLine::Line(
+                b"{\"op\":\"wait\",\"timeout\":2.5}".to_vec()
+            )),
+            Ok(Request::Wait { timeout: Some(_) })
+        ));
+    }
+
+    #[test]
+    fn wait_timeouts_that_are_not_seconds_are_refused() {
+        for t in [-1.0, f64::NAN, f64::INFINITY, 1e308] {
+            assert!(Request::Wait { timeout: Some(t) }.check().is_err(), "{t}");
+        }
+        assert!(Request::Wait { timeout: None }.check().is_ok());
+        assert!(Request::Wait { timeout: Some(0.0) }.check().is_ok());
+    }
+
+    #[test]
+    fn blank_locations_and_expressions_are_refused() {
+        let b = |l: &str| Request::Break {
+            location: l.into(),
+            cond: None,
+        };
+        assert!(b("").check().is_err());
+        assert!(b(" \t\n").check().is_err());
+        assert!(b("reject_tg").check().is_ok());
+        let c = Request::Break {
+            location: "reject_tg".into(),
+            cond: Some(" ".into()),
+        };
+        assert!(c.check().is_err());
+        assert!(Request::Print { expr: "".into() }.check().is_err());
+        assert!(
+            Request::List {
+                location: Some("".into())
+            }
+            .check()
+            .is_err()
+        );
+        assert!(Request::List { location: None }.check().is_ok());
+    }
 }

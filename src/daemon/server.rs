@@ -9,7 +9,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::protocol::{Event, Request, Response};
+use super::protocol::{
+    Event, LineSplitter, MAX_REQUEST_LINE, RawLine, Request, Response, parse_line,
+};
 use super::session::Msg;
 
 pub async fn serve(
@@ -43,21 +45,40 @@ async fn send_line<T: serde::Serialize>(
     w.write_all(line.as_bytes()).await
 }
 
+/// Read the next request line, capped at [`MAX_REQUEST_LINE`]; None at the end of the stream.
+async fn next_line(
+    r: &mut BufReader<tokio::net::unix::OwnedReadHalf>,
+    sp: &mut LineSplitter,
+) -> std::io::Result<Option<RawLine>> {
+    loop {
+        let buf = r.fill_buf().await?;
+        if buf.is_empty() {
+            return Ok(sp.finish());
+        }
+        let (used, line) = sp.push(buf);
+        r.consume(used);
+        if line.is_some() {
+            return Ok(line);
+        }
+    }
+}
+
+/// Serve one connection: every line gets exactly one reply (an error for a line that is empty,
+/// too long, not UTF-8, not a request, or a request whose arguments are refused), and a bad line
+/// never ends the connection.
 async fn connection(
     conn: UnixStream,
     tx: mpsc::Sender<Msg>,
     events: broadcast::Sender<Event>,
 ) -> std::io::Result<()> {
     let (r, mut w) = conn.into_split();
-    let mut lines = BufReader::new(r).lines();
-    while let Some(line) = lines.next_line().await? {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let req: Request = match serde_json::from_str(&line) {
+    let mut r = BufReader::new(r);
+    let mut sp = LineSplitter::new(MAX_REQUEST_LINE);
+    while let Some(raw) = next_line(&mut r, &mut sp).await? {
+        let req = match parse_line(&raw) {
             Ok(r) => r,
             Err(e) => {
-                send_line(&mut w, &Response::err(format!("bad request {line:?}: {e}"))).await?;
+                send_line(&mut w, &Response::err(e)).await?;
                 continue;
             }
         };
@@ -72,8 +93,9 @@ async fn connection(
                 }
             }
         }
+        // Checked by parse_line: finite, not negative, at most a year.
         let timeout = match &req {
-            Request::Wait { timeout } => timeout.map(Duration::from_secs_f64),
+            Request::Wait { timeout } => timeout.and_then(|t| crate::util::seconds("", t).ok()),
             _ => Some(Duration::from_secs(300)),
         };
         let (rtx, rrx) = oneshot::channel();

@@ -355,7 +355,8 @@ impl Session {
                 )?
             }
         };
-        let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let bytes = crate::util::read_regular_file(&file, crate::util::MAX_ELF_FILE)
+            .map_err(|e| format!("{}: {e}", file.display()))?;
         if let (Some(guest), Some(host)) = (&m.build_id, crate::kmod::elf_build_id(&bytes))
             && *guest != host
         {

@@ -1,13 +1,15 @@
 //! The client side of a lab: start one (spawning its supervisor), talk to its supervisor, and
 //! clean up after a lab whose supervisor is gone.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use super::marks::{self, runs_umid};
 use super::spec::LabSpec;
 use super::state::{self, LabState};
 use super::supervisor::{self, Reply, Request};
@@ -40,6 +42,20 @@ pub enum LabError {
     Socket(String, String, std::io::Error),
     #[error("{0}")]
     Io(String),
+    #[error("{0}")]
+    BadName(#[from] crate::uml::ids::IdError),
+    #[error("taking lab {0} down needs root (try sudo): nothing was stopped or removed")]
+    DownNotRoot(String),
+    #[error(
+        "the supervisor of lab {0} (pid {1}) is gone, so its machines cannot be reached: run `umldbg lab down {0}`, then `umldbg lab up` again"
+    )]
+    SupervisorGone(String, i32),
+    #[error("lab {name} is not fully down: {errors}{done}")]
+    DownIncomplete {
+        name: String,
+        errors: String,
+        done: String,
+    },
 }
 
 fn labs_up() -> String {
@@ -49,16 +65,6 @@ fn labs_up() -> String {
     } else {
         v.join(", ")
     }
-}
-
-/// Is the pid a UML kernel started with `umid=<umid>`?
-fn runs_umid(pid: i32, umid: &str) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| {
-            c.split(|&b| b == 0)
-                .any(|a| a == format!("umid={umid}").as_bytes())
-        })
-        .unwrap_or(false)
 }
 
 /// Refuse a umid that some machine (this lab, another lab, or one started by hand) already uses.
@@ -97,6 +103,7 @@ pub fn up(spec: &LabSpec, cache: &Path) -> Result<LabState, LabError> {
     if !Path::new("/dev/net/tun").exists() {
         return Err(LabError::NoTun);
     }
+    crate::uml::ids::check_lab_name(&spec.name)?;
     crate::kernel::cached(cache)?;
     let dir = state::lab_dir(&spec.name);
     if dir.exists() {
@@ -128,6 +135,12 @@ pub fn up(spec: &LabSpec, cache: &Path) -> Result<LabState, LabError> {
     cmd.arg("--cache")
         .arg(cache)
         .args(["lab", "supervise", &spec.name]);
+    // Marks that let `lab down` recognise the supervisor, and the machines that inherit its
+    // environment, even when the lab's run directory is gone.
+    cmd.env(marks::ENV_LAB, &spec.name).env(
+        marks::ENV_LAB_DIR,
+        std::path::absolute(&dir).unwrap_or(dir.clone()),
+    );
     cmd.stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| LabError::Io(e.to_string()))?)
         .stderr(log);
@@ -178,9 +191,17 @@ pub fn up(spec: &LabSpec, cache: &Path) -> Result<LabState, LabError> {
 /// Send one request to a lab's supervisor and read its reply line; the stream is returned for
 /// requests that go on (console).
 pub fn request(lab: &str, req: &Request) -> Result<(Reply, UnixStream), LabError> {
+    crate::uml::ids::check_lab_name(lab)?;
     let sock = state::lab_dir(lab).join(state::SOCKET);
-    let mut s = UnixStream::connect(&sock)
-        .map_err(|e| LabError::Socket(lab.into(), sock.display().to_string(), e))?;
+    let mut s = UnixStream::connect(&sock).map_err(|e| {
+        // Say what happened and what to do, not "Connection refused".
+        match LabState::read(&state::lab_dir(lab)) {
+            Some(st) if !marks::supervisor_runs(st.supervisor_pid, lab) => {
+                LabError::SupervisorGone(lab.into(), st.supervisor_pid)
+            }
+            _ => LabError::Socket(lab.into(), sock.display().to_string(), e),
+        }
+    })?;
     let mut line = serde_json::to_string(req).expect("request serialises");
     line.push('\n');
     s.write_all(line.as_bytes())
@@ -202,6 +223,7 @@ pub fn request(lab: &str, req: &Request) -> Result<(Reply, UnixStream), LabError
 
 /// The lab that runs `umid`, or an error listing the labs that are up.
 pub fn find_machine(umid: &str) -> Result<(String, LabState), LabError> {
+    crate::uml::ids::check_umid(umid)?;
     state::lab_of_umid(umid).ok_or_else(|| LabError::NoMachine(umid.into(), labs_up()))
 }
 
@@ -219,35 +241,258 @@ pub fn exec(umid: &str, script: &str, timeout: u64) -> Result<Reply, LabError> {
     Ok(r)
 }
 
-/// Take a lab down: through its supervisor, or by hand from its state when the supervisor is gone.
-pub fn down(name: &str) -> Result<(), LabError> {
+/// What `lab down` did: every process it stopped and everything it removed.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct DownReport {
+    pub name: String,
+    /// "machine UMID (pid N)", "supervisor (pid N)".
+    pub stopped: Vec<String>,
+    /// "namespace NS", directories.
+    pub removed: Vec<String>,
+}
+
+impl DownReport {
+    fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.stopped.is_empty() {
+            parts.push(format!("stopped {}", self.stopped.join(", ")));
+        }
+        if !self.removed.is_empty() {
+            parts.push(format!("removed {}", self.removed.join(", ")));
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(" (done: {})", parts.join("; "))
+        }
+    }
+}
+
+/// Ask a lab's supervisor to take the lab down, with a deadline (a stopped supervisor must not
+/// hang `lab down`). Whatever it answers, the caller checks what is left.
+fn ask_down(lab: &str) {
+    let sock = state::lab_dir(lab).join(state::SOCKET);
+    let Ok(mut s) = UnixStream::connect(&sock) else {
+        return;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
+    let mut line = serde_json::to_string(&Request::Down).expect("request serialises");
+    line.push('\n');
+    if s.write_all(line.as_bytes()).is_ok() {
+        let mut reply = String::new();
+        let _ = BufReader::new(s).read_line(&mut reply);
+    }
+}
+
+fn wait_gone(pids: &[i32], timeout: Duration) -> bool {
+    let end = std::time::Instant::now() + timeout;
+    loop {
+        if pids.iter().all(|&p| !state::pid_alive(p)) {
+            return true;
+        }
+        if std::time::Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Remove a directory the lab created; a symlink in its place is removed, never followed.
+fn remove_tree(p: &Path, report: &mut DownReport, errors: &mut Vec<String>) {
+    if p.symlink_metadata().is_err() {
+        return;
+    }
+    let res = if p.is_symlink() {
+        std::fs::remove_file(p)
+    } else {
+        std::fs::remove_dir_all(p)
+    };
+    match res {
+        Ok(()) => report.removed.push(p.display().to_string()),
+        Err(e) => errors.push(format!("cannot remove {}: {e}", p.display())),
+    }
+}
+
+/// Take a lab down: its machines, its supervisor, its namespace, its `~/.uml/<umid>` dirs, its
+/// run directory and its stage directory under the cache, and nothing else.
+///
+/// Works without the lab's state (the processes are found by their marks, see
+/// [`super::marks`]); fails, removing nothing, when `name` is not a lab name or names no lab;
+/// fails when something could not be stopped or removed (a refused permission included).
+pub fn down(name: &str, cache: &Path) -> Result<DownReport, LabError> {
+    crate::uml::ids::check_lab_name(name)?;
+    if !nix::unistd::geteuid().is_root() {
+        return Err(LabError::DownNotRoot(name.into()));
+    }
     let dir = state::lab_dir(name);
     let st = LabState::read(&dir);
-    if !dir.exists() && !super::netns::exists(&state::netns_name(name)) {
+    let ns = state::netns_name(name);
+    let lab_marks = marks::LabMarks::new(name);
+    let procs = marks::scan();
+    let supervisors: Vec<i32> = procs
+        .iter()
+        .filter(|p| lab_marks.is_supervisor(p))
+        .map(|p| p.pid)
+        .collect();
+    // A lab of the same name under another run directory owns the namespace and the stage.
+    let foreign = lab_marks.foreign_supervisors(&procs);
+    let uml_dir = st
+        .as_ref()
+        .map(|s| s.uml_dir.clone())
+        .unwrap_or_else(crate::uml::instance::default_uml_dir);
+    let mut umids: Vec<String> = st
+        .iter()
+        .flat_map(|s| s.machines.iter().map(|m| m.umid.clone()))
+        .filter(|u| crate::uml::ids::check_umid(u).is_ok())
+        .collect();
+    umids.extend(procs.iter().filter_map(|p| p.umid()));
+    umids.sort();
+    umids.dedup();
+    let pid_files: HashMap<String, i32> = umids
+        .iter()
+        .filter_map(|u| Some((u.clone(), marks::pid_file(&uml_dir, u)?)))
+        .collect();
+    let machines = lab_marks.machines(
+        &procs,
+        &supervisors,
+        foreign.is_empty(),
+        st.as_ref(),
+        &pid_files,
+    );
+    let mut stages: Vec<PathBuf> = vec![cache.join("stage").join(name)];
+    for p in procs.iter().filter(|p| supervisors.contains(&p.pid)) {
+        if let Some(c) = p.cache_arg() {
+            stages.push(c.join("stage").join(name));
+        }
+    }
+    stages.sort();
+    stages.dedup();
+    if !foreign.is_empty() {
+        stages.clear();
+    }
+    stages.retain(|s| s.symlink_metadata().is_ok());
+    let dir_exists = dir.symlink_metadata().is_ok();
+    let ns_exists = foreign.is_empty() && super::netns::exists(&ns);
+    if !dir_exists
+        && !ns_exists
+        && supervisors.is_empty()
+        && machines.is_empty()
+        && stages.is_empty()
+    {
         return Err(LabError::NoLab(name.into(), labs_up()));
     }
-    if let Some(st) = &st {
-        if state::pid_alive(st.supervisor_pid)
-            && let Ok((r, _)) = request(name, &Request::Down)
-            && r.ok
-        {
-            return Ok(());
-        }
-        for m in &st.machines {
-            if runs_umid(m.pid, &m.umid) {
-                supervisor::stop_machine(&st.uml_dir, &m.umid, m.pid);
+
+    let mut report = DownReport {
+        name: name.into(),
+        ..Default::default()
+    };
+    let mut errors = Vec::new();
+    // A live supervisor halts its machines cleanly and removes its run directory; what it
+    // leaves (or everything, when it is gone) is stopped and removed below.
+    if !supervisors.is_empty() {
+        ask_down(name);
+    }
+    // Halt the machines side by side: each may take its mconsole deadline.
+    let halts: Vec<_> = machines
+        .iter()
+        .filter(|m| m.pids.iter().any(|&p| state::pid_alive(p)))
+        .map(|m| {
+            let (dir, umid, main) = (uml_dir.clone(), m.umid.clone(), m.main);
+            std::thread::spawn(move || supervisor::stop_machine(&dir, &umid, main))
+        })
+        .collect();
+    for h in halts {
+        let _ = h.join();
+    }
+    for m in &machines {
+        if m.pids.iter().any(|&p| state::pid_alive(p)) {
+            // What the halt left (helpers outside the main process's group, a wrapper): by
+            // pid, each checked again.
+            for &p in &m.pids {
+                if runs_umid(p, &m.umid)
+                    && let Err(e) = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(p),
+                        nix::sys::signal::SIGKILL,
+                    )
+                    && e != nix::errno::Errno::ESRCH
+                {
+                    errors.push(format!("cannot stop machine {} (pid {p}): {e}", m.umid));
+                }
             }
         }
-        supervisor::cleanup_network_and_dirs(st);
-        if state::pid_alive(st.supervisor_pid) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(st.supervisor_pid),
-                nix::sys::signal::SIGKILL,
-            );
+        if wait_gone(&m.pids, Duration::from_secs(5)) {
+            report
+                .stopped
+                .push(format!("machine {} (pid {})", m.umid, m.main));
+        } else {
+            errors.push(format!("machine {} (pid {}) still runs", m.umid, m.main));
         }
-    } else {
-        let _ = super::netns::delete(&state::netns_name(name));
     }
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
+    for &pid in &supervisors {
+        let p = nix::unistd::Pid::from_raw(pid);
+        if marks::supervisor_runs(pid, name) {
+            let _ = nix::sys::signal::kill(p, nix::sys::signal::SIGTERM);
+            if !wait_gone(&[pid], Duration::from_secs(2))
+                && marks::supervisor_runs(pid, name)
+                && let Err(e) = nix::sys::signal::kill(p, nix::sys::signal::SIGKILL)
+            {
+                errors.push(format!("cannot stop the supervisor (pid {pid}): {e}"));
+            }
+        }
+        if wait_gone(&[pid], Duration::from_secs(3)) {
+            report.stopped.push(format!("supervisor (pid {pid})"));
+        } else {
+            errors.push(format!("the supervisor (pid {pid}) still runs"));
+        }
+    }
+    if ns_exists {
+        match super::netns::delete(&ns) {
+            Ok(()) => report.removed.push(format!("namespace {ns}")),
+            Err(e) if !super::netns::exists(&ns) => {
+                let _ = e;
+                report.removed.push(format!("namespace {ns}"));
+            }
+            Err(e) => errors.push(format!("cannot remove namespace {ns}: {e}")),
+        }
+    }
+    // The machines' `~/.uml/<umid>` dirs, when no live process owns them any more.
+    let mut lab_umids: Vec<&str> = machines.iter().map(|m| m.umid.as_str()).collect();
+    lab_umids.extend(
+        st.iter()
+            .flat_map(|s| s.machines.iter().map(|m| m.umid.as_str()))
+            .filter(|u| crate::uml::ids::check_umid(u).is_ok()),
+    );
+    lab_umids.sort();
+    lab_umids.dedup();
+    for u in lab_umids {
+        let d = uml_dir.join(u);
+        if marks::pid_file(&uml_dir, u).is_some_and(|p| runs_umid(p, u)) {
+            continue;
+        }
+        remove_tree(&d, &mut report, &mut errors);
+    }
+    // The supervisor removes its run directory itself; report it either way.
+    if dir_exists {
+        if dir.symlink_metadata().is_ok() {
+            remove_tree(&dir, &mut report, &mut errors);
+        } else {
+            report.removed.push(dir.display().to_string());
+        }
+    }
+    // The supervisor removes its stage directory too; report it either way.
+    for s in &stages {
+        if s.symlink_metadata().is_ok() {
+            remove_tree(s, &mut report, &mut errors);
+        } else {
+            report.removed.push(s.display().to_string());
+        }
+    }
+    if !errors.is_empty() {
+        return Err(LabError::DownIncomplete {
+            name: name.into(),
+            errors: errors.join("; "),
+            done: report.summary(),
+        });
+    }
+    Ok(report)
 }

@@ -112,7 +112,8 @@ pub fn kathara_sysctls(ipv6: bool, ifaces: &[&str]) -> Vec<(String, String)> {
 /// a symbolic link leading out of the lab.
 pub fn load_dir(dir: &Path) -> Result<KatharaLab, SpecError> {
     let read = |path: PathBuf| {
-        std::fs::read_to_string(&path).map_err(|source| SpecError::Read { path, source })
+        crate::util::read_regular_to_string(&path, crate::util::MAX_LAB_FILE)
+            .map_err(|source| SpecError::Read { path, source })
     };
     let optional = |name: &str| {
         let path = dir.join(name);

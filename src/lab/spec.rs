@@ -777,10 +777,12 @@ impl LabSpec {
             let lab = crate::lab::kathara::load_dir(&dir)?;
             return Ok((lab.spec, lab.warnings));
         }
-        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = crate::util::read_regular_to_string(path, crate::util::MAX_LAB_FILE).map_err(
+            |source| SpecError::Read {
+                path: path.to_owned(),
+                source,
+            },
+        )?;
         LabSpec::from_toml_str_with_warnings(&text, path)
     }
 
@@ -816,7 +818,7 @@ impl LabSpec {
     /// Every problem of the lab, in the order of the source, tagged with the item it is about.
     fn problems(&self) -> Vec<(Item, Problem)> {
         let mut out = Vec::new();
-        if let Err(reason) = check_word(&self.name) {
+        if let Some(reason) = crate::uml::ids::lab_name_problem(&self.name) {
             out.push((
                 Item::LabName,
                 Problem::BadLabName {

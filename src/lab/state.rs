@@ -17,7 +17,10 @@ pub fn run_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/run/umldbg"))
 }
 
+/// A lab's run directory. `name` must have passed [`crate::uml::ids::check_lab_name`] (every
+/// entry point checks it), so that this is one directory under `<run>/labs`.
 pub fn lab_dir(name: &str) -> PathBuf {
+    debug_assert!(crate::uml::ids::check_lab_name(name).is_ok(), "{name:?}");
     run_root().join("labs").join(name)
 }
 
@@ -92,12 +95,13 @@ pub fn read_spec(dir: &Path) -> Option<LabSpec> {
     serde_json::from_str(&std::fs::read_to_string(dir.join(SPEC)).ok()?).ok()
 }
 
-/// Names of every lab with a run directory.
+/// Names of every lab with a run directory (entries that are not valid lab names are not labs).
 pub fn lab_names() -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(run_root().join("labs"))
         .map(|rd| {
             rd.flatten()
                 .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| crate::uml::ids::check_lab_name(n).is_ok())
                 .collect()
         })
         .unwrap_or_default();

@@ -29,10 +29,74 @@ pub enum IdError {
     UmidBadChar { umid: String, ch: char },
     #[error("umid `{umid}` starts with {ch:?}: start it with a letter, digit or `_`")]
     UmidBadStart { umid: String, ch: char },
+    #[error("umid `{umid}` contains `..`: it names a directory, so it may not")]
+    UmidDotDot { umid: String },
+    #[error("`{name}` is not a lab name: it {problem}")]
+    BadLabName { name: String, problem: String },
     #[error("`{text}` is not a host pid: expected a positive decimal number")]
     BadPid { text: String },
     #[error("`{text}` is not a guest address: expected hexadecimal digits, with or without 0x")]
     BadAddr { text: String },
+}
+
+/// Longest lab name: it names the lab's run directory and (behind `umldbg-`) its network
+/// namespace, and prefixes its umids.
+pub const LAB_NAME_MAX_LEN: usize = 63;
+
+/// Why `s` cannot name a lab (the one check for lab names, wherever a name comes from: a lab file,
+/// `--name`, `--prefix`, `lab down`, `--lab`), or None when it can. Lab names become one path
+/// component under the run directory and the cache's stage directory, so `/`, `..`, a leading
+/// `.` and the empty name are refused, as is a leading `-` (it would read as an option).
+pub fn lab_name_problem(s: &str) -> Option<String> {
+    let Some(first) = s.chars().next() else {
+        return Some("is empty: give it a name".to_owned());
+    };
+    if s.len() > LAB_NAME_MAX_LEN {
+        return Some(format!(
+            "is {} characters long: use at most {LAB_NAME_MAX_LEN}",
+            s.len()
+        ));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-_.".contains(*c)))
+    {
+        return Some(format!(
+            "contains {c:?}: use only letters, digits, `-`, `_` and `.`"
+        ));
+    }
+    if first == '.' || first == '-' {
+        return Some(format!(
+            "starts with {first:?}: start it with a letter, digit or `_`"
+        ));
+    }
+    if s.contains("..") {
+        return Some("contains `..`".to_owned());
+    }
+    None
+}
+
+/// Checks a lab name given on the command line or in a request (see [`lab_name_problem`]).
+pub fn check_lab_name(s: &str) -> Result<(), IdError> {
+    match lab_name_problem(s) {
+        Some(problem) => Err(IdError::BadLabName {
+            // Escaped: the error stays one line whatever the name holds.
+            name: s.escape_debug().to_string(),
+            problem,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// For clap: a lab name argument, checked before any command runs.
+pub fn parse_lab_name(s: &str) -> Result<String, IdError> {
+    check_lab_name(s).map(|()| s.to_owned())
+}
+
+/// For clap: a umid argument (`--umid`, `exec UMID`, `attach UMID`, ...), checked before any
+/// command runs.
+pub fn parse_umid(s: &str) -> Result<String, IdError> {
+    check_umid(s).map(|()| s.to_owned())
 }
 
 /// Checks that `s` is a umid that UML will really use and that is safe as a path component and a
@@ -43,7 +107,7 @@ pub fn check_umid(s: &str) -> Result<(), IdError> {
     };
     if s.len() > UMID_MAX_LEN {
         return Err(IdError::UmidTooLong {
-            umid: s.to_owned(),
+            umid: s.escape_debug().to_string(),
             len: s.len(),
         });
     }
@@ -52,7 +116,7 @@ pub fn check_umid(s: &str) -> Result<(), IdError> {
         .find(|c| !(c.is_ascii_alphanumeric() || "-_.".contains(*c)))
     {
         return Err(IdError::UmidBadChar {
-            umid: s.to_owned(),
+            umid: s.escape_debug().to_string(),
             ch,
         });
     }
@@ -60,8 +124,13 @@ pub fn check_umid(s: &str) -> Result<(), IdError> {
     // leading '-' reads as an option on our own command line.
     if first == '.' || first == '-' {
         return Err(IdError::UmidBadStart {
-            umid: s.to_owned(),
+            umid: s.escape_debug().to_string(),
             ch: first,
+        });
+    }
+    if s.contains("..") {
+        return Err(IdError::UmidDotDot {
+            umid: s.escape_debug().to_string(),
         });
     }
     Ok(())
@@ -271,6 +340,41 @@ mod tests {
             assert!(
                 matches!(Umid::new(s), Err(IdError::UmidBadStart { .. })),
                 "{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn umid_with_dotdot_is_refused() {
+        assert!(matches!(Umid::new("a..b"), Err(IdError::UmidDotDot { .. })));
+        assert!(Umid::new("a.b").is_ok());
+    }
+
+    #[test]
+    fn lab_names_that_are_paths_or_empty_are_refused() {
+        for s in ["tla-article", "x", "a.b_c-9", "_x", &"a".repeat(63)] {
+            assert_eq!(check_lab_name(s), Ok(()), "{s}");
+        }
+        for s in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "../../../var/tmp/victim",
+            "/tmp",
+            "a/b",
+            "a..b",
+            ".hidden",
+            "-x",
+            "a b",
+            "a\nb",
+            &"a".repeat(64),
+        ] {
+            let e = check_lab_name(s).unwrap_err();
+            let text = e.to_string();
+            assert!(
+                text.contains("is not a lab name") && !text.contains('\n'),
+                "{s:?}: {text}"
             );
         }
     }
