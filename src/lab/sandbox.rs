@@ -254,7 +254,7 @@ pub fn bwrap_args(spec: &SandboxSpec) -> Vec<OsString> {
         up.reverse();
         for d in up {
             if !dirs.contains(&d)
-                && !["/usr", "/etc", "/var", "/dev", "/tmp"]
+                && !["/usr", "/etc", "/var", "/dev"]
                     .iter()
                     .any(|t| d.starts_with(t))
             {
