@@ -515,33 +515,30 @@ fn run_startup(ms: &super::spec::MachineSpec, m: &Machine, id: u64, mdir: &Path)
     reports
 }
 
-/// Kathará's shutdown files, on every machine at once, before the lab goes down; their output
-/// goes to `<machine>.shutdown.log` beside the console log.
+/// Kathará's shutdown files before the lab goes down, one machine after the other: guests
+/// appending to one file of the shared folder at once would lose lines (hostfs appends at the
+/// offset each guest believes is the end). Output goes to `<machine>.shutdown.log`.
 fn run_shutdowns(sup: &Supervisor) {
     let Some(spec) = state::read_spec(&sup.dir) else {
         return;
     };
-    std::thread::scope(|sc| {
-        for (ms, m) in spec.machines.iter().zip(&sup.machines) {
-            if ms.shutdown_files.is_empty() || !m.alive() {
-                continue;
-            }
-            let id = sup.next_id.fetch_add(1, Ordering::SeqCst);
-            let files: Vec<String> = ms
-                .shutdown_files
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect();
-            sc.spawn(move || {
-                let r = m.exec(id, &init::shutdown_runner(&files), 30);
-                let log = sup
-                    .dir
-                    .join("machines")
-                    .join(format!("{}.shutdown.log", m.umid));
-                let _ = std::fs::write(log, r.output.unwrap_or_default());
-            });
+    for (ms, m) in spec.machines.iter().zip(&sup.machines) {
+        if ms.shutdown_files.is_empty() || !m.alive() {
+            continue;
         }
-    });
+        let id = sup.next_id.fetch_add(1, Ordering::SeqCst);
+        let files: Vec<String> = ms
+            .shutdown_files
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        let r = m.exec(id, &init::shutdown_runner(&files), 30);
+        let log = sup
+            .dir
+            .join("machines")
+            .join(format!("{}.shutdown.log", m.umid));
+        let _ = std::fs::write(log, r.output.unwrap_or_default());
+    }
 }
 
 fn set_mode(path: &Path, mode: u32) {
