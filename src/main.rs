@@ -107,6 +107,12 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return cli::usage::report(e),
     };
+    if let Some(d) = &cli.uml_dir {
+        let d = std::path::absolute(d).unwrap_or_else(|_| d.clone());
+        // SAFETY: no other thread runs yet. Every command, and the lab supervisors and daemons
+        // this process starts, then look machines up under the same directory.
+        unsafe { std::env::set_var("UMLDBG_UML_DIR", d) };
+    }
     let cache = cli.cache.clone().unwrap_or_else(umldbg::util::cache_dir);
     let target = cli::debug::Target {
         umid: cli.umid.clone(),

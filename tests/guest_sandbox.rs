@@ -260,3 +260,44 @@ fn memory_beyond_the_hosts_is_refused_up_front() {
     assert!(!PathBuf::from("/run/netns/umldbg-sbx10").exists());
     drop(lab);
 }
+
+#[test]
+fn uml_dir_option_puts_the_machines_pid_files_there() {
+    kernel();
+    let dir = PathBuf::from(format!("/run/umldbg-test-umldir-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.to_str().unwrap();
+    let o = umldbg(&["--uml-dir", d, "lab", "up", "--prefix", "sbud-"]);
+    struct Down(String);
+    impl Drop for Down {
+        fn drop(&mut self) {
+            let _ = umldbg(&["--uml-dir", &self.0, "lab", "down", "sbud-article"]);
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _down = Down(d.to_string());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let pid: i32 = std::fs::read_to_string(dir.join("sbud-client-uml-A/pid"))
+        .expect("pid file under --uml-dir")
+        .trim()
+        .parse()
+        .unwrap();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(String::from_utf8_lossy(&cmdline).contains("umid=sbud-client-uml-A"));
+    assert!(
+        !umldbg::util::home_dir()
+            .join(".uml/sbud-client-uml-A")
+            .exists()
+    );
+    // exec finds the machine through the same directory.
+    let o = umldbg(&[
+        "--uml-dir",
+        d,
+        "exec",
+        "sbud-client-uml-A",
+        "--",
+        "echo",
+        "hi",
+    ]);
+    assert_eq!(stdout(&o), "hi\n");
+}

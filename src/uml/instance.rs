@@ -72,9 +72,13 @@ pub enum InstanceError {
     },
 }
 
-/// UML's default `uml_dir`: `$HOME/.uml`.
+/// Where umldbg looks machines up by umid: `$UMLDBG_UML_DIR` (what `--uml-dir` sets for the
+/// whole process and the lab supervisors it starts), else UML's default `$HOME/.uml`.
 pub fn default_uml_dir() -> PathBuf {
-    crate::util::home_dir().join(".uml")
+    match std::env::var_os("UMLDBG_UML_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => crate::util::home_dir().join(".uml"),
+    }
 }
 
 /// Whether `umid` names a live UML kernel in `uml_dir`.
