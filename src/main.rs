@@ -26,6 +26,9 @@ struct Cli {
     /// Print JSON instead of text
     #[arg(long, global = true)]
     json: bool,
+    /// Diagnostics on stderr: -v info, -vv debug, -vvv trace (RUST_LOG overrides)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -96,6 +99,25 @@ fn code(c: i32) -> ExitCode {
     ExitCode::from(c.clamp(0, 255) as u8)
 }
 
+/// The library's `tracing` events on stderr: warnings by default, more with -v, or as RUST_LOG
+/// says.
+fn init_diagnostics(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("umldbg={level}")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}
+
 fn main() -> ExitCode {
     // Printing into a closed pipe (`umldbg list | head`) ends the process quietly, as for any
     // Unix filter, instead of panicking.
@@ -113,6 +135,7 @@ fn main() -> ExitCode {
         // this process starts, then look machines up under the same directory.
         unsafe { std::env::set_var("UMLDBG_UML_DIR", d) };
     }
+    init_diagnostics(cli.verbose);
     let cache = cli.cache.clone().unwrap_or_else(umldbg::util::cache_dir);
     let target = cli::debug::Target {
         umid: cli.umid.clone(),
