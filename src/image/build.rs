@@ -358,6 +358,9 @@ fn run_logged(
     {
         let _ = writeln!(log, "{line}");
         match line.strip_prefix("I: ") {
+            Some(p) if p.starts_with("running --extract-hook") => progress(Progress::Phase(
+                "mmdebstrap: checking that every package exists",
+            )),
             Some(p) => progress(Progress::Phase(&format!("mmdebstrap: {p}"))),
             None => progress(Progress::Output(&line)),
         }
