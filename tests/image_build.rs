@@ -98,18 +98,16 @@ fn boot(image: &Path, cow: &Path, dir: &Path, init: &str, tag: &str) -> String {
         format!(
             "#!/bin/sh\nexport PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n\
              mount -t proc proc /proc\nmount -t sysfs sysfs /sys\nmount -t tmpfs tmpfs /run\n\
-             {init}\necho o > /proc/sysrq-trigger\nsleep 30\n"
+             {init}\nsync\necho o > /proc/sysrq-trigger\nsleep 30\n"
         ),
     )
     .unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let umid = format!("t-img-{tag}-{}", std::process::id());
+    let args = umldbg::image::kernel_args(image, cow, &[dir], &script, false).unwrap();
     let mut child = Command::new(kernel_path("linux"))
         .args(["mem=256M", &format!("umid={umid}")])
-        .arg(format!("ubda={},{}", cow.display(), image.display()))
-        .args(["root=/dev/ubda", "rw", "init=/usr/local/sbin/umldbg-boot"])
-        .arg(format!("umldbg.host={}", dir.display()))
-        .arg(format!("umldbg.init={}", script.display()))
+        .args(&args)
         .args(["con0=fd:0,fd:1", "con=null", "loglevel=2"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

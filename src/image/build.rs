@@ -223,20 +223,16 @@ pub fn build(
     };
     let tmp_image = dir.join("rootfs.img.tmp");
     let mut c = Command::new("mke2fs");
-    c.args([
-        "-q",
-        "-F",
-        "-t",
-        "ext4",
-        "-L",
-        "umldbg-root",
-        "-m",
-        "0",
-        "-d",
-    ])
-    .arg(&root)
-    .arg(&tmp_image)
-    .arg(format!("{size_mb}M"));
+    // No journal and no lazy inode-table init: both would write into every machine's COW file
+    // (the journal on each change, ext4lazyinit zeroing inode tables in the background after the
+    // first mount), and a machine's disk is thrown away with its COW file anyway.
+    c.args(["-q", "-F", "-t", "ext4", "-L", "umldbg-root", "-m", "0"])
+        .args(["-O", "^has_journal"])
+        .args(["-E", "lazy_itable_init=0,lazy_journal_init=0"])
+        .arg("-d")
+        .arg(&root)
+        .arg(&tmp_image)
+        .arg(format!("{size_mb}M"));
     run_logged(&ctx, c, "mke2fs", &mut log, progress)?;
     let image = dir.join(IMAGE);
     let f = std::fs::File::open(&tmp_image).map_err(|e| ctx.io_error("open the image", e))?;
@@ -427,6 +423,9 @@ fn mmdebstrap(
     let mut c = Command::new("mmdebstrap");
     c.args(["--variant=minbase", "--mode=root", "--format=directory"])
         .arg(format!("--include={}", r.packages.join(",")))
+        // dpkg's fsync per file makes no sense for a root that becomes an image (synced once).
+        .arg("--dpkgopt=force-unsafe-io")
+        .arg("--aptopt=Acquire::Languages \"none\"")
         // Documentation is dead weight in a lab machine; copyright files stay.
         .args([
             "--dpkgopt=path-exclude=/usr/share/man/*",

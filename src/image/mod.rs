@@ -8,8 +8,8 @@
 //! rename, under an exclusive lock per hash: an interrupted or failed build never looks valid, and
 //! two builds of one image wait for each other instead of writing the same files.
 //!
-//! Every image boots with `init=/usr/local/sbin/umldbg-boot`; see [`recipe::BOOT_STUB`] and
-//! `images/files/umldbg-boot.sh` for the kernel command line it reads.
+//! Every image boots with `init=/usr/local/sbin/umldbg-boot` ([`kernel_args`] writes the command
+//! line; `images/files/umldbg-boot.sh` is the stub that reads it).
 
 pub mod build;
 pub mod manifest;
@@ -90,6 +90,53 @@ pub enum ImageError {
     },
     #[error("image {name} is not built ({reason}): run `umldbg image build {name}`")]
     NotBuilt { name: String, reason: String },
+    #[error(
+        "{path} cannot go on a UML kernel command line ({why}): use an absolute path without spaces or commas"
+    )]
+    BootPath { path: PathBuf, why: &'static str },
+}
+
+/// The kernel arguments that boot `image` with `cow` as the machine's own copy-on-write file (UML
+/// creates it on first boot and writes only there) and the boot stub as init: it mounts each of
+/// `host_dirs` over hostfs at the same path (read-only unless `host_rw`), then execs `init`.
+/// Add the rest (mem=, umid=, con0=, network) as for a hostfs machine.
+pub fn kernel_args(
+    image: &Path,
+    cow: &Path,
+    host_dirs: &[&Path],
+    init: &Path,
+    host_rw: bool,
+) -> Result<Vec<String>, ImageError> {
+    let check = |p: &Path| -> Result<String, ImageError> {
+        let s = p.to_string_lossy();
+        let why = if !p.is_absolute() {
+            "not absolute"
+        } else if s.contains(char::is_whitespace) {
+            "holds a space"
+        } else if s.contains(',') {
+            "holds a comma"
+        } else {
+            return Ok(s.into_owned());
+        };
+        Err(ImageError::BootPath {
+            path: p.to_path_buf(),
+            why,
+        })
+    };
+    let mut args = vec![
+        format!("ubda={},{}", check(cow)?, check(image)?),
+        "root=/dev/ubda".to_string(),
+        "rw".to_string(),
+        format!("init={BOOT_STUB}"),
+    ];
+    for d in host_dirs {
+        args.push(format!("umldbg.host={}", check(d)?));
+    }
+    if host_rw {
+        args.push("umldbg.hostrw=1".to_string());
+    }
+    args.push(format!("umldbg.init={}", check(init)?));
+    Ok(args)
 }
 
 /// `<cache>/images`.
@@ -130,4 +177,43 @@ pub fn ensure(
         },
         progress,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_args_name_the_cow_the_stub_and_the_host_dirs() {
+        let a = kernel_args(
+            Path::new("/c/base.img"),
+            Path::new("/l/m1.cow"),
+            &[Path::new("/l"), Path::new("/k/mods")],
+            Path::new("/l/init.sh"),
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            a,
+            [
+                "ubda=/l/m1.cow,/c/base.img",
+                "root=/dev/ubda",
+                "rw",
+                "init=/usr/local/sbin/umldbg-boot",
+                "umldbg.host=/l",
+                "umldbg.host=/k/mods",
+                "umldbg.init=/l/init.sh"
+            ]
+        );
+        let e = kernel_args(
+            Path::new("/c/a,b.img"),
+            Path::new("/l/m1.cow"),
+            &[],
+            Path::new("/l/init.sh"),
+            false,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("/c/a,b.img") && e.contains("comma"), "{e}");
+    }
 }

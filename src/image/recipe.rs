@@ -31,7 +31,7 @@ use super::ImageError;
 use crate::lab::spec::Location;
 
 /// Bumped whenever the way an image is made from a recipe changes, so old images are rebuilt.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 
 /// The suite when neither the recipe nor its parent names one: the Debian release umldbg runs on.
 pub const DEFAULT_SUITE: &str = "bookworm";
