@@ -478,3 +478,64 @@ fn a_full_disk_during_a_build_leaves_no_half_image() {
     ]);
     assert!(!o.status.success());
 }
+
+/// Ctrl-C in the middle of mmdebstrap: the directory left behind is not an image (`image path`
+/// says the build is incomplete), and `image prune` removes it.
+#[test]
+fn an_interrupted_build_never_looks_valid_and_prune_removes_it() {
+    let cache = Scratch::new("interrupt");
+    let recipe = cache.path().join("small.toml");
+    std::fs::write(&recipe, SMALL).unwrap();
+    let r = recipe.to_str().unwrap();
+    let mut child = Command::new(bin())
+        .args(["--cache", cache.s(), "image", "build", r])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+    struct KillGroup(nix::unistd::Pid);
+    impl Drop for KillGroup {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::killpg(self.0, nix::sys::signal::SIGKILL);
+        }
+    }
+    let _group = KillGroup(pgid);
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+        assert!(
+            n > 0,
+            "the build ended before mmdebstrap downloaded: {seen}"
+        );
+        seen.push_str(&line);
+        if line.contains("downloading packages") {
+            break;
+        }
+    }
+    // What a terminal's Ctrl-C does: SIGINT to the whole foreground group.
+    nix::sys::signal::killpg(pgid, nix::sys::signal::SIGINT).unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    wait_for(
+        "every process of the build to end",
+        Duration::from_secs(60),
+        || nix::sys::signal::killpg(pgid, None).is_err().then_some(()),
+    );
+    let o = umldbg(&["--cache", cache.s(), "image", "path", r]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("incomplete build"), "{}", stderr(&o));
+    let out = ok(&["--cache", cache.s(), "image", "prune"]);
+    assert!(
+        out.contains("removed") && out.contains("incomplete"),
+        "{out}"
+    );
+    let left = std::fs::read_dir(cache.path().join("images"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().is_dir())
+        .count();
+    assert_eq!(left, 0, "{out}");
+}

@@ -333,6 +333,17 @@ fn run_logged(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Vec<String>, ImageError> {
     let _ = writeln!(log, "$ {}", crate::util::describe(&c));
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut c, || {
+            // A build killed outright (SIGKILL, no chance to clean up) must not leave mmdebstrap
+            // writing into a directory that the next build removes: it hears TERM and stops.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     let mut child = c
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
