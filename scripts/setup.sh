@@ -18,6 +18,8 @@ packages=(
   build-essential flex bison bc libelf-dev xz-utils dpkg-dev patch
   # benchmarks compare with pahole
   dwarves
+  # root filesystem images for lab machines (umldbg image build)
+  mmdebstrap e2fsprogs
 )
 missing=()
 for p in "${packages[@]}"; do

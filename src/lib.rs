@@ -4,12 +4,13 @@
 //! (`lab`), one UML instance (`uml`), kernel module files (`kmod`), DWARF type layouts (`dwarf`),
 //! gdb over GDB/MI (`gdbmi`), the debug session daemon (`daemon`), packet decoding (`net`) and the
 //! gdb remote-protocol server with its ptrace run-control (`stub`), tracing
-//! at line rate (`trace`) and debugger configurations (`ide`).
+//! at line rate (`trace`), debugger configurations (`ide`) and root filesystem images (`image`).
 
 pub mod daemon;
 pub mod dwarf;
 pub mod gdbmi;
 pub mod ide;
+pub mod image;
 pub mod kernel;
 pub mod kmod;
 pub mod lab;

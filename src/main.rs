@@ -38,6 +38,9 @@ enum Cmd {
     /// Build, locate and list the debug-ready UML kernel
     #[command(subcommand)]
     Kernel(cli::kernel::KernelCmd),
+    /// Build, locate, list and prune root filesystem images for lab machines
+    #[command(subcommand)]
+    Image(cli::image::ImageCmd),
     /// Check that this machine has what labs and debugging need, and say how to fix what is missing
     Doctor,
     /// Inspect kernel module files
@@ -145,6 +148,7 @@ fn main() -> ExitCode {
     let json = cli.json;
     let res: anyhow::Result<ExitCode> = match cli.cmd {
         Cmd::Kernel(k) => cli::kernel::run(k, cache, json).map(|()| ExitCode::SUCCESS),
+        Cmd::Image(c) => cli::image::run(c, cache, json).map(|()| ExitCode::SUCCESS),
         Cmd::Doctor => cli::doctor::run(&cache).map(|ok| {
             if ok {
                 ExitCode::SUCCESS

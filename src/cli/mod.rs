@@ -3,6 +3,7 @@
 pub mod debug;
 pub mod doctor;
 pub mod ide;
+pub mod image;
 pub mod kernel;
 pub mod ko;
 pub mod lab;
