@@ -149,10 +149,6 @@ fn every_lab_conf_form() {
 
     let warnings: Vec<String> = lab.warnings.iter().map(ToString::to_string).collect();
     let expect = [
-        (
-            "lab.conf:11:",
-            "pc1[image]: image `kathara/base` is not served yet",
-        ),
         ("lab.conf:17:1:", "r1[bridged] ignored"),
         ("pc2.startup:2:", "eth3"),
         ("ghost.startup:1:", "no machine `ghost`"),
@@ -261,10 +257,6 @@ fn kathara_semantics_in_the_spec() {
             "ws_random[cpus] ignored: a UML machine has one CPU",
         ),
         ("lab.conf:21:1:", "`colour` is not a Kathará option"),
-        (
-            "lab.conf:14:12:",
-            "[image] `kathara/frr` of 2 machines (r1, ws_random) is not served yet",
-        ),
     ];
     for (at, says) in expect {
         assert!(

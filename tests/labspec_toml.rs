@@ -560,7 +560,7 @@ fn mac_image_env_and_dependencies() {
     let (l, c) = pos(&text, "\"frr\"", 0);
     assert!(
         warnings[0].to_string().starts_with(&format!(
-            "{FILE}:{l}:{c}: machine `m1`: image `frr` is not served yet"
+            "{FILE}:{l}:{c}: machine `m1`: image `frr` is not an image umldbg knows"
         )),
         "{}",
         warnings[0]

@@ -88,6 +88,23 @@ fn mb(bytes: u64) -> f64 {
     bytes as f64 / 1e6
 }
 
+/// The images a lab's machines boot from, built now where the cache has none (progress drawn):
+/// `lab up` calls this before it starts the lab.
+pub fn ensure_for_lab(cache: &std::path::Path, names: &[String]) -> anyhow::Result<()> {
+    for name in names {
+        if image::cached(cache, name).is_ok() {
+            continue;
+        }
+        eprintln!("image {name} is not built yet: building it (once; later labs reuse it)");
+        let mut d = Drawer::new();
+        let res = image::ensure(cache, name, &mut |p| d.show(p));
+        d.finish();
+        let out = res?;
+        eprintln!("image {name} built in {:.1}s", out.seconds);
+    }
+    Ok(())
+}
+
 pub fn run(cmd: ImageCmd, cache: PathBuf, json: bool) -> anyhow::Result<()> {
     match cmd {
         ImageCmd::Build {

@@ -60,6 +60,10 @@ pub struct UpArgs {
     /// Prefix for the lab name and every umid, to run several copies side by side
     #[arg(long, value_parser = parse_prefix)]
     pub prefix: Option<String>,
+    /// Boot every machine from this root filesystem image (`umldbg image list`) instead of the
+    /// host's root
+    #[arg(long, value_name = "NAME")]
+    pub image: Option<String>,
 }
 
 /// A prefix goes in front of the lab's name and of every umid: it follows the rules of both.
@@ -123,7 +127,29 @@ pub fn run(cmd: LabCmd, cache: PathBuf, json: bool) -> anyhow::Result<i32> {
             if let Some(p) = a.prefix {
                 spec = spec.with_prefix(&p);
             }
+            if let Some(img) = &a.image {
+                if let Some(why) = umldbg::lab::spec::unknown_image(img) {
+                    anyhow::bail!("--image {img} {why}; give one of those, or a recipe file");
+                }
+                for m in &mut spec.machines {
+                    m.image = Some(img.clone());
+                }
+            }
+            // An image umldbg has no recipe for was warned about at load: boot from the base.
+            let mut images: Vec<String> = Vec::new();
+            for m in &mut spec.machines {
+                if let Some(i) = &m.image {
+                    if umldbg::lab::spec::unknown_image(i).is_some() {
+                        m.image = Some(umldbg::lab::spec::FALLBACK_IMAGE.to_string());
+                    }
+                    let i = m.image.clone().unwrap_or_default();
+                    if !images.contains(&i) {
+                        images.push(i);
+                    }
+                }
+            }
             spec.validate()?;
+            crate::cli::image::ensure_for_lab(&cache, &images)?;
             let t0 = Instant::now();
             let st = client::up(&spec, &cache)?;
             for r in &st.reports {

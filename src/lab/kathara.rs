@@ -10,7 +10,7 @@
 //!   that MAC address when one is given;
 //! - `pc1[mem]=128` (MiB; `128m`, `1g` also taken), `pc1[sysctl]="net.ipv4.ip_forward=1"`,
 //!   `pc1[env]="NAME=value"`, `pc1[ipv6]=true`, `pc1[exec]="command"` (run after the startup
-//!   scripts), `pc1[image]=kathara/frr` (kept in the spec; warned: images are not served yet);
+//!   scripts), `pc1[image]=kathara/frr` (the machine boots from that image; an unknown one is warned);
 //! - `[bridged]`, `[port]`, `[num_terms]`, `[cpus]`, `[shell]`, `[ulimit]`, `[volume]`,
 //!   `[entrypoint]`, `[args]` and unknown options: accepted and ignored, each with a warning
 //!   naming file, line and option; `[privileged]` is accepted (a machine is root in its own
@@ -34,7 +34,7 @@ use std::path::{Component, Path, PathBuf};
 
 use super::spec::{
     DEFAULT_MEM_MB, DomainSpec, IfAddr, IfaceSpec, Item, LabSpec, Location, MacAddr, MachineSpec,
-    NO_IMAGES, SourceMap, SpecError, Warning,
+    SourceMap, SpecError, Warning,
 };
 
 /// A Kathará lab, converted, with what was accepted but not used.
@@ -819,7 +819,7 @@ impl Parser<'_> {
         }
     }
 
-    /// One warning per image asked for, at its first line, naming the machines.
+    /// One warning per unknown image asked for, at its first line, naming the machines.
     fn image_warnings(&mut self) {
         let mut by_image: BTreeMap<&str, Vec<(&str, &Location)>> = BTreeMap::new();
         for m in &self.machines {
@@ -829,20 +829,13 @@ impl Parser<'_> {
         }
         let mut out = Vec::new();
         for (image, users) in by_image {
+            let Some(why) = super::spec::unknown_image(image) else {
+                continue;
+            };
             let at = users.iter().map(|(_, at)| *at).min_by_key(|at| at.line);
             let Some(at) = at.cloned() else { continue };
-            let message = if let [(one, _)] = users.as_slice() {
-                format!("{one}[image]: image `{image}` {NO_IMAGES}")
-            } else {
-                let names: Vec<&str> = users.iter().map(|(n, _)| *n).collect();
-                format!(
-                    "[image] `{image}` of {} machines ({}) is not served yet: they boot from the \
-                     host's own root, with the host's programs (install what the image would \
-                     bring on the host)",
-                    names.len(),
-                    names.join(", ")
-                )
-            };
+            let names: Vec<&str> = users.iter().map(|(n, _)| *n).collect();
+            let message = format!("[image] `{image}` of {}: {why}", names.join(", "));
             out.push(Warning { at, message });
         }
         self.warnings.extend(out);

@@ -18,7 +18,7 @@
 //! memory = 64                       # optional, MiB: defaults to 64
 //! sysctls = { "net.ipv4.ip_forward" = 1 }   # set in document order
 //! env = { ROLE = "router" }         # optional: environment of the startup and the console
-//! image = "frr"                     # optional: not served yet (a warning): boots the host's root
+//! image = "kathara/frr"             # optional: boot from a root image (`umldbg image list`)
 //! depends_on = ["client-uml-A"]     # optional: machines that boot before this one
 //! startup = ["iptables-legacy -t nat -A POSTROUTING -o eth1 -j MASQUERADE"]
 //!
@@ -53,9 +53,24 @@ use crate::uml::ids::{IdError, check_umid};
 /// Memory given to a machine whose lab does not say (UML 7.2 boots the article's machines in it).
 pub const DEFAULT_MEM_MB: u32 = 64;
 
-/// What a warning about an `image` says after naming it: images are not served yet.
-pub(crate) const NO_IMAGES: &str = "is not served yet: the machine boots from the host's own root, \
-     with the host's programs (install what the image would bring on the host)";
+/// The image a machine boots from when its lab names one umldbg has no recipe for.
+pub const FALLBACK_IMAGE: &str = "kathara/base";
+
+/// What a warning about an unknown `image` says after naming it; `None` for an image umldbg
+/// builds (a built-in recipe or an alias of one, or a recipe file that exists).
+pub fn unknown_image(image: &str) -> Option<String> {
+    if crate::image::recipe::is_builtin(image) || std::path::Path::new(image).is_file() {
+        return None;
+    }
+    let known: Vec<String> = crate::image::recipe::builtins()
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    Some(format!(
+        "is not an image umldbg knows (known: {}): the machine boots from {FALLBACK_IMAGE}",
+        known.join(", ")
+    ))
+}
 
 /// A whole lab: what `lab up` creates. Deserializing one (a saved lab state) does not validate it.
 /// Fields added after the first saved states default when absent.
@@ -2018,10 +2033,12 @@ impl Converter<'_> {
         }
         let image = m.image.map(|i| {
             self.at(Item::Image(mi), &i);
-            self.warnings.push(Warning {
-                at: Location::from_offset(self.origin, self.text, i.span().start),
-                message: format!("machine `{umid}`: image `{}` {NO_IMAGES}", i.get_ref()),
-            });
+            if let Some(why) = unknown_image(i.get_ref()) {
+                self.warnings.push(Warning {
+                    at: Location::from_offset(self.origin, self.text, i.span().start),
+                    message: format!("machine `{umid}`: image `{}` {why}", i.get_ref()),
+                });
+            }
             i.into_inner()
         });
         let mut depends_on: Vec<String> = Vec::new();

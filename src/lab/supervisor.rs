@@ -247,8 +247,19 @@ fn start(dir: &Path, spec: &LabSpec, k: &Manifest, cache: &Path) -> Result<Super
                 .map_err(|e| format!("write {}: {e}", init_path.display()))?;
             set_mode(&init_path, 0o755);
             let log = mdir.join(format!("{}.console.log", m.umid));
+            // A machine with an image boots from it: `lab up` built it; here it is only looked up.
+            let image = match &m.image {
+                Some(name) => Some(
+                    crate::image::cached(cache, name)
+                        .map_err(|e| format!("machine {}: {e}", m.umid))?
+                        .image,
+                ),
+                None => None,
+            };
             let (machine, rx) = boot(&Boot {
                 spec: m,
+                image: image.as_deref(),
+                cow_dir: &dir.join("cow").join(&m.umid),
                 shared: spec.shared_folder.as_deref(),
                 umid: m.umid.as_str(),
                 mem_mb: m.mem_mb,
@@ -549,6 +560,11 @@ fn set_mode(path: &Path, mode: u32) {
 /// What one machine boots with.
 struct Boot<'a> {
     spec: &'a super::spec::MachineSpec,
+    /// The root filesystem image the machine boots from (`None`: the sandbox's view of the
+    /// host's root over hostfs).
+    image: Option<&'a Path>,
+    /// Where the machine's copy-on-write file goes (image mode); removed with the lab.
+    cow_dir: &'a Path,
     shared: Option<&'a Path>,
     umid: &'a str,
     mem_mb: u32,
@@ -595,16 +611,57 @@ fn boot(b: &Boot) -> Result<(Arc<Machine>, mpsc::Receiver<bool>), String> {
         format!("mem={mem_mb}M"),
         format!("umid={umid}"),
         format!("uml_dir={}", sandbox::UML_DIR_INSIDE),
-        "rootfstype=hostfs".into(),
-        "rootflags=/".into(),
-        "ro".into(),
-        format!("init={}", init_path.display()),
-        "con0=fd:0,fd:1".into(),
+    ];
+    // The host directories the init script and the startups read (image mode mounts them at
+    // their own paths; the sandbox shows nothing else of the host either way).
+    let mut host_dirs: Vec<PathBuf> = vec![
+        init_path.parent().unwrap_or(Path::new("/")).to_path_buf(),
+        PathBuf::from(module_root(&b.kernel.modules_dir)),
+        stage.to_path_buf(),
+    ];
+    for f in b.spec.startup_files.iter().chain(&b.spec.shutdown_files) {
+        if let Some(p) = f.parent() {
+            host_dirs.push(p.to_path_buf());
+        }
+    }
+    host_dirs.extend(b.spec.folder.iter().cloned());
+    host_dirs.sort();
+    host_dirs.dedup();
+    let mut writable = b.shared.map(|p| vec![p.to_path_buf()]).unwrap_or_default();
+    let mut image_ro = Vec::new();
+    match b.image {
+        Some(image) => {
+            let cow = b.cow_dir.join("disk.cow");
+            std::fs::create_dir_all(b.cow_dir)
+                .map_err(|e| format!("{umid}: create {}: {e}", b.cow_dir.display()))?;
+            nix::unistd::chown(
+                b.cow_dir,
+                Some(nix::unistd::Uid::from_raw(b.user.uid)),
+                Some(nix::unistd::Gid::from_raw(b.user.gid)),
+            )
+            .map_err(|e| format!("{umid}: chown {}: {e}", b.cow_dir.display()))?;
+            let dirs: Vec<&Path> = host_dirs.iter().map(PathBuf::as_path).collect();
+            args.extend(
+                crate::image::kernel_args(image, &cow, &dirs, init_path, false)
+                    .map_err(|e| format!("{umid}: {e}"))?,
+            );
+            writable.push(b.cow_dir.to_path_buf());
+            image_ro.push(image.to_path_buf());
+        }
+        None => args.extend([
+            "rootfstype=hostfs".into(),
+            "rootflags=/".into(),
+            "ro".into(),
+            format!("init={}", init_path.display()),
+        ]),
+    }
+    args.extend([
+        "con0=fd:0,fd:1".to_string(),
         "con=null".into(),
         "ssl0=fd:3".into(),
         "ssl=null".into(),
         "loglevel=2".into(),
-    ];
+    ]);
     // The supervisor opens the taps for the machine (see netns::attach_taps_on_spawn); `vec=0`
     // reads and writes them one frame per call, as a tap needs.
     for i in 0..taps.len() {
@@ -628,10 +685,11 @@ fn boot(b: &Boot) -> Result<(Arc<Machine>, mpsc::Receiver<bool>), String> {
     read_only.extend(b.spec.startup_files.iter().cloned());
     read_only.extend(b.spec.shutdown_files.iter().cloned());
     read_only.extend(b.spec.folder.iter().cloned());
+    read_only.extend(image_ro);
     let view = sandbox::SandboxSpec {
         user: b.user,
         read_only,
-        writable: b.shared.map(|p| vec![p.to_path_buf()]).unwrap_or_default(),
+        writable,
         shared_at: b.shared.map(|_| PathBuf::from("/shared")),
         uml_parent: b.uml_parent.to_path_buf(),
     };
