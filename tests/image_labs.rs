@@ -5,6 +5,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+
 use std::time::Duration;
 
 use common::*;
@@ -15,21 +16,6 @@ fn image_path(name: &str) -> PathBuf {
     let o = umldbg(&["image", "path", name]);
     assert!(o.status.success(), "{}", stderr(&o));
     PathBuf::from(stdout(&o).trim())
-}
-
-fn kathara_up(name: &str, prefix: &str) -> Lab {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("labs/kathara")
-        .join(name);
-    let o = umldbg(&["lab", "up", dir.to_str().unwrap(), "--prefix", prefix]);
-    let lab = Lab::with_name(&format!("{prefix}{name}"), prefix);
-    assert!(
-        o.status.success(),
-        "lab up {name}: {}{}",
-        stdout(&o),
-        stderr(&o)
-    );
-    lab
 }
 
 #[test]

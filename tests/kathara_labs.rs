@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use common::*;
 
@@ -15,28 +14,10 @@ fn lab_dir(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// `lab up labs/kathara/<name> --prefix <prefix>`; the lab is taken down when the value drops.
-fn kathara(name: &str, prefix: &str) -> (Lab, Output) {
-    let dir = lab_dir(name);
-    let o = umldbg(&["lab", "up", dir.to_str().unwrap(), "--prefix", prefix]);
-    (Lab::with_name(&format!("{prefix}{name}"), prefix), o)
-}
-
-fn up(name: &str, prefix: &str) -> Lab {
-    let (lab, o) = kathara(name, prefix);
-    assert!(
-        o.status.success(),
-        "lab up {name} failed: {}{}",
-        stdout(&o),
-        stderr(&o)
-    );
-    lab
-}
-
 #[test]
 fn two_routers_forward_with_katharas_default_sysctls() {
     kernel();
-    let lab = up("two-routers", "k2r-");
+    let lab = kathara_up("two-routers", "k2r-");
     let out = lab.must("pc1", "ping -c 2 -W 3 10.0.2.1");
     assert!(out.contains("ttl=62"), "two hops: {out}");
     let out = lab.must("pc1", "traceroute -n -q 1 -w 2 10.0.2.1");
@@ -55,7 +36,7 @@ fn two_routers_forward_with_katharas_default_sysctls() {
 #[test]
 fn mac_from_lab_conf_and_a_live_change_in_a_startup_reach_the_neighbours() {
     kernel();
-    let lab = up("mac", "kmac-");
+    let lab = kathara_up("mac", "kmac-");
     assert!(
         lab.must("pc1", "ip link show eth0")
             .contains("02:00:00:00:00:01")
@@ -72,7 +53,7 @@ fn mac_from_lab_conf_and_a_live_change_in_a_startup_reach_the_neighbours() {
 #[test]
 fn vlan_filtering_bridge_keeps_vlans_apart() {
     kernel();
-    let lab = up("vlan-bridge", "kvl-");
+    let lab = kathara_up("vlan-bridge", "kvl-");
     lab.must("h1", "ping -c 1 -W 3 10.0.10.3");
     lab.must("h2", "ping -c 1 -W 3 10.0.20.3");
     let (rc, out) = lab.sh("h1", "ping -c 1 -W 2 10.0.10.2");
@@ -82,7 +63,7 @@ fn vlan_filtering_bridge_keeps_vlans_apart() {
 #[test]
 fn netem_delay_shows_in_the_ping_rtt() {
     kernel();
-    let lab = up("netem", "knet-");
+    let lab = kathara_up("netem", "knet-");
     let out = lab.must("pc1", "ping -c 3 -W 3 10.0.0.2");
     let min: f64 = out
         .lines()
@@ -98,7 +79,7 @@ fn netem_delay_shows_in_the_ping_rtt() {
 #[test]
 fn dnat_with_statistic_random_balances_over_two_servers() {
     kernel();
-    let lab = up("dnat-lb", "kdn-");
+    let lab = kathara_up("dnat-lb", "kdn-");
     for s in ["s1", "s2"] {
         wait_for(
             &format!("{s}'s web server"),
@@ -121,7 +102,7 @@ fn dnat_with_statistic_random_balances_over_two_servers() {
 #[test]
 fn nft_iptables_masquerade_counts_the_translated_packets() {
     kernel();
-    let lab = up("nft-masq", "knft-");
+    let lab = kathara_up("nft-masq", "knft-");
     lab.must("pc1", "ping -c 2 -W 3 203.0.113.2");
     let out = lab.must("r1", "iptables-nft -t nat -L POSTROUTING -v -n -x");
     let pkts: u64 = out
@@ -135,7 +116,7 @@ fn nft_iptables_masquerade_counts_the_translated_packets() {
 #[test]
 fn ipv6_lab_forwards_through_its_router() {
     kernel();
-    let lab = up("ipv6", "kv6-");
+    let lab = kathara_up("ipv6", "kv6-");
     let out = lab.must("pc1", "ping -6 -c 2 -W 3 2001:db8:2::2");
     assert!(out.contains("ttl=63") || out.contains("hlim=63"), "{out}");
 }
@@ -143,7 +124,7 @@ fn ipv6_lab_forwards_through_its_router() {
 #[test]
 fn startup_with_bash_syntax_runs_under_bash() {
     kernel();
-    let lab = up("bash-startup", "kbs-");
+    let lab = kathara_up("bash-startup", "kbs-");
     assert_eq!(
         lab.must("pc1", "cat /tmp/bash-startup").trim(),
         "bash 5 client"
@@ -154,7 +135,7 @@ fn startup_with_bash_syntax_runs_under_bash() {
 #[test]
 fn startup_error_is_reported_with_its_line_and_the_lab_comes_up() {
     kernel();
-    let (lab, o) = kathara("bad-startup", "kbad-");
+    let (lab, o) = kathara_lab("bad-startup", "kbad-");
     let err = stderr(&o);
     assert!(o.status.success(), "lab up failed: {}{err}", stdout(&o));
     let line = err
@@ -174,7 +155,7 @@ fn startup_error_is_reported_with_its_line_and_the_lab_comes_up() {
 #[test]
 fn machine_folder_lands_in_its_own_machine_only() {
     kernel();
-    let lab = up("folders", "kfo-");
+    let lab = kathara_up("folders", "kfo-");
     let want = std::fs::read_to_string(lab_dir("folders").join("pc1/etc/umldbg-test")).unwrap();
     assert_eq!(lab.must("pc1", "cat /etc/umldbg-test"), want);
     let (rc, _) = lab.sh("pc2", "test -e /etc/umldbg-test");
@@ -190,7 +171,7 @@ fn shutdown_files_run_at_lab_down() {
     for f in ["pc1.down", "shutdown.log"] {
         let _ = std::fs::remove_file(shared.join(f));
     }
-    let lab = up("shutdown", "ksd-");
+    let lab = kathara_up("shutdown", "ksd-");
     lab.must("pc1", "test -d /shared");
     let o = umldbg(&["lab", "down", &lab.name]);
     assert!(o.status.success(), "{}", stderr(&o));

@@ -238,3 +238,25 @@ pub fn spawn_sh(umid: &str, line: &str) -> std::process::Child {
         .spawn()
         .expect("spawn umldbg exec")
 }
+
+/// `lab up labs/kathara/<name> --prefix <prefix>`: the lab (taken down when it drops) and what
+/// `lab up` printed; the caller decides whether it had to succeed.
+pub fn kathara_lab(name: &str, prefix: &str) -> (Lab, Output) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("labs/kathara")
+        .join(name);
+    let o = umldbg(&["lab", "up", dir.to_str().unwrap(), "--prefix", prefix]);
+    (Lab::with_name(&format!("{prefix}{name}"), prefix), o)
+}
+
+/// [`kathara_lab`] that must come up.
+pub fn kathara_up(name: &str, prefix: &str) -> Lab {
+    let (lab, o) = kathara_lab(name, prefix);
+    assert!(
+        o.status.success(),
+        "lab up {name} failed: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    lab
+}
