@@ -13,7 +13,7 @@
 //!   `/tmp` and `/dev/shm` are its own tmpfs (UML's memory file lives there), `/dev` holds only
 //!   the basic device nodes (the supervisor opens the machine's taps and hands it the fds);
 //! - a user of its own: the process runs under a uid and gid no account on the host has (one
-//!   per machine, derived from the lab and umid) with no supplementary groups, no capabilities and
+//!   per lab, derived from its name) with no supplementary groups, no capabilities and
 //!   `no_new_privs`. Files of `/etc` that are not world-readable (`shadow`, ssh host keys) stay
 //!   unreadable, and every bind but the UML directory is read-only whatever the guest mounts;
 //! - the pid in `~/.uml/<umid>/pid` is rewritten with the kernel's host pid once the machine is
@@ -50,8 +50,10 @@ pub enum SandboxError {
     },
 }
 
-/// The host user a machine runs as: a uid and gid that no account uses (above 2^30), one per
-/// lab and machine, so that machines cannot signal or ptrace each other or anything else.
+/// The host user a lab's machines run as: a uid and gid that no account uses (above 2^30), one
+/// per lab. The machines of a lab share it so that files one writes in the lab's shared folder
+/// are the others' to change, as in Kathará; each machine has a pid namespace of its own, so no
+/// machine can signal or trace another, and other labs run under other users.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MachineUser {
     pub uid: u32,
@@ -59,10 +61,10 @@ pub struct MachineUser {
 }
 
 impl MachineUser {
-    pub fn for_machine(lab: &str, umid: &str) -> MachineUser {
-        // FNV-1a over "lab/umid": stable across runs, spread over 2^28 ids.
+    pub fn for_lab(lab: &str) -> MachineUser {
+        // FNV-1a over the lab's name: stable across runs, spread over 2^28 ids.
         let mut h: u32 = 0x811c_9dc5;
-        for b in lab.bytes().chain(std::iter::once(b'/')).chain(umid.bytes()) {
+        for b in lab.bytes() {
             h ^= u32::from(b);
             h = h.wrapping_mul(0x0100_0193);
         }
@@ -293,7 +295,7 @@ mod tests {
 
     fn spec() -> SandboxSpec {
         SandboxSpec {
-            user: MachineUser::for_machine("lab", "m1"),
+            user: MachineUser::for_lab("lab"),
             read_only: vec![PathBuf::from("/k/linux")],
             writable: vec![PathBuf::from("/w")],
             uml_parent: PathBuf::from("/p"),
@@ -306,16 +308,14 @@ mod tests {
     }
 
     #[test]
-    fn machine_users_are_unprivileged_and_distinct() {
-        let a = MachineUser::for_machine("lab", "m1");
-        let b = MachineUser::for_machine("lab", "m2");
-        let c = MachineUser::for_machine("lab2", "m1");
+    fn lab_users_are_unprivileged_and_distinct() {
+        let a = MachineUser::for_lab("lab");
+        let b = MachineUser::for_lab("lab2");
         assert_ne!(a, b);
-        assert_ne!(a, c);
-        for u in [a, b, c] {
+        for u in [a, b] {
             assert!(u.uid >= 0x6000_0000 && u.uid < 0x7000_0000, "{u:?}");
         }
-        assert_eq!(a, MachineUser::for_machine("lab", "m1"));
+        assert_eq!(a, MachineUser::for_lab("lab"));
     }
 
     #[test]

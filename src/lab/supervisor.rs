@@ -216,7 +216,7 @@ fn start(dir: &Path, spec: &LabSpec, k: &Manifest, cache: &Path) -> Result<Super
         std::fs::create_dir_all(&mdir).map_err(|e| format!("create {}: {e}", mdir.display()))?;
         let mut ready_rx = Vec::new();
         for (mi, m) in spec.machines.iter().enumerate() {
-            let user = sandbox::MachineUser::for_machine(&spec.name, &m.umid);
+            let user = sandbox::MachineUser::for_lab(&spec.name);
             let mut taps = Vec::new();
             for (ii, iface) in m.interfaces.iter().enumerate() {
                 let tap = format!("t{mi}-{ii}");
