@@ -69,6 +69,9 @@ pub struct InitParams<'a> {
     pub stage_dir: &'a str,
     /// The lab's shared folder (host path), mounted read-write at `/shared`.
     pub shared: Option<&'a str>,
+    /// Host directories the machine reads after boot, mounted again at their own paths after
+    /// the overlays (which do not show mounts below their lower layer).
+    pub host_dirs: &'a [std::path::PathBuf],
 }
 
 /// The whole init script for one machine.
@@ -95,11 +98,10 @@ pub fn init_script(m: &MachineSpec, p: &InitParams) -> String {
          mount -t overlay overlay -o \"lowerdir=$d,upperdir=/run/umldbg/ovl$d/u,workdir=/run/umldbg/ovl$d/w\" \"$d\" \
          || mount -t tmpfs tmpfs \"$d\"\ndone\n",
     );
-    let _ = writeln!(
-        s,
-        "mount -t hostfs -o {stage} none {stage} 2>/dev/null",
-        stage = q(p.stage_dir)
-    );
+    for d in p.host_dirs {
+        let d = q(&d.display().to_string());
+        let _ = writeln!(s, "mount -r -t hostfs -o {d} none {d} 2>/dev/null");
+    }
     s.push_str("[ -d /var/tmp ] && mount -t tmpfs -o mode=1777 tmpfs /var/tmp\n");
     // The host may have no /lib/modules at all, and the root is read-only: rather than a mount
     // point, modprobe gets the module root with -d, through a wrapper that the kernel

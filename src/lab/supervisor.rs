@@ -240,6 +240,7 @@ fn start(dir: &Path, spec: &LabSpec, k: &Manifest, cache: &Path) -> Result<Super
                     module_root: &module_root(&k.modules_dir),
                     stage_dir: &mstage.display().to_string(),
                     shared: shared.as_deref(),
+                    host_dirs: &machine_host_dirs(m, k, &mstage),
                 },
             );
             let init_path = mdir.join(format!("{}.init", m.umid));
@@ -557,6 +558,26 @@ fn set_mode(path: &Path, mode: u32) {
     let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
 }
 
+/// The host directories a machine reads after boot, each mounted over hostfs at its own path
+/// (again, after the guest's overlays, which do not show mounts below their lower layer): the
+/// kernel's modules, the stage directory, the directories of its startup and shutdown files,
+/// its folder.
+fn machine_host_dirs(m: &super::spec::MachineSpec, k: &Manifest, stage: &Path) -> Vec<PathBuf> {
+    let mut dirs = vec![
+        PathBuf::from(module_root(&k.modules_dir)),
+        stage.to_path_buf(),
+    ];
+    for f in m.startup_files.iter().chain(&m.shutdown_files) {
+        if let Some(p) = f.parent() {
+            dirs.push(p.to_path_buf());
+        }
+    }
+    dirs.extend(m.folder.iter().cloned());
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
 /// What one machine boots with.
 struct Boot<'a> {
     spec: &'a super::spec::MachineSpec,
@@ -614,17 +635,8 @@ fn boot(b: &Boot) -> Result<(Arc<Machine>, mpsc::Receiver<bool>), String> {
     ];
     // The host directories the init script and the startups read (image mode mounts them at
     // their own paths; the sandbox shows nothing else of the host either way).
-    let mut host_dirs: Vec<PathBuf> = vec![
-        init_path.parent().unwrap_or(Path::new("/")).to_path_buf(),
-        PathBuf::from(module_root(&b.kernel.modules_dir)),
-        stage.to_path_buf(),
-    ];
-    for f in b.spec.startup_files.iter().chain(&b.spec.shutdown_files) {
-        if let Some(p) = f.parent() {
-            host_dirs.push(p.to_path_buf());
-        }
-    }
-    host_dirs.extend(b.spec.folder.iter().cloned());
+    let mut host_dirs = machine_host_dirs(b.spec, b.kernel, stage);
+    host_dirs.push(init_path.parent().unwrap_or(Path::new("/")).to_path_buf());
     host_dirs.sort();
     host_dirs.dedup();
     let mut writable = b.shared.map(|p| vec![p.to_path_buf()]).unwrap_or_default();
