@@ -410,6 +410,28 @@ impl<R: RunControl, W: Write> Session<R, W> {
             self.thread_list(range);
             return;
         }
+        if stopped && let Some(args) = body.strip_prefix(b"_M") {
+            // LLDB: allocate memory (`_Msize,permissions`).
+            self.ack();
+            let size = std::str::from_utf8(args)
+                .ok()
+                .and_then(|a| a.split(',').next())
+                .and_then(|n| u64::from_str_radix(n, 16).ok());
+            match size.and_then(|n| self.target.allocate(n)) {
+                Some(a) => self.reply(format!("{a:x}").as_bytes()),
+                None => self.reply(b"E01"),
+            }
+            return;
+        }
+        if stopped && let Some(args) = body.strip_prefix(b"_m") {
+            self.ack();
+            let freed = std::str::from_utf8(args)
+                .ok()
+                .and_then(|a| u64::from_str_radix(a, 16).ok())
+                .is_some_and(|a| self.target.deallocate(a));
+            self.reply(if freed { b"OK" } else { b"E01" });
+            return;
+        }
         if body.starts_with(b"qSupported") {
             self.multiprocess = body.windows(13).any(|w| w == b"multiprocess+");
             self.sink.borrow_mut().append = Some(Append {

@@ -278,6 +278,43 @@ impl MachineInfo {
         Ok((inst, info, warnings))
     }
 
+    /// The image under the name the kernel's GDB scripts expect: `vmlinux-gdb.py` finds the
+    /// kernel among gdb's objfiles by a name ending in `vmlinux` (and `lx-symbols` reloads it
+    /// from there), but UML's build calls it `linux`. Kernel builds leave `vmlinux` beside it
+    /// (the same file); when it is missing a symbolic link is made, the build left as it is.
+    /// Falls back to the image itself when neither works.
+    pub fn vmlinux(&self) -> PathBuf {
+        let image = &self.image;
+        if image
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().ends_with("vmlinux"))
+        {
+            return image.clone();
+        }
+        let Some(dir) = image.parent() else {
+            return image.clone();
+        };
+        let v = dir.join("vmlinux");
+        let same = |a: &Path, b: &Path| {
+            use std::os::unix::fs::MetadataExt;
+            match (std::fs::metadata(a), std::fs::metadata(b)) {
+                (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+                _ => false,
+            }
+        };
+        if same(&v, image) {
+            return v;
+        }
+        if std::fs::symlink_metadata(&v).is_err()
+            && let Some(name) = image.file_name()
+            && std::os::unix::fs::symlink(name, &v).is_ok()
+            && same(&v, image)
+        {
+            return v;
+        }
+        image.clone()
+    }
+
     /// The guest's modules read from the live process's memory (no ptrace: `process_vm_readv`).
     pub fn modules_from_process(&self, pid: i32) -> Result<Vec<GuestModule>, String> {
         use crate::net::skb::MemoryReader;
@@ -419,6 +456,9 @@ pub struct UmlTarget<R: RunControl> {
     ranges: BTreeMap<String, Vec<(u64, u64)>>,
     last_tid: Option<i32>,
     skb: Option<crate::daemon::skb::SkbReader>,
+    /// Memory handed to the client with `_M` (LLDB's expression results), kept here and never
+    /// in the machine: see [`UmlTarget::allocate`].
+    client_memory: BTreeMap<u64, Vec<u8>>,
     /// Library-change stops reported, and internal hook hits that changed nothing.
     pub library_events: u64,
     pub warnings: Vec<String>,
@@ -459,6 +499,7 @@ impl<R: RunControl> UmlTarget<R> {
             ranges: BTreeMap::new(),
             last_tid: None,
             skb: None,
+            client_memory: BTreeMap::new(),
             library_events: 0,
             warnings: Vec::new(),
         };
@@ -502,6 +543,56 @@ impl<R: RunControl> UmlTarget<R> {
 
     pub fn user_breakpoints(&self) -> Vec<u64> {
         self.user_bps.iter().copied().collect()
+    }
+
+    /// `_M`: memory for the client's own use (LLDB asks for some to evaluate expressions, and
+    /// otherwise makes the kernel's thread call the host's `mmap`, which kills the machine).
+    /// It lives in the server, at addresses the process does not map; reads and writes there
+    /// are served from it, and no thread may be sent there (register writes are refused), so
+    /// LLDB evaluates expressions with its interpreter and never runs code in the machine.
+    pub fn allocate(&mut self, size: u64) -> Option<u64> {
+        if size == 0 || size > 1 << 20 || self.client_memory.len() >= 64 {
+            return None;
+        }
+        let next = self
+            .client_memory
+            .iter()
+            .next_back()
+            .map(|(a, v)| (a + v.len() as u64).next_multiple_of(0x1000))
+            .unwrap_or(CLIENT_MEMORY);
+        let end = next + size;
+        if end > CLIENT_MEMORY + CLIENT_MEMORY_SIZE {
+            return None;
+        }
+        // The process must not map that range (it never has, on any machine seen).
+        let maps =
+            std::fs::read_to_string(format!("/proc/{}/maps", self.rc().pid())).unwrap_or_default();
+        let taken = maps.lines().any(|l| {
+            let Some((a, b)) = l.split_whitespace().next().and_then(|r| r.split_once('-')) else {
+                return false;
+            };
+            let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else {
+                return false;
+            };
+            a < CLIENT_MEMORY + CLIENT_MEMORY_SIZE && b > CLIENT_MEMORY
+        });
+        if taken {
+            return None;
+        }
+        self.client_memory.insert(next, vec![0; size as usize]);
+        Some(next)
+    }
+
+    /// `_m`: give back what `allocate` handed out.
+    pub fn deallocate(&mut self, addr: u64) -> bool {
+        self.client_memory.remove(&addr).is_some()
+    }
+
+    /// The client memory holding `[addr, addr + len)`, if one allocation does.
+    fn client_block(&mut self, addr: u64, len: usize) -> Option<&mut [u8]> {
+        let (&start, v) = self.client_memory.range_mut(..=addr).next_back()?;
+        let off = (addr - start) as usize;
+        (off.checked_add(len)? <= v.len()).then(|| &mut v[off..off + len])
     }
 
     /// The machine's kernel process id.
@@ -1174,6 +1265,15 @@ impl<R: RunControl> UmlTarget<R> {
     }
 }
 
+/// Where client memory (`_M`) is placed: above everything a UML process maps (the kernel at
+/// 0x60000000, host libraries and stacks below 0x800000000000, typically at 0x7f...).
+const CLIENT_MEMORY: u64 = 0x0000_5000_0000_0000;
+const CLIENT_MEMORY_SIZE: u64 = 1 << 30;
+
+fn in_client_memory(addr: u64) -> bool {
+    (CLIENT_MEMORY..CLIENT_MEMORY + CLIENT_MEMORY_SIZE).contains(&addr)
+}
+
 /// Put back the bytes our breakpoints cover in a memory read at `addr`.
 fn mask(buf: &mut [u8], addr: u64, originals: &HashMap<u64, u8>) {
     if originals.is_empty() {
@@ -1266,6 +1366,11 @@ impl<R: RunControl> MultiThreadBase for UmlTarget<R> {
     }
 
     fn write_registers(&mut self, regs: &X86_64CoreRegs, tid: Tid) -> TargetResult<(), Self> {
+        if in_client_memory(regs.rip) {
+            // A client about to run code it wrote into its `_M` memory (an LLDB expression
+            // JIT): that memory is not in the machine.
+            return Err(TargetError::Errno(1));
+        }
         let t = tid.get() as i32;
         let mut r = self.rc().regs(t).map_err(|_| TargetError::Errno(3))?;
         from_gdb(regs, &mut r);
@@ -1275,6 +1380,12 @@ impl<R: RunControl> MultiThreadBase for UmlTarget<R> {
     }
 
     fn read_addrs(&mut self, start: u64, data: &mut [u8], _tid: Tid) -> TargetResult<usize, Self> {
+        if in_client_memory(start) {
+            let n = data.len();
+            let b = self.client_block(start, n).ok_or(TargetError::Errno(14))?;
+            data.copy_from_slice(b);
+            return Ok(n);
+        }
         let n = match self.rc().read_mem(start, data.len()) {
             Ok(v) => {
                 let n = v.len().min(data.len());
@@ -1306,6 +1417,13 @@ impl<R: RunControl> MultiThreadBase for UmlTarget<R> {
     }
 
     fn write_addrs(&mut self, start: u64, data: &[u8], _tid: Tid) -> TargetResult<(), Self> {
+        if in_client_memory(start) {
+            let b = self
+                .client_block(start, data.len())
+                .ok_or(TargetError::Errno(14))?;
+            b.copy_from_slice(data);
+            return Ok(());
+        }
         self.flush_kept().map_err(|_| TargetError::Errno(14))?;
         let end = start.saturating_add(data.len() as u64);
         let covered: Vec<u64> = self
