@@ -1628,6 +1628,8 @@ pub mod fake {
         pub resumes: usize,
         pub steps: usize,
         pub detached: bool,
+        /// Answer `trap_steps_are_safe` with this (a patched kernel).
+        pub trap_steps_safe: bool,
     }
 
     #[derive(Debug, Clone, Default)]
@@ -1769,6 +1771,9 @@ pub mod fake {
             }
             s.detached = true;
             Ok(())
+        }
+        fn trap_steps_are_safe(&self) -> bool {
+            self.state().trap_steps_safe
         }
     }
 }
