@@ -375,7 +375,15 @@ impl<R: RunControl, W: Write> Session<R, W> {
                 }
                 Some(Frame::Bad(why)) => {
                     let mut s = self.sink.borrow_mut();
-                    if self.no_ack {
+                    if why.starts_with("packet longer") {
+                        // Resending cannot help: take it and refuse it.
+                        if !self.no_ack {
+                            s.out.push(b'+');
+                        }
+                        s.out.extend(packet(
+                            format!("E.umldbg serve: {why} (PacketSize)").as_bytes(),
+                        ));
+                    } else if self.no_ack {
                         // Nobody resends in no-ack mode: answer, so the client is not left
                         // waiting.
                         s.out
@@ -501,7 +509,7 @@ impl<R: RunControl, W: Write> Session<R, W> {
                     .collect()
             });
             let id = if self.multiprocess {
-                format!("p1.{tid:x}")
+                format!("p{:x}.{tid:x}", pid.max(1))
             } else {
                 format!("{tid:x}")
             };
@@ -902,6 +910,9 @@ pub fn block_sigchld() -> Result<(), String> {
         .map_err(|e| format!("blocking SIGCHLD: {e}"))
 }
 
+/// How long a reply may wait for the client to read (see `serve_client`).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// The longest a running session sleeps without looking at the machine: a safety net for a
 /// SIGCHLD that was collected before the wait it was meant for.
 const SAFETY_POLL: Duration = Duration::from_millis(200);
@@ -952,6 +963,12 @@ pub fn serve_client<R: RunControl>(
             .filter(|l| matches!(l, super::libraries::Library::Module { .. }))
             .count()
     ));
+    // A client that sends and never reads must not hold the machine: a reply that cannot be
+    // written within this long ends the session (the machine is detached and runs on).
+    let _ = match &stream {
+        Stream::Tcp(s) => s.set_write_timeout(Some(WRITE_TIMEOUT)),
+        Stream::Unix(s) => s.set_write_timeout(Some(WRITE_TIMEOUT)),
+    };
     let mut reader = stream.try_clone().map_err(|e| e.to_string())?;
     let poll_handle = stream.try_clone().map_err(|e| e.to_string())?;
     control.set_current(stream.try_clone().ok());
