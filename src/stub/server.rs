@@ -277,7 +277,7 @@ pub struct Session<R: RunControl, W: Write> {
 const OUR_FEATURES: &str = ";qXfer:threads:read+";
 
 fn hex_decode(h: &[u8]) -> Option<Vec<u8>> {
-    if h.len() % 2 != 0 {
+    if !h.len().is_multiple_of(2) {
         return None;
     }
     h.chunks(2)
