@@ -14,6 +14,8 @@ packages=(
   gdb iptables kmod iproute2 iputils-ping traceroute tcpdump python3 procps
   # the sandbox every lab machine runs in (bwrap; setpriv comes with util-linux)
   bubblewrap
+  # LLDB as a client of `umldbg serve` (tests/serve_lldb.rs)
+  lldb
   # the kernel build
   build-essential flex bison bc libelf-dev xz-utils dpkg-dev patch
   # benchmarks compare with pahole

@@ -16,6 +16,8 @@ pub fn bin() -> &'static str {
 pub struct Server {
     pub child: Child,
     pub address: String,
+    /// The server's first line ("... listening on ...; in gdb: file IMAGE, then target remote ...").
+    pub banner: String,
     pub log: PathBuf,
 }
 
@@ -61,6 +63,7 @@ impl Server {
         Server {
             child,
             address,
+            banner: line,
             log,
         }
     }
@@ -110,6 +113,44 @@ impl Drop for Server {
         }
         let _ = std::fs::remove_file(&self.log);
     }
+}
+
+/// The image file the server's banner tells gdb to load.
+pub fn banner_image(srv: &Server) -> PathBuf {
+    let f = srv
+        .banner
+        .split("in gdb: file ")
+        .nth(1)
+        .and_then(|r| r.split(", then target remote").next())
+        .unwrap_or_else(|| panic!("no image in {:?}", srv.banner));
+    PathBuf::from(f)
+}
+
+/// Run a program (killed after `timeout`); its exit status and stdout and stderr together.
+pub fn run_for(program: &str, args: &[String], timeout: Duration) -> (Option<i32>, String) {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {program}: {e}"));
+    let end = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o: Output = child.wait_with_output().unwrap();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+    )
 }
 
 /// The cached kernel image.

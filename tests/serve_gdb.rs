@@ -65,7 +65,18 @@ fn article_scenario_through_the_server_with_stock_gdb() {
         out.contains("192.168.10.2 > 192.168.20.2") && out.contains("ICMP echo request"),
         "{out}"
     );
-    assert!(out.contains("[Inferior 1 (process 1) detached]"), "{out}");
+    // The inferior is the machine's kernel process.
+    let pid = std::fs::read_to_string(
+        std::path::Path::new(&std::env::var("HOME").unwrap())
+            .join(".uml")
+            .join(&r)
+            .join("pid"),
+    )
+    .unwrap();
+    assert!(
+        out.contains(&format!("[Inferior 1 (process {}) detached]", pid.trim())),
+        "{out}"
+    );
     let _ = ping.wait_with_output();
     // R runs on, untraced, with every int3 gone: the rule still rejects, then traffic passes.
     assert_eq!(tracer_pid(&r), 0);
@@ -267,4 +278,134 @@ fn bad_input_gets_clear_errors_and_the_machine_runs_on() {
     });
     lab.must("A", "ping -c 1 -W 3 192.168.20.2");
     drop(srv);
+}
+
+/// The kernel's own GDB scripts through the server, the README's way: gdb given the image the
+/// server names (`build/vmlinux`) with `vmlinux-gdb.py` sourced; `lx-symbols` finds the kernel
+/// and every module, `lx-lsmod` and `lx-dmesg` read the guest; `monitor info version` (the
+/// scripts' QEMU probe) fails, and a failing `monitor` command stops the gdb script.
+#[test]
+fn lx_symbols_through_the_server_and_a_failing_monitor_command_stops_the_script() {
+    kernel_image();
+    let lab = Lab::article("tlx-");
+    let r = lab.umid("R");
+    lab.must("R", "iptables-legacy -A FORWARD -p icmp -j REJECT");
+    let text = section(&lab, "R", "ipt_REJECT", ".text");
+    let srv = Server::start(&r, &[]);
+    let image = banner_image(&srv);
+    assert_eq!(image.file_name().unwrap(), "vmlinux", "{}", srv.banner);
+    let build = image.parent().unwrap();
+    let modroot = build.parent().unwrap().join("modroot");
+    let script = std::env::temp_dir().join(format!("umldbg-tlx-{}.gdb", std::process::id()));
+    std::fs::write(
+        &script,
+        format!(
+            "set pagination off\ntarget remote {}\nlx-symbols {}\nlx-lsmod\nlx-dmesg\n\
+             echo ==bogus==\\n\nmonitor bogus\necho NOT-REACHED\\n\n",
+            srv.address,
+            modroot.display()
+        ),
+    )
+    .unwrap();
+    let args: Vec<String> = vec![
+        "-nx".into(),
+        "-batch".into(),
+        "-iex".into(),
+        "maint set internal-error corefile no".into(),
+        "-ex".into(),
+        format!("source {}", build.join("vmlinux-gdb.py").display()),
+        image.display().to_string(),
+        "-x".into(),
+        script.display().to_string(),
+    ];
+    let (status, out) = run_for("gdb", &args, Duration::from_secs(180));
+    let _ = std::fs::remove_file(&script);
+    assert!(out.contains("loading vmlinux"), "{out}");
+    assert!(!out.contains("vmlinux: No such file"), "{out}");
+    let loaded = out
+        .lines()
+        .find(|l| l.starts_with("loading @") && l.ends_with("/ipt_REJECT.ko"))
+        .unwrap_or_else(|| panic!("lx-symbols did not load ipt_REJECT:\n{out}"));
+    assert!(
+        loaded.starts_with(&format!("loading @{text:#x}:")),
+        "{loaded}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with(&format!("{text:#x} ipt_REJECT"))),
+        "lx-lsmod:\n{out}"
+    );
+    assert!(out.contains("Linux version"), "lx-dmesg:\n{out}");
+    let (_, after) = out
+        .split_once("==bogus==")
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        after.contains("unknown monitor command \"bogus\""),
+        "{after}"
+    );
+    assert!(
+        !after.contains("NOT-REACHED"),
+        "the script went on:\n{after}"
+    );
+    assert_ne!(status, Some(0), "{out}");
+    wait_for("the server to detach", Duration::from_secs(30), || {
+        (tracer_pid(&r) == 0).then_some(())
+    });
+    let (_, p) = lab.sh("A", "ping -c 1 -W 3 192.168.20.2");
+    assert!(p.contains("Destination Port Unreachable"), "{p}");
+}
+
+/// gdb's own breakpoint on `do_init_module`, where the server watches module loads too (as
+/// lx-symbols does): a guest `modprobe` stops gdb there, the library list follows when gdb
+/// continues, and the server logs nothing wrong at detach.
+#[test]
+fn a_client_breakpoint_on_do_init_module_and_the_library_change_both_arrive() {
+    let image = kernel_image();
+    let lab = Lab::article("tlh-");
+    let r = lab.umid("R");
+    let srv = Server::start(&r, &[]);
+    let run = GdbRun::start(
+        &[
+            format!("file {}", image.display()),
+            format!("target remote {}", srv.address),
+            "break do_init_module".into(),
+            "continue".into(),
+            "delete".into(),
+            "continue".into(),
+            "echo ==after-interrupt==\\n".into(),
+            "info sharedlibrary".into(),
+            "detach".into(),
+        ],
+        "tlh",
+    );
+    run.wait_for("Breakpoint 1 at", Duration::from_secs(120));
+    std::thread::sleep(Duration::from_secs(1));
+    let probe = spawn_sh(&r, "modprobe dummy");
+    run.wait_for("Breakpoint 1, do_init_module", Duration::from_secs(60));
+    let _ = probe.wait_with_output();
+    let (_, lsmod) = lab.sh("R", "lsmod");
+    assert!(lsmod.contains("dummy"), "{lsmod}");
+    run.signal(nix::sys::signal::Signal::SIGINT);
+    let out = run.finish(Duration::from_secs(120));
+    let (_, after) = out
+        .split_once("==after-interrupt==")
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(solib_line(after, "dummy.ko").is_some(), "{after}");
+    wait_for("the server to detach", Duration::from_secs(30), || {
+        (tracer_pid(&r) == 0).then_some(())
+    });
+    let log = srv.log_text();
+    assert!(!log.contains("no breakpoint at"), "{log}");
+    assert!(log.contains("machine detached and running"), "{log}");
+    let events: u32 = log
+        .split(" library events")
+        .next()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(events >= 1, "{log}");
+    lab.must("A", "ping -c 1 -W 3 192.168.20.2");
 }

@@ -312,7 +312,8 @@ fn detach_removes_every_byte_and_leaves_the_machine_attached_to_nobody() {
     assert_eq!(s.phase(), Phase::Over);
     let (end, removed) = s.finish();
     assert_eq!(end, server::End::Detached);
-    assert_eq!(removed, Ok(3));
+    // gdb's one breakpoint; the two module hooks are the server's and not counted.
+    assert_eq!(removed, Ok(1));
     let st = m.state();
     assert!(st.breakpoints.is_empty() && st.detached);
     assert_eq!(st.mem[&LOAD_HOOK], 0x90);
@@ -345,6 +346,222 @@ fn monitor_commands_answer_in_console_packets() {
     assert!(r.contains(&hex("umldbg_test")), "{r}");
     let r = ask(&mut s, &out, &format!("qRcmd,{}", hex("frob")));
     assert!(r.contains(&hex("unknown monitor command")), "{r}");
+    // A failure ends in an error, after its text: gdb scripts stop, MI says ^error.
+    assert!(
+        r.ends_with(&String::from_utf8(packet(b"E01")).unwrap()),
+        "{r}"
+    );
+    let r = ask(&mut s, &out, &format!("qRcmd,{}", hex("info version")));
+    assert!(
+        r.ends_with("$E01#a6"),
+        "the kernel's scripts must not take us for QEMU: {r}"
+    );
+    let r = ask(&mut s, &out, &format!("qRcmd,{}", hex("help")));
+    assert!(r.ends_with("$OK#9a"), "{r}");
+}
+
+/// The per-hit exchange of a breakpoint gdb continues from: the stop carries the thread's
+/// registers (no `g`), `z0`/`Z0` around the step leave the int3 (and its journal entry) in
+/// place, and a breakpoint gdb really deletes goes when the machine runs again.
+#[test]
+fn a_hit_needs_no_register_packet_and_the_int3_stays_while_gdb_steps_over_it() {
+    let (mut s, m, out) = session();
+    m.state().trap_steps_safe = true;
+    let bp = TEST_TEXT + 4;
+    ask(&mut s, &out, &format!("Z0,{bp:x},1"));
+    let inserted = m.state().breakpoints.clone();
+    ask(&mut s, &out, "vCont;c");
+    m.state().regs.get_mut(&PID).unwrap().rip = bp;
+    fire(&m, StopEvent::Breakpoint { tid: PID, addr: bp });
+    s.poll(Duration::from_millis(10));
+    let r = out.take();
+    assert!(
+        r.starts_with("$T05thread:") && r.contains("swbreak:;"),
+        "{r}"
+    );
+    // rip (register 16) and rsp (7) are in the stop reply, little-endian.
+    assert!(r.contains(&format!("10:{};", le_hex(bp))), "{r}");
+    assert!(r.contains(&format!("07:{};", le_hex(0x6ff0_1000))), "{r}");
+    // gdb steps over it: z0, vCont;s, Z0. The int3 never leaves.
+    assert!(ask(&mut s, &out, &format!("z0,{bp:x},1")).contains("$OK#"));
+    assert_eq!(m.state().breakpoints, inserted);
+    let r = ask(&mut s, &out, &format!("m{bp:x},1"));
+    assert!(r.contains("$90#"), "gdb still sees the text as it is: {r}");
+    ask(&mut s, &out, &format!("vCont;s:p{PID:x}.{PID:x}"));
+    s.poll(Duration::from_millis(10));
+    let r = out.take();
+    assert!(r.starts_with("$T05thread:") && r.contains("10:"), "{r}");
+    assert_eq!(m.state().steps, 1, "a trap-flag step");
+    assert!(ask(&mut s, &out, &format!("Z0,{bp:x},1")).contains("$OK#"));
+    assert_eq!(m.state().breakpoints, inserted);
+    // Deleted for real: out when the machine continues.
+    ask(&mut s, &out, &format!("z0,{bp:x},1"));
+    assert!(m.state().breakpoints.contains_key(&bp));
+    ask(&mut s, &out, "vCont;c");
+    assert!(!m.state().breakpoints.contains_key(&bp));
+    assert_eq!(m.state().mem[&bp], 0x90);
+}
+
+fn le_hex(v: u64) -> String {
+    v.to_le_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn no_ack_mode_survives_a_malformed_packet() {
+    let (mut s, _m, out) = session();
+    let r = ask(&mut s, &out, "qSupported:multiprocess+;swbreak+");
+    assert!(
+        r.contains("QStartNoAckMode+") && r.contains("qXfer:threads:read+"),
+        "{r}"
+    );
+    assert!(r.contains("qXfer:libraries-svr4:read+"), "{r}");
+    assert_eq!(ask(&mut s, &out, "QStartNoAckMode"), "+$OK#9a");
+    assert!(ask(&mut s, &out, "qXfer:threads:read::0,fff").starts_with('$'));
+    let r = ask(&mut s, &out, "mzz,zz");
+    assert!(r.starts_with("$E."), "{r}");
+    // Still no acks after the restart of the protocol state.
+    let r = ask(&mut s, &out, "qXfer:libraries:read::0,10");
+    assert!(r.starts_with("$m<library-list"), "{r}");
+    // A bad checksum is answered (nobody resends without acks).
+    s.feed(b"$g#00");
+    assert!(out.take().starts_with("$E."));
+}
+
+#[test]
+fn the_thread_list_is_one_packet() {
+    let (mut s, m, out) = session();
+    m.state().threads = vec![PID, PID + 1];
+    ask(&mut s, &out, "qSupported:multiprocess+");
+    let r = ask(&mut s, &out, "qXfer:threads:read::0,fff");
+    assert!(r.starts_with("+$l<?xml"), "{r}");
+    assert!(
+        r.contains(&format!("<thread id=\"p{PID:x}.{PID:x}\""))
+            && r.contains(&format!("p{PID:x}.{:x}", PID + 1)),
+        "{r}"
+    );
+    // In pieces.
+    let r = ask(&mut s, &out, "qXfer:threads:read::0,10");
+    assert!(r.starts_with("+$m<?xml version=\""), "{r}");
+}
+
+/// Interrupted while another host thread (UML's helpers sleep in libc) was first to stop: the
+/// stop names the kernel's thread.
+#[test]
+fn an_interrupt_stops_in_the_kernel_thread() {
+    let (mut s, m, out) = session();
+    m.state().threads = vec![PID, PID + 1];
+    ask(&mut s, &out, "vCont;c");
+    fire(&m, StopEvent::Interrupted { tid: PID + 1 });
+    s.poll(Duration::from_millis(10));
+    let r = out.take();
+    assert!(
+        r.starts_with(&format!("$T02thread:p{PID:x}.{PID:x};"))
+            || r.starts_with(&format!("$T02thread:{PID:x};")),
+        "{r}"
+    );
+}
+
+#[test]
+fn lldb_gets_registers_and_an_svr4_library_list() {
+    let (mut s, _m, out) = session();
+    let r = ask(&mut s, &out, "qRegisterInfo0");
+    assert!(
+        r.contains("name:rax;bitsize:64;offset:0;encoding:uint;format:hex;"),
+        "{r}"
+    );
+    let r = ask(&mut s, &out, "qRegisterInfo10");
+    assert!(r.contains("name:rip;") && r.contains("generic:pc;"), "{r}");
+    let r = ask(&mut s, &out, "qRegisterInfo38");
+    assert!(r.contains("name:mxcsr;bitsize:32;offset:532;"), "{r}");
+    assert!(ask(&mut s, &out, "qRegisterInfo39").contains("$E45#"));
+    let r = unrle(&ask(&mut s, &out, "qXfer:features:read:target.xml:0,3fff"));
+    assert!(
+        r.contains("<reg name=\"rax\" bitsize=\"64\"") && r.contains("<osabi>none</osabi>"),
+        "{r}"
+    );
+    let r = unrle(&ask(&mut s, &out, "qXfer:libraries-svr4:read::0,3fff"));
+    let ko = fixtures().join("umldbg_test.ko");
+    assert!(
+        r.contains(&format!(
+            "<library name=\"{}\" lm=\"0x1\" l_addr=\"0x",
+            ko.display()
+        )),
+        "{r}"
+    );
+}
+
+/// LLDB allocates memory for expression results; without it, it makes the kernel's thread call
+/// the host's mmap, which kills the machine. The memory stays in the server.
+#[test]
+fn client_memory_is_served_and_never_run() {
+    let (mut s, m, out) = session();
+    let r = ask(&mut s, &out, "_M100,rwx");
+    let addr = r
+        .trim_start_matches("+$")
+        .split('#')
+        .next()
+        .unwrap()
+        .to_owned();
+    let a = u64::from_str_radix(&addr, 16).unwrap_or_else(|_| panic!("{r}"));
+    assert!(ask(&mut s, &out, &format!("M{a:x},4:01020304")).contains("$OK#"));
+    assert!(ask(&mut s, &out, &format!("m{a:x},4")).contains("$01020304#"));
+    assert!(
+        !m.state().mem.contains_key(&a),
+        "nothing written in the machine"
+    );
+    // A register write that would run code there is refused.
+    let regs = format!(
+        "{}{}{}",
+        "00".repeat(128),
+        le_hex(a),
+        "00".repeat(0x218 - 136)
+    );
+    assert!(
+        ask(&mut s, &out, &format!("G{regs}")).contains("$E"),
+        "refused"
+    );
+    assert!(ask(&mut s, &out, &format!("_m{a:x}")).contains("$OK#"));
+    assert!(ask(&mut s, &out, &format!("m{a:x},4")).contains("$E"));
+}
+
+/// gdb's own breakpoint on the server's module hook (lx-symbols sets one on do_init_module):
+/// gdb gets its breakpoint stop, then the library change when it continues; detach is clean.
+#[test]
+fn a_client_breakpoint_on_the_module_hook_gets_both_stops() {
+    let (m, info) = machine();
+    set_modules(&m, &[]);
+    let (mut s, m, out) = session_on(m, info);
+    assert!(ask(&mut s, &out, &format!("Z0,{LOAD_HOOK:x},1")).contains("$OK#"));
+    ask(&mut s, &out, "vCont;c");
+    set_modules(&m, &[(0x6200_0000, "umldbg_test", TEST_SECTIONS)]);
+    fire(
+        &m,
+        StopEvent::Breakpoint {
+            tid: PID,
+            addr: LOAD_HOOK,
+        },
+    );
+    s.poll(Duration::from_millis(10));
+    let r = out.take();
+    assert!(r.contains("swbreak:;") && !r.contains("library:;"), "{r}");
+    let resumes = m.state().resumes;
+    ask(&mut s, &out, "vCont;c");
+    s.poll(Duration::from_millis(10));
+    let r = out.take();
+    assert!(r.contains("library:;"), "{r}");
+    assert_eq!(m.state().resumes, resumes, "reported without running");
+    assert!(unrle(&ask(&mut s, &out, "qXfer:libraries:read::0,fff")).contains("umldbg_test"));
+    // gdb removes its breakpoint; the hook stays.
+    ask(&mut s, &out, &format!("z0,{LOAD_HOOK:x},1"));
+    ask(&mut s, &out, "vCont;c");
+    assert!(m.state().breakpoints.contains_key(&LOAD_HOOK));
+    s.feed(&[0x03]);
+    s.poll(Duration::from_millis(10));
+    out.take();
+    ask(&mut s, &out, "D");
+    let (_, removed) = s.finish();
+    assert_eq!(removed, Ok(0), "no error about a breakpoint removed twice");
+    assert!(m.state().breakpoints.is_empty());
 }
 
 /// The cached kernel image, when a kernel is built (for gdb's `file`).

@@ -135,7 +135,8 @@ pub fn run(a: IdeArgs, cache: PathBuf) -> anyhow::Result<i32> {
     let umldbg_exe = std::env::current_exe().context("the umldbg executable's path")?;
     let setup = |port: u16, gdb: &str| Setup {
         umid: umid.clone(),
-        image: info.image.clone(),
+        // Under the name the kernel's GDB scripts look for (lx-symbols).
+        image: info.vmlinux(),
         address: format!("127.0.0.1:{port}"),
         port,
         gdb: gdb.to_owned(),

@@ -93,6 +93,8 @@ pub fn run(a: ServeArgs, cache: PathBuf) -> anyhow::Result<i32> {
     let control = Arc::new(Control::default());
     handle_signals(control.clone());
     let journal = umldbg::stub::guard::journal_path(&uml_dir, &a.umid);
+    // The kernel's GDB scripts want the image under the name vmlinux (see MachineInfo::vmlinux).
+    let vmlinux = info.vmlinux();
     let umid = a.umid.clone();
     let mut make_target = move || -> Result<UmlTarget<Tracee>, String> {
         if let Some((t, name)) = tracer_of(pid) {
@@ -108,7 +110,8 @@ pub fn run(a: ServeArgs, cache: PathBuf) -> anyhow::Result<i32> {
     };
     let umid = a.umid.clone();
     println!(
-        "umldbg serve: {umid} (pid {pid}) listening on {address}; in gdb: target remote {address}"
+        "umldbg serve: {umid} (pid {pid}) listening on {address}; in gdb: file {}, then target remote {address}",
+        vmlinux.display()
     );
     use std::io::Write;
     let _ = std::io::stdout().flush();

@@ -13,7 +13,8 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Setup {
     pub umid: String,
-    /// The kernel image gdb loads symbols from (the running machine's `linux`).
+    /// The kernel image gdb loads symbols from (the running machine's `linux`, by its name
+    /// `vmlinux`, which the kernel's GDB scripts expect).
     pub image: PathBuf,
     /// `host:port` (or a Unix socket path) of `umldbg serve`.
     pub address: String,

@@ -1,4 +1,5 @@
-//! The guest's loaded modules as gdb's library list (`qXfer:libraries:read`).
+//! The guest's loaded modules as gdb's library list (`qXfer:libraries:read`) and LLDB's
+//! (`qXfer:libraries-svr4:read`).
 //!
 //! gdb's generic library list names a host file per library and gives one `<section address>`
 //! per allocated section of that file, in the file's section order (gdb matches them by
@@ -7,6 +8,12 @@
 //! built: `modules` -> `struct module` -> `sect_attrs->grp.bin_attrs[]`, each a
 //! `struct bin_attribute` with the section name in `attr.name` and its address in `private`.
 //! Host shared libraries (UML's libc) are listed too, by segment, so a stop in libc has symbols.
+//!
+//! LLDB places a library by one displacement. For a relocatable file (a `.ko`) it first lays the
+//! allocated sections out one after another from 0, each at its alignment, and adds the
+//! displacement to all of them; the SVR4 list gives, per module, the displacement that puts
+//! `.text` where the guest has it (code, symbols and line tables; a module's data sections live
+//! elsewhere in the guest and stay approximate in LLDB).
 //!
 //! Everything here is sans-IO: memory comes through [`Memory`], files as bytes.
 
@@ -180,6 +187,21 @@ pub fn walk_modules(
 pub struct FileSection {
     pub name: String,
     pub size: u64,
+    pub align: u64,
+}
+
+/// Where LLDB puts each section of a relocatable file before displacing it: allocated
+/// sections in file order, each at the next multiple of its alignment.
+pub fn object_layout(secs: &[FileSection]) -> Vec<u64> {
+    let mut next = 0u64;
+    secs.iter()
+        .map(|s| {
+            let a = s.align.max(1);
+            let at = next.div_ceil(a).saturating_mul(a);
+            next = at.saturating_add(s.size);
+            at
+        })
+        .collect()
 }
 
 /// The `SHF_ALLOC` sections of an ELF file in section-header order: what gdb's library list
@@ -200,6 +222,7 @@ pub fn alloc_sections(file: &str, bytes: &[u8]) -> Result<Vec<FileSection>, Libr
         out.push(FileSection {
             name,
             size: sh.sh_size,
+            align: sh.sh_addralign,
         });
     }
     if out.is_empty() {
@@ -217,6 +240,9 @@ pub enum Library {
         file: String,
         sections: Vec<u64>,
         text: Option<u64>,
+        /// The displacement for LLDB (see the module comment): `.text`'s guest address minus
+        /// its place in [`object_layout`].
+        bias: Option<u64>,
     },
     /// A host shared library mapped into the UML process, by load base.
     Shared { file: String, base: u64 },
@@ -240,11 +266,18 @@ pub fn module_library(m: &GuestModule, file: &str, file_sections: &[FileSection]
         .iter()
         .map(|s| m.sections.get(&s.name).copied().unwrap_or(filler))
         .collect();
+    let layout = object_layout(file_sections);
+    let bias = file_sections
+        .iter()
+        .position(|s| s.name == ".text")
+        .zip(text)
+        .map(|(i, t)| t.wrapping_sub(layout[i]));
     Library::Module {
         name: m.name.clone(),
         file: file.to_owned(),
         sections,
         text,
+        bias,
     }
 }
 
@@ -316,6 +349,28 @@ pub fn library_list_xml(libs: &[Library]) -> String {
         x.push_str("</library>\n");
     }
     x.push_str("</library-list>\n");
+    x
+}
+
+/// The `qXfer:libraries-svr4:read` document, for LLDB: each library by name and displacement
+/// (`l_addr`). gdb never reads it: the target description's OS ABI keeps gdb on the generic list.
+/// `lm` only has to be distinct per library; no link map exists in the guest.
+pub fn library_list_svr4_xml(libs: &[Library]) -> String {
+    let mut x = String::from("<library-list-svr4 version=\"1.0\">\n");
+    for (i, l) in libs.iter().enumerate() {
+        let bias = match l {
+            Library::Module { bias: Some(b), .. } => *b,
+            Library::Module { bias: None, .. } => continue,
+            Library::Shared { base, .. } => *base,
+        };
+        let _ = writeln!(
+            x,
+            "  <library name=\"{}\" lm=\"{:#x}\" l_addr=\"{bias:#x}\" l_ld=\"0x0\"/>",
+            escape(l.file()),
+            i + 1
+        );
+    }
+    x.push_str("</library-list-svr4>\n");
     x
 }
 
@@ -461,18 +516,22 @@ mod tests {
             FileSection {
                 name: ".note.gnu.build-id".into(),
                 size: 36,
+                align: 4,
             },
             FileSection {
                 name: ".text".into(),
                 size: 0x200,
+                align: 16,
             },
             FileSection {
                 name: ".modinfo".into(),
                 size: 0x80,
+                align: 1,
             },
             FileSection {
                 name: ".data".into(),
                 size: 0x10,
+                align: 8,
             },
         ];
         let lib = module_library(&m, "/m/ipt_REJECT.ko", &file);
@@ -483,8 +542,11 @@ mod tests {
                 file: "/m/ipt_REJECT.ko".into(),
                 sections: vec![0x60b5e000, 0x60b5e000, 0x60b5e000, 0x60b62000],
                 text: Some(0x60b5e000),
+                // .text is laid out at 0x30 (after 36 bytes of note, aligned to 16).
+                bias: Some(0x60b5e000 - 0x30),
             }
         );
+        assert_eq!(object_layout(&file), [0, 0x30, 0x230, 0x2b0]);
     }
 
     #[test]
@@ -495,12 +557,17 @@ mod tests {
                 file: "/a&b/m.ko".into(),
                 sections: vec![0x10, 0x20],
                 text: Some(0x10),
+                bias: Some(0x8),
             },
             Library::Shared {
                 file: "/lib/libc.so.6".into(),
                 base: 0x7f00_0000_0000,
             },
         ];
+        assert_eq!(
+            library_list_svr4_xml(&libs),
+            "<library-list-svr4 version=\"1.0\">\n  <library name=\"/a&amp;b/m.ko\" lm=\"0x1\" l_addr=\"0x8\" l_ld=\"0x0\"/>\n  <library name=\"/lib/libc.so.6\" lm=\"0x2\" l_addr=\"0x7f0000000000\" l_ld=\"0x0\"/>\n</library-list-svr4>\n"
+        );
         assert_eq!(
             library_list_xml(&libs),
             "<library-list version=\"1.0\">\n  <library name=\"/a&amp;b/m.ko\"><section address=\"0x10\"/><section address=\"0x20\"/></library>\n  <library name=\"/lib/libc.so.6\"><segment address=\"0x7f0000000000\"/></library>\n</library-list>\n"

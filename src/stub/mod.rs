@@ -8,6 +8,7 @@
 pub mod guard;
 pub mod libraries;
 pub mod monitor;
+pub mod registers;
 pub mod runctl;
 pub mod server;
 pub mod target;

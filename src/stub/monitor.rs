@@ -74,6 +74,7 @@ pub fn render_lsmod(libs: &[Library], missing: &[String]) -> String {
             file,
             sections,
             text,
+            ..
         } = l
         {
             let text = text.map_or_else(|| "-".to_owned(), |t| format!("{t:#x}"));
@@ -143,6 +144,7 @@ mod tests {
                 file: "/m/ipt_REJECT.ko".into(),
                 sections: vec![1, 2, 3],
                 text: Some(0x60b5e000),
+                bias: None,
             },
             Library::Shared {
                 file: "/lib/libc.so.6".into(),

@@ -219,6 +219,11 @@ struct Inner {
     guard: Option<Guard>,
     journal: TraceJournal,
     all_stop: bool,
+    /// With `all_stop` off: a breakpoint or step stops only its thread, the others are stopped
+    /// when something of theirs is asked for (registers, a step), and an interrupt stops all.
+    /// UML's host helper threads then keep sleeping in their syscalls through a breakpoint hit
+    /// instead of being interrupted and resumed at every one.
+    lazy_stop: bool,
     pending: VecDeque<StopEvent>,
     exited: Option<StopEvent>,
     repaired: Vec<u64>,
@@ -339,6 +344,7 @@ impl Inner {
             guard: Some(guard),
             journal,
             all_stop: true,
+            lazy_stop: false,
             pending: VecDeque::new(),
             exited: None,
             repaired,
@@ -522,7 +528,18 @@ impl Inner {
         self.threads.get(&tid).ok_or(RunError::NoThread(tid))
     }
 
+    /// In lazy-stop mode, stop `tid` now if it runs (its stop is not reported; an event met on
+    /// the way is queued for `wait`).
+    fn ensure_stopped(&mut self, tid: i32) -> Result<(), RunError> {
+        let running = self.threads.get(&tid).is_some_and(|t| t.stop.is_none());
+        if running && self.lazy_stop && !self.all_stop && self.exited.is_none() {
+            self.stop_threads(&[tid], true)?;
+        }
+        Ok(())
+    }
+
     fn kernel_regs(&mut self, tid: i32) -> Result<libc::user_regs_struct, RunError> {
+        self.ensure_stopped(tid)?;
         let th = self.threads.get(&tid).ok_or(RunError::NoThread(tid))?;
         if th.stop.is_none() {
             return Err(RunError::NotStopped(tid));
@@ -548,6 +565,7 @@ impl Inner {
     }
 
     fn set_regs_mut(&mut self, tid: i32, r: &libc::user_regs_struct) -> Result<(), RunError> {
+        self.ensure_stopped(tid)?;
         let th = self.thread(tid)?;
         let stop = th.stop.ok_or(RunError::NotStopped(tid))?;
         let shown = th.shown_rip;
@@ -918,6 +936,7 @@ impl Inner {
     }
 
     fn single_step(&mut self, tid: i32) -> Result<StopEvent, RunError> {
+        self.ensure_stopped(tid)?;
         let th = self.thread(tid)?;
         let stop = th.stop.ok_or(RunError::NotStopped(tid))?;
         let shown = th.shown_rip;
@@ -937,6 +956,11 @@ impl Inner {
                 for _ in 0..8 {
                     let rip = self.kernel_regs(tid)?.rip;
                     if !self.stubs.contains(rip) {
+                        break;
+                    }
+                    // The stub's jump back: go there directly instead of stepping it.
+                    if let Some(t) = self.stub_jump(rip) {
+                        self.poke_rip(tid, t)?;
                         break;
                     }
                     self.step_once(tid)?;
@@ -962,8 +986,23 @@ impl Inner {
         if let Some(th) = self.threads.get_mut(&tid) {
             th.shown_rip = None;
         }
-        self.park(tid)?;
+        if !self.kernel_patched {
+            self.park(tid)?;
+        }
+        // With patch 0001 the single-step SIGTRAP stop is as safe as a parked one: a dead
+        // tracer's pending trap and trap flag are dropped by the kernel, and our resume
+        // suppresses the signal (`Stop::Trap { bp: None }`).
         Ok(StopEvent::Stepped { tid })
+    }
+
+    /// Where the `jmp` at `rip` inside a stub goes (a step-over stub's jump back), if it is one.
+    fn stub_jump(&self, rip: u64) -> Option<u64> {
+        let b = self.raw_read(rip, 5).ok()?;
+        if b[0] != 0xe9 {
+            return None;
+        }
+        let rel = i32::from_le_bytes([b[1], b[2], b[3], b[4]]);
+        Some(rip.wrapping_add(5).wrapping_add(rel as i64 as u64))
     }
 
     /// Sends PTRACE_INTERRUPT to every running thread; `wait` reports the stop.
@@ -1046,7 +1085,9 @@ impl Inner {
             let Some((tid, status)) = got else { continue };
             self.counters.waits += 1;
             if let Some(ev) = self.handle(tid, status)? {
-                if self.all_stop && !matches!(ev, StopEvent::Exited { .. }) {
+                let everyone = self.all_stop
+                    || (self.lazy_stop && matches!(ev, StopEvent::Interrupted { .. }));
+                if everyone && !matches!(ev, StopEvent::Exited { .. }) {
                     self.stop_all(true)?;
                 }
                 return Ok(ev);
@@ -1228,6 +1269,12 @@ impl Inner {
             .filter(|(_, t)| t.stop.is_none())
             .map(|(&k, _)| k)
             .collect();
+        self.stop_threads(&running, queue)
+    }
+
+    /// Stops the given running threads and waits until each has stopped (see `stop_all`).
+    fn stop_threads(&mut self, running: &[i32], queue: bool) -> Result<(), RunError> {
+        let running = running.to_vec();
         for &tid in &running {
             let th = self.threads.get_mut(&tid).expect("listed");
             if !th.interrupting {
@@ -1432,6 +1479,14 @@ impl Tracee {
     /// stopped, which is what a tracer of a busy kernel wants.
     pub fn set_all_stop(&mut self, all_stop: bool) {
         self.i().all_stop = all_stop;
+    }
+
+    /// Lazy all-stop (see `Inner::lazy_stop`): for a client that sees an all-stop machine but
+    /// mostly looks at the thread that stopped.
+    pub fn set_lazy_stop(&mut self) {
+        let mut i = self.i();
+        i.all_stop = false;
+        i.lazy_stop = true;
     }
 
     /// Work done so far (waits, ptrace calls, signals passed back), for measurements.

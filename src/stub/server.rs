@@ -145,18 +145,59 @@ pub fn packet(body: &[u8]) -> Vec<u8> {
     v
 }
 
+/// Text to add to the body of the next packet gdbstub sends, when that body starts with
+/// `prefix`: our additions to gdbstub's answers (features in `qSupported`, registers in stop
+/// replies).
+struct Append {
+    prefix: &'static [u8],
+    text: String,
+}
+
 /// The writing side shared by every protocol state of a session.
 struct Sink<W: Write> {
     w: W,
     out: Vec<u8>,
     last_packet: Vec<u8>,
     broken: bool,
+    append: Option<Append>,
+    /// Swallow what is flushed (while a restarted gdbstub is brought back to no-ack mode).
+    mute: bool,
 }
 
 impl<W: Write> Sink<W> {
+    /// Apply `append` to the last packet in `out`.
+    fn edit(&mut self) {
+        let Some(start) = self.out.iter().rposition(|&b| b == b'$') else {
+            return;
+        };
+        let n = self.out.len();
+        if n < start + 4 || self.out[n - 3] != b'#' {
+            return;
+        }
+        let applies = self
+            .append
+            .as_ref()
+            .is_some_and(|a| self.out[start + 1..n - 3].starts_with(a.prefix));
+        if !applies {
+            return;
+        }
+        let a = self.append.take().expect("checked");
+        let mut body = self.out[start + 1..n - 3].to_vec();
+        body.extend_from_slice(a.text.as_bytes());
+        self.out.truncate(start);
+        self.out.extend(packet(&body));
+    }
+
     fn flush(&mut self) -> std::io::Result<()> {
+        if self.mute {
+            self.out.clear();
+            return Ok(());
+        }
         if self.out.is_empty() {
             return Ok(());
+        }
+        if self.append.is_some() {
+            self.edit();
         }
         if let Some(start) = self.out.iter().rposition(|&b| b == b'$') {
             self.last_packet = self.out[start..].to_vec();
@@ -222,8 +263,44 @@ pub struct Session<R: RunControl, W: Write> {
     machine: Option<Machine<R, W>>,
     framer: Framer,
     end: Option<End>,
+    /// The client asked for no-ack mode (gdbstub then sends and expects no `+`).
+    no_ack: bool,
+    /// The client speaks multiprocess thread ids (`pPID.TID`).
+    multiprocess: bool,
+    /// Host thread names for the thread list, read once.
+    thread_names: std::collections::HashMap<usize, String>,
     /// Protocol problems survived (for the log).
     pub protocol_errors: Vec<String>,
+}
+
+/// Features we answer ourselves, added to gdbstub's `qSupported` reply.
+const OUR_FEATURES: &str = ";qXfer:threads:read+";
+
+fn hex_decode(h: &[u8]) -> Option<Vec<u8>> {
+    if !h.len().is_multiple_of(2) {
+        return None;
+    }
+    h.chunks(2)
+        .map(|p| Some(hex_val(p[0])? << 4 | hex_val(p[1])?))
+        .collect()
+}
+
+fn hex_encode(b: &[u8]) -> String {
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        let _ = std::fmt::Write::write_fmt(&mut s, format_args!("{x:02x}"));
+    }
+    s
+}
+
+/// `OFFSET,LENGTH` (hex) of a qXfer read.
+fn xfer_range(s: &[u8]) -> Option<(usize, usize)> {
+    let t = std::str::from_utf8(s).ok()?;
+    let (o, l) = t.split_once(',')?;
+    Some((
+        usize::from_str_radix(o, 16).ok()?,
+        usize::from_str_radix(l, 16).ok()?,
+    ))
 }
 
 fn fresh<R: RunControl, W: Write>(
@@ -244,6 +321,8 @@ impl<R: RunControl, W: Write> Session<R, W> {
             out: Vec::new(),
             last_packet: Vec::new(),
             broken: false,
+            append: None,
+            mute: false,
         }));
         let machine = fresh(&sink, &mut target)?;
         Ok(Session {
@@ -252,6 +331,9 @@ impl<R: RunControl, W: Write> Session<R, W> {
             machine: Some(machine),
             framer: Framer::new(PACKET_SIZE),
             end: None,
+            no_ack: false,
+            multiprocess: false,
+            thread_names: std::collections::HashMap::new(),
             protocol_errors: Vec::new(),
         })
     }
@@ -292,18 +374,156 @@ impl<R: RunControl, W: Write> Session<R, W> {
                     let _ = s.flush();
                 }
                 Some(Frame::Bad(why)) => {
-                    self.protocol_errors.push(why);
                     let mut s = self.sink.borrow_mut();
-                    s.out.push(b'-');
+                    if why.starts_with("packet longer") {
+                        // Resending cannot help: take it and refuse it.
+                        if !self.no_ack {
+                            s.out.push(b'+');
+                        }
+                        s.out.extend(packet(
+                            format!("E.umldbg serve: {why} (PacketSize)").as_bytes(),
+                        ));
+                    } else if self.no_ack {
+                        // Nobody resends in no-ack mode: answer, so the client is not left
+                        // waiting.
+                        s.out
+                            .extend(packet(format!("E.umldbg serve: {why}").as_bytes()));
+                    } else {
+                        s.out.push(b'-');
+                    }
                     let _ = s.flush();
+                    drop(s);
+                    self.protocol_errors.push(why);
                 }
                 Some(Frame::Interrupt) => self.pump(&[0x03]),
-                Some(Frame::Packet(p)) => self.pump(&p),
+                Some(Frame::Packet(p)) => self.packet(&p),
             }
             if self.sink.borrow().broken {
                 self.end.get_or_insert(End::ClientGone);
             }
         }
+    }
+
+    /// One whole packet: the few we answer ourselves, the rest to gdbstub.
+    fn packet(&mut self, p: &[u8]) {
+        let body = &p[1..p.len() - 3];
+        let stopped = self.phase() == Phase::Stopped;
+        if stopped && let Some(hex) = body.strip_prefix(b"qRcmd,") {
+            self.ack();
+            self.monitor(hex);
+            return;
+        }
+        if stopped && let Some(range) = body.strip_prefix(b"qXfer:threads:read::") {
+            self.ack();
+            self.thread_list(range);
+            return;
+        }
+        if stopped && let Some(args) = body.strip_prefix(b"_M") {
+            // LLDB: allocate memory (`_Msize,permissions`).
+            self.ack();
+            let size = std::str::from_utf8(args)
+                .ok()
+                .and_then(|a| a.split(',').next())
+                .and_then(|n| u64::from_str_radix(n, 16).ok());
+            match size.and_then(|n| self.target.allocate(n)) {
+                Some(a) => self.reply(format!("{a:x}").as_bytes()),
+                None => self.reply(b"E01"),
+            }
+            return;
+        }
+        if stopped && let Some(args) = body.strip_prefix(b"_m") {
+            self.ack();
+            let freed = std::str::from_utf8(args)
+                .ok()
+                .and_then(|a| u64::from_str_radix(a, 16).ok())
+                .is_some_and(|a| self.target.deallocate(a));
+            self.reply(if freed { b"OK" } else { b"E01" });
+            return;
+        }
+        if body.starts_with(b"qSupported") {
+            self.multiprocess = body.windows(13).any(|w| w == b"multiprocess+");
+            self.sink.borrow_mut().append = Some(Append {
+                prefix: b"PacketSize=",
+                text: OUR_FEATURES.into(),
+            });
+        }
+        self.pump(p);
+        self.sink.borrow_mut().append = None;
+        if body == b"QStartNoAckMode" && self.end.is_none() {
+            self.no_ack = true;
+        }
+    }
+
+    /// The `+` gdbstub would have sent for a packet we answer ourselves.
+    fn ack(&mut self) {
+        if !self.no_ack {
+            self.sink.borrow_mut().out.push(b'+');
+        }
+    }
+
+    fn reply(&mut self, body: &[u8]) {
+        let mut s = self.sink.borrow_mut();
+        s.out.extend(packet(body));
+        let _ = s.flush();
+    }
+
+    /// `monitor CMD`: its text as console output (`O` packets) as it comes, then `OK`, or `E01`
+    /// when it failed, which stops a gdb script and makes MI answer `^error`.
+    fn monitor(&mut self, hex: &[u8]) {
+        let Some(cmd) = hex_decode(hex) else {
+            self.reply(b"E.umldbg serve: qRcmd: the command is not hex");
+            return;
+        };
+        let sink = self.sink.clone();
+        let mut out = |line: &str| {
+            let mut text = line.as_bytes().to_vec();
+            text.push(b'\n');
+            let mut s = sink.borrow_mut();
+            // Well under the packet size once hex-encoded.
+            for chunk in text.chunks(PACKET_SIZE / 4) {
+                let body = format!("O{}", hex_encode(chunk));
+                s.out.extend(packet(body.as_bytes()));
+            }
+            let _ = s.flush();
+        };
+        let ok = self.target.monitor(&cmd, &mut out);
+        self.reply(if ok { b"OK" } else { b"E01" });
+    }
+
+    /// `qXfer:threads:read`: the thread list in one round trip (gdb asks for it at every stop;
+    /// `qfThreadInfo`/`qsThreadInfo` take two).
+    fn thread_list(&mut self, range: &[u8]) {
+        let Some((offset, length)) = xfer_range(range) else {
+            self.reply(b"E.umldbg serve: qXfer:threads:read: bad offset or length");
+            return;
+        };
+        let pid = self.target.pid();
+        let mut doc = String::from("<?xml version=\"1.0\"?>\n<threads>\n");
+        for tid in self.target.thread_ids() {
+            let name = self.thread_names.entry(tid).or_insert_with(|| {
+                std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+                    .unwrap_or_default()
+                    .trim()
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || "-_.:/ ".contains(*c))
+                    .collect()
+            });
+            let id = if self.multiprocess {
+                format!("p{:x}.{tid:x}", pid.max(1))
+            } else {
+                format!("{tid:x}")
+            };
+            doc.push_str(&format!("<thread id=\"{id}\" name=\"{name}\"/>\n"));
+        }
+        doc.push_str("</threads>\n");
+        let bytes = doc.as_bytes();
+        let start = offset.min(bytes.len());
+        let end = start
+            .saturating_add(length.min(PACKET_SIZE - 16))
+            .min(bytes.len());
+        let mut body = vec![if end == bytes.len() { b'l' } else { b'm' }];
+        body.extend_from_slice(&bytes[start..end]);
+        self.reply(&body);
     }
 
     /// Feed one checked frame to gdbstub.
@@ -392,6 +612,29 @@ impl<R: RunControl, W: Write> Session<R, W> {
             Ok(m) => self.machine = Some(m),
             Err(e) => self.end = Some(End::Error(e)),
         }
+        if self.no_ack {
+            // The new gdbstub starts in ack mode; bring it where the client is, silently.
+            self.sink.borrow_mut().mute = true;
+            for &b in packet(b"QStartNoAckMode").iter() {
+                let g = match self.machine.take() {
+                    Some(GdbStubStateMachine::Idle(g)) => g,
+                    other => {
+                        self.machine = other;
+                        break;
+                    }
+                };
+                match g.incoming_data(&mut self.target, b) {
+                    Ok(m) => self.machine = Some(m),
+                    Err(e) => {
+                        self.end = Some(End::Error(e.to_string()));
+                        break;
+                    }
+                }
+            }
+            let mut s = self.sink.borrow_mut();
+            s.mute = false;
+            s.out.clear();
+        }
     }
 
     /// While running: wait up to `timeout` for a stop and report it.
@@ -408,10 +651,18 @@ impl<R: RunControl, W: Write> Session<R, W> {
             }
         };
         let Some(m) = self.machine.take() else { return };
+        // The stopped thread's registers go with the stop reply: gdb and LLDB need no `g`.
+        if let Some(regs) = self.target.expedite(&stop) {
+            self.sink.borrow_mut().append = Some(Append {
+                prefix: b"T",
+                text: regs,
+            });
+        }
         let next = match m {
             GdbStubStateMachine::Running(g) => g.report_stop(&mut self.target, stop),
             other => Ok(other),
         };
+        self.sink.borrow_mut().append = None;
         match next {
             Ok(m) => self.machine = Some(self.settle(m)),
             Err(e) => self.recover(e.to_string(), e.is_target_error()),
@@ -659,6 +910,9 @@ pub fn block_sigchld() -> Result<(), String> {
         .map_err(|e| format!("blocking SIGCHLD: {e}"))
 }
 
+/// How long a reply may wait for the client to read (see `serve_client`).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// The longest a running session sleeps without looking at the machine: a safety net for a
 /// SIGCHLD that was collected before the wait it was meant for.
 const SAFETY_POLL: Duration = Duration::from_millis(200);
@@ -709,6 +963,12 @@ pub fn serve_client<R: RunControl>(
             .filter(|l| matches!(l, super::libraries::Library::Module { .. }))
             .count()
     ));
+    // A client that sends and never reads must not hold the machine: a reply that cannot be
+    // written within this long ends the session (the machine is detached and runs on).
+    let _ = match &stream {
+        Stream::Tcp(s) => s.set_write_timeout(Some(WRITE_TIMEOUT)),
+        Stream::Unix(s) => s.set_write_timeout(Some(WRITE_TIMEOUT)),
+    };
     let mut reader = stream.try_clone().map_err(|e| e.to_string())?;
     let poll_handle = stream.try_clone().map_err(|e| e.to_string())?;
     control.set_current(stream.try_clone().ok());

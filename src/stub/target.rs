@@ -13,8 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use gdbstub::common::{Signal, Tid};
-use gdbstub::outputln;
+use gdbstub::common::{Pid, Signal, Tid};
 use gdbstub::stub::MultiThreadStopReason;
 use gdbstub::target::ext::base::BaseOps;
 use gdbstub::target::ext::base::multithread::{
@@ -24,8 +23,14 @@ use gdbstub::target::ext::base::multithread::{
 use gdbstub::target::ext::breakpoints::{
     Breakpoints, BreakpointsOps, SwBreakpoint, SwBreakpointOps,
 };
-use gdbstub::target::ext::libraries::{Libraries, LibrariesOps};
-use gdbstub::target::ext::monitor_cmd::{ConsoleOutput, MonitorCmd, MonitorCmdOps};
+use gdbstub::target::ext::extended_mode::{
+    Args, AttachKind, CurrentActivePid, CurrentActivePidOps, ExtendedMode, ExtendedModeOps,
+    ShouldTerminate,
+};
+use gdbstub::target::ext::libraries::{Libraries, LibrariesOps, LibrariesSvr4, LibrariesSvr4Ops};
+use gdbstub::target::ext::lldb_register_info_override::{
+    self, LldbRegisterInfoOverride, LldbRegisterInfoOverrideOps,
+};
 use gdbstub::target::ext::target_description_xml_override::{
     TargetDescriptionXmlOverride, TargetDescriptionXmlOverrideOps,
 };
@@ -60,6 +65,15 @@ pub trait RunControl {
     fn wait(&mut self, timeout: Option<Duration>) -> Result<Option<StopEvent>, Self::Error>;
     fn interrupt(&mut self) -> Result<(), Self::Error>;
     fn detach(self) -> Result<(), Self::Error>;
+    /// Whether a single step with the trap flag is safe against a tracer killed mid-step (the
+    /// kernel has patch 0001, which clears a trap flag a dead tracer left). When it is, gdb's
+    /// steps use it: cheaper than temporary breakpoints, which are journaled and guarded.
+    fn trap_steps_are_safe(&self) -> bool {
+        false
+    }
+    /// Stop only the thread that hit a breakpoint; the others when asked about (run control
+    /// that can do so: UML's helper threads then sleep on through every hit).
+    fn stop_lazily(&mut self) {}
 }
 
 impl RunControl for Tracee {
@@ -111,6 +125,12 @@ impl RunControl for Tracee {
     }
     fn detach(self) -> Result<(), RunError> {
         Tracee::detach(self)
+    }
+    fn trap_steps_are_safe(&self) -> bool {
+        self.kernel_patched()
+    }
+    fn stop_lazily(&mut self) {
+        self.set_lazy_stop();
     }
 }
 
@@ -262,6 +282,43 @@ impl MachineInfo {
         Ok((inst, info, warnings))
     }
 
+    /// The image under the name the kernel's GDB scripts expect: `vmlinux-gdb.py` finds the
+    /// kernel among gdb's objfiles by a name ending in `vmlinux` (and `lx-symbols` reloads it
+    /// from there), but UML's build calls it `linux`. Kernel builds leave `vmlinux` beside it
+    /// (the same file); when it is missing a symbolic link is made, the build left as it is.
+    /// Falls back to the image itself when neither works.
+    pub fn vmlinux(&self) -> PathBuf {
+        let image = &self.image;
+        if image
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().ends_with("vmlinux"))
+        {
+            return image.clone();
+        }
+        let Some(dir) = image.parent() else {
+            return image.clone();
+        };
+        let v = dir.join("vmlinux");
+        let same = |a: &Path, b: &Path| {
+            use std::os::unix::fs::MetadataExt;
+            match (std::fs::metadata(a), std::fs::metadata(b)) {
+                (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+                _ => false,
+            }
+        };
+        if same(&v, image) {
+            return v;
+        }
+        if std::fs::symlink_metadata(&v).is_err()
+            && let Some(name) = image.file_name()
+            && std::os::unix::fs::symlink(name, &v).is_ok()
+            && same(&v, image)
+        {
+            return v;
+        }
+        image.clone()
+    }
+
     /// The guest's modules read from the live process's memory (no ptrace: `process_vm_readv`).
     pub fn modules_from_process(&self, pid: i32) -> Result<Vec<GuestModule>, String> {
         use crate::net::skb::MemoryReader;
@@ -372,6 +429,13 @@ pub struct UmlTarget<R: RunControl> {
     info: MachineInfo,
     /// gdb's breakpoints (inserted in the machine).
     user_bps: BTreeSet<u64>,
+    /// Breakpoints gdb removed whose `int3` is still in the text, journaled and guarded as
+    /// before: gdb takes its breakpoint out around every step over it and puts it back right
+    /// after, so the removal is only bookkeeping until the machine runs freely again.
+    kept: BTreeSet<u64>,
+    /// A module was loaded or freed at a stop reported for gdb's own breakpoint on one of our
+    /// hooks: the library-change stop is reported when gdb continues.
+    library_pending: bool,
     /// Ours, by address.
     hooks: BTreeMap<u64, Hook>,
     /// The byte under every breakpoint we inserted, to show gdb the text as it is.
@@ -389,11 +453,16 @@ pub struct UmlTarget<R: RunControl> {
     libs: Vec<Library>,
     missing: Vec<String>,
     xml: Vec<u8>,
+    /// The same list for LLDB (`qXfer:libraries-svr4`).
+    svr4: Vec<u8>,
     file_sections: HashMap<PathBuf, Result<Vec<FileSection>, String>>,
     /// Section ranges of each module, to drop breakpoints in a module that goes.
     ranges: BTreeMap<String, Vec<(u64, u64)>>,
     last_tid: Option<i32>,
     skb: Option<crate::daemon::skb::SkbReader>,
+    /// Memory handed to the client with `_M` (LLDB's expression results), kept here and never
+    /// in the machine: see [`UmlTarget::allocate`].
+    client_memory: BTreeMap<u64, Vec<u8>>,
     /// Library-change stops reported, and internal hook hits that changed nothing.
     pub library_events: u64,
     pub warnings: Vec<String>,
@@ -409,11 +478,14 @@ fn errs<E: std::fmt::Display>(e: E) -> String {
 
 impl<R: RunControl> UmlTarget<R> {
     /// Take over an attached machine (stopped): insert the module hooks, read the module list.
-    pub fn new(rc: R, info: MachineInfo) -> UmlTarget<R> {
+    pub fn new(mut rc: R, info: MachineInfo) -> UmlTarget<R> {
+        rc.stop_lazily();
         let mut t = UmlTarget {
             rc: Some(rc),
             info,
             user_bps: BTreeSet::new(),
+            kept: BTreeSet::new(),
+            library_pending: false,
             hooks: BTreeMap::new(),
             originals: HashMap::new(),
             resume: Resume::Continue,
@@ -426,10 +498,12 @@ impl<R: RunControl> UmlTarget<R> {
             libs: Vec::new(),
             missing: Vec::new(),
             xml: Vec::new(),
+            svr4: Vec::new(),
             file_sections: HashMap::new(),
             ranges: BTreeMap::new(),
             last_tid: None,
             skb: None,
+            client_memory: BTreeMap::new(),
             library_events: 0,
             warnings: Vec::new(),
         };
@@ -475,8 +549,102 @@ impl<R: RunControl> UmlTarget<R> {
         self.user_bps.iter().copied().collect()
     }
 
+    /// `_M`: memory for the client's own use (LLDB asks for some to evaluate expressions, and
+    /// otherwise makes the kernel's thread call the host's `mmap`, which kills the machine).
+    /// It lives in the server, at addresses the process does not map; reads and writes there
+    /// are served from it, and no thread may be sent there (register writes are refused), so
+    /// LLDB evaluates expressions with its interpreter and never runs code in the machine.
+    pub fn allocate(&mut self, size: u64) -> Option<u64> {
+        if size == 0 || size > 1 << 20 || self.client_memory.len() >= 64 {
+            return None;
+        }
+        let next = self
+            .client_memory
+            .iter()
+            .next_back()
+            .map(|(a, v)| (a + v.len() as u64).next_multiple_of(0x1000))
+            .unwrap_or(CLIENT_MEMORY);
+        let end = next + size;
+        if end > CLIENT_MEMORY + CLIENT_MEMORY_SIZE {
+            return None;
+        }
+        // The process must not map that range (it never has, on any machine seen).
+        let maps =
+            std::fs::read_to_string(format!("/proc/{}/maps", self.rc().pid())).unwrap_or_default();
+        let taken = maps.lines().any(|l| {
+            let Some((a, b)) = l.split_whitespace().next().and_then(|r| r.split_once('-')) else {
+                return false;
+            };
+            let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else {
+                return false;
+            };
+            a < CLIENT_MEMORY + CLIENT_MEMORY_SIZE && b > CLIENT_MEMORY
+        });
+        if taken {
+            return None;
+        }
+        self.client_memory.insert(next, vec![0; size as usize]);
+        Some(next)
+    }
+
+    /// `_m`: give back what `allocate` handed out.
+    pub fn deallocate(&mut self, addr: u64) -> bool {
+        self.client_memory.remove(&addr).is_some()
+    }
+
+    /// The client memory holding `[addr, addr + len)`, if one allocation does.
+    fn client_block(&mut self, addr: u64, len: usize) -> Option<&mut [u8]> {
+        let (&start, v) = self.client_memory.range_mut(..=addr).next_back()?;
+        let off = (addr - start) as usize;
+        (off.checked_add(len)? <= v.len()).then(|| &mut v[off..off + len])
+    }
+
+    /// The machine's kernel process id.
+    pub fn pid(&self) -> i32 {
+        self.rc().pid()
+    }
+
+    /// The thread ids gdb sees (never 0: see `tid_of`).
+    pub fn thread_ids(&self) -> Vec<usize> {
+        self.rc()
+            .threads()
+            .into_iter()
+            .map(|t| tid_of(t).get())
+            .collect()
+    }
+
+    /// The registers to expedite in the reply for `stop` (`NN:VALUE;` pairs), when it names a
+    /// stopped thread.
+    pub fn expedite(&self, stop: &StopReason) -> Option<String> {
+        let tid = match stop {
+            StopReason::SwBreak(t)
+            | StopReason::HwBreak(t)
+            | StopReason::Library(t)
+            | StopReason::SignalWithThread { tid: t, .. } => *t,
+            _ => return None,
+        };
+        let r = self.rc().regs(tid.get() as i32).ok()?;
+        Some(super::registers::expedite(&r))
+    }
+
+    /// Whether an `int3` of ours (gdb's, a hook, or one gdb removed and we kept) is at `addr`.
     fn inserted(&self, addr: u64) -> bool {
-        self.user_bps.contains(&addr) || self.hooks.contains_key(&addr)
+        self.user_bps.contains(&addr) || self.hooks.contains_key(&addr) || self.kept.contains(&addr)
+    }
+
+    /// Take out for real the breakpoints gdb removed (before the machine runs freely, and
+    /// before anything that rewrites or inspects the text).
+    fn flush_kept(&mut self) -> Result<(), String> {
+        let mut first_err = None;
+        for a in std::mem::take(&mut self.kept) {
+            if self.user_bps.contains(&a) || self.hooks.contains_key(&a) {
+                continue;
+            }
+            if let Err(e) = self.remove(a) {
+                first_err.get_or_insert(format!("removing the breakpoint at {a:#x}: {e}"));
+            }
+        }
+        first_err.map_or(Ok(()), Err)
     }
 
     /// Insert a breakpoint at an address that has none yet, remembering its byte.
@@ -536,6 +704,7 @@ impl<R: RunControl> UmlTarget<R> {
         let exe = self.info.image.display().to_string();
         libs.extend(libraries::shared_libraries(&self.info.maps, &exe));
         let xml = libraries::library_list_xml(&libs).into_bytes();
+        self.svr4 = libraries::library_list_svr4_xml(&libs).into_bytes();
         // A module that went: its breakpoints go with it, before its memory is freed and reused.
         let gone: Vec<(u64, u64)> = self
             .ranges
@@ -543,10 +712,14 @@ impl<R: RunControl> UmlTarget<R> {
             .filter(|(name, _)| !ranges.contains_key(*name))
             .flat_map(|(_, r)| r.iter().copied())
             .collect();
-        for addr in self.user_breakpoints() {
+        let ours: Vec<u64> = self.user_bps.union(&self.kept).copied().collect();
+        for addr in ours {
             if gone.iter().any(|&(a, n)| addr >= a && addr < a + n) {
-                let _ = self.remove(addr);
+                if !self.hooks.contains_key(&addr) {
+                    let _ = self.remove(addr);
+                }
                 self.user_bps.remove(&addr);
+                self.kept.remove(&addr);
             }
         }
         let changed = xml != self.xml;
@@ -581,7 +754,7 @@ impl<R: RunControl> UmlTarget<R> {
         self.running = true;
         match self.resume {
             Resume::Step(tid) => {
-                if self.start_breakpoint_step(tid)? {
+                if !self.rc().trap_steps_are_safe() && self.start_breakpoint_step(tid)? {
                     return Ok(());
                 }
                 self.trap_steps += 1;
@@ -596,7 +769,18 @@ impl<R: RunControl> UmlTarget<R> {
                 });
                 Ok(())
             }
-            Resume::Continue => self.rc_mut().resume().map_err(errs),
+            Resume::Continue => {
+                if std::mem::take(&mut self.library_pending) {
+                    // The library change seen at the last stop (gdb's breakpoint on a hook):
+                    // report it now; gdb re-reads the list and continues again.
+                    let tid = self.last_tid.unwrap_or_else(|| self.rc().pid());
+                    self.library_events += 1;
+                    self.pending = Some(StopReason::Library(tid_of(tid)));
+                    return Ok(());
+                }
+                self.flush_kept()?;
+                self.rc_mut().resume().map_err(errs)
+            }
         }
     }
 
@@ -748,6 +932,9 @@ impl<R: RunControl> UmlTarget<R> {
                     };
                     let changed = self.refresh_libraries(freeing);
                     if self.user_bps.contains(&addr) {
+                        // Both are served: gdb's breakpoint now, the library change when gdb
+                        // continues.
+                        self.library_pending |= changed;
                         return Some(StopReason::SwBreak(tid_of(tid)));
                     }
                     if changed {
@@ -773,6 +960,14 @@ impl<R: RunControl> UmlTarget<R> {
                 })
             }
             StopEvent::Interrupted { tid } => {
+                // Every thread stopped; show the kernel's own (the main thread runs the
+                // kernel, the others are UML's host helpers blocked in libc).
+                let pid = self.rc().pid();
+                let tid = if self.rc().threads().contains(&pid) {
+                    pid
+                } else {
+                    tid
+                };
                 self.last_tid = Some(tid);
                 Some(StopReason::SignalWithThread {
                     tid: tid_of(tid),
@@ -840,15 +1035,17 @@ impl<R: RunControl> UmlTarget<R> {
     }
 
     /// End the session: stop the machine, take every breakpoint out, detach. The machine runs
-    /// on. Returns how many breakpoints were removed.
+    /// on. Returns how many of gdb's breakpoints were removed (our hooks are not counted).
     pub fn finish(mut self) -> Result<usize, String> {
         if self.exited {
             return Ok(0);
         }
         self.stop_quietly()?;
-        let addrs: Vec<u64> = self
+        // Each address once: gdb may have a breakpoint where one of our hooks is.
+        let addrs: BTreeSet<u64> = self
             .user_bps
             .iter()
+            .chain(self.kept.iter())
             .chain(self.hooks.keys())
             .copied()
             .collect();
@@ -856,13 +1053,14 @@ impl<R: RunControl> UmlTarget<R> {
         let mut first_err = None;
         for a in addrs {
             match self.remove(a) {
-                Ok(()) => n += 1,
+                Ok(()) => n += usize::from(self.user_bps.contains(&a)),
                 Err(e) => {
                     first_err.get_or_insert(format!("removing the breakpoint at {a:#x}: {e}"));
                 }
             }
         }
         self.user_bps.clear();
+        self.kept.clear();
         self.hooks.clear();
         let rc = self.rc.take().expect("run control");
         rc.detach().map_err(|e| format!("detaching: {e}"))?;
@@ -880,9 +1078,12 @@ impl<R: RunControl> UmlTarget<R> {
         mut tick: impl FnMut(Duration),
         limit: Duration,
     ) -> Result<T, String> {
+        self.flush_kept()?;
         let user: Vec<u64> = self.user_bps.iter().copied().collect();
         for a in &user {
-            self.remove(*a)?;
+            if !self.hooks.contains_key(a) {
+                self.remove(*a)?;
+            }
         }
         self.user_bps.clear();
         let started = Instant::now();
@@ -924,54 +1125,61 @@ impl<R: RunControl> UmlTarget<R> {
         };
         self.stop_quietly()?;
         for a in user {
-            if self.insert(a).is_ok() {
+            if self.hooks.contains_key(&a) || self.insert(a).is_ok() {
                 self.user_bps.insert(a);
             }
         }
         result
     }
 
-    fn monitor(&mut self, cmd: &[u8], out: &mut ConsoleOutput<'_>) {
+    /// Run a `monitor` command; `out` prints a line on gdb's console at once. False when the
+    /// command failed (the client then gets an error reply: a gdb script stops, MI says
+    /// `^error`).
+    pub fn monitor(&mut self, cmd: &[u8], out: &mut dyn FnMut(&str)) -> bool {
         let c = match monitor::parse(cmd) {
             Ok(c) => c,
             Err(e) => {
-                outputln!(out, "{e}");
-                return;
+                out(&e);
+                return false;
             }
         };
         match c {
-            Command::Help => outputln!(out, "{}", monitor::HELP.trim_end()),
+            Command::Help => {
+                out(monitor::HELP.trim_end());
+                true
+            }
             Command::Lsmod => {
-                outputln!(
-                    out,
-                    "{}",
-                    monitor::render_lsmod(&self.libs, &self.missing).trim_end()
-                );
+                out(monitor::render_lsmod(&self.libs, &self.missing).trim_end());
                 for w in self.warnings.iter().rev().take(3) {
-                    outputln!(out, "note: {w}");
+                    out(&format!("note: {w}"));
                 }
+                true
             }
             Command::Skb(addr) => {
-                let text = self.skb_text(addr);
-                outputln!(out, "{}", text.trim_end());
+                let r = self.skb_text(addr);
+                let ok = r.is_ok();
+                out(r.unwrap_or_else(|e| e).trim_end());
+                ok
             }
             Command::Load(file) => {
-                let text = self.load_module(&file, out);
-                outputln!(out, "{}", text.trim_end());
+                let r = self.load_module(&file, out);
+                let ok = r.is_ok();
+                out(r.unwrap_or_else(|e| e).trim_end());
+                ok
             }
         }
     }
 
-    fn skb_text(&mut self, addr: Option<u64>) -> String {
+    fn skb_text(&mut self, addr: Option<u64>) -> Result<String, String> {
         if self.skb.is_none() {
             let pid = self.rc().pid();
             match crate::daemon::skb::SkbReader::new(&self.info.image, &self.info.cache, pid) {
                 Ok(r) => self.skb = Some(r),
                 Err(e) => {
-                    return format!(
+                    return Err(format!(
                         "monitor skb: no sk_buff layout from {}: {e}",
                         self.info.image.display()
-                    );
+                    ));
                 }
             }
         }
@@ -982,7 +1190,7 @@ impl<R: RunControl> UmlTarget<R> {
                     .last_tid
                     .or_else(|| self.rc().threads().first().copied())
                 else {
-                    return "monitor skb: no stopped thread; give an address".into();
+                    return Err("monitor skb: no stopped thread; give an address".into());
                 };
                 match self.rc().regs(tid) {
                     Ok(r) => vec![
@@ -990,7 +1198,7 @@ impl<R: RunControl> UmlTarget<R> {
                         ("rsi".into(), r.rsi),
                         ("rdx".into(), r.rdx),
                     ],
-                    Err(e) => return format!("monitor skb: registers of thread {tid}: {e}"),
+                    Err(e) => return Err(format!("monitor skb: registers of thread {tid}: {e}")),
                 }
             }
         };
@@ -998,23 +1206,26 @@ impl<R: RunControl> UmlTarget<R> {
         let mut errors = Vec::new();
         for (what, a) in &candidates {
             match reader.read(*a) {
-                Ok(d) if addr.is_some() => return d.text,
-                Ok(d) => return format!("struct sk_buff * in {what} = {a:#x}\n{}", d.text),
+                Ok(d) if addr.is_some() => return Ok(d.text),
+                Ok(d) => return Ok(format!("struct sk_buff * in {what} = {a:#x}\n{}", d.text)),
                 Err(e) => errors.push(format!("{what} = {a:#x}: {e}")),
             }
         }
-        format!("monitor skb: no sk_buff found ({})", errors.join("; "))
+        Err(format!(
+            "monitor skb: no sk_buff found ({})",
+            errors.join("; ")
+        ))
     }
 
-    fn load_module(&mut self, arg: &str, out: &mut ConsoleOutput<'_>) -> String {
+    fn load_module(&mut self, arg: &str, out: &mut dyn FnMut(&str)) -> Result<String, String> {
         let Some(umid) = self.info.umid.clone() else {
-            return "monitor load: this server does not know the machine's umid".into();
+            return Err("monitor load: this server does not know the machine's umid".into());
         };
         let md = self.info.modules_dir.clone();
         let resolved =
             match crate::daemon::load::resolve(arg, &self.info.module_paths, md.as_deref()) {
                 Ok(r) => r,
-                Err(e) => return format!("monitor load: {e}"),
+                Err(e) => return Err(format!("monitor load: {e}")),
             };
         let (tx, rx) = std::sync::mpsc::channel();
         let cache = self.info.cache.clone();
@@ -1022,18 +1233,13 @@ impl<R: RunControl> UmlTarget<R> {
         std::thread::spawn(move || {
             let _ = tx.send(crate::daemon::load::load_in_guest(&umid, &r2, &cache, None));
         });
-        outputln!(
-            out,
+        out(&format!(
             "loading {} in the guest (the machine runs meanwhile)...",
             resolved.file.display()
-        );
-        out.flush();
+        ));
         let run = self.run_while(
             || rx.try_recv().ok(),
-            |t| {
-                outputln!(out, "  ... {} s", t.as_secs());
-                out.flush();
-            },
+            |t| out(&format!("  ... {} s", t.as_secs())),
             Duration::from_secs(120),
         );
         match run {
@@ -1051,16 +1257,25 @@ impl<R: RunControl> UmlTarget<R> {
                         _ => None,
                     })
                     .unwrap_or_else(|| "(not in the module list)".into());
-                format!(
+                Ok(format!(
                     "{}: loaded, .text {text}. gdb learns of it with `sharedlibrary` (symbols) and \
                      `flushregs` (the machine ran meanwhile).",
                     resolved.name
-                )
+                ))
             }
-            Ok(Err(e)) => format!("monitor load: {e}"),
-            Err(e) => format!("monitor load: {e}"),
+            Ok(Err(e)) => Err(format!("monitor load: {e}")),
+            Err(e) => Err(format!("monitor load: {e}")),
         }
     }
+}
+
+/// Where client memory (`_M`) is placed: above everything a UML process maps (the kernel at
+/// 0x60000000, host libraries and stacks below 0x800000000000, typically at 0x7f...).
+const CLIENT_MEMORY: u64 = 0x0000_5000_0000_0000;
+const CLIENT_MEMORY_SIZE: u64 = 1 << 30;
+
+fn in_client_memory(addr: u64) -> bool {
+    (CLIENT_MEMORY..CLIENT_MEMORY + CLIENT_MEMORY_SIZE).contains(&addr)
 }
 
 /// Put back the bytes our breakpoints cover in a memory read at `addr`.
@@ -1101,15 +1316,9 @@ fn from_gdb(regs: &X86_64CoreRegs, r: &mut libc::user_regs_struct) {
     r.eflags = u64::from(regs.eflags);
 }
 
-/// gdbstub_arch's x86_64 description plus `<osabi>none</osabi>`. The `linux` executable carries
-/// a GNU/Linux ABI note; with that OS ABI gdb lists shared libraries the SVR4 way (the host's
-/// dynamic linker's list) and never reads `qXfer:libraries`. The description's OS ABI wins over
-/// the file's (seen with Debian's gdb 13.1; `tests/serve_session.rs` checks it), so a stock gdb
-/// lists the modules with no setting at all. The register set is the default one of an x86_64
-/// gdbarch without Linux extras, the same as gdbstub's `g` packet.
-pub const TARGET_XML: &str = r#"<?xml version="1.0"?>
-<!DOCTYPE target SYSTEM "gdb-target.dtd">
-<target version="1.0"><architecture>i386:x86-64</architecture><osabi>none</osabi><feature name="org.gnu.gdb.i386.sse"></feature></target>"#;
+/// The target description (see [`super::registers::target_xml`]), built once.
+static TARGET_XML: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(super::registers::target_xml);
 
 impl<R: RunControl> Target for UmlTarget<R> {
     type Arch = gdbstub_arch::x86::X86_64_SSE;
@@ -1123,11 +1332,23 @@ impl<R: RunControl> Target for UmlTarget<R> {
         Some(self)
     }
 
-    fn support_monitor_cmd(&mut self) -> Option<MonitorCmdOps<'_, Self>> {
+    fn support_libraries(&mut self) -> Option<LibrariesOps<'_, Self>> {
         Some(self)
     }
 
-    fn support_libraries(&mut self) -> Option<LibrariesOps<'_, Self>> {
+    fn support_libraries_svr4(&mut self) -> Option<LibrariesSvr4Ops<'_, Self>> {
+        Some(self)
+    }
+
+    // Only for the process id: with it gdb and LLDB name the inferior by the machine's kernel
+    // pid instead of gdbstub's stand-in 1.
+    fn support_extended_mode(&mut self) -> Option<ExtendedModeOps<'_, Self>> {
+        Some(self)
+    }
+
+    fn support_lldb_register_info_override(
+        &mut self,
+    ) -> Option<LldbRegisterInfoOverrideOps<'_, Self>> {
         Some(self)
     }
 
@@ -1137,10 +1358,10 @@ impl<R: RunControl> Target for UmlTarget<R> {
         Some(self)
     }
 
-    // Every packet is acknowledged: the session layer restarts gdbstub after a malformed packet,
-    // and an ack-mode restart is invisible to gdb.
+    // The session layer puts a restarted gdbstub (after a malformed packet) back in no-ack
+    // mode when the client had asked for it.
     fn use_no_ack_mode(&self) -> bool {
-        false
+        true
     }
 }
 
@@ -1155,6 +1376,11 @@ impl<R: RunControl> MultiThreadBase for UmlTarget<R> {
     }
 
     fn write_registers(&mut self, regs: &X86_64CoreRegs, tid: Tid) -> TargetResult<(), Self> {
+        if in_client_memory(regs.rip) {
+            // A client about to run code it wrote into its `_M` memory (an LLDB expression
+            // JIT): that memory is not in the machine.
+            return Err(TargetError::Errno(1));
+        }
         let t = tid.get() as i32;
         let mut r = self.rc().regs(t).map_err(|_| TargetError::Errno(3))?;
         from_gdb(regs, &mut r);
@@ -1164,6 +1390,12 @@ impl<R: RunControl> MultiThreadBase for UmlTarget<R> {
     }
 
     fn read_addrs(&mut self, start: u64, data: &mut [u8], _tid: Tid) -> TargetResult<usize, Self> {
+        if in_client_memory(start) {
+            let n = data.len();
+            let b = self.client_block(start, n).ok_or(TargetError::Errno(14))?;
+            data.copy_from_slice(b);
+            return Ok(n);
+        }
         let n = match self.rc().read_mem(start, data.len()) {
             Ok(v) => {
                 let n = v.len().min(data.len());
@@ -1195,6 +1427,14 @@ impl<R: RunControl> MultiThreadBase for UmlTarget<R> {
     }
 
     fn write_addrs(&mut self, start: u64, data: &[u8], _tid: Tid) -> TargetResult<(), Self> {
+        if in_client_memory(start) {
+            let b = self
+                .client_block(start, data.len())
+                .ok_or(TargetError::Errno(14))?;
+            b.copy_from_slice(data);
+            return Ok(());
+        }
+        self.flush_kept().map_err(|_| TargetError::Errno(14))?;
         let end = start.saturating_add(data.len() as u64);
         let covered: Vec<u64> = self
             .originals
@@ -1287,6 +1527,11 @@ impl<R: RunControl> Breakpoints for UmlTarget<R> {
 
 impl<R: RunControl> SwBreakpoint for UmlTarget<R> {
     fn add_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        if self.kept.remove(&addr) {
+            // Still in the text since gdb removed it: bookkeeping only.
+            self.user_bps.insert(addr);
+            return Ok(true);
+        }
         if !self.inserted(addr) {
             self.insert(addr).map_err(|_| TargetError::Errno(14))?;
         }
@@ -1300,7 +1545,8 @@ impl<R: RunControl> SwBreakpoint for UmlTarget<R> {
             return Ok(true);
         }
         if !self.hooks.contains_key(&addr) {
-            self.remove(addr).map_err(|_| TargetError::Errno(14))?;
+            // The int3 stays until the machine runs freely (see `kept`).
+            self.kept.insert(addr);
         }
         Ok(true)
     }
@@ -1326,6 +1572,64 @@ impl<R: RunControl> TargetDescriptionXmlOverride for UmlTarget<R> {
     }
 }
 
+/// Extended mode as far as naming the process goes: nothing is run, attached or restarted
+/// through it, and `kill` detaches (umldbg never kills a machine).
+impl<R: RunControl> ExtendedMode for UmlTarget<R> {
+    fn run(&mut self, _filename: Option<&[u8]>, _args: Args<'_, '_>) -> TargetResult<Pid, Self> {
+        Err(TargetError::NonFatal)
+    }
+
+    fn attach(&mut self, _pid: Pid) -> TargetResult<(), Self> {
+        Err(TargetError::NonFatal)
+    }
+
+    fn query_if_attached(&mut self, _pid: Pid) -> TargetResult<AttachKind, Self> {
+        Ok(AttachKind::Attach)
+    }
+
+    fn kill(&mut self, _pid: Option<Pid>) -> TargetResult<ShouldTerminate, Self> {
+        Ok(ShouldTerminate::Yes)
+    }
+
+    fn restart(&mut self) -> Result<(), Self::Error> {
+        Err(Fatal("umldbg serve does not restart a machine".into()))
+    }
+
+    fn support_current_active_pid(&mut self) -> Option<CurrentActivePidOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl<R: RunControl> CurrentActivePid for UmlTarget<R> {
+    fn current_active_pid(&mut self) -> Result<Pid, Self::Error> {
+        Pid::new(self.rc().pid().max(1) as usize).ok_or_else(|| Fatal("no pid".into()))
+    }
+}
+
+impl<R: RunControl> LibrariesSvr4 for UmlTarget<R> {
+    fn get_libraries_svr4(
+        &self,
+        offset: u64,
+        length: usize,
+        buf: &mut [u8],
+    ) -> TargetResult<usize, Self> {
+        Ok(libraries::xfer_slice(&self.svr4, offset, length, buf))
+    }
+}
+
+impl<R: RunControl> LldbRegisterInfoOverride for UmlTarget<R> {
+    fn lldb_register_info<'a>(
+        &mut self,
+        reg_id: usize,
+        reg_info: lldb_register_info_override::Callback<'a>,
+    ) -> Result<lldb_register_info_override::CallbackToken<'a>, Self::Error> {
+        Ok(match super::registers::lldb_register(reg_id) {
+            Some(r) => reg_info.write(r),
+            None => reg_info.done(),
+        })
+    }
+}
+
 impl<R: RunControl> Libraries for UmlTarget<R> {
     fn get_libraries(
         &self,
@@ -1334,13 +1638,6 @@ impl<R: RunControl> Libraries for UmlTarget<R> {
         buf: &mut [u8],
     ) -> TargetResult<usize, Self> {
         Ok(libraries::xfer_slice(&self.xml, offset, length, buf))
-    }
-}
-
-impl<R: RunControl> MonitorCmd for UmlTarget<R> {
-    fn handle_monitor_cmd(&mut self, cmd: &[u8], mut out: ConsoleOutput<'_>) -> Result<(), Fatal> {
-        self.monitor(cmd, &mut out);
-        Ok(())
     }
 }
 
@@ -1375,6 +1672,8 @@ pub mod fake {
         pub resumes: usize,
         pub steps: usize,
         pub detached: bool,
+        /// Answer `trap_steps_are_safe` with this (a patched kernel).
+        pub trap_steps_safe: bool,
     }
 
     #[derive(Debug, Clone, Default)]
@@ -1516,6 +1815,9 @@ pub mod fake {
             }
             s.detached = true;
             Ok(())
+        }
+        fn trap_steps_are_safe(&self) -> bool {
+            self.state().trap_steps_safe
         }
     }
 }
