@@ -53,9 +53,18 @@ pub enum DebugCmd {
     /// Load a module in the guest (dependencies first) and give gdb its symbols
     Load {
         /// A .ko file or a module name
-        module: String,
+        #[arg(required_unless_present = "build")]
+        module: Option<String>,
         #[arg(long = "module-path", value_name = "DIR")]
         module_path: Vec<PathBuf>,
+        /// A newer build of a loaded module takes its place: netfilter rules set aside and
+        /// restored, symbols swapped, breakpoints set again in the new code
+        #[arg(long)]
+        replace: bool,
+        /// Build the out-of-tree module in DIR against the machine's kernel, then load it in
+        /// place of the running build (implies --replace)
+        #[arg(long, value_name = "DIR", conflicts_with = "module")]
+        build: Option<PathBuf>,
     },
     /// Set a breakpoint (the machine may be running)
     Break {
@@ -140,13 +149,38 @@ pub fn run(cmd: DebugCmd, t: Target) -> anyhow::Result<i32> {
         DebugCmd::Load {
             module,
             module_path,
-        } => Request::Load {
-            file: module,
-            module_path: module_path
-                .iter()
-                .map(|p| std::fs::canonicalize(p).unwrap_or(p.clone()))
-                .collect(),
-        },
+            replace,
+            build,
+        } => {
+            let canon = |p: &PathBuf| std::fs::canonicalize(p).unwrap_or(p.clone());
+            let file = match &module {
+                // A relative file is the caller's, not the daemon's.
+                Some(m) if m.ends_with(".ko") || m.contains('/') => {
+                    let p = PathBuf::from(m);
+                    if p.exists() {
+                        canon(&p).display().to_string()
+                    } else {
+                        m.clone()
+                    }
+                }
+                Some(m) => m.clone(),
+                None => String::new(),
+            };
+            let build = match &build {
+                Some(d) if !d.is_dir() => bail!(
+                    "--build {}: no such directory: give the directory of the module's source and Makefile",
+                    d.display()
+                ),
+                Some(d) => Some(canon(d)),
+                None => None,
+            };
+            Request::Load {
+                file,
+                module_path: module_path.iter().map(canon).collect(),
+                replace,
+                build,
+            }
+        }
         DebugCmd::Break { location, cond } => Request::Break { location, cond },
         DebugCmd::Delete { id } => Request::Delete { id },
         DebugCmd::Breaks => Request::Breaks,
@@ -173,7 +207,7 @@ pub fn run(cmd: DebugCmd, t: Target) -> anyhow::Result<i32> {
         DebugCmd::Gdb { command } => Request::Gdb {
             command: command.join(" "),
         },
-        DebugCmd::Detach => Request::Detach,
+        DebugCmd::Detach => Request::Detach { reason: None },
         DebugCmd::Status => Request::Status,
     };
     // The daemon checks every request too; checking here says it before connecting.

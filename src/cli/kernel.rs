@@ -25,9 +25,14 @@ pub enum KernelCmd {
 
 #[derive(Args, Debug)]
 pub struct BuildArgs {
-    /// Your own kernel tree or tarball instead of Debian's newest linux-source package
+    /// Your own kernel tree (built incrementally with make O= in a build directory of its own;
+    /// the tree is not written to) or tarball, instead of Debian's newest linux-source package
     #[arg(long)]
     pub source: Option<PathBuf>,
+    /// The configuration a tree's build directory starts from (then umldbg's options on top);
+    /// later builds keep the build directory's own .config (`make menuconfig` there sticks)
+    #[arg(long, value_name = "FILE", requires = "source")]
+    pub config: Option<PathBuf>,
     /// Parallel make jobs (default: the number of cores)
     #[arg(long)]
     pub jobs: Option<usize>,
@@ -44,22 +49,60 @@ pub fn run(cmd: KernelCmd, cache: PathBuf, json: bool) -> anyhow::Result<()> {
                     .map(|n| n.get())
                     .unwrap_or(2)
             });
+            if let Some(c) = &a.config
+                && !c.is_file()
+            {
+                anyhow::bail!(
+                    "--config {}: no such file: give a kernel configuration (a .config)",
+                    c.display()
+                );
+            }
             let out = kernel::build(&BuildOptions {
                 source: a.source,
                 jobs,
                 cache,
                 refresh: a.refresh,
                 progress: true,
+                config: a.config,
             })?;
+            for n in &out.notes {
+                eprintln!("kernel: {n}");
+            }
             let m = &out.manifest;
-            println!(
-                "kernel {} {} in {:.1}s: {} (build-id {})",
-                m.version,
-                if out.cache_hit { "cached" } else { "built" },
-                out.seconds,
-                m.linux.display(),
-                &m.build_id[..12.min(m.build_id.len())]
-            );
+            let what = match (out.cache_hit, out.compiled) {
+                (true, _) => "cached (the tree has not changed since)".to_string(),
+                (false, Some(n)) => format!(
+                    "built ({n} object{} compiled)",
+                    if n == 1 { "" } else { "s" }
+                ),
+                (false, None) => "built".to_string(),
+            };
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "manifest": m, "cache_hit": out.cache_hit, "seconds": out.seconds,
+                        "compiled": out.compiled, "notes": out.notes,
+                    }))?
+                );
+            } else {
+                println!(
+                    "kernel {} {} in {:.1}s: {} (build-id {})",
+                    m.version,
+                    what,
+                    out.seconds,
+                    m.linux.display(),
+                    &m.build_id[..12.min(m.build_id.len())]
+                );
+                if m.source.starts_with("tree:") {
+                    println!(
+                        "build directory {} (`make -C {} O={} ARCH=um menuconfig` changes its configuration); boot it with `umldbg lab up --kernel latest` or `umldbg lab restart --kernel latest`",
+                        m.build_dir.display(),
+                        m.source.trim_start_matches("tree:"),
+                        m.build_dir.display()
+                    );
+                }
+            }
         }
         KernelCmd::Path => {
             let m = kernel::cached(&cache)?;
@@ -70,7 +113,8 @@ pub fn run(cmd: KernelCmd, cache: PathBuf, json: bool) -> anyhow::Result<()> {
             }
         }
         KernelCmd::List => {
-            let entries = manifest::list(&cache);
+            let mut entries = manifest::list(&cache);
+            entries.extend(manifest::tree_runs(&cache));
             if json {
                 let v: Vec<serde_json::Value> = entries
                     .iter()
@@ -85,7 +129,15 @@ pub fn run(cmd: KernelCmd, cache: PathBuf, json: bool) -> anyhow::Result<()> {
             } else {
                 for e in entries {
                     match e.manifest {
-                        Ok(m) => println!("valid    {:<10} {}", m.version, m.linux.display()),
+                        Ok(m) => println!(
+                            "valid    {:<10} {}{}",
+                            m.version,
+                            m.linux.display(),
+                            m.source
+                                .strip_prefix("tree:")
+                                .map(|t| format!(" (from {t})"))
+                                .unwrap_or_default()
+                        ),
                         Err(r) => println!("invalid  {:<10} {} ({r})", "-", e.dir.display()),
                     }
                 }

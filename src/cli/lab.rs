@@ -20,6 +20,9 @@ pub enum LabCmd {
     Up(UpArgs),
     /// Show the labs that are up, their machines and whether they run
     Status,
+    /// Reboot machines (default: all of the lab's) on a new kernel or the same one, with the
+    /// lab's network, addresses and startups as before; debug sessions on them end
+    Restart(RestartArgs),
     /// Halt a lab's machines and remove its taps, bridges, namespace and ~/.uml/<umid> dirs
     Down {
         /// The lab (default: the only lab that is up)
@@ -64,6 +67,21 @@ pub struct UpArgs {
     /// host's root
     #[arg(long, value_name = "NAME")]
     pub image: Option<String>,
+    /// The kernel the machines boot: `latest` (the newest build, e.g. of your tree), a kernel
+    /// image, or a tree built with `umldbg kernel build --source` (default: `kernel path`'s)
+    #[arg(long, value_name = "latest|PATH")]
+    pub kernel: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RestartArgs {
+    /// [LAB] [MACHINE...]: the lab (default: the only lab up, or the lab of the machines) and
+    /// the umids of the machines to restart (default: every machine of the lab)
+    pub names: Vec<String>,
+    /// The kernel to boot: `latest`, a kernel image, or a tree built with `kernel build
+    /// --source` (default: the kernel each machine ran)
+    #[arg(long, value_name = "latest|PATH")]
+    pub kernel: Option<String>,
 }
 
 /// A prefix goes in front of the lab's name and of every umid: it follows the rules of both.
@@ -149,9 +167,15 @@ pub fn run(cmd: LabCmd, cache: PathBuf, json: bool) -> anyhow::Result<i32> {
                 }
             }
             spec.validate()?;
+            let kernel = match &a.kernel {
+                Some(k) => {
+                    Some(umldbg::kernel::manifest::select(&cache, k).map_err(anyhow::Error::msg)?)
+                }
+                None => None,
+            };
             crate::cli::image::ensure_for_lab(&cache, &images)?;
             let t0 = Instant::now();
-            let st = client::up(&spec, &cache)?;
+            let st = client::up_on(&spec, &cache, kernel.as_ref())?;
             for r in &st.reports {
                 eprintln!("warning: {r}");
             }
@@ -192,6 +216,7 @@ pub fn run(cmd: LabCmd, cache: PathBuf, json: bool) -> anyhow::Result<i32> {
                             "machines": st.machines.iter().zip(alive).map(|(m, a)| serde_json::json!({
                                 "umid": m.umid, "hostname": m.hostname, "pid": m.pid, "alive": a,
                                 "addresses": m.addresses,
+                                "kernel": m.kernel.as_ref().unwrap_or(&st.kernel),
                             })).collect::<Vec<_>>(),
                         })
                     })
@@ -225,6 +250,7 @@ pub fn run(cmd: LabCmd, cache: PathBuf, json: bool) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
+        LabCmd::Restart(a) => restart(a, &cache, json),
         LabCmd::Down { name } => {
             let name = match name {
                 Some(n) => n,
@@ -258,6 +284,88 @@ pub fn run(cmd: LabCmd, cache: PathBuf, json: bool) -> anyhow::Result<i32> {
         }
         LabCmd::Supervise { name } => Ok(umldbg::lab::supervisor::main(&name, &cache)),
     }
+}
+
+/// `lab restart [LAB] [MACHINE...] [--kernel latest|PATH]`.
+fn restart(a: RestartArgs, cache: &Path, json: bool) -> anyhow::Result<i32> {
+    let labs = state::lab_names();
+    let (lab, umids): (String, Vec<String>) = match a.names.split_first() {
+        Some((first, rest)) if labs.contains(first) => (first.clone(), rest.to_vec()),
+        Some(_) => {
+            let (lab, _) = client::find_machine(&a.names[0])?;
+            (lab, a.names.clone())
+        }
+        None => (only_lab()?, Vec::new()),
+    };
+    let st = LabState::read(&state::lab_dir(&lab))
+        .ok_or_else(|| LabError::NoLab(lab.clone(), labs.join(", ")))?;
+    for u in &umids {
+        if st.machine(u).is_none() {
+            bail!(
+                "lab {lab} has no machine {u} (its machines: {})",
+                st.machines
+                    .iter()
+                    .map(|m| m.umid.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    let kernel = match &a.kernel {
+        Some(k) => Some(umldbg::kernel::manifest::select(cache, k).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let targets: Vec<String> = if umids.is_empty() {
+        st.machines.iter().map(|m| m.umid.clone()).collect()
+    } else {
+        umids.clone()
+    };
+    // A debug session on a machine that goes away ends first, with a reason its waiters and
+    // later commands are told (its breakpoints come out of the old kernel's text cleanly).
+    let why = "the machine was restarted by `umldbg lab restart`";
+    let mut ended = Vec::new();
+    for u in &targets {
+        if let Ok(mut c) = umldbg::daemon::client::Connection::open(&st.uml_dir, u)
+            && c.request(&umldbg::daemon::protocol::Request::Detach {
+                reason: Some(why.into()),
+            })
+            .is_ok()
+        {
+            ended.push(u.clone());
+        }
+    }
+    let t0 = Instant::now();
+    let r = client::restart(&lab, &umids, kernel)?;
+    // The new machine's UML directory tells a later debug command why the session is gone.
+    for u in &ended {
+        let _ = std::fs::write(
+            st.uml_dir.join(u).join("umldbg.last"),
+            format!("{why} (attach again: umldbg attach {u})\n"),
+        );
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "lab": lab, "ok": r.ok, "error": r.error, "machines": r.machines,
+                "sessions_ended": ended, "seconds": t0.elapsed().as_secs_f64(),
+            }))?
+        );
+    } else {
+        println!("lab {lab}: restarted in {:.2}s", t0.elapsed().as_secs_f64());
+        for l in r.output.as_deref().unwrap_or("").lines() {
+            if !l.starts_with("error: ") {
+                println!("  {l}");
+            }
+        }
+        for u in &ended {
+            println!("  the debug session on {u} ended: attach again with `umldbg attach {u}`");
+        }
+    }
+    if !r.ok {
+        bail!("{}", r.error.unwrap_or_else(|| "restart failed".into()));
+    }
+    Ok(0)
 }
 
 fn addr_text(m: &state::MachineState) -> String {

@@ -104,12 +104,14 @@ pub fn parse_line(line: &str) -> Result<Option<Request>, String> {
         "load" => Request::Load {
             file: need("a module file or name")?,
             module_path: Vec::new(),
+            replace: false,
+            build: None,
         },
         "gdb" => Request::Gdb {
             command: need("a gdb command")?,
         },
         "status" => Request::Status,
-        "detach" => Request::Detach,
+        "detach" => Request::Detach { reason: None },
         other => {
             return Err(format!(
                 "unknown command {other:?}: `help` lists the commands"
@@ -241,7 +243,7 @@ pub fn run(umid: Option<String>, uml_dir: PathBuf) -> anyhow::Result<i32> {
             }
             Ok(None) => {}
             Ok(Some(req)) => {
-                let detach = matches!(req, Request::Detach);
+                let detach = matches!(req, Request::Detach { .. });
                 match conn.request(&req) {
                     Ok(r) if r.ok => {
                         if let Some(t) = r.text.filter(|t| !t.is_empty()) {

@@ -393,9 +393,5 @@ async fn start(opts: &AttachOptions) -> Result<Started, String> {
 
 /// The installed modules of the cached kernel whose image the machine runs.
 fn modules_dir_for(image: &Path, cache: &Path) -> Option<PathBuf> {
-    crate::kernel::manifest::list(cache)
-        .into_iter()
-        .filter_map(|e| e.manifest.ok())
-        .find(|m| std::fs::canonicalize(&m.linux).ok().as_deref() == Some(image))
-        .map(|m| m.modules_dir)
+    crate::kernel::manifest::find_by_image(cache, image).map(|m| m.modules_dir)
 }

@@ -42,9 +42,19 @@ pub enum Request {
         command: String,
     },
     Load {
+        /// A .ko file or a module name (empty with `build`).
+        #[serde(default)]
         file: String,
         #[serde(default)]
         module_path: Vec<PathBuf>,
+        /// A newer build of a loaded module takes the old one's place (rules, dependants,
+        /// symbols and breakpoints looked after).
+        #[serde(default)]
+        replace: bool,
+        /// Build the out-of-tree module in this directory against the machine's kernel first;
+        /// implies `replace`.
+        #[serde(default)]
+        build: Option<PathBuf>,
     },
     Skb {
         #[serde(default)]
@@ -58,7 +68,12 @@ pub enum Request {
     Complete {
         prefix: String,
     },
-    Detach,
+    /// End the session; `reason` is what waiters and later commands are told (default
+    /// "detached").
+    Detach {
+        #[serde(default)]
+        reason: Option<String>,
+    },
     Events,
 }
 

@@ -88,6 +88,8 @@ pub enum Msg {
         result: Result<Vec<GuestModule>, String>,
         reply: oneshot::Sender<Response>,
     },
+    /// What a `load --replace` job needs of gdb (see `load.rs`).
+    Op(super::load::Op),
 }
 
 pub struct Session {
@@ -370,10 +372,7 @@ impl Session {
         let cmd = modules::add_symbol_file_command(&file, m, &secs)
             .ok_or_else(|| format!("module {} reports no .text", m.name))?;
         if let Some(old) = self.modules.get(&m.name) {
-            let _ = self
-                .gdb
-                .console(&format!("remove-symbol-file -a {:#x}", old.text))
-                .await;
+            let _ = self.gdb.console(&remove_symbol_file(&old.file)).await;
         }
         self.gdb
             .console(&cmd)
@@ -490,10 +489,7 @@ impl Session {
                     && let Some(name) = parse_c_string(&n)
                     && let Some(ls) = self.modules.remove(&name)
                 {
-                    let _ = self
-                        .gdb
-                        .console(&format!("remove-symbol-file -a {:#x}", ls.text))
-                        .await;
+                    let _ = self.gdb.console(&remove_symbol_file(&ls.file)).await;
                     let _ = self.events_tx.send(Event::ModuleUnloaded { name });
                 }
             }
@@ -674,9 +670,9 @@ impl Session {
                     && !matches!(req, Request::Status)
                 {
                     let _ = reply.send(Response::err(format!("the session is over: {why}")));
-                    return matches!(req, Request::Detach);
+                    return matches!(req, Request::Detach { .. });
                 }
-                let detach = matches!(req, Request::Detach);
+                let detach = matches!(req, Request::Detach { .. });
                 let keeps_frame = matches!(
                     req,
                     Request::Skb { .. }
@@ -714,8 +710,17 @@ impl Session {
                         }
                         false
                     }
-                    Request::Load { file, module_path } => {
-                        self.start_load(file, module_path, reply).await;
+                    Request::Load {
+                        file,
+                        module_path,
+                        replace,
+                        build,
+                    } => {
+                        if replace || build.is_some() {
+                            self.start_replace(file, module_path, build, reply);
+                        } else {
+                            self.start_load(file, module_path, reply).await;
+                        }
                         false
                     }
                     other => {
@@ -734,6 +739,10 @@ impl Session {
             } => {
                 let r = self.finish_load(file, name, result).await;
                 let _ = reply.send(r);
+                false
+            }
+            Msg::Op(op) => {
+                self.on_op(op).await;
                 false
             }
         }
@@ -961,7 +970,7 @@ impl Session {
                 let v = self.symbols.complete(&prefix, 200);
                 Response::ok_data(v.join("\n"), serde_json::json!(v))
             }
-            Request::Detach => self.detach().await,
+            Request::Detach { reason } => self.detach(reason).await,
             Request::Events | Request::Wait { .. } | Request::Load { .. } => {
                 Response::err("not handled here")
             }
@@ -1088,7 +1097,7 @@ impl Session {
         Response::ok_data(text, data)
     }
 
-    async fn detach(&mut self) -> Response {
+    async fn detach(&mut self, reason: Option<String>) -> Response {
         let _ = self.pause().await;
         let ids: Vec<u32> = self
             .user_bps
@@ -1105,7 +1114,14 @@ impl Session {
         let r = self.gdb.cmd(Command::target_detach()).await;
         let _ = self.gdb.cmd(Command::gdb_exit()).await;
         self.journal.clear();
-        self.state = RunState::Gone("detached".into());
+        let why = reason.unwrap_or_else(|| "detached".into());
+        let _ = self.events_tx.send(Event::Exited {
+            reason: why.clone(),
+        });
+        for w in self.waiters.drain(..) {
+            let _ = w.send(Response::err(format!("the session is over: {why}")));
+        }
+        self.state = RunState::Gone(why);
         match r {
             Ok(_) => Response::ok_text(format!(
                 "detached from {}; the machine keeps running",
@@ -1159,6 +1175,207 @@ impl Session {
         });
     }
 
+    /// `load --replace` / `load --build`: a job beside the session does the console work and
+    /// asks the session (through [`Msg::Op`]) for what needs gdb.
+    fn start_replace(
+        &mut self,
+        file: String,
+        module_path: Vec<PathBuf>,
+        build: Option<PathBuf>,
+        reply: oneshot::Sender<Response>,
+    ) {
+        if !matches!(self.state, RunState::Running) {
+            let _ = reply.send(Response::err("the machine is stopped; the guest swaps modules while it runs: `umldbg continue` first"));
+            return;
+        }
+        let Some(console) = self.cfg.console.clone() else {
+            let _ = reply.send(Response::err(format!("{} has no console that umldbg can reach (not in a lab, no shell on a console pty; see `umldbg attach --console`): replace the module in the guest yourself (rmmod, insmod); its symbols follow", self.cfg.umid)));
+            return;
+        };
+        let input = match build {
+            Some(dir) => super::load::JobInput::Build(dir),
+            None if file.is_empty() => {
+                let _ = reply.send(Response::err(
+                    "load --replace needs a module file: `umldbg load --replace FILE.ko`",
+                ));
+                return;
+            }
+            None => super::load::JobInput::File(file),
+        };
+        let mut search = module_path;
+        search.extend(self.cfg.module_paths.iter().cloned());
+        let ctx = super::load::JobContext {
+            tx: self.tx.clone(),
+            console,
+            umid: self.cfg.umid.clone(),
+            cache: self.cfg.cache.clone(),
+            modules_dir: self.cfg.modules_dir.clone(),
+            search,
+            image: self.cfg.image.clone(),
+        };
+        tokio::spawn(super::load::run_job(ctx, input, reply));
+    }
+
+    async fn on_op(&mut self, op: super::load::Op) {
+        use super::load::Op;
+        match op {
+            Op::TakeBreakpoints { module, reply } => {
+                let r = self
+                    .with_stopped(async |s: &mut Session| s.take_breakpoints(&module).await)
+                    .await
+                    .and_then(|r| r);
+                let _ = reply.send(r);
+            }
+            Op::AddSymbols {
+                module,
+                file,
+                reply,
+            } => {
+                let r = self
+                    .with_stopped(async |s: &mut Session| {
+                        s.add_module_symbols(&module, Some(&file), Source::Console)
+                            .await
+                    })
+                    .await
+                    .and_then(|r| r);
+                let _ = reply.send(r);
+            }
+            Op::PlaceBreakpoints { bps, reply } => {
+                let r = self
+                    .with_stopped(async |s: &mut Session| s.place_breakpoints(bps.clone()).await)
+                    .await;
+                let r = match r {
+                    Ok(v) => v,
+                    Err(e) => bps
+                        .into_iter()
+                        .map(|b| super::load::Placement {
+                            old: b,
+                            placed: None,
+                            error: Some(e.clone()),
+                        })
+                        .collect(),
+                };
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    /// Delete the user breakpoints whose code lies in module `name` (gdb's `info symbol` names
+    /// the module file of each address) and forget their journal entries.
+    async fn take_breakpoints(
+        &mut self,
+        name: &str,
+    ) -> Result<Vec<super::load::MovedBreakpoint>, String> {
+        let Some(file) = self.modules.get(name).map(|m| m.file.clone()) else {
+            return Ok(Vec::new());
+        };
+        let list = self.gdb.break_list().await.map_err(gdb_err)?;
+        let mut out = Vec::new();
+        for bp in list {
+            let Some(location) = self.user_bps.get(&bp.number).cloned() else {
+                continue;
+            };
+            let mut addrs: Vec<u64> = bp
+                .addr
+                .as_deref()
+                .and_then(parse_addr)
+                .into_iter()
+                .collect();
+            addrs.extend(
+                bp.locations
+                    .iter()
+                    .filter_map(|l| l.addr.as_deref().and_then(parse_addr)),
+            );
+            let mut inside = false;
+            for a in addrs {
+                if let Ok(t) = self.gdb.console(&format!("info symbol {a:#x}")).await
+                    && symbol_in_file(&t, &file)
+                {
+                    inside = true;
+                    break;
+                }
+            }
+            if !inside {
+                continue;
+            }
+            let first = bp.locations.first();
+            out.push(super::load::MovedBreakpoint {
+                id: bp.number,
+                location,
+                cond: bp.cond.clone(),
+                func: bp
+                    .func
+                    .clone()
+                    .or_else(|| first.and_then(|l| l.func.clone())),
+                file: bp
+                    .file
+                    .clone()
+                    .or_else(|| first.and_then(|l| l.file.clone())),
+                line: bp.line.or_else(|| first.and_then(|l| l.line)),
+            });
+            self.gdb
+                .cmd(Command::break_delete(bp.number))
+                .await
+                .map_err(gdb_err)?;
+            self.user_bps.remove(&bp.number);
+            self.journal.forget(bp.number);
+        }
+        Ok(out)
+    }
+
+    /// Set breakpoints again by the location the user gave. An address (`*0x...`) pointed
+    /// into code that is gone: it is not set again.
+    async fn place_breakpoints(
+        &mut self,
+        bps: Vec<super::load::MovedBreakpoint>,
+    ) -> Vec<super::load::Placement> {
+        let mut out = Vec::new();
+        for b in bps {
+            if b.location.trim_start().starts_with('*') {
+                out.push(super::load::Placement {
+                    old: b,
+                    placed: None,
+                    error: Some("an address in the old code".into()),
+                });
+                continue;
+            }
+            let opts = BreakOptions {
+                condition: b.cond.clone(),
+                ..Default::default()
+            };
+            match self.gdb.break_insert(&b.location, &opts).await {
+                Ok(bp) => {
+                    self.journal_bp(&bp);
+                    self.user_bps.insert(bp.number, b.location.clone());
+                    let first = bp.locations.first();
+                    let placed = super::load::Placed {
+                        id: bp.number,
+                        func: bp
+                            .func
+                            .clone()
+                            .or_else(|| first.and_then(|l| l.func.clone())),
+                        file: bp
+                            .file
+                            .clone()
+                            .or_else(|| first.and_then(|l| l.file.clone())),
+                        line: bp.line.or_else(|| first.and_then(|l| l.line)),
+                    };
+                    out.push(super::load::Placement {
+                        old: b,
+                        placed: Some(placed),
+                        error: None,
+                    });
+                }
+                Err(e) => out.push(super::load::Placement {
+                    old: b,
+                    placed: None,
+                    error: Some(short(&e)),
+                }),
+            }
+        }
+        out
+    }
+
     async fn finish_load(
         &mut self,
         file: PathBuf,
@@ -1177,6 +1394,20 @@ impl Session {
                 "the guest does not list module {name} after loading it"
             ));
         };
+        // A loaded module of another build: say how to put this one in its place.
+        let file_id = std::fs::read(&file)
+            .ok()
+            .and_then(|b| crate::kmod::elf_build_id(&b));
+        if let (Some(guest), Some(host)) = (&m.build_id, &file_id)
+            && guest != host
+        {
+            return Response::err(format!(
+                "{} has build-id {host} but the guest's {} has {guest}: not the loaded module, refusing its symbols; `umldbg load --replace {}` puts this build in its place (or `umldbg load --build DIR` to rebuild and swap)",
+                file.display(),
+                m.name,
+                file.display()
+            ));
+        }
         let r = self
             .with_stopped(async |s: &mut Session| {
                 s.add_module_symbols(m, Some(&file), Source::Console).await
@@ -1256,6 +1487,29 @@ fn short(e: &GdbError) -> String {
     }
 }
 
+/// gdb's command that drops a module's symbols: by the file they came from. Not by address
+/// (`-a TEXT`): gdb removes the first symbol file with any section there, and a module loaded
+/// where another module's freed init text was would take that module's symbols with it.
+fn remove_symbol_file(file: &Path) -> String {
+    let f = file.display().to_string();
+    if f.contains([' ', '"', '\'', '\\']) {
+        format!(
+            "remove-symbol-file \"{}\"",
+            f.replace('\\', "\\\\").replace('"', "\\\"")
+        )
+    } else {
+        format!("remove-symbol-file {f}")
+    }
+}
+
+/// `info symbol` output (`reject_tg + 4 in section .text of /m/ipt_REJECT.ko`) names `file`.
+fn symbol_in_file(text: &str, file: &Path) -> bool {
+    text.lines().any(|l| {
+        l.rsplit_once(" of ")
+            .is_some_and(|(_, f)| Path::new(f.trim()) == file)
+    })
+}
+
 pub fn parse_addr(s: &str) -> Option<u64> {
     let t = s.split_whitespace().next()?;
     let t = t.strip_prefix("0x")?;
@@ -1289,6 +1543,32 @@ mod tests {
         );
         assert_eq!(parse_c_string("0x6000 \".text\"").as_deref(), Some(".text"));
         assert_eq!(parse_c_string("0x0"), None);
+    }
+
+    #[test]
+    fn symbol_files_are_removed_by_file_not_by_address() {
+        assert_eq!(
+            remove_symbol_file(Path::new("/m/ipt_REJECT.ko")),
+            "remove-symbol-file /m/ipt_REJECT.ko"
+        );
+        assert_eq!(
+            remove_symbol_file(Path::new("/my mods/x.ko")),
+            "remove-symbol-file \"/my mods/x.ko\""
+        );
+    }
+
+    #[test]
+    fn info_symbol_names_the_module_file() {
+        let f = Path::new("/m/ipt_REJECT.ko");
+        assert!(symbol_in_file(
+            "reject_tg + 4 in section .text of /m/ipt_REJECT.ko\n",
+            f
+        ));
+        assert!(!symbol_in_file("ip_rcv in section .text\n", f));
+        assert!(!symbol_in_file(
+            "x in section .text of /other/ipt_REJECT.ko",
+            f
+        ));
     }
 
     #[test]

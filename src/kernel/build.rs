@@ -23,6 +23,8 @@ pub struct BuildOptions {
     pub refresh: bool,
     /// Report progress (phase and how far along) on stderr.
     pub progress: bool,
+    /// A configuration to start a tree's build directory from (`--source TREE` only).
+    pub config: Option<PathBuf>,
 }
 
 /// Result of a build request.
@@ -31,12 +33,15 @@ pub struct BuildOutcome {
     pub manifest: Manifest,
     pub cache_hit: bool,
     pub seconds: f64,
+    /// Objects compiled (a tree's incremental build).
+    pub compiled: Option<u64>,
+    /// What the user should know: options set on top of their configuration, a missing patch.
+    pub notes: Vec<String>,
 }
 
 enum Source {
     Deb { path: PathBuf, package: String },
     Tarball(PathBuf),
-    Tree(PathBuf),
 }
 
 impl Source {
@@ -48,7 +53,7 @@ impl Source {
                     path.file_name().unwrap_or_default().to_string_lossy()
                 )
             }
-            Source::Tarball(p) | Source::Tree(p) => format!("path:{}", p.display()),
+            Source::Tarball(p) => format!("path:{}", p.display()),
         }
     }
 }
@@ -82,14 +87,14 @@ pub fn config_mismatches(fragment: &[(String, char)], config: &str) -> Vec<Strin
     bad
 }
 
-struct Progress {
+pub(super) struct Progress {
     bar: Option<indicatif::ProgressBar>,
     enabled: bool,
     started: Instant,
 }
 
 impl Progress {
-    fn new(enabled: bool) -> Progress {
+    pub(super) fn new(enabled: bool) -> Progress {
         use std::io::IsTerminal;
         let bar = (enabled && std::io::stderr().is_terminal()).then(|| {
             let b = indicatif::ProgressBar::new(0);
@@ -108,7 +113,7 @@ impl Progress {
             started: Instant::now(),
         }
     }
-    fn phase(&self, name: &str) {
+    pub(super) fn phase(&self, name: &str) {
         match &self.bar {
             Some(b) => b.set_message(name.to_string()),
             None if self.enabled => {
@@ -131,7 +136,7 @@ impl Progress {
             );
         }
     }
-    fn finish(&self) {
+    pub(super) fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }
@@ -173,17 +178,18 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutcome, KernelError> {
             manifest: m,
             cache_hit: true,
             seconds: t0.elapsed().as_secs_f64(),
+            compiled: None,
+            notes: Vec::new(),
         });
     }
 
-    progress.phase("source");
     let src = match &opts.source {
         Some(p) => {
             let p = std::fs::canonicalize(p).map_err(|_| KernelError::NotATree(p.clone()))?;
             if p.is_dir() {
-                let v = source::tree_version(&p)?;
-                source::check_version(v, &p.display().to_string())?;
-                Source::Tree(p)
+                // A tree is built where it is, with `make O=` (see tree.rs).
+                progress.finish();
+                return super::tree::build_tree(opts, &p);
             } else {
                 let name = p.to_string_lossy();
                 if !(name.contains(".tar")) {
@@ -193,6 +199,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutcome, KernelError> {
             }
         }
         None => {
+            progress.phase("source");
             let mirror = source::system_mirror()?;
             let apt = PrivateApt::new(&opts.cache, &mirror)?;
             apt.update()?;
@@ -215,6 +222,8 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutcome, KernelError> {
             manifest: m,
             cache_hit: true,
             seconds: t0.elapsed().as_secs_f64(),
+            compiled: None,
+            notes: Vec::new(),
         });
     }
 
@@ -260,14 +269,6 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutcome, KernelError> {
                 .arg("--strip-components=1");
             util::run(&mut c).map_err(|e| KernelError::Step {
                 step: "unpack the tarball",
-                source: e,
-            })?;
-        }
-        Source::Tree(p) => {
-            let mut c = Command::new("cp");
-            c.arg("-a").arg(format!("{}/.", p.display())).arg(&tree);
-            util::run(&mut c).map_err(|e| KernelError::Step {
-                step: "copy the kernel tree",
                 source: e,
             })?;
         }
@@ -368,6 +369,8 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutcome, KernelError> {
         manifest: m,
         cache_hit: false,
         seconds: t0.elapsed().as_secs_f64(),
+        compiled: None,
+        notes: Vec::new(),
     })
 }
 
@@ -436,7 +439,7 @@ fn previous_step_count(kernels: &Path) -> Option<u64> {
 }
 
 /// Run `make ARCH=um TARGET` in the tree, appending to the log; count kbuild's step lines.
-fn make(
+pub(super) fn make(
     tree: &Path,
     targets: &[&str],
     jobs: usize,

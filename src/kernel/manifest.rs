@@ -121,3 +121,103 @@ pub fn list(cache: &Path) -> Vec<CacheEntry> {
 pub fn newest(cache: &Path) -> Option<Manifest> {
     list(cache).into_iter().find_map(|e| e.manifest.ok())
 }
+
+/// The directory holding the builds of developers' own trees (`kernel build --source TREE`):
+/// `trees/tree-<key>/{build,runs/run-<id>/,state.json}` (see `tree.rs`). They are kept apart
+/// from `kernels/` so that the kernel every lab boots by default (`kernel path`) stays the one
+/// built from the recipe, whatever trees are built.
+pub fn trees_dir(cache: &Path) -> PathBuf {
+    cache.join("trees")
+}
+
+/// Every published run of every tree, valid or not, newest valid first.
+pub fn tree_runs(cache: &Path) -> Vec<CacheEntry> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(trees_dir(cache))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for r in std::fs::read_dir(t.path().join("runs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let dir = r.path();
+            let manifest = match Manifest::read(&dir) {
+                Ok(m) => m.check().map(|()| m),
+                Err(KernelError::Io { .. }) => Err("incomplete run (no manifest)".to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            out.push(CacheEntry { dir, manifest });
+        }
+    }
+    out.sort_by_key(|e| std::cmp::Reverse(e.manifest.as_ref().map(|m| m.built_at).unwrap_or(0)));
+    out
+}
+
+/// The cached kernel (recipe build or tree run) whose image is `image`.
+pub fn find_by_image(cache: &Path, image: &Path) -> Option<Manifest> {
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let image = canon(image);
+    list(cache)
+        .into_iter()
+        .chain(tree_runs(cache))
+        .filter_map(|e| e.manifest.ok())
+        .find(|m| canon(&m.linux) == image)
+}
+
+/// The most recently built valid kernel of any kind: what `--kernel latest` means.
+pub fn latest(cache: &Path) -> Option<Manifest> {
+    list(cache)
+        .into_iter()
+        .chain(tree_runs(cache))
+        .filter_map(|e| e.manifest.ok())
+        .max_by_key(|m| m.built_at)
+}
+
+/// A kernel named on the command line (`--kernel`): `latest`; a kernel image; a directory
+/// holding a manifest (a cached build or run); a kernel tree built with `--source` (its newest
+/// run).
+pub fn select(cache: &Path, what: &str) -> Result<Manifest, String> {
+    if what == "latest" {
+        return latest(cache).ok_or_else(|| {
+            format!(
+                "no kernel in the cache {}: run `umldbg kernel build` (or `--source TREE`)",
+                cache.display()
+            )
+        });
+    }
+    let p = Path::new(what);
+    let canon = std::fs::canonicalize(p)
+        .map_err(|e| format!("--kernel {what}: {e}: give `latest`, a kernel image, or a tree built with `umldbg kernel build --source`"))?;
+    if canon.is_dir() {
+        if let Ok(m) = Manifest::read(&canon) {
+            return m
+                .check()
+                .map(|()| m)
+                .map_err(|e| format!("--kernel {what}: {e}"));
+        }
+        // A tree: the newest run built from it.
+        let dir = super::tree::tree_dir(cache, &canon);
+        let st = std::fs::read_to_string(dir.join("state.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<super::tree::TreeState>(&t).ok())
+            .ok_or_else(|| {
+                format!(
+                    "--kernel {what}: no build of this directory in the cache: `umldbg kernel build --source {what}` first"
+                )
+            })?;
+        let m = Manifest::read(&dir.join("runs").join(&st.run)).map_err(|e| e.to_string())?;
+        return m
+            .check()
+            .map(|()| m)
+            .map_err(|e| format!("--kernel {what}: {e}"));
+    }
+    find_by_image(cache, &canon).ok_or_else(|| {
+        format!(
+            "--kernel {what}: not a kernel in the cache {} (`umldbg kernel list` shows them): umldbg boots only kernels it built, whose modules it knows",
+            cache.display()
+        )
+    })
+}

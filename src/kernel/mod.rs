@@ -8,6 +8,7 @@ pub mod build;
 pub mod manifest;
 pub mod prune;
 pub mod source;
+pub mod tree;
 
 use std::path::{Path, PathBuf};
 
@@ -92,6 +93,18 @@ pub enum KernelError {
         "patch {name} does not apply to this kernel source ({reason}): umldbg supports the kernels its patches fit, see scripts/kernel-patches"
     )]
     Patch { name: String, reason: String },
+    #[error(
+        "{tree} was configured or built in place ({found}): a build directory of its own (make O=) cannot use it; save your configuration (cp {tree}/.config my.config), clean the tree (make -C {tree} ARCH=um mrproper), then `umldbg kernel build --source {tree} --config my.config`"
+    )]
+    BuiltInPlace { tree: PathBuf, found: String },
+    #[error(
+        "the configuration in {build_dir} turns off what umldbg needs: {options}; kconfig would not keep them on (a dependency is off): turn them on with `make -C {tree} O={build_dir} ARCH=um menuconfig`"
+    )]
+    ConfigRefused {
+        options: String,
+        build_dir: PathBuf,
+        tree: PathBuf,
+    },
     #[error("{path}: no GNU build-id note")]
     NoBuildId { path: PathBuf },
 }

@@ -129,6 +129,42 @@ pub fn prune(cache: &Path, dry_run: bool) -> std::io::Result<Vec<Outcome>> {
             bytes,
         });
     }
+    // Runs of developers' trees: each tree's current run and what machines execute stay; the
+    // trees' build directories (their incremental state) are never pruned.
+    for t in std::fs::read_dir(manifest::trees_dir(cache))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let runs = t.path().join("runs");
+        let current = std::fs::read_to_string(t.path().join("state.json"))
+            .ok()
+            .and_then(|x| serde_json::from_str::<super::tree::TreeState>(&x).ok())
+            .map(|st| st.run);
+        let in_use = dirs_in_use(&runs);
+        for r in std::fs::read_dir(&runs).into_iter().flatten().flatten() {
+            let dir = std::fs::canonicalize(r.path()).unwrap_or_else(|_| r.path());
+            let verdict = if current.as_deref() == r.file_name().to_str() {
+                Verdict::Keep("a tree's newest build")
+            } else if in_use.contains(&dir) {
+                Verdict::Keep("a running machine uses it")
+            } else {
+                Verdict::Remove("an older build of a tree")
+            };
+            let bytes = match verdict {
+                Verdict::Remove(_) => du(&dir),
+                Verdict::Keep(_) => 0,
+            };
+            if matches!(verdict, Verdict::Remove(_)) && !dry_run {
+                std::fs::remove_dir_all(&dir)?;
+            }
+            out.push(Outcome {
+                dir,
+                verdict,
+                bytes,
+            });
+        }
+    }
     Ok(out)
 }
 

@@ -97,6 +97,15 @@ pub fn check_umid_free(umid: &str, uml_dir: &Path) -> Result<(), LabError> {
 
 /// Start a lab and return its state once every machine is ready.
 pub fn up(spec: &LabSpec, cache: &Path) -> Result<LabState, LabError> {
+    up_on(spec, cache, None)
+}
+
+/// [`up`] on a chosen kernel (`lab up --kernel`); `None` is the cached kernel.
+pub fn up_on(
+    spec: &LabSpec,
+    cache: &Path,
+    kernel: Option<&crate::kernel::Manifest>,
+) -> Result<LabState, LabError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(LabError::NotRoot);
     }
@@ -104,7 +113,9 @@ pub fn up(spec: &LabSpec, cache: &Path) -> Result<LabState, LabError> {
         return Err(LabError::NoTun);
     }
     crate::uml::ids::check_lab_name(&spec.name)?;
-    crate::kernel::cached(cache)?;
+    if kernel.is_none() {
+        crate::kernel::cached(cache)?;
+    }
     let dir = state::lab_dir(&spec.name);
     if dir.exists() {
         match LabState::read(&dir) {
@@ -126,6 +137,14 @@ pub fn up(spec: &LabSpec, cache: &Path) -> Result<LabState, LabError> {
     let spec_json = serde_json::to_string_pretty(spec).expect("spec serialises");
     std::fs::write(dir.join(state::SPEC), spec_json)
         .map_err(|e| LabError::Io(format!("write {}: {e}", dir.join(state::SPEC).display())))?;
+    if let Some(k) = kernel {
+        let p = dir.join(supervisor::KERNEL);
+        std::fs::write(
+            &p,
+            serde_json::to_string_pretty(k).expect("manifest serialises"),
+        )
+        .map_err(|e| LabError::Io(format!("write {}: {e}", p.display())))?;
+    }
 
     let (rd, wr) = nix::unistd::pipe().map_err(|e| LabError::Io(format!("pipe: {e}")))?;
     let exe = std::env::current_exe().map_err(|e| LabError::Io(format!("current_exe: {e}")))?;
@@ -236,6 +255,28 @@ pub fn exec(umid: &str, script: &str, timeout: u64) -> Result<Reply, LabError> {
             umid: umid.into(),
             script: script.into(),
             timeout,
+        },
+    )?;
+    Ok(r)
+}
+
+/// Ask a lab's supervisor to stop machines (all when `umids` is empty) and boot them again, on
+/// `kernel` or on the kernel each ran. The reply says what each machine runs now.
+pub fn restart(
+    lab: &str,
+    umids: &[String],
+    kernel: Option<crate::kernel::Manifest>,
+) -> Result<Reply, LabError> {
+    let dir = state::lab_dir(lab);
+    let st = LabState::read(&dir).ok_or_else(|| LabError::NoLab(lab.into(), labs_up()))?;
+    if !state::pid_alive(st.supervisor_pid) {
+        return Err(LabError::Stale(lab.into()));
+    }
+    let (r, _) = request(
+        lab,
+        &Request::Restart {
+            umids: umids.to_vec(),
+            kernel,
         },
     )?;
     Ok(r)

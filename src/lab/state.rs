@@ -43,6 +43,9 @@ pub struct MachineState {
     /// Guest interface name and its addresses, for the status table.
     pub addresses: Vec<(String, Vec<String>)>,
     pub console_log: PathBuf,
+    /// The kernel it runs when `lab restart --kernel` gave it another than the lab's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

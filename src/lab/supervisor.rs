@@ -41,6 +41,14 @@ pub enum Request {
         umid: String,
     },
     Down,
+    /// Stop machines (default: every machine) and boot them again, on `kernel` or each on the
+    /// kernel it ran, with the lab's taps, addresses, sysctls and startups as before.
+    Restart {
+        #[serde(default)]
+        umids: Vec<String>,
+        #[serde(default)]
+        kernel: Option<Manifest>,
+    },
 }
 
 /// The reply: one JSON line (for `console`, raw bytes follow an `ok` reply).
@@ -99,14 +107,41 @@ struct Machine {
     console_client: Arc<Mutex<Option<UnixStream>>>,
     /// What the interactive console printed while nobody was attached (last few KB).
     console_backlog: Arc<Mutex<Vec<u8>>>,
+    /// The kernel it boots (`lab restart` without `--kernel` boots it again).
+    kernel: Manifest,
 }
 
 struct Supervisor {
     dir: PathBuf,
-    state: LabState,
-    machines: Vec<Arc<Machine>>,
+    /// Written back to `state.json` when `lab restart` changes a machine's pid or kernel.
+    state: Mutex<LabState>,
+    /// Replaced one by one by `lab restart`.
+    machines: Mutex<Vec<Arc<Machine>>>,
     next_id: AtomicU64,
+    cache: PathBuf,
 }
+
+impl Supervisor {
+    fn machine(&self, umid: &str) -> Option<Arc<Machine>> {
+        self.machines
+            .lock()
+            .expect("lock")
+            .iter()
+            .find(|m| m.umid == umid)
+            .cloned()
+    }
+
+    fn all(&self) -> Vec<Arc<Machine>> {
+        self.machines.lock().expect("lock").clone()
+    }
+
+    fn name(&self) -> String {
+        self.state.lock().expect("lock").name.clone()
+    }
+}
+
+/// The kernel `lab up --kernel` chose, beside the lab's spec (else the cached kernel).
+pub const KERNEL: &str = "kernel.json";
 
 /// Entry point of `umldbg lab supervise NAME` (started by `lab up`; fd 3 is the ready pipe).
 pub fn main(name: &str, cache: &Path) -> i32 {
@@ -132,7 +167,13 @@ pub fn main(name: &str, cache: &Path) -> i32 {
             return 1;
         }
     };
-    let manifest = match crate::kernel::cached(cache) {
+    let chosen = std::fs::read_to_string(dir.join(KERNEL))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Manifest>(&t).ok());
+    let manifest = match chosen
+        .map(Ok)
+        .unwrap_or_else(|| crate::kernel::cached(cache))
+    {
         Ok(m) => m,
         Err(e) => {
             report(&mut ready, &format!("error: {e}"));
@@ -145,7 +186,7 @@ pub fn main(name: &str, cache: &Path) -> i32 {
             let listener = match UnixListener::bind(dir.join(state::SOCKET)) {
                 Ok(l) => l,
                 Err(e) => {
-                    teardown(&sup.state, &sup.machines);
+                    teardown(&sup.state.lock().expect("lock"), &sup.all());
                     report(
                         &mut ready,
                         &format!("error: bind {}: {e}", dir.join(state::SOCKET).display()),
@@ -153,8 +194,9 @@ pub fn main(name: &str, cache: &Path) -> i32 {
                     return 1;
                 }
             };
-            if let Err(e) = sup.state.write(&dir) {
-                teardown(&sup.state, &sup.machines);
+            let written = sup.state.lock().expect("lock").write(&dir);
+            if let Err(e) = written {
+                teardown(&sup.state.lock().expect("lock"), &sup.all());
                 report(&mut ready, &format!("error: write state: {e}"));
                 return 1;
             }
@@ -273,6 +315,7 @@ fn start(dir: &Path, spec: &LabSpec, k: &Manifest, cache: &Path) -> Result<Super
                 user,
                 uml_parent: &dir.join("uml").join(&m.umid),
                 uml_dir: &st.uml_dir,
+                macs: &[],
             })?;
             st.machines.push(MachineState {
                 umid: m.umid.clone(),
@@ -291,6 +334,7 @@ fn start(dir: &Path, spec: &LabSpec, k: &Manifest, cache: &Path) -> Result<Super
                     })
                     .collect(),
                 console_log: log,
+                kernel: None,
             });
             machines.push(machine);
             ready_rx.push(rx);
@@ -343,9 +387,10 @@ fn start(dir: &Path, spec: &LabSpec, k: &Manifest, cache: &Path) -> Result<Super
     }
     Ok(Supervisor {
         dir: dir.to_path_buf(),
-        state: st,
-        machines,
+        state: Mutex::new(st),
+        machines: Mutex::new(machines),
         next_id,
+        cache: cache.to_path_buf(),
     })
 }
 
@@ -534,7 +579,15 @@ fn run_shutdowns(sup: &Supervisor) {
     let Some(spec) = state::read_spec(&sup.dir) else {
         return;
     };
-    for (ms, m) in spec.machines.iter().zip(&sup.machines) {
+    run_shutdowns_of(sup, &spec, &sup.all());
+}
+
+/// [`run_shutdowns`] of some machines (`lab restart` runs them before it stops machines).
+fn run_shutdowns_of(sup: &Supervisor, spec: &LabSpec, machines: &[Arc<Machine>]) {
+    for m in machines {
+        let Some(ms) = spec.machines.iter().find(|s| s.umid == m.umid) else {
+            continue;
+        };
         if ms.shutdown_files.is_empty() || !m.alive() {
             continue;
         }
@@ -601,6 +654,8 @@ struct Boot<'a> {
     uml_parent: &'a Path,
     /// Where umldbg looks machines up by umid (`~/.uml`): gets a link to the UML directory.
     uml_dir: &'a Path,
+    /// MAC address per interface (`lab restart` keeps a machine's; empty: the driver picks).
+    macs: &'a [String],
 }
 
 /// Start one UML machine, sandboxed, and the threads that read its consoles.
@@ -678,10 +733,13 @@ fn boot(b: &Boot) -> Result<(Arc<Machine>, mpsc::Receiver<bool>), String> {
     // reads and writes them one frame per call, as a tap needs.
     for i in 0..taps.len() {
         let fd = netns::TAP_FD_BASE + i as i32;
-        // A MAC from the lab is the interface's address before it ever comes up.
+        // A MAC from the lab is the interface's address before it ever comes up; else the one
+        // the machine had before `lab restart`.
         let mac = b.spec.interfaces[i]
             .mac
             .as_ref()
+            .map(|m| m.to_string())
+            .or_else(|| b.macs.get(i).cloned())
             .map(|m| format!(",mac={m}"))
             .unwrap_or_default();
         args.push(format!("vec{i}:transport=fd,fd={fd},vec=0{mac}"));
@@ -837,6 +895,7 @@ fn boot(b: &Boot) -> Result<(Arc<Machine>, mpsc::Receiver<bool>), String> {
         stage: stage.to_path_buf(),
         console_client,
         console_backlog,
+        kernel: b.kernel.clone(),
     };
     Ok((Arc::new(m), ready_rx))
 }
@@ -986,10 +1045,10 @@ fn handle(sup: Arc<Supervisor>, mut conn: UnixStream) {
             script,
             timeout,
         } => {
-            let Some(m) = sup.machines.iter().find(|m| m.umid == umid) else {
+            let Some(m) = sup.machine(&umid) else {
                 return send(
                     &mut conn,
-                    &Reply::err(format!("no machine {umid} in lab {}", sup.state.name)),
+                    &Reply::err(format!("no machine {umid} in lab {}", sup.name())),
                 );
             };
             let id = sup.next_id.fetch_add(1, Ordering::SeqCst);
@@ -998,7 +1057,7 @@ fn handle(sup: Arc<Supervisor>, mut conn: UnixStream) {
         }
         Request::Status => {
             let machines = sup
-                .machines
+                .all()
                 .iter()
                 .map(|m| MachineHealth {
                     umid: m.umid.clone(),
@@ -1016,10 +1075,10 @@ fn handle(sup: Arc<Supervisor>, mut conn: UnixStream) {
             );
         }
         Request::Console { umid } => {
-            let Some(m) = sup.machines.iter().find(|m| m.umid == umid) else {
+            let Some(m) = sup.machine(&umid) else {
                 return send(
                     &mut conn,
-                    &Reply::err(format!("no machine {umid} in lab {}", sup.state.name)),
+                    &Reply::err(format!("no machine {umid} in lab {}", sup.name())),
                 );
             };
             if !m.alive() {
@@ -1057,9 +1116,13 @@ fn handle(sup: Arc<Supervisor>, mut conn: UnixStream) {
             }
             *m.console_client.lock().expect("lock") = None;
         }
+        Request::Restart { umids, kernel } => {
+            let r = restart(&sup, &umids, kernel.as_ref());
+            send(&mut conn, &r);
+        }
         Request::Down => {
             run_shutdowns(&sup);
-            teardown(&sup.state, &sup.machines);
+            teardown(&sup.state.lock().expect("lock"), &sup.all());
             let _ = std::fs::remove_dir_all(&sup.dir);
             send(
                 &mut conn,
@@ -1141,5 +1204,332 @@ mod tests {
             explaining_line(Path::new("/nonexistent")),
             "it printed nothing"
         );
+    }
+}
+
+/// Seconds a restarted machine may take to come up.
+const RESTART_BOOT_TIMEOUT: u64 = 90;
+
+/// `lab restart`: stop the machines, then boot each again (on `kernel`, or on the kernel it
+/// ran) with the lab's taps, addresses, sysctls and startups, as `start` boots them. A machine
+/// that does not come up on a new kernel is booted again on the kernel it ran before.
+fn restart(sup: &Supervisor, umids: &[String], kernel: Option<&Manifest>) -> Reply {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(spec) = state::read_spec(&sup.dir) else {
+        return Reply::err(format!("no readable spec in {}", sup.dir.display()));
+    };
+    let (lab, ns, uml_dir) = {
+        let st = sup.state.lock().expect("lock");
+        (st.name.clone(), st.netns.clone(), st.uml_dir.clone())
+    };
+    let olds: Vec<Arc<Machine>> = if umids.is_empty() {
+        sup.all()
+    } else {
+        let mut v = Vec::new();
+        for u in umids {
+            match sup.machine(u) {
+                Some(m) => v.push(m),
+                None => {
+                    return Reply::err(format!(
+                        "no machine {u} in lab {lab} (its machines: {})",
+                        sup.all()
+                            .iter()
+                            .map(|m| m.umid.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+            }
+        }
+        v
+    };
+    let nsfd = match netns::open(&ns) {
+        Ok(f) => f,
+        Err(e) => return Reply::err(e.to_string()),
+    };
+    // The peers' neighbour caches hold the machines' MAC addresses: the new machines keep them.
+    let macs: Vec<Vec<String>> = olds
+        .iter()
+        .map(|m| {
+            let names: Vec<&str> = spec
+                .machines
+                .iter()
+                .find(|s| s.umid == m.umid)
+                .map(|s| s.interfaces.iter().map(|i| i.name.as_str()).collect())
+                .unwrap_or_default();
+            read_macs(sup, m, &names)
+        })
+        .collect();
+    run_shutdowns_of(sup, &spec, &olds);
+    for m in &olds {
+        stop_machine(&uml_dir, &m.umid, m.pid);
+        let _ = m.child.lock().expect("lock").wait();
+        // What the old machine and a session on it left in the UML directory (pid file, a
+        // breakpoint journal) must not meet the new machine.
+        let _ = std::fs::remove_dir_all(sup.dir.join("uml").join(&m.umid).join(&m.umid));
+    }
+    let mdir = sup.dir.join("machines");
+    let mut booted: Vec<(Arc<Machine>, i32)> = Vec::new();
+    let mut notes = Vec::new();
+    for (old, macs) in olds.iter().zip(&macs) {
+        let k = kernel.unwrap_or(&old.kernel);
+        match boot_again(sup, &spec, &nsfd, &uml_dir, &old.umid, k, macs) {
+            Ok(m) => booted.push(m),
+            Err(e) if kernel.is_some_and(|k| k.linux != old.kernel.linux) => {
+                match boot_again(sup, &spec, &nsfd, &uml_dir, &old.umid, &old.kernel, macs) {
+                    Ok(m) => {
+                        notes.push(format!(
+                            "{e}; {} runs its previous kernel {} again",
+                            old.umid,
+                            old.kernel.linux.display()
+                        ));
+                        booted.push(m);
+                    }
+                    Err(e2) => notes.push(format!("{e}; on its previous kernel too: {e2}")),
+                }
+            }
+            Err(e) => notes.push(e),
+        }
+    }
+    let kernel_pids: Vec<i32> = booted.iter().map(|(_, p)| *p).collect();
+    let booted: Vec<Arc<Machine>> = booted.into_iter().map(|(m, _)| m).collect();
+    // Sysctls and startups, on every restarted machine at once.
+    let sub = LabSpec {
+        machines: booted
+            .iter()
+            .filter_map(|m| spec.machines.iter().find(|s| s.umid == m.umid).cloned())
+            .collect(),
+        ..spec.clone()
+    };
+    let reports = match after_boot(&sub, &booted, &sup.next_id, &mdir) {
+        Ok(r) => r,
+        Err(e) => vec![e],
+    };
+    {
+        let mut all = sup.machines.lock().expect("lock");
+        let mut st = sup.state.lock().expect("lock");
+        let lab_kernel = st.kernel.clone();
+        for (m, kernel_pid) in booted.iter().zip(&kernel_pids) {
+            if let Some(slot) = all.iter_mut().find(|o| o.umid == m.umid) {
+                *slot = m.clone();
+            }
+            if let Some(ms) = st.machines.iter_mut().find(|s| s.umid == m.umid) {
+                ms.pid = m.pid;
+                ms.kernel_pid = *kernel_pid;
+                ms.kernel = (m.kernel.linux != lab_kernel).then(|| m.kernel.linux.clone());
+            }
+        }
+        let _ = st.write(&sup.dir);
+    }
+    let machines: Vec<MachineHealth> = booted
+        .iter()
+        .map(|m| MachineHealth {
+            umid: m.umid.clone(),
+            pid: m.pid,
+            alive: m.alive(),
+        })
+        .collect();
+    let mut lines: Vec<String> = booted
+        .iter()
+        .zip(&kernel_pids)
+        .map(|(m, kp)| {
+            format!(
+                "{} (pid {kp}) runs {} ({})",
+                m.umid,
+                m.kernel.version,
+                m.kernel.linux.display()
+            )
+        })
+        .collect();
+    lines.extend(notes.iter().map(|n| format!("error: {n}")));
+    lines.extend(reports.iter().map(|r| format!("warning: {r}")));
+    Reply {
+        ok: notes.is_empty(),
+        error: (!notes.is_empty()).then(|| notes.join("; ")),
+        output: Some(lines.join("\n")),
+        machines: Some(machines),
+        ..Default::default()
+    }
+}
+
+/// Boot machine `umid` of the lab again on kernel `k` and wait until it is ready: the steps
+/// [`start`] takes for each machine (init script, image, sandbox, host pid), with the taps the
+/// lab made. Returns the machine and its kernel's host pid.
+fn boot_again(
+    sup: &Supervisor,
+    spec: &LabSpec,
+    nsfd: &OwnedFd,
+    uml_dir: &Path,
+    umid: &str,
+    k: &Manifest,
+    macs: &[String],
+) -> Result<(Arc<Machine>, i32), String> {
+    let m = spec
+        .machines
+        .iter()
+        .find(|m| m.umid == umid)
+        .ok_or_else(|| format!("machine {umid} is not in the lab's spec"))?
+        .clone();
+    let taps = sup
+        .state
+        .lock()
+        .expect("lock")
+        .machine(umid)
+        .map(|s| s.taps.clone())
+        .unwrap_or_default();
+    let shared = spec.shared_folder.as_ref().map(|f| f.display().to_string());
+    let mdir = sup.dir.join("machines");
+    let mstage = sup.cache.join("stage").join(&spec.name).join(umid);
+    std::fs::create_dir_all(&mstage).map_err(|e| format!("create {}: {e}", mstage.display()))?;
+    let script = init::init_script(
+        &m,
+        &InitParams {
+            kernel_version: &k.version,
+            module_root: &module_root(&k.modules_dir),
+            stage_dir: &mstage.display().to_string(),
+            shared: shared.as_deref(),
+            host_dirs: &machine_host_dirs(&m, k, &mstage),
+        },
+    );
+    let init_path = mdir.join(format!("{umid}.init"));
+    std::fs::write(&init_path, script)
+        .map_err(|e| format!("write {}: {e}", init_path.display()))?;
+    set_mode(&init_path, 0o755);
+    let log = mdir.join(format!("{umid}.console.log"));
+    // The previous boot's log stays beside the new one.
+    let _ = std::fs::rename(&log, mdir.join(format!("{umid}.console.log.previous")));
+    let image = match &m.image {
+        Some(name) => Some(
+            crate::image::cached(&sup.cache, name)
+                .map_err(|e| format!("machine {umid}: {e}"))?
+                .image,
+        ),
+        None => None,
+    };
+    // A fresh copy-on-write file: the machine boots as `lab up` booted it.
+    let cow_dir = sup.dir.join("cow").join(umid);
+    let _ = std::fs::remove_dir_all(&cow_dir);
+    let nsfd = nsfd
+        .try_clone()
+        .map_err(|e| format!("{umid}: dup netns fd: {e}"))?;
+    let user = sandbox::MachineUser::for_lab(&spec.name);
+    let uml_parent = sup.dir.join("uml").join(umid);
+    let (k_o, log_o, uml_dir_o, macs) =
+        (k.clone(), log.clone(), uml_dir.to_path_buf(), macs.to_vec());
+    let shared_dir = spec.shared_folder.clone();
+    let (machine, rx) = on_keeper_thread(move || {
+        boot(&Boot {
+            spec: &m,
+            image: image.as_deref(),
+            cow_dir: &cow_dir,
+            shared: shared_dir.as_deref(),
+            umid: &m.umid,
+            mem_mb: m.mem_mb,
+            taps: &taps,
+            init_path: &init_path,
+            kernel: &k_o,
+            nsfd: &nsfd,
+            log_path: &log_o,
+            stage: &mstage,
+            user,
+            uml_parent: &uml_parent,
+            uml_dir: &uml_dir_o,
+            macs: &macs,
+        })
+    })?;
+    let failed = |why: String| {
+        stop_machine(uml_dir, umid, machine.pid);
+        let _ = machine.child.lock().expect("lock").wait();
+        let kept = keep_log(&spec.name, umid, &log);
+        format!("{why}; its console log is {}", kept.display())
+    };
+    match rx.recv_timeout(Duration::from_secs(RESTART_BOOT_TIMEOUT)) {
+        Ok(true) => {}
+        Ok(false) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+            let _ = machine.child.lock().expect("lock").wait();
+            let kept = keep_log(&spec.name, umid, &log);
+            return Err(format!(
+                "machine {umid} exited during boot on {}: {}; its console log is {}",
+                k.linux.display(),
+                explaining_line(&kept),
+                kept.display()
+            ));
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            return Err(failed(format!(
+                "machine {umid} did not come up within {RESTART_BOOT_TIMEOUT} s on {}",
+                k.linux.display()
+            )));
+        }
+    }
+    // UML wrote the pid it has inside its sandbox: give everyone its host pid instead.
+    let Some(kernel_pid) = sandbox::kernel_host_pid(machine.pid, &k.linux) else {
+        return Err(failed(format!(
+            "machine {umid}: cannot find its kernel's process under pid {}",
+            machine.pid
+        )));
+    };
+    let udir = sup.dir.join("uml").join(umid).join(umid);
+    if let Err(e) = sandbox::publish_host_pid(&udir, kernel_pid) {
+        return Err(failed(format!(
+            "machine {umid}: write {}/pid: {e}",
+            udir.display()
+        )));
+    }
+    Ok((machine, kernel_pid))
+}
+
+/// Run `f` on one thread that lives as long as the supervisor. A machine's sandbox dies with the
+/// thread that started it (bubblewrap's `--die-with-parent` is the parent-death signal, which
+/// follows the starting thread, not the process): machines started after the lab is up, by
+/// `lab restart` from a connection's short-lived thread, are started here instead.
+fn on_keeper_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    type Job = Box<dyn FnOnce() + Send>;
+    static KEEPER: std::sync::OnceLock<Mutex<mpsc::Sender<Job>>> = std::sync::OnceLock::new();
+    let tx = KEEPER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::spawn(move || {
+            for job in rx {
+                job();
+            }
+        });
+        Mutex::new(tx)
+    });
+    let (rtx, rrx) = mpsc::channel();
+    tx.lock()
+        .expect("lock")
+        .send(Box::new(move || {
+            let _ = rtx.send(f());
+        }))
+        .expect("the keeper thread runs as long as the supervisor");
+    rrx.recv()
+        .expect("the keeper thread runs as long as the supervisor")
+}
+
+/// The MAC address of each of a running machine's interfaces, in the spec's order (empty when
+/// the console does not answer: the new machine then gets new addresses).
+fn read_macs(sup: &Supervisor, m: &Machine, names: &[&str]) -> Vec<String> {
+    if names.is_empty() {
+        return Vec::new();
+    }
+    let script: String = names
+        .iter()
+        .map(|n| format!("cat /sys/class/net/{}/address\n", init::sh_quote(n)))
+        .collect();
+    let id = sup.next_id.fetch_add(1, Ordering::SeqCst);
+    let r = m.exec(id, &script, 5);
+    let macs: Vec<String> = r
+        .output
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.len() == 17 && l.bytes().filter(|&b| b == b':').count() == 5)
+        .map(str::to_string)
+        .collect();
+    if r.ok && macs.len() == names.len() {
+        macs
+    } else {
+        Vec::new()
     }
 }

@@ -249,12 +249,7 @@ impl MachineInfo {
         let image = inst.exe_path().map_err(errs)?;
         let mut warnings = Vec::new();
         let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-        let entries = crate::kernel::manifest::list(cache);
-        let manifest = entries
-            .iter()
-            .filter_map(|e| e.manifest.as_ref().ok())
-            .find(|m| canon(&m.linux) == canon(&image))
-            .cloned();
+        let manifest = crate::kernel::manifest::find_by_image(cache, &image);
         if manifest.is_none() {
             warnings.push(format!(
                 "{} is not a kernel in the cache {}: modules are found through --module-path only",
