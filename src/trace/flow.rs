@@ -48,6 +48,9 @@ pub struct Step {
     pub function: String,
     /// The packet as this machine saw it (addresses after NAT differ).
     pub packet: String,
+    /// Where the packet's story ends on this machine: `dropped: REASON` or `freed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
 }
 
 /// One packet's hits, in time order.
@@ -96,6 +99,9 @@ impl Journey {
                 let _ = write!(out, "  [{}]", s.packet);
                 last_packet = s.packet.clone();
             }
+            if let Some(e) = &s.end {
+                let _ = write!(out, "  => {e}");
+            }
             out.push('\n');
         }
         out
@@ -123,6 +129,11 @@ impl Journeys {
             machine: hit.machine.clone(),
             function: hit.function.clone(),
             packet: hit.skb.as_ref().map(packet_line_no_dev).unwrap_or_default(),
+            end: match (&hit.end, &hit.reason) {
+                (Some(e), Some(r)) => Some(format!("{e}: {r}")),
+                (Some(e), None) => Some(e.clone()),
+                _ => None,
+            },
         };
         let window = SAME_PACKET.as_nanos();
         let found = self.open.get(&key).and_then(|v| {
@@ -199,30 +210,52 @@ pub struct FlowResult {
 /// Traces every machine at once (a thread each) until the duration ends or Ctrl-C; `ready` is
 /// told when all are tracing.
 pub fn run(opts: &FlowOptions, ready: &mut dyn FnMut(&str)) -> Result<FlowResult, TraceError> {
-    let (tx, rx) = mpsc::channel::<Result<Hit, String>>();
+    let options: Vec<TraceOptions> = opts
+        .machines
+        .iter()
+        .map(|(umid, label)| {
+            let mut to = TraceOptions::new(umid, opts.uml_dir.clone(), opts.cache.clone());
+            to.label = Some(label.clone());
+            to.functions = opts.functions.clone();
+            to.skip_missing = true;
+            to.skb = true;
+            to.duration = opts.duration;
+            to
+        })
+        .collect();
+    let mut journeys = Journeys::default();
+    let mut sink = |h: &Hit| {
+        journeys.add(h);
+        Ok(())
+    };
+    let (summaries, errors) = run_traces(&options, ready, &mut sink);
+    Ok(FlowResult {
+        journeys: journeys.finish(),
+        summaries,
+        errors,
+    })
+}
+
+/// Runs one trace per machine, each on a thread of its own; `sink` gets every hit on the
+/// calling thread, in the order they arrive. One machine's failure stops the others. Returns
+/// the summaries of the traces that ran and the errors.
+pub fn run_traces(
+    options: &[TraceOptions],
+    ready: &mut dyn FnMut(&str),
+    sink: &mut dyn FnMut(&Hit) -> Result<(), session::SinkError>,
+) -> (Vec<Summary>, Vec<String>) {
+    let (tx, rx) = mpsc::channel::<Hit>();
     let (rtx, rrx) = mpsc::channel::<String>();
     let mut handles = Vec::new();
-    for (umid, label) in &opts.machines {
-        let to = TraceOptions {
-            umid: umid.clone(),
-            label: Some(label.clone()),
-            functions: opts.functions.clone(),
-            skip_missing: true,
-            skb: true,
-            skb_arg: None,
-            count: None,
-            duration: opts.duration,
-            stop: false,
-            uml_dir: opts.uml_dir.clone(),
-            cache: opts.cache.clone(),
-        };
+    for to in options {
+        let to = to.clone();
         let tx = tx.clone();
         let rtx = rtx.clone();
         handles.push(std::thread::spawn(move || {
             let mut ready = |m: &str| {
                 let _ = rtx.send(m.to_string());
             };
-            let mut sink = |h: &Hit| tx.send(Ok(h.clone())).map_err(|_| session::SinkError::Stop);
+            let mut sink = |h: &Hit| tx.send(h.clone()).map_err(|_| session::SinkError::Stop);
             let r = session::run(&to, &mut ready, &mut sink);
             if let Err(e) = &r {
                 let _ = rtx.send(format!("error: {e}"));
@@ -242,16 +275,22 @@ pub fn run(opts: &FlowOptions, ready: &mut dyn FnMut(&str)) -> Result<FlowResult
         } else {
             ready_count += 1;
         }
-        if ready_count + errors.len() == opts.machines.len() {
+        if ready_count + errors.len() == options.len() {
             break;
         }
     }
     if errors.is_empty() {
-        ready(&format!("tracing {} machines", ready_count));
+        ready(&format!("tracing {ready_count} machines"));
     }
-    let mut journeys = Journeys::default();
-    for h in rx.iter().flatten() {
-        journeys.add(&h);
+    for h in rx.iter() {
+        match sink(&h) {
+            Ok(()) => {}
+            Err(session::SinkError::Stop) => session::request_stop(),
+            Err(session::SinkError::Fail(m)) => {
+                errors.push(m);
+                session::request_stop();
+            }
+        }
     }
     let mut summaries = Vec::new();
     for h in handles {
@@ -266,11 +305,7 @@ pub fn run(opts: &FlowOptions, ready: &mut dyn FnMut(&str)) -> Result<FlowResult
             Err(_) => errors.push("a trace thread panicked".into()),
         }
     }
-    Ok(FlowResult {
-        journeys: journeys.finish(),
-        summaries,
-        errors,
-    })
+    (summaries, errors)
 }
 
 #[cfg(test)]
@@ -337,6 +372,10 @@ mod tests {
             addr: 0,
             skb: Some(view),
             skb_error: None,
+            skb_addr: Some(0x6100_0000),
+            packet: None,
+            end: None,
+            reason: None,
         }
     }
 

@@ -1,9 +1,11 @@
 //! The hit ring: what a probe's code records in the kernel process, and the tracer's reader.
 //!
-//! Each probe runs a few dozen instructions of ours (built by [`probe_body`]) at function entry:
-//! take a ticket with `lock xadd` on the ring's head, fill the ticket's slot (probe id, TSC,
-//! argument registers and, for an skb, a copy of the `struct sk_buff` and of its linear data
-//! from `head`), and write the ticket into the slot last as its commit mark. Nothing stops: the
+//! Every probe runs the same recorder (built once by [`recorder`] and placed beside the probe
+//! stubs); a probe's own stub only pushes its skb argument and its id and calls it
+//! ([`probe_prologue`]). The recorder takes a ticket with `lock xadd` on the ring's head, fills
+//! the ticket's slot (probe id, TSC, argument registers and, for an skb, a copy of the `struct
+//! sk_buff` and of the packet from its first set header: at most the snap length, not the whole
+//! buffer), and writes the ticket into the slot last as its commit mark. Nothing stops: the
 //! tracer reads the ring with `process_vm_readv` in batches while the machine runs on. A slot
 //! whose ticket was overtaken (the ring went round before the tracer read it) counts as lost.
 //!
@@ -15,18 +17,18 @@ use std::io::IoSliceMut;
 
 use nix::sys::uio::{RemoteIoVec, process_vm_readv};
 
-/// Bytes per slot.
-pub const SLOT: u64 = 4096;
 /// The ring's first page holds the head counter.
 pub const HEADER: u64 = 4096;
 /// Where the copy of `struct sk_buff` starts in a slot, and room for it.
 pub const STRUCT_AT: usize = 128;
-pub const STRUCT_MAX: usize = 512;
-/// Where the copy of the linear data starts, and room for it.
+pub const STRUCT_MAX: usize = 256;
+/// Where the copy of the packet starts in a slot.
 pub const DATA_AT: usize = STRUCT_AT + STRUCT_MAX;
-pub const DATA_CAP: usize = SLOT as usize - DATA_AT;
-/// Bytes read of each slot in the first pass (header, struct, and the first data bytes).
-const FIRST_PASS: usize = DATA_AT + 320;
+/// Packet bytes copied per hit unless told otherwise: Ethernet, IPv4 or IPv6 and TCP headers
+/// with options, and the start of the payload.
+pub const DEFAULT_SNAPLEN: usize = 128;
+/// Most packet bytes a hit may copy.
+pub const MAX_SNAPLEN: usize = 4096 - DATA_AT;
 
 /// Slot header offsets.
 const OFF_ID: i8 = 8;
@@ -35,6 +37,7 @@ const OFF_TSC: i8 = 16;
 const OFF_SKB: i8 = 24;
 const OFF_ARGS: i8 = 32;
 const OFF_COPIED: i8 = 80;
+const OFF_START: i8 = 84;
 const OFF_HEAD: i8 = 88;
 
 /// Where the ring is in the kernel process.
@@ -43,28 +46,53 @@ pub struct RingLayout {
     pub base: u64,
     /// A power of two.
     pub slots: u64,
+    /// log2 of the bytes per slot.
+    pub slot_shift: u32,
 }
 
 impl RingLayout {
-    pub fn bytes(slots: u64) -> u64 {
-        HEADER + slots * SLOT
+    /// A ring of `slots` slots, each holding a header, the struct and `snaplen` packet bytes.
+    pub fn new(base: u64, slots: u64, snaplen: usize) -> RingLayout {
+        let need = (DATA_AT + snaplen.min(MAX_SNAPLEN)) as u64;
+        RingLayout {
+            base,
+            slots,
+            slot_shift: need.next_power_of_two().trailing_zeros(),
+        }
+    }
+
+    pub fn slot_bytes(&self) -> u64 {
+        1 << self.slot_shift
+    }
+
+    /// Packet bytes a slot has room for.
+    pub fn data_cap(&self) -> usize {
+        self.slot_bytes() as usize - DATA_AT
+    }
+
+    pub fn bytes(&self) -> u64 {
+        HEADER + self.slots * self.slot_bytes()
     }
 
     fn slot_addr(&self, ticket: u64) -> u64 {
-        self.base + HEADER + (ticket & (self.slots - 1)) * SLOT
+        self.base + HEADER + (ticket & (self.slots - 1)) * self.slot_bytes()
     }
 }
 
 /// What a probe copies of its skb argument.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SkbCopy {
-    /// Which argument register holds the skb: 0 = rdi, 1 = rsi, 2 = rdx, 3 = rcx, 4 = r8, 5 = r9.
-    pub arg: u8,
     /// `sizeof(struct sk_buff)` (at most [`STRUCT_MAX`]).
     pub size: u32,
-    /// Offsets of `head` (a pointer) and `tail` (a u32 offset from head).
+    /// Offsets of `head` and `data` (pointers), `tail` (a u32 offset from head), and the u16
+    /// `mac_header` and `network_header` offsets.
     pub head_off: u32,
+    pub data_off: u32,
     pub tail_off: u32,
+    pub mac_off: u32,
+    pub net_off: u32,
+    /// Packet bytes to copy at most.
+    pub snaplen: u32,
     /// Pointers outside [lo, hi) are not followed (UML's kernel memory).
     pub lo: u64,
     pub hi: u64,
@@ -78,6 +106,13 @@ struct Asm {
 }
 
 impl Asm {
+    fn new() -> Asm {
+        Asm {
+            code: Vec::with_capacity(512),
+            fixups: Vec::new(),
+            labels: Vec::new(),
+        }
+    }
     fn b(&mut self, bytes: &[u8]) -> &mut Self {
         self.code.extend_from_slice(bytes);
         self
@@ -111,43 +146,73 @@ impl Asm {
     }
 }
 
-/// Stack offset of each argument register after the pushes in [`probe_body`].
-fn arg_slot(arg: u8) -> u8 {
-    // pushed: flags, rax, rcx, rdx, rsi, rdi, r8, r9, r11 (r11 at rsp+0)
+/// `push` of an argument register: 0 = rdi, 1 = rsi, 2 = rdx, 3 = rcx, 4 = r8, 5 = r9.
+fn push_arg(arg: u8) -> &'static [u8] {
     match arg {
-        0 => 24, // rdi
-        1 => 32, // rsi
-        2 => 40, // rdx
-        3 => 48, // rcx
-        4 => 16, // r8
-        _ => 8,  // r9
+        0 => &[0x57],
+        1 => &[0x56],
+        2 => &[0x52],
+        3 => &[0x51],
+        4 => &[0x41, 0x50],
+        _ => &[0x41, 0x51],
     }
 }
 
-/// The code a probe runs before the displaced instructions: records one hit of probe `id`.
-/// It keeps every register and the flags, and refers to nothing by its own address.
-pub fn probe_body(ring: &RingLayout, id: u32, skb: Option<&SkbCopy>) -> Vec<u8> {
-    let mut a = Asm {
-        code: Vec::with_capacity(256),
-        fixups: Vec::new(),
-        labels: Vec::new(),
+/// A probe's own code: pushes its skb argument (or 0) and its id, calls the recorder at
+/// `recorder` (an absolute address: the code refers to nothing by its own address), and leaves
+/// every register, the flags and the stack as they were.
+pub fn probe_prologue(recorder: u64, id: u32, skb_arg: Option<u8>) -> Vec<u8> {
+    let mut a = Asm::new();
+    match skb_arg {
+        Some(arg) => a.b(push_arg(arg)),
+        None => a.b(&[0x6a, 0x00]), // push 0
     };
-    // pushfq; push rax, rcx, rdx, rsi, rdi, r8, r9, r11; cld
+    a.b(&[0x68]).u32(id); // push id
+    a.b(&[0x50]); // push rax
+    a.b(&[0x48, 0xb8]).u64(recorder); // movabs rax, recorder
+    a.b(&[0xff, 0xd0]); // call rax
+    a.b(&[0x58]); // pop rax
+    a.b(&[0x48, 0x8d, 0x64, 0x24, 0x10]); // lea rsp, [rsp+16]
+    a.finish()
+}
+
+/// Stack offset of each argument register inside [`recorder`] after its pushes.
+fn arg_slot(arg: u8) -> u8 {
+    // pushed: flags, rcx, rdx, rsi, rdi, r8, r9, r10, r11 (r11 at rsp+0)
+    match arg {
+        0 => 32, // rdi
+        1 => 40, // rsi
+        2 => 48, // rdx
+        3 => 56, // rcx
+        4 => 24, // r8
+        _ => 16, // r9
+    }
+}
+/// Stack offsets of the probe's id and skb inside [`recorder`].
+const ID_SLOT: u8 = 88;
+const SKB_SLOT: u8 = 96;
+
+/// The code every probe calls (see [`probe_prologue`]): records one hit. It keeps every
+/// register and the flags and refers to nothing by its own address.
+pub fn recorder(ring: &RingLayout, skb: Option<&SkbCopy>) -> Vec<u8> {
+    let mut a = Asm::new();
+    // pushfq; push rcx, rdx, rsi, rdi, r8, r9, r10, r11; cld
     a.b(&[
-        0x9c, 0x50, 0x51, 0x52, 0x56, 0x57, 0x41, 0x50, 0x41, 0x51, 0x41, 0x53, 0xfc,
+        0x9c, 0x51, 0x52, 0x56, 0x57, 0x41, 0x50, 0x41, 0x51, 0x41, 0x52, 0x41, 0x53, 0xfc,
     ]);
     // ticket: movabs r11, head; mov eax, 1; lock xadd [r11], rax; mov r9, rax
     a.b(&[0x49, 0xbb]).u64(ring.base);
     a.b(&[0xb8, 1, 0, 0, 0]);
     a.b(&[0xf0, 0x49, 0x0f, 0xc1, 0x03]);
     a.b(&[0x49, 0x89, 0xc1]);
-    // slot: and eax, mask; shl rax, 12; movabs r11, slots; add r11, rax
+    // slot: and eax, mask; shl rax, shift; movabs r11, slots; add r11, rax
     a.b(&[0x25]).u32((ring.slots - 1) as u32);
-    a.b(&[0x48, 0xc1, 0xe0, 0x0c]);
+    a.b(&[0x48, 0xc1, 0xe0, ring.slot_shift as u8]);
     a.b(&[0x49, 0xbb]).u64(ring.base + HEADER);
     a.b(&[0x49, 0x01, 0xc3]);
-    // id, flags = 0
-    a.b(&[0x41, 0xc7, 0x43, OFF_ID as u8]).u32(id);
+    // id: mov eax, [rsp+ID]; mov [r11+8], eax; flags = 0
+    a.b(&[0x8b, 0x44, 0x24, ID_SLOT]);
+    a.b(&[0x41, 0x89, 0x43, OFF_ID as u8]);
     a.b(&[0x41, 0xc7, 0x43, OFF_FLAGS as u8]).u32(0);
     // tsc: rdtsc; shl rdx, 32; or rax, rdx; mov [r11+16], rax
     a.b(&[0x0f, 0x31, 0x48, 0xc1, 0xe2, 0x20, 0x48, 0x09, 0xd0]);
@@ -158,11 +223,11 @@ pub fn probe_body(ring: &RingLayout, id: u32, skb: Option<&SkbCopy>) -> Vec<u8> 
         a.b(&[0x49, 0x89, 0x43, (OFF_ARGS + 8 * i as i8) as u8]); // mov [r11+d], rax
     }
     a.b(&[0x41, 0xc7, 0x43, OFF_COPIED as u8]).u32(0);
+    // mov rsi, [rsp+SKB]; mov [r11+24], rsi
+    a.b(&[0x48, 0x8b, 0x74, 0x24, SKB_SLOT]);
+    a.b(&[0x49, 0x89, 0x73, OFF_SKB as u8]);
     if let Some(s) = skb {
         let skip = a.label();
-        // mov rsi, [rsp+arg]; mov [r11+24], rsi
-        a.b(&[0x48, 0x8b, 0x74, 0x24, arg_slot(s.arg)]);
-        a.b(&[0x49, 0x89, 0x73, OFF_SKB as u8]);
         // lo <= rsi < hi, else skip
         a.b(&[0x48, 0xb8])
             .u64(s.lo)
@@ -176,22 +241,35 @@ pub fn probe_body(ring: &RingLayout, id: u32, skb: Option<&SkbCopy>) -> Vec<u8> 
         a.b(&[0x49, 0x8d, 0xbb]).u32(STRUCT_AT as u32);
         a.b(&[0xb9]).u32(s.size.min(STRUCT_MAX as u32));
         a.b(&[0xf3, 0xa4]);
-        // head and tail: mov rsi, [r11+24]; mov rax, [rsi+head]; mov [r11+88], rax;
-        // mov ecx, [rsi+tail]
+        // mov rsi, [r11+24]; mov rax, [rsi+head]; mov [r11+88], rax
         a.b(&[0x49, 0x8b, 0x73, OFF_SKB as u8]);
         a.b(&[0x48, 0x8b, 0x86]).u32(s.head_off);
         a.b(&[0x49, 0x89, 0x43, OFF_HEAD as u8]);
-        a.b(&[0x8b, 0x8e]).u32(s.tail_off);
-        // ecx = min(ecx, DATA_CAP)
-        let ok = a.label();
-        a.b(&[0x81, 0xf9])
-            .u32(DATA_CAP as u32)
-            .jump(&[0x0f, 0x86], ok);
-        a.b(&[0xb9]).u32(DATA_CAP as u32);
-        a.place(ok);
-        // head in [lo, hi), else no data
+        // The copy starts at the first header that is set (mac or network), else at data:
+        // movzx ecx, word [rsi+mac]; movzx edx, word [rsi+net]; cmp edx, ecx; cmovb ecx, edx
+        a.b(&[0x0f, 0xb7, 0x8e]).u32(s.mac_off);
+        a.b(&[0x0f, 0xb7, 0x96]).u32(s.net_off);
+        a.b(&[0x39, 0xca, 0x0f, 0x42, 0xca]);
+        // cmp ecx, 0xffff; jne have; mov rcx, [rsi+data]; sub rcx, rax
+        let have = a.label();
+        a.b(&[0x81, 0xf9]).u32(0xffff).jump(&[0x0f, 0x85], have);
+        a.b(&[0x48, 0x8b, 0x8e]).u32(s.data_off);
+        a.b(&[0x48, 0x29, 0xc1]);
+        a.place(have);
+        // mov [r11+84], ecx; mov edx, [rsi+tail]; cmp edx, ecx; jbe flags; sub edx, ecx
         let flags = a.label();
-        a.b(&[0x48, 0x89, 0xc6]); // mov rsi, rax
+        a.b(&[0x41, 0x89, 0x4b, OFF_START as u8]);
+        a.b(&[0x8b, 0x96]).u32(s.tail_off);
+        a.b(&[0x39, 0xca]).jump(&[0x0f, 0x86], flags);
+        a.b(&[0x29, 0xca]);
+        // edx = min(edx, snaplen)
+        let ok = a.label();
+        let cap = s.snaplen.min(ring.data_cap() as u32);
+        a.b(&[0x81, 0xfa]).u32(cap).jump(&[0x0f, 0x86], ok);
+        a.b(&[0xba]).u32(cap);
+        a.place(ok);
+        // rsi = head + start (rcx zero-extended by the 32-bit ops above); in [lo, hi), else no data
+        a.b(&[0x48, 0x8d, 0x34, 0x08]); // lea rsi, [rax+rcx]
         a.b(&[0x48, 0xb8])
             .u64(s.lo)
             .b(&[0x48, 0x39, 0xc6])
@@ -200,9 +278,10 @@ pub fn probe_body(ring: &RingLayout, id: u32, skb: Option<&SkbCopy>) -> Vec<u8> 
             .u64(s.hi)
             .b(&[0x48, 0x39, 0xc6])
             .jump(&[0x0f, 0x83], flags);
-        // mov [r11+80], ecx; lea rdi, [r11+DATA_AT]; rep movsb
-        a.b(&[0x41, 0x89, 0x4b, OFF_COPIED as u8]);
+        // mov [r11+80], edx; lea rdi, [r11+DATA_AT]; mov ecx, edx; rep movsb
+        a.b(&[0x41, 0x89, 0x53, OFF_COPIED as u8]);
         a.b(&[0x49, 0x8d, 0xbb]).u32(DATA_AT as u32);
+        a.b(&[0x89, 0xd1]);
         a.b(&[0xf3, 0xa4]);
         a.place(flags);
         a.b(&[0x41, 0xc7, 0x43, OFF_FLAGS as u8]).u32(1);
@@ -210,9 +289,9 @@ pub fn probe_body(ring: &RingLayout, id: u32, skb: Option<&SkbCopy>) -> Vec<u8> 
     }
     // commit: lea rax, [r9+1]; mov [r11], rax
     a.b(&[0x49, 0x8d, 0x41, 0x01, 0x49, 0x89, 0x03]);
-    // pop r11, r9, r8, rdi, rsi, rdx, rcx, rax; popfq
+    // pop r11, r10, r9, r8, rdi, rsi, rdx, rcx; popfq; ret
     a.b(&[
-        0x41, 0x5b, 0x41, 0x59, 0x41, 0x58, 0x5f, 0x5e, 0x5a, 0x59, 0x58, 0x9d,
+        0x41, 0x5b, 0x41, 0x5a, 0x41, 0x59, 0x41, 0x58, 0x5f, 0x5e, 0x5a, 0x59, 0x9d, 0xc3,
     ]);
     a.finish()
 }
@@ -227,6 +306,8 @@ pub struct RawHit {
     /// The skb pointer and copies, when the probe copies an skb and the pointer was plausible.
     pub skb: Option<u64>,
     pub head: u64,
+    /// Offset from `head` of the first copied packet byte.
+    pub start: u32,
     pub skb_struct: Vec<u8>,
     pub data: Vec<u8>,
 }
@@ -239,7 +320,7 @@ fn u32_at(b: &[u8], off: usize) -> u32 {
     u32::from_le_bytes(b[off..off + 4].try_into().expect("4 bytes"))
 }
 
-/// Parses a slot's bytes (at least the first pass); `None` when it does not hold `ticket`.
+/// Parses a slot's bytes; `None` when it does not hold `ticket`.
 pub fn parse_slot(b: &[u8], ticket: u64, struct_size: usize) -> Option<RawHit> {
     if b.len() < DATA_AT || u64_at(b, 0) != ticket + 1 {
         return None;
@@ -249,7 +330,7 @@ pub fn parse_slot(b: &[u8], ticket: u64, struct_size: usize) -> Option<RawHit> {
     for (i, a) in args.iter_mut().enumerate() {
         *a = u64_at(b, OFF_ARGS as usize + 8 * i);
     }
-    let copied = (u32_at(b, OFF_COPIED as usize) as usize).min(DATA_CAP);
+    let copied = u32_at(b, OFF_COPIED as usize) as usize;
     let skb = (flags & 1 != 0).then(|| u64_at(b, OFF_SKB as usize));
     let have = b.len().saturating_sub(DATA_AT).min(copied);
     Some(RawHit {
@@ -259,6 +340,7 @@ pub fn parse_slot(b: &[u8], ticket: u64, struct_size: usize) -> Option<RawHit> {
         args,
         skb,
         head: u64_at(b, OFF_HEAD as usize),
+        start: u32_at(b, OFF_START as usize),
         skb_struct: if skb.is_some() {
             b[STRUCT_AT..STRUCT_AT + struct_size.min(STRUCT_MAX)].to_vec()
         } else {
@@ -266,14 +348,6 @@ pub fn parse_slot(b: &[u8], ticket: u64, struct_size: usize) -> Option<RawHit> {
         },
         data: b[DATA_AT..DATA_AT + have].to_vec(),
     })
-}
-
-/// How many data bytes a slot says it holds.
-fn copied_of(b: &[u8]) -> usize {
-    if b.len() < DATA_AT {
-        return 0;
-    }
-    (u32_at(b, OFF_COPIED as usize) as usize).min(DATA_CAP)
 }
 
 /// The tracer's side of the ring.
@@ -355,12 +429,13 @@ impl RingReader {
         }
         while self.next < head {
             let n = (head - self.next).min(256);
-            // One process_vm_readv with a remote vector per slot (first pass of each).
-            let mut bufs = vec![vec![0u8; FIRST_PASS]; n as usize];
+            let slot = self.ring.slot_bytes() as usize;
+            // One process_vm_readv with a remote vector per slot.
+            let mut bufs = vec![vec![0u8; slot]; n as usize];
             let remote: Vec<RemoteIoVec> = (0..n)
                 .map(|i| RemoteIoVec {
                     base: self.ring.slot_addr(self.next + i) as usize,
-                    len: FIRST_PASS,
+                    len: slot,
                 })
                 .collect();
             {
@@ -378,12 +453,6 @@ impl RingReader {
                 let ticket = self.next + i as u64;
                 let mark = u64_at(b, 0);
                 if mark == ticket + 1 {
-                    let copied = copied_of(b);
-                    if DATA_AT + copied > FIRST_PASS {
-                        b.resize(DATA_AT + copied, 0);
-                        let addr = self.ring.slot_addr(ticket) + FIRST_PASS as u64;
-                        self.read(addr, &mut b[FIRST_PASS..])?;
-                    }
                     // The slot may have been overtaken while we read it.
                     if u64_at(b, 0) == ticket + 1
                         && let Some(h) = parse_slot(b, ticket, self.struct_size)
@@ -421,53 +490,70 @@ impl RingReader {
 mod tests {
     use super::*;
 
+    /// Decodes `code` instruction by instruction; returns the net pushes.
+    fn walk(code: &[u8]) -> i32 {
+        let mut at = 0;
+        let mut pushes = 0i32;
+        while at < code.len() {
+            let i = crate::stub::runctl::decode(&code[at..]).expect("decodes");
+            match code[at] {
+                0x9c | 0x50..=0x57 => pushes += 1,
+                0x9d | 0x58..=0x5f => pushes -= 1,
+                0x6a | 0x68 => pushes += 1,
+                0x41 if (0x50..=0x57).contains(&code[at + 1]) => pushes += 1,
+                0x41 if (0x58..=0x5f).contains(&code[at + 1]) => pushes -= 1,
+                _ => {}
+            }
+            at += i.len;
+        }
+        assert_eq!(at, code.len());
+        pushes
+    }
+
     #[test]
-    fn body_decodes_as_instructions_and_keeps_the_stack_balanced() {
-        let ring = RingLayout {
-            base: 0x3f00_0000_0000,
-            slots: 4096,
-        };
+    fn recorder_and_prologue_decode_and_keep_the_stack_balanced() {
+        let ring = RingLayout::new(0x3f00_0000_0000, 4096, DEFAULT_SNAPLEN);
+        assert_eq!(ring.slot_bytes(), 512);
+        assert_eq!(ring.data_cap(), 128);
         let skb = SkbCopy {
-            arg: 2,
-            size: 232,
+            size: 216,
             head_off: 200,
+            data_off: 208,
             tail_off: 188,
+            mac_off: 182,
+            net_off: 180,
+            snaplen: 128,
             lo: 0x6000_0000,
             hi: 0x8000_0000,
         };
-        for body in [probe_body(&ring, 7, None), probe_body(&ring, 7, Some(&skb))] {
-            let mut at = 0;
-            let mut pushes = 0i32;
-            while at < body.len() {
-                let i = crate::stub::runctl::decode(&body[at..]).expect("decodes");
-                match body[at] {
-                    0x9c | 0x50..=0x57 => pushes += 1,
-                    0x9d | 0x58..=0x5f => pushes -= 1,
-                    0x41 if (0x50..=0x57).contains(&body[at + 1]) => pushes += 1,
-                    0x41 if (0x58..=0x5f).contains(&body[at + 1]) => pushes -= 1,
-                    _ => {}
-                }
-                at += i.len;
-            }
-            assert_eq!(at, body.len());
-            assert_eq!(pushes, 0);
+        for body in [recorder(&ring, None), recorder(&ring, Some(&skb))] {
+            assert_eq!(*body.last().unwrap(), 0xc3);
+            // The recorder pops what it pushed before its ret.
+            assert_eq!(walk(&body[..body.len() - 1]), 0);
+        }
+        for arg in [None, Some(0), Some(1), Some(4), Some(5)] {
+            let p = probe_prologue(0x5f00_0000, 7, arg);
+            // push skb, push id, push rax ... pop rax, then lea rsp, [rsp+16].
+            assert_eq!(walk(&p), 2, "{arg:?}");
+            assert!(p.ends_with(&[0x48, 0x8d, 0x64, 0x24, 0x10]));
         }
     }
 
     #[test]
     fn parses_a_committed_slot_only() {
-        let mut b = vec![0u8; FIRST_PASS];
+        let mut b = vec![0u8; 512];
         b[0..8].copy_from_slice(&6u64.to_le_bytes());
         b[8..12].copy_from_slice(&3u32.to_le_bytes());
         b[12..16].copy_from_slice(&1u32.to_le_bytes());
         b[16..24].copy_from_slice(&99u64.to_le_bytes());
         b[24..32].copy_from_slice(&0x6090_0000u64.to_le_bytes());
         b[80..84].copy_from_slice(&4u32.to_le_bytes());
+        b[84..88].copy_from_slice(&64u32.to_le_bytes());
         b[DATA_AT..DATA_AT + 4].copy_from_slice(b"abcd");
-        let h = parse_slot(&b, 5, 232).unwrap();
+        let h = parse_slot(&b, 5, 216).unwrap();
         assert_eq!((h.probe, h.tsc, h.skb), (3, 99, Some(0x6090_0000)));
-        assert_eq!(h.data, b"abcd");
-        assert_eq!(h.skb_struct.len(), 232);
-        assert!(parse_slot(&b, 4, 232).is_none());
+        assert_eq!((h.data.as_slice(), h.start), (&b"abcd"[..], 64));
+        assert_eq!(h.skb_struct.len(), 216);
+        assert!(parse_slot(&b, 4, 216).is_none());
     }
 }

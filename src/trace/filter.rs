@@ -1,0 +1,272 @@
+//! Which packets a trace reports: a pcap-filter expression (tcpdump's syntax and meaning,
+//! compiled by libpcap) decides at a packet's first sight, and from then on the packet is
+//! followed by its skb's address and its data buffer's address (`head`, shared by clones)
+//! whatever happens to its headers (NAT, pushes and pulls), until the kernel frees it.
+//!
+//! The expression is compiled twice: for Ethernet frames (used when the skb's MAC header is
+//! set) and for raw IP (from the network header, for packets that have no link header yet or
+//! any more, such as a locally sent packet in `ip_output`). An expression that only makes sense
+//! for one of them (`ether host ...`, `arp`) matches nothing on the other.
+
+use std::collections::HashMap;
+
+use pcap::{BpfProgram, Capture, Linktype};
+
+/// libpcap's `DLT_RAW` on Linux: packets that start with their IPv4 or IPv6 header.
+const DLT_RAW: Linktype = Linktype(12);
+
+#[derive(Debug, thiserror::Error)]
+#[error("bad filter expression `{expr}`: {message}")]
+pub struct FilterError {
+    pub expr: String,
+    pub message: String,
+}
+
+/// A compiled pcap-filter expression.
+pub struct PacketFilter {
+    expr: String,
+    ethernet: Option<BpfProgram>,
+    raw_ip: Option<BpfProgram>,
+}
+
+impl std::fmt::Debug for PacketFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PacketFilter({:?})", self.expr)
+    }
+}
+
+fn compile(linktype: Linktype, expr: &str) -> Result<BpfProgram, String> {
+    let cap = Capture::dead(linktype).map_err(|e| e.to_string())?;
+    cap.compile(expr, true).map_err(|e| e.to_string())
+}
+
+impl PacketFilter {
+    /// Compiles `expr`; an expression neither link type accepts is an error with libpcap's
+    /// message (the Ethernet one: it accepts the most).
+    pub fn compile(expr: &str) -> Result<PacketFilter, FilterError> {
+        let ethernet = compile(Linktype::ETHERNET, expr);
+        let raw_ip = compile(DLT_RAW, expr);
+        match (ethernet, raw_ip) {
+            (Err(message), Err(_)) => Err(FilterError {
+                expr: expr.to_string(),
+                message,
+            }),
+            (e, r) => Ok(PacketFilter {
+                expr: expr.to_string(),
+                ethernet: e.ok(),
+                raw_ip: r.ok(),
+            }),
+        }
+    }
+
+    pub fn expr(&self) -> &str {
+        &self.expr
+    }
+
+    /// Whether an Ethernet frame matches.
+    pub fn matches_ethernet(&self, frame: &[u8]) -> bool {
+        self.ethernet.as_ref().is_some_and(|p| p.filter(frame))
+    }
+
+    /// Whether an IP packet (from its IP header) matches.
+    pub fn matches_ip(&self, packet: &[u8]) -> bool {
+        self.raw_ip.as_ref().is_some_and(|p| p.filter(packet))
+    }
+
+    /// Whether the packet of an skb matches: `bytes` are its copied bytes, which start `start`
+    /// bytes after `head`; `mac` and `network` are the header offsets from `head` (`None` when
+    /// unset), `data` the offset of `skb->data`.
+    pub fn matches_skb(
+        &self,
+        bytes: &[u8],
+        start: usize,
+        mac: Option<u16>,
+        network: Option<u16>,
+        data: usize,
+    ) -> bool {
+        let from = |off: usize| off.checked_sub(start).and_then(|o| bytes.get(o..));
+        if let Some(m) = mac.map(usize::from)
+            && network.is_none_or(|n| usize::from(n) >= m + 14)
+            && let Some(frame) = from(m)
+            && frame.len() >= 14
+        {
+            return self.matches_ethernet(frame);
+        }
+        let n = network.map(usize::from).unwrap_or(data);
+        from(n).is_some_and(|p| !p.is_empty() && self.matches_ip(p))
+    }
+}
+
+/// How a hit's packet relates to the selection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selected {
+    /// Not reported.
+    No,
+    /// The first hit of a newly selected packet: story `n`.
+    New(u64),
+    /// A later hit of story `n`.
+    Again(u64),
+    /// A hit of story `n` while the kernel frees its skb, after the hit that ended it.
+    AfterEnd(u64),
+}
+
+/// The packets followed so far on one machine: skb and buffer addresses to their story, and
+/// stories that just ended (the rest of the kernel's freeing still belongs to them).
+#[derive(Debug, Default)]
+pub struct Tracker {
+    by_addr: HashMap<u64, u64>,
+    ended: HashMap<u64, (u64, u128)>,
+    next: u64,
+}
+
+/// A hit in a freeing function this soon after its story ended still belongs to it.
+const AFTER_END_NS: u128 = 2_000_000;
+
+/// Functions that run while the kernel frees an skb (after the drop or consume call that ends
+/// a packet's story).
+pub fn frees(function: &str) -> bool {
+    [
+        "free", "release", "consume", "destruct", "_put", "orphan", "dst_drop", "drop",
+    ]
+    .iter()
+    .any(|w| function.contains(w))
+}
+
+impl Tracker {
+    /// The story of the skb at `skb` with buffer `head` if it is followed; else, when `matches`
+    /// says its packet is selected, a new story that follows both addresses.
+    pub fn select(
+        &mut self,
+        skb: u64,
+        head: u64,
+        function: &str,
+        time_ns: u128,
+        matches: impl FnOnce() -> bool,
+    ) -> Selected {
+        if let Some(&s) = self.by_addr.get(&skb).or_else(|| self.by_addr.get(&head)) {
+            self.by_addr.insert(skb, s);
+            if head != 0 {
+                self.by_addr.insert(head, s);
+            }
+            return Selected::Again(s);
+        }
+        if let Some(&(s, at)) = self.ended.get(&skb)
+            && frees(function)
+            && time_ns.saturating_sub(at) < AFTER_END_NS
+        {
+            return Selected::AfterEnd(s);
+        }
+        if !matches() {
+            return Selected::No;
+        }
+        self.next += 1;
+        let s = self.next;
+        self.by_addr.insert(skb, s);
+        if head != 0 {
+            self.by_addr.insert(head, s);
+        }
+        Selected::New(s)
+    }
+
+    /// The kernel let go of the skb: its addresses may carry another packet from now on.
+    pub fn end(&mut self, skb: u64, head: u64, time_ns: u128) {
+        if let Some(s) = self.by_addr.remove(&skb) {
+            if self.by_addr.get(&head) == Some(&s) {
+                self.by_addr.remove(&head);
+            }
+            if self.ended.len() > 4096 {
+                self.ended
+                    .retain(|_, (_, at)| time_ns.saturating_sub(*at) < AFTER_END_NS);
+            }
+            self.ended.insert(skb, (s, time_ns));
+        }
+    }
+
+    /// Packets followed now.
+    pub fn followed(&self) -> usize {
+        self.by_addr.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ipv4(proto: u8, src: [u8; 4], dst: [u8; 4], dport: u16) -> Vec<u8> {
+        let mut p = vec![0x45, 0, 0, 28, 0, 1, 0, 0, 64, proto, 0, 0];
+        p.extend_from_slice(&src);
+        p.extend_from_slice(&dst);
+        p.extend_from_slice(&[0x9c, 0x40]);
+        p.extend_from_slice(&dport.to_be_bytes());
+        p.extend_from_slice(&[0, 8, 0, 0]);
+        p
+    }
+
+    #[test]
+    fn matches_ip_packets_and_ethernet_frames_like_tcpdump() {
+        let f = PacketFilter::compile("udp and dst port 9999").unwrap();
+        let udp = ipv4(17, [192, 168, 10, 2], [192, 168, 20, 2], 9999);
+        let other = ipv4(17, [192, 168, 10, 2], [192, 168, 20, 2], 53);
+        assert!(f.matches_ip(&udp));
+        assert!(!f.matches_ip(&other));
+        let mut frame = vec![0u8; 12];
+        frame.extend_from_slice(&[0x08, 0x00]);
+        frame.extend_from_slice(&udp);
+        assert!(f.matches_ethernet(&frame));
+        // Through the skb view: a MAC header at 50, network header at 64, bytes copied from 50.
+        assert!(f.matches_skb(&frame, 50, Some(50), Some(64), 64));
+        // No MAC header: from the network header.
+        assert!(f.matches_skb(&udp, 64, None, Some(64), 64));
+        assert!(!f.matches_skb(&other, 64, None, Some(64), 64));
+        let icmp = PacketFilter::compile("icmp and host 192.168.20.2").unwrap();
+        assert!(!icmp.matches_ip(&udp));
+        assert!(icmp.matches_ip(&ipv4(1, [192, 168, 10, 2], [192, 168, 20, 2], 0)));
+    }
+
+    #[test]
+    fn a_bad_expression_names_itself_and_libpcaps_reason() {
+        let e = PacketFilter::compile("icmp andd host")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("bad filter expression `icmp andd host`: "),
+            "{e}"
+        );
+        assert!(e.contains("syntax error"), "{e}");
+        assert_eq!(e.lines().count(), 1);
+        // Link-level words compile for Ethernet only, and match no raw IP packet.
+        let f = PacketFilter::compile("ether host 02:00:00:00:00:01").unwrap();
+        assert!(!f.matches_ip(&ipv4(1, [1, 2, 3, 4], [5, 6, 7, 8], 0)));
+    }
+
+    #[test]
+    fn a_followed_skb_stays_selected_through_rewrites_and_clones() {
+        let mut t = Tracker::default();
+        assert_eq!(
+            t.select(0x100, 0x900, "ip_rcv", 0, || true),
+            Selected::New(1)
+        );
+        // After NAT the packet no longer matches; it is followed by its address.
+        assert_eq!(
+            t.select(0x100, 0x900, "ip_forward", 1, || false),
+            Selected::Again(1)
+        );
+        // A clone: another skb on the same buffer.
+        assert_eq!(
+            t.select(0x200, 0x900, "dev_queue_xmit", 2, || false),
+            Selected::Again(1)
+        );
+        assert_eq!(t.select(0x300, 0xa00, "ip_rcv", 3, || false), Selected::No);
+        t.end(0x100, 0x900, 10);
+        // The rest of the freeing belongs to the story; a new packet at the address does not.
+        assert_eq!(
+            t.select(0x100, 0x900, "kfree_skbmem", 11, || false),
+            Selected::AfterEnd(1)
+        );
+        assert_eq!(t.select(0x100, 0x900, "ip_rcv", 12, || false), Selected::No);
+        assert_eq!(
+            t.select(0x100, 0x900, "ip_rcv", 13, || true),
+            Selected::New(2)
+        );
+    }
+}
