@@ -227,7 +227,7 @@ pub fn run_trace(a: TraceArgs, cache: PathBuf) -> anyhow::Result<i32> {
     let quiet = a.quiet;
     let filtered = p.filter.is_some();
     let pcap_path = a.pcap.clone();
-    let mut journeys = flow::Journeys::default();
+    let mut journeys = flow::Stories::default();
     let mut ready = |m: &str| eprintln!("umldbg: {m}; Ctrl-C stops");
     let mut sink = |h: &Hit| -> Result<(), SinkError> {
         if let (Some(p), Some(v)) = (pcap.as_mut(), h.skb.as_ref()) {

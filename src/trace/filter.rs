@@ -111,36 +111,34 @@ pub enum Selected {
 }
 
 /// The packets followed so far on one machine: skb and buffer addresses to their story, and
-/// stories that just ended (the rest of the kernel's freeing still belongs to them).
+/// the stories whose end (a drop or a consume) has been seen while the kernel is still freeing
+/// their skb.
 #[derive(Debug, Default)]
 pub struct Tracker {
     by_addr: HashMap<u64, u64>,
-    ended: HashMap<u64, (u64, u128)>,
+    ending: std::collections::HashSet<u64>,
+    /// skb addresses given back while followed, not yet seen reinitialised (length 0): until
+    /// then a hit there shows the old packet's bytes (a recycled skb at the entry of the
+    /// function that clears it), which must not select it again.
+    released: std::collections::HashSet<u64>,
     next: u64,
 }
 
-/// A hit in a freeing function this soon after its story ended still belongs to it.
-const AFTER_END_NS: u128 = 2_000_000;
-
-/// Functions that run while the kernel frees an skb (after the drop or consume call that ends
-/// a packet's story).
-pub fn frees(function: &str) -> bool {
-    [
-        "free", "release", "consume", "destruct", "_put", "orphan", "dst_drop", "drop",
-    ]
-    .iter()
-    .any(|w| function.contains(w))
+/// Functions that give an skb's memory back (the last hit of a packet at that address: the
+/// next one there is another packet).
+pub fn releases(function: &str) -> bool {
+    matches!(function, "kfree_skbmem" | "napi_skb_cache_put")
 }
 
 impl Tracker {
     /// The story of the skb at `skb` with buffer `head` if it is followed; else, when `matches`
     /// says its packet is selected, a new story that follows both addresses.
+    /// `len` is the skb's length at the hit.
     pub fn select(
         &mut self,
         skb: u64,
         head: u64,
-        function: &str,
-        time_ns: u128,
+        len: u32,
         matches: impl FnOnce() -> bool,
     ) -> Selected {
         if let Some(&s) = self.by_addr.get(&skb).or_else(|| self.by_addr.get(&head)) {
@@ -148,13 +146,16 @@ impl Tracker {
             if head != 0 {
                 self.by_addr.insert(head, s);
             }
+            if self.ending.contains(&s) {
+                return Selected::AfterEnd(s);
+            }
             return Selected::Again(s);
         }
-        if let Some(&(s, at)) = self.ended.get(&skb)
-            && frees(function)
-            && time_ns.saturating_sub(at) < AFTER_END_NS
-        {
-            return Selected::AfterEnd(s);
+        if self.released.contains(&skb) {
+            if len != 0 {
+                return Selected::No;
+            }
+            self.released.remove(&skb);
         }
         if !matches() {
             return Selected::No;
@@ -168,17 +169,28 @@ impl Tracker {
         Selected::New(s)
     }
 
-    /// The kernel let go of the skb: its addresses may carry another packet from now on.
-    pub fn end(&mut self, skb: u64, head: u64, time_ns: u128) {
+    /// The packet's story ended (dropped or consumed); the freeing that follows still belongs
+    /// to it.
+    pub fn end(&mut self, skb: u64) {
+        if let Some(&s) = self.by_addr.get(&skb) {
+            self.ending.insert(s);
+        }
+    }
+
+    /// The kernel gave the skb's memory back: its addresses may carry another packet from now
+    /// on (a clone on the same buffer keeps the story).
+    pub fn release(&mut self, skb: u64, head: u64) {
         if let Some(s) = self.by_addr.remove(&skb) {
+            if self.released.len() > 65536 {
+                self.released.clear();
+            }
+            self.released.insert(skb);
             if self.by_addr.get(&head) == Some(&s) {
                 self.by_addr.remove(&head);
             }
-            if self.ended.len() > 4096 {
-                self.ended
-                    .retain(|_, (_, at)| time_ns.saturating_sub(*at) < AFTER_END_NS);
+            if !self.by_addr.values().any(|v| *v == s) {
+                self.ending.remove(&s);
             }
-            self.ended.insert(skb, (s, time_ns));
         }
     }
 
@@ -242,31 +254,22 @@ mod tests {
     #[test]
     fn a_followed_skb_stays_selected_through_rewrites_and_clones() {
         let mut t = Tracker::default();
-        assert_eq!(
-            t.select(0x100, 0x900, "ip_rcv", 0, || true),
-            Selected::New(1)
-        );
+        assert_eq!(t.select(0x100, 0x900, 84, || true), Selected::New(1));
         // After NAT the packet no longer matches; it is followed by its address.
-        assert_eq!(
-            t.select(0x100, 0x900, "ip_forward", 1, || false),
-            Selected::Again(1)
-        );
+        assert_eq!(t.select(0x100, 0x900, 84, || false), Selected::Again(1));
         // A clone: another skb on the same buffer.
-        assert_eq!(
-            t.select(0x200, 0x900, "dev_queue_xmit", 2, || false),
-            Selected::Again(1)
-        );
-        assert_eq!(t.select(0x300, 0xa00, "ip_rcv", 3, || false), Selected::No);
-        t.end(0x100, 0x900, 10);
-        // The rest of the freeing belongs to the story; a new packet at the address does not.
-        assert_eq!(
-            t.select(0x100, 0x900, "kfree_skbmem", 11, || false),
-            Selected::AfterEnd(1)
-        );
-        assert_eq!(t.select(0x100, 0x900, "ip_rcv", 12, || false), Selected::No);
-        assert_eq!(
-            t.select(0x100, 0x900, "ip_rcv", 13, || true),
-            Selected::New(2)
-        );
+        assert_eq!(t.select(0x200, 0x900, 84, || false), Selected::Again(1));
+        assert_eq!(t.select(0x300, 0xa00, 84, || false), Selected::No);
+        t.end(0x100);
+        // The rest of the freeing belongs to the story.
+        assert_eq!(t.select(0x100, 0x900, 84, || false), Selected::AfterEnd(1));
+        t.release(0x100, 0x900);
+        // The clone still carries it.
+        assert_eq!(t.select(0x200, 0xb00, 84, || false), Selected::AfterEnd(1));
+        // The old address, recycled: its stale bytes do not count until it is reinitialised.
+        assert_eq!(t.select(0x100, 0xc00, 84, || true), Selected::No);
+        assert_eq!(t.select(0x100, 0xc00, 0, || false), Selected::No);
+        assert_eq!(t.select(0x100, 0xc00, 84, || true), Selected::New(2));
+        assert!(releases("kfree_skbmem") && !releases("skb_release_data"));
     }
 }

@@ -123,7 +123,12 @@ impl Journeys {
         let Some(key) = PacketKey::of(hit) else {
             return;
         };
-        let step = Step {
+        let step = Journeys::step(hit);
+        self.add_step(key, step, hit.time_ns);
+    }
+
+    fn step(hit: &Hit) -> Step {
+        Step {
             tsc: hit.tsc,
             time_ns: hit.time_ns,
             machine: hit.machine.clone(),
@@ -134,14 +139,15 @@ impl Journeys {
                 (Some(e), None) => Some(e.clone()),
                 _ => None,
             },
-        };
+        }
+    }
+
+    fn add_step(&mut self, key: PacketKey, step: Step, time_ns: u128) {
         let window = SAME_PACKET.as_nanos();
         let found = self.open.get(&key).and_then(|v| {
             v.iter().rev().copied().find(|&i| {
                 let j = &self.all[i];
-                j.steps
-                    .iter()
-                    .any(|s| s.time_ns.abs_diff(hit.time_ns) < window)
+                j.steps.iter().any(|s| s.time_ns.abs_diff(time_ns) < window)
             })
         });
         match found {
@@ -164,6 +170,76 @@ impl Journeys {
         self.all
             .sort_by_key(|j| j.steps.first().map_or(0, |s| s.tsc));
         self.all
+    }
+}
+
+/// The stories of selected packets (hits that carry a packet number: a trace with a filter
+/// follows each packet by address on each machine) joined across machines: one machine's
+/// story is one piece, and pieces with the same IPv4 identification, protocol and length (what
+/// a forwarded packet keeps, NAT included) within [`SAME_PACKET`] are one journey.
+#[derive(Debug, Default)]
+pub struct Stories {
+    pieces: BTreeMap<(String, u64), Vec<(Step, Option<PacketKey>)>>,
+}
+
+impl Stories {
+    pub fn add(&mut self, hit: &Hit) {
+        let Some(n) = hit.packet else { return };
+        let step = Journeys::step(hit);
+        self.pieces
+            .entry((hit.machine.clone(), n))
+            .or_default()
+            .push((step, PacketKey::of(hit)));
+    }
+
+    /// Every journey, steps in TSC order, journeys in order of their first step.
+    pub fn finish(self) -> Vec<Journey> {
+        let mut pieces: Vec<(Option<PacketKey>, Vec<Step>)> = self
+            .pieces
+            .into_values()
+            .map(|mut v| {
+                v.sort_by_key(|(s, _)| s.tsc);
+                // The key once the IP header is complete (a packet being built has no length
+                // or identification yet).
+                let key = v
+                    .iter()
+                    .rev()
+                    .filter_map(|(_, k)| *k)
+                    .find(|k| k.tot_len > 0)
+                    .or_else(|| v.iter().find_map(|(_, k)| *k));
+                (key, v.into_iter().map(|(s, _)| s).collect())
+            })
+            .collect();
+        pieces.sort_by_key(|(_, v)| v.first().map_or(0, |s| s.tsc));
+        let window = SAME_PACKET.as_nanos();
+        let mut out: Vec<Journey> = Vec::new();
+        for (key, steps) in pieces {
+            let first = steps.first().map_or(0, |s| s.time_ns);
+            let joined = key.and_then(|k| {
+                out.iter_mut().rev().find(|j| {
+                    j.key == k
+                        && j.steps
+                            .last()
+                            .is_some_and(|l| l.time_ns.abs_diff(first) < window)
+                })
+            });
+            match joined {
+                Some(j) => {
+                    j.steps.extend(steps);
+                    j.steps.sort_by_key(|s| s.tsc);
+                }
+                None => out.push(Journey {
+                    key: key.unwrap_or(PacketKey {
+                        ip_id: 0,
+                        protocol: 0,
+                        tot_len: 0,
+                        icmp_type: None,
+                    }),
+                    steps,
+                }),
+            }
+        }
+        out
     }
 }
 
@@ -377,6 +453,34 @@ mod tests {
             end: None,
             reason: None,
         }
+    }
+
+    #[test]
+    fn stories_join_across_machines_by_their_finished_header() {
+        let mut st = Stories::default();
+        let mut a0 = hit("A", "ip_send_skb", 100, 0);
+        a0.packet = Some(1);
+        let mut a1 = hit("A", "ip_output", 110, 7);
+        a1.packet = Some(1);
+        let mut r = hit("R", "ip_forward", 200, 7);
+        r.packet = Some(4);
+        r.end = Some("dropped".into());
+        r.reason = Some("NETFILTER_DROP".into());
+        let mut other = hit("R", "ip_forward", 300, 9);
+        other.packet = Some(5);
+        for h in [&r, &a1, &other, &a0] {
+            st.add(h);
+        }
+        let v = st.finish();
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].key.ip_id, 7);
+        let f: Vec<&str> = v[0].steps.iter().map(|s| s.function.as_str()).collect();
+        assert_eq!(f, ["ip_send_skb", "ip_output", "ip_forward"]);
+        assert_eq!(
+            v[0].steps[2].end.as_deref(),
+            Some("dropped: NETFILTER_DROP")
+        );
+        assert!(v[0].text(1).contains("=> dropped: NETFILTER_DROP"));
     }
 
     #[test]

@@ -359,6 +359,11 @@ pub fn end_of(
         if name == "CONSUMED" {
             return Some(("freed".into(), None));
         }
+        if name == "NOT_SPECIFIED" {
+            // kfree_skb without a reason: also what consume_skb is in kernels built without
+            // tracepoints (this one), so not necessarily a drop.
+            return Some(("freed".into(), Some(name)));
+        }
         return Some(("dropped".into(), Some(name)));
     }
     matches!(
@@ -405,6 +410,13 @@ fn kernel_range(pid: i32) -> (u64, u64) {
 /// Bytes of executable memory for `n` probe stubs and the recorder (whole MiB, 4 MiB at least).
 fn probe_text_bytes(n: usize) -> u64 {
     ((n as u64 * 320 + (1 << 20)).div_ceil(1 << 20) << 20).max(4 << 20)
+}
+
+/// `skb->len` of a copied `struct sk_buff`.
+fn skb_len(raw: &[u8], l: &SkbLayout) -> u32 {
+    raw.get(l.len.offset as usize..l.len.offset as usize + 4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .unwrap_or(0)
 }
 
 /// The header offsets of a copied `struct sk_buff`: (mac, network, data) from `head`.
@@ -667,24 +679,37 @@ pub fn run(
                 return Ok(());
             };
             let head = raw.map(|r| r.1).unwrap_or(0);
-            let sel = tracker.select(skb, head, &t.func.name, time_ns, || match raw {
+            // A packet is judged at first sight only once it is one: some length and a header
+            // set (an skb being allocated or recycled still holds an old packet's bytes).
+            if raw.is_none() {
+                view = decode(live_mem);
+            }
+            let len = match (raw, &view) {
+                (Some((sb, ..)), _) => skb_len(sb, l),
+                (None, Some(Ok(v))) => v.len,
+                _ => 0,
+            };
+            let sel = tracker.select(skb, head, len, || match raw {
                 Some((sb, head, start, data)) => {
                     let (mac, net, data_off) = headers_of(sb, l, head);
-                    f.matches_skb(data, start as usize, mac, net, data_off)
+                    len > 0
+                        && (mac.is_some() || net.is_some())
+                        && f.matches_skb(data, start as usize, mac, net, data_off)
                 }
-                None => {
-                    view = decode(live_mem);
-                    match &view {
-                        Some(Ok(v)) => f.matches_skb(
-                            &v.linear,
-                            0,
-                            v.mac_header,
-                            v.network_header,
-                            v.headroom as usize,
-                        ),
-                        _ => false,
+                None => match &view {
+                    Some(Ok(v)) => {
+                        v.len > 0
+                            && (v.mac_header.is_some() || v.network_header.is_some())
+                            && f.matches_skb(
+                                &v.linear,
+                                0,
+                                v.mac_header,
+                                v.network_header,
+                                v.headroom as usize,
+                            )
                     }
-                }
+                    _ => false,
+                },
             });
             match sel {
                 Selected::No => {
@@ -702,7 +727,10 @@ pub fn run(
                 }
             }
             if ends {
-                tracker.end(skb, head, time_ns);
+                tracker.end(skb);
+            }
+            if crate::trace::filter::releases(&t.func.name) {
+                tracker.release(skb, head);
             }
         }
         let view = match view {
