@@ -130,17 +130,41 @@ pub fn releases(function: &str) -> bool {
     matches!(function, "kfree_skbmem" | "napi_skb_cache_put")
 }
 
+/// Functions whose skb argument is being filled in (a new or recycled skb, a clone being made):
+/// at their entry it still holds whatever the memory held before, so they never select a packet
+/// nor follow one by the stale buffer address.
+pub fn fills(function: &str) -> bool {
+    matches!(
+        function,
+        "__copy_skb_header"
+            | "__skb_clone"
+            | "skb_copy_header"
+            | "skbuff_clear"
+            | "__finalize_skb_around"
+            | "__build_skb_around"
+            | "kmalloc_reserve"
+    )
+}
+
 impl Tracker {
     /// The story of the skb at `skb` with buffer `head` if it is followed; else, when `matches`
     /// says its packet is selected, a new story that follows both addresses.
-    /// `len` is the skb's length at the hit.
+    /// `len` is the skb's length at the hit; `function` the function hit (see [`fills`]).
     pub fn select(
         &mut self,
         skb: u64,
         head: u64,
         len: u32,
+        function: &str,
         matches: impl FnOnce() -> bool,
     ) -> Selected {
+        if fills(function) {
+            return match self.by_addr.get(&skb) {
+                Some(&s) if self.ending.contains(&s) => Selected::AfterEnd(s),
+                Some(&s) => Selected::Again(s),
+                None => Selected::No,
+            };
+        }
         if let Some(&s) = self.by_addr.get(&skb).or_else(|| self.by_addr.get(&head)) {
             self.by_addr.insert(skb, s);
             if head != 0 {
@@ -254,22 +278,39 @@ mod tests {
     #[test]
     fn a_followed_skb_stays_selected_through_rewrites_and_clones() {
         let mut t = Tracker::default();
-        assert_eq!(t.select(0x100, 0x900, 84, || true), Selected::New(1));
+        assert_eq!(t.select(0x100, 0x900, 84, "f", || true), Selected::New(1));
         // After NAT the packet no longer matches; it is followed by its address.
-        assert_eq!(t.select(0x100, 0x900, 84, || false), Selected::Again(1));
+        assert_eq!(
+            t.select(0x100, 0x900, 84, "f", || false),
+            Selected::Again(1)
+        );
         // A clone: another skb on the same buffer.
-        assert_eq!(t.select(0x200, 0x900, 84, || false), Selected::Again(1));
-        assert_eq!(t.select(0x300, 0xa00, 84, || false), Selected::No);
+        assert_eq!(
+            t.select(0x200, 0x900, 84, "f", || false),
+            Selected::Again(1)
+        );
+        assert_eq!(t.select(0x300, 0xa00, 84, "f", || false), Selected::No);
         t.end(0x100);
         // The rest of the freeing belongs to the story.
-        assert_eq!(t.select(0x100, 0x900, 84, || false), Selected::AfterEnd(1));
+        assert_eq!(
+            t.select(0x100, 0x900, 84, "f", || false),
+            Selected::AfterEnd(1)
+        );
         t.release(0x100, 0x900);
         // The clone still carries it.
-        assert_eq!(t.select(0x200, 0xb00, 84, || false), Selected::AfterEnd(1));
+        assert_eq!(
+            t.select(0x200, 0xb00, 84, "f", || false),
+            Selected::AfterEnd(1)
+        );
         // The old address, recycled: its stale bytes do not count until it is reinitialised.
-        assert_eq!(t.select(0x100, 0xc00, 84, || true), Selected::No);
-        assert_eq!(t.select(0x100, 0xc00, 0, || false), Selected::No);
-        assert_eq!(t.select(0x100, 0xc00, 84, || true), Selected::New(2));
+        assert_eq!(t.select(0x100, 0xc00, 84, "f", || true), Selected::No);
+        assert_eq!(t.select(0x100, 0xc00, 0, "f", || false), Selected::No);
+        assert_eq!(t.select(0x100, 0xc00, 84, "f", || true), Selected::New(2));
         assert!(releases("kfree_skbmem") && !releases("skb_release_data"));
+        // A clone being made at a stale address on a followed buffer: not this packet (yet).
+        assert_eq!(
+            t.select(0x400, 0x900, 84, "__copy_skb_header", || true),
+            Selected::No
+        );
     }
 }

@@ -689,7 +689,7 @@ pub fn run(
                 (None, Some(Ok(v))) => v.len,
                 _ => 0,
             };
-            let sel = tracker.select(skb, head, len, || match raw {
+            let sel = tracker.select(skb, head, len, &t.func.name, || match raw {
                 Some((sb, head, start, data)) => {
                     let (mac, net, data_off) = headers_of(sb, l, head);
                     len > 0
