@@ -218,6 +218,16 @@ impl Tracker {
         }
     }
 
+    /// Whether `addr` (an skb or a buffer) is followed.
+    pub fn follows(&self, addr: u64) -> bool {
+        self.by_addr.contains_key(&addr)
+    }
+
+    /// The compiled programs, for the in-kernel filter: (Ethernet, raw IP).
+    pub fn programs_of(f: &PacketFilter) -> (Option<&BpfProgram>, Option<&BpfProgram>) {
+        (f.ethernet.as_ref(), f.raw_ip.as_ref())
+    }
+
     /// Packets followed now.
     pub fn followed(&self) -> usize {
         self.by_addr.len()

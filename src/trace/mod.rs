@@ -9,6 +9,7 @@
 //! comes out; `flow` and `svg` put the hits of several machines together.
 
 pub mod args;
+pub mod bpf;
 pub mod filter;
 pub mod flow;
 pub mod functions;

@@ -30,6 +30,19 @@ pub const DEFAULT_SNAPLEN: usize = 128;
 /// Most packet bytes a hit may copy.
 pub const MAX_SNAPLEN: usize = 4096 - DATA_AT;
 
+/// Entries of the table of followed addresses (skbs and their buffers) that probes with an
+/// in-kernel filter keep beside the ring: a power of two, 8 bytes each.
+pub const FOLLOW_SLOTS: u64 = 16384;
+/// How many table entries a lookup or an insertion tries.
+const FOLLOW_PROBES: u32 = 8;
+/// A removed entry (lookups go on past it; insertions reuse it).
+const TOMBSTONE: u64 = 1;
+/// In the ring's header page: hits the in-kernel filter left out.
+const OFF_FILTERED: u64 = 8;
+/// Slot flags.
+const FLAG_SKB: u32 = 1;
+const FLAG_INSERTED: u32 = 2;
+
 /// Slot header offsets.
 const OFF_ID: i8 = 8;
 const OFF_FLAGS: i8 = 12;
@@ -70,8 +83,14 @@ impl RingLayout {
         self.slot_bytes() as usize - DATA_AT
     }
 
+    /// The ring and, after it, the table of followed addresses.
     pub fn bytes(&self) -> u64 {
-        HEADER + self.slots * self.slot_bytes()
+        self.table() - self.base + FOLLOW_SLOTS * 8
+    }
+
+    /// Where the table of followed addresses starts.
+    pub fn table(&self) -> u64 {
+        self.base + HEADER + self.slots * self.slot_bytes()
     }
 
     fn slot_addr(&self, ticket: u64) -> u64 {
@@ -91,6 +110,8 @@ pub struct SkbCopy {
     pub tail_off: u32,
     pub mac_off: u32,
     pub net_off: u32,
+    /// Offset of `len` (u32).
+    pub len_off: u32,
     /// Packet bytes to copy at most.
     pub snaplen: u32,
     /// Pointers outside [lo, hi) are not followed (UML's kernel memory).
@@ -192,14 +213,165 @@ fn arg_slot(arg: u8) -> u8 {
 const ID_SLOT: u8 = 88;
 const SKB_SLOT: u8 = 96;
 
+/// The in-kernel filter of a recorder: the addresses of translated BPF programs (see `bpf.rs`)
+/// for Ethernet frames and for IP packets; `None` selects nothing of that kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelFilter {
+    pub ethernet: Option<u64>,
+    pub ip: Option<u64>,
+}
+
+/// `hash(rax)` into ecx and the table base into r11 (rax kept).
+fn follow_hash(a: &mut Asm, ring: &RingLayout, reg_is_rdx: bool) {
+    a.b(&[0x49, 0xbb]).u64(ring.table()); // movabs r11, table
+    if reg_is_rdx {
+        a.b(&[0x48, 0x89, 0xd1]); // mov rcx, rdx
+    } else {
+        a.b(&[0x48, 0x89, 0xc1]); // mov rcx, rax
+    }
+    a.b(&[0x48, 0x69, 0xc9]).u32(0x61c8_8647); // imul rcx, rcx, golden
+    a.b(&[0x48, 0xc1, 0xe9, 0x14]); // shr rcx, 20
+    a.b(&[0x81, 0xe1]).u32((FOLLOW_SLOTS - 1) as u32); // and ecx, mask
+    a.b(&[0x41, 0xb8]).u32(FOLLOW_PROBES); // mov r8d, tries
+}
+
+/// Jumps to `found` when rax is in the table (uses rcx, r8, r11).
+fn follow_lookup(a: &mut Asm, ring: &RingLayout, found: usize) {
+    follow_hash(a, ring, false);
+    let top = a.code.len();
+    let missing = a.label();
+    a.b(&[0x49, 0x39, 0x04, 0xcb]).jump(&[0x0f, 0x84], found); // cmp [r11+rcx*8], rax; je
+    a.b(&[0x49, 0x83, 0x3c, 0xcb, 0x00])
+        .jump(&[0x0f, 0x84], missing); // cmp qword [..], 0; je
+    a.b(&[0xff, 0xc1]); // inc ecx
+    a.b(&[0x81, 0xe1]).u32((FOLLOW_SLOTS - 1) as u32);
+    a.b(&[0x41, 0xff, 0xc8]); // dec r8d
+    let back = top as i64 - (a.code.len() as i64 + 6);
+    a.b(&[0x0f, 0x85]).u32(back as i32 as u32); // jnz top
+    a.place(missing);
+}
+
+/// Puts rdx into a free (or removed) table entry, if one of the tries has room (uses rax,
+/// rcx, r8, r11).
+fn follow_insert(a: &mut Asm, ring: &RingLayout) {
+    follow_hash(a, ring, true);
+    let top = a.code.len();
+    let done = a.label();
+    let next = a.label();
+    a.b(&[0x49, 0x8b, 0x04, 0xcb]); // mov rax, [r11+rcx*8]
+    a.b(&[0x48, 0x83, 0xf8, TOMBSTONE as u8])
+        .jump(&[0x0f, 0x87], next); // cmp rax, 1; ja next
+    a.b(&[0xf0, 0x49, 0x0f, 0xb1, 0x14, 0xcb])
+        .jump(&[0x0f, 0x84], done); // lock cmpxchg; je
+    a.place(next);
+    a.b(&[0xff, 0xc1]); // inc ecx
+    a.b(&[0x81, 0xe1]).u32((FOLLOW_SLOTS - 1) as u32);
+    a.b(&[0x41, 0xff, 0xc8]); // dec r8d
+    let back = top as i64 - (a.code.len() as i64 + 6);
+    a.b(&[0x0f, 0x85]).u32(back as i32 as u32); // jnz top
+    a.place(done);
+}
+
 /// The code every probe calls (see [`probe_prologue`]): records one hit. It keeps every
 /// register and the flags and refers to nothing by its own address.
-pub fn recorder(ring: &RingLayout, skb: Option<&SkbCopy>) -> Vec<u8> {
+///
+/// With `filter`, only some hits are recorded: those whose skb or buffer is in the table of
+/// followed addresses, and those whose packet the filter selects (whose addresses then go into
+/// the table: the packet is followed whatever later happens to its headers). The tracer takes
+/// addresses out of the table when the kernel frees the skb, or when it judges a hit
+/// differently (see `filter.rs`). Others only count.
+pub fn recorder(
+    ring: &RingLayout,
+    skb: Option<&SkbCopy>,
+    filter: Option<&KernelFilter>,
+) -> Vec<u8> {
     let mut a = Asm::new();
     // pushfq; push rcx, rdx, rsi, rdi, r8, r9, r10, r11; cld
     a.b(&[
         0x9c, 0x51, 0x52, 0x56, 0x57, 0x41, 0x50, 0x41, 0x51, 0x41, 0x52, 0x41, 0x53, 0xfc,
     ]);
+    a.b(&[0x45, 0x31, 0xd2]); // xor r10d, r10d: extra slot flags
+    let out = a.label();
+    if let (Some(f), Some(s)) = (filter, skb) {
+        let take = a.label();
+        let skip = a.label();
+        // rsi = skb, in [lo, hi); rdx = head
+        a.b(&[0x48, 0x8b, 0x74, 0x24, SKB_SLOT]);
+        a.b(&[0x48, 0xb8])
+            .u64(s.lo)
+            .b(&[0x48, 0x39, 0xc6])
+            .jump(&[0x0f, 0x82], skip);
+        a.b(&[0x48, 0xb8])
+            .u64(s.hi)
+            .b(&[0x48, 0x39, 0xc6])
+            .jump(&[0x0f, 0x83], skip);
+        a.b(&[0x48, 0x8b, 0x96]).u32(s.head_off); // mov rdx, [rsi+head]
+        // Followed: the skb, or its buffer (clones share it).
+        a.b(&[0x48, 0x89, 0xf0]); // mov rax, rsi
+        follow_lookup(&mut a, ring, take);
+        a.b(&[0x48, 0x89, 0xd0]); // mov rax, rdx
+        follow_lookup(&mut a, ring, take);
+        // Not followed: a packet (some length, a header set) that the filter selects?
+        a.b(&[0x8b, 0x86]).u32(s.len_off); // mov eax, [rsi+len]
+        a.b(&[0x85, 0xc0]).jump(&[0x0f, 0x84], skip); // test eax, eax; jz skip
+        a.b(&[0x0f, 0xb7, 0x8e]).u32(s.mac_off); // movzx ecx, word [rsi+mac]
+        a.b(&[0x44, 0x0f, 0xb7, 0x86]).u32(s.net_off); // movzx r8d, word [rsi+net]
+        // r9 = the program; ecx = the offset of the first byte it reads.
+        let l3 = a.label();
+        let run = a.label();
+        a.b(&[0x81, 0xf9]).u32(0xffff).jump(&[0x0f, 0x84], l3); // cmp ecx, 0xffff; je l3
+        a.b(&[0x41, 0x81, 0xf8]).u32(0xffff); // cmp r8d, 0xffff
+        let eth = a.label();
+        a.jump(&[0x0f, 0x84], eth); // je eth (no network header)
+        a.b(&[0x8d, 0x41, 0x0e]); // lea eax, [rcx+14]
+        a.b(&[0x41, 0x39, 0xc0]).jump(&[0x0f, 0x82], l3); // cmp r8d, eax; jb l3
+        a.place(eth);
+        match f.ethernet {
+            Some(p) => a.b(&[0x49, 0xb9]).u64(p), // movabs r9, program
+            None => a.jump(&[0xe9], skip),
+        };
+        a.jump(&[0xe9], run);
+        a.place(l3);
+        a.b(&[0x41, 0x81, 0xf8])
+            .u32(0xffff)
+            .jump(&[0x0f, 0x84], skip); // no header: skip
+        a.b(&[0x44, 0x89, 0xc1]); // mov ecx, r8d
+        match f.ip {
+            Some(p) => a.b(&[0x49, 0xb9]).u64(p),
+            None => a.jump(&[0xe9], skip),
+        };
+        a.place(run);
+        // rsi = tail - start (> 0), rdi = head + start in [lo, hi)
+        a.b(&[0x8b, 0xb6]).u32(s.tail_off); // mov esi, [rsi+tail]
+        a.b(&[0x39, 0xce]).jump(&[0x0f, 0x86], skip); // cmp esi, ecx; jbe skip
+        a.b(&[0x29, 0xce]); // sub esi, ecx
+        a.b(&[0x48, 0x8d, 0x3c, 0x0a]); // lea rdi, [rdx+rcx]
+        a.b(&[0x48, 0xb8])
+            .u64(s.lo)
+            .b(&[0x48, 0x39, 0xc7])
+            .jump(&[0x0f, 0x82], skip);
+        a.b(&[0x48, 0xb8])
+            .u64(s.hi)
+            .b(&[0x48, 0x39, 0xc7])
+            .jump(&[0x0f, 0x83], skip);
+        a.b(&[0x41, 0xff, 0xd1]); // call r9
+        a.b(&[0x85, 0xc0]).jump(&[0x0f, 0x84], skip); // test eax, eax; jz skip
+        // Selected: follow the skb and its buffer from now on.
+        a.b(&[0x48, 0x8b, 0x74, 0x24, SKB_SLOT]); // mov rsi, [rsp+SKB]
+        a.b(&[0x48, 0x89, 0xf2]); // mov rdx, rsi
+        follow_insert(&mut a, ring);
+        a.b(&[0x48, 0x8b, 0x74, 0x24, SKB_SLOT]);
+        a.b(&[0x48, 0x8b, 0x96]).u32(s.head_off); // mov rdx, [rsi+head]
+        follow_insert(&mut a, ring);
+        a.b(&[0x41, 0xba]).u32(FLAG_INSERTED); // mov r10d, 2
+        a.jump(&[0xe9], take);
+        a.place(skip);
+        // Counted, not recorded.
+        a.b(&[0x48, 0xb8]).u64(ring.base + OFF_FILTERED); // movabs rax, counter
+        a.b(&[0x48, 0xff, 0x00]); // inc qword [rax]
+        a.jump(&[0xe9], out);
+        a.place(take);
+    }
     // ticket: movabs r11, head; mov eax, 1; lock xadd [r11], rax; mov r9, rax
     a.b(&[0x49, 0xbb]).u64(ring.base);
     a.b(&[0xb8, 1, 0, 0, 0]);
@@ -284,11 +456,14 @@ pub fn recorder(ring: &RingLayout, skb: Option<&SkbCopy>) -> Vec<u8> {
         a.b(&[0x89, 0xd1]);
         a.b(&[0xf3, 0xa4]);
         a.place(flags);
-        a.b(&[0x41, 0xc7, 0x43, OFF_FLAGS as u8]).u32(1);
+        a.b(&[0x41, 0xc7, 0x43, OFF_FLAGS as u8]).u32(FLAG_SKB);
         a.place(skip);
     }
+    // or [r11+12], r10d (what the filter did)
+    a.b(&[0x45, 0x09, 0x53, OFF_FLAGS as u8]);
     // commit: lea rax, [r9+1]; mov [r11], rax
     a.b(&[0x49, 0x8d, 0x41, 0x01, 0x49, 0x89, 0x03]);
+    a.place(out);
     // pop r11, r10, r9, r8, rdi, rsi, rdx, rcx; popfq; ret
     a.b(&[
         0x41, 0x5b, 0x41, 0x5a, 0x41, 0x59, 0x41, 0x58, 0x5f, 0x5e, 0x5a, 0x59, 0x9d, 0xc3,
@@ -310,6 +485,8 @@ pub struct RawHit {
     pub start: u32,
     pub skb_struct: Vec<u8>,
     pub data: Vec<u8>,
+    /// The in-kernel filter selected this hit's packet and put its addresses in the table.
+    pub inserted: bool,
 }
 
 fn u64_at(b: &[u8], off: usize) -> u64 {
@@ -331,7 +508,7 @@ pub fn parse_slot(b: &[u8], ticket: u64, struct_size: usize) -> Option<RawHit> {
         *a = u64_at(b, OFF_ARGS as usize + 8 * i);
     }
     let copied = u32_at(b, OFF_COPIED as usize) as usize;
-    let skb = (flags & 1 != 0).then(|| u64_at(b, OFF_SKB as usize));
+    let skb = (flags & FLAG_SKB != 0).then(|| u64_at(b, OFF_SKB as usize));
     let have = b.len().saturating_sub(DATA_AT).min(copied);
     Some(RawHit {
         ticket,
@@ -347,6 +524,7 @@ pub fn parse_slot(b: &[u8], ticket: u64, struct_size: usize) -> Option<RawHit> {
             Vec::new()
         },
         data: b[DATA_AT..DATA_AT + have].to_vec(),
+        inserted: flags & FLAG_INSERTED != 0,
     })
 }
 
@@ -394,6 +572,50 @@ impl RingReader {
 
     pub fn lost(&self) -> u64 {
         self.lost
+    }
+
+    /// Hits the in-kernel filter left out so far.
+    pub fn filtered(&self) -> Result<u64, RingError> {
+        let mut b = [0u8; 8];
+        self.read(self.ring.base + OFF_FILTERED, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// Takes `addr` out of the table of followed addresses (the kernel freed it, or the
+    /// tracer does not follow what the filter selected there).
+    pub fn unfollow(&self, addr: u64) -> Result<(), RingError> {
+        if addr <= TOMBSTONE {
+            return Ok(());
+        }
+        let mask = FOLLOW_SLOTS - 1;
+        let first = (addr.wrapping_mul(0x61c8_8647) >> 20) & mask;
+        for i in 0..FOLLOW_PROBES as u64 {
+            let at = self.ring.table() + ((first + i) & mask) * 8;
+            let mut b = [0u8; 8];
+            self.read(at, &mut b)?;
+            let v = u64::from_le_bytes(b);
+            if v == addr {
+                self.write(at, &TOMBSTONE.to_le_bytes())?;
+            } else if v == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&self, addr: u64, buf: &[u8]) -> Result<(), RingError> {
+        let remote = [RemoteIoVec {
+            base: addr as usize,
+            len: buf.len(),
+        }];
+        let pid = nix::unistd::Pid::from_raw(self.pid);
+        nix::sys::uio::process_vm_writev(pid, &[std::io::IoSlice::new(buf)], &remote)
+            .map(|_| ())
+            .map_err(|source| RingError {
+                pid: self.pid,
+                addr,
+                source,
+            })
     }
 
     /// Tickets handed out so far.
@@ -516,6 +738,7 @@ mod tests {
         assert_eq!(ring.slot_bytes(), 512);
         assert_eq!(ring.data_cap(), 128);
         let skb = SkbCopy {
+            len_off: 112,
             size: 216,
             head_off: 200,
             data_off: 208,
@@ -526,7 +749,15 @@ mod tests {
             lo: 0x6000_0000,
             hi: 0x8000_0000,
         };
-        for body in [recorder(&ring, None), recorder(&ring, Some(&skb))] {
+        let f = KernelFilter {
+            ethernet: Some(0x5f00_1000),
+            ip: None,
+        };
+        for body in [
+            recorder(&ring, None, None),
+            recorder(&ring, Some(&skb), None),
+            recorder(&ring, Some(&skb), Some(&f)),
+        ] {
             assert_eq!(*body.last().unwrap(), 0xc3);
             // The recorder pops what it pushed before its ret.
             assert_eq!(walk(&body[..body.len() - 1]), 0);

@@ -20,7 +20,7 @@ use crate::trace::functions::{
     Function, SymbolTable, guest_modules, modules_dir_of, skb_functions,
 };
 use crate::trace::hit::{Hit, Summary, TscClock, rdtsc};
-use crate::trace::ring::{RingLayout, RingReader, SkbCopy, probe_prologue, recorder};
+use crate::trace::ring::{KernelFilter, RingLayout, RingReader, SkbCopy, probe_prologue, recorder};
 
 /// Slots in the hit ring (32 MiB of the kernel process's address space, touched as used): at
 /// 20,000 hits a second a tracer that the host does not schedule for 0.4 s loses nothing.
@@ -538,6 +538,7 @@ pub fn run(
                     && l.data.size == 8
                     && l.mac_header.size == 2
                     && l.network_header.size == 2
+                    && l.len.size == 4
                     && l.size as usize <= crate::trace::ring::STRUCT_MAX =>
             {
                 Some(SkbCopy {
@@ -547,6 +548,7 @@ pub fn run(
                     tail_off: l.tail.offset as u32,
                     mac_off: l.mac_header.offset as u32,
                     net_off: l.network_header.offset as u32,
+                    len_off: l.len.offset as u32,
                     snaplen: opts.snaplen as u32,
                     lo,
                     hi,
@@ -554,8 +556,33 @@ pub fn run(
             }
             _ => None,
         };
+        // The filter runs in the kernel too, so that hits of packets it does not select cost
+        // little there and never reach the ring.
+        let kernel_filter = match (&filter, &copy) {
+            (Some(f), Some(_)) => {
+                let (eth, ip) = Tracker::programs_of(f);
+                let mut place = |p: Option<&pcap::BpfProgram>| -> Result<Option<u64>, TraceError> {
+                    match p {
+                        None => Ok(None),
+                        Some(p) => {
+                            let code =
+                                crate::trace::bpf::compile(&crate::trace::bpf::instructions(p))
+                                    .map_err(|e| {
+                                        TraceError::Other(format!("filter `{}`: {e}", f.expr()))
+                                    })?;
+                            tracee.place_code(&code).map(Some).map_err(run_err)
+                        }
+                    }
+                };
+                Some(KernelFilter {
+                    ethernet: place(eth)?,
+                    ip: place(ip)?,
+                })
+            }
+            _ => None,
+        };
         let rec = tracee
-            .place_code(&recorder(&r, copy.as_ref()))
+            .place_code(&recorder(&r, copy.as_ref(), kernel_filter.as_ref()))
             .map_err(run_err)?;
         let sites: Vec<(u64, usize, Vec<u8>)> = targets
             .iter()
@@ -628,6 +655,7 @@ pub fn run(
     let mut tracker = Tracker::default();
     let mut packets = 0u64;
     let mut unselected = 0u64;
+    let mut in_kernel_unselected = 0u64;
     let dw = skb_dwarf.as_ref();
 
     // One hit: selection, decoding, the end of the story, the sink.
@@ -636,6 +664,8 @@ pub fn run(
                        args: &[u64; 6],
                        skb_addr: Option<u64>,
                        raw: Option<(&[u8], u64, u64, &[u8])>,
+                       inserted: bool,
+                       unfollow: &mut Vec<u64>,
                        live_mem: &mut LiveMemory,
                        clock: &TscClock,
                        summary: &mut Summary|
@@ -713,6 +743,14 @@ pub fn run(
             });
             match sel {
                 Selected::No => {
+                    // The kernel's filter took it, the tracer does not (a stale skb).
+                    if inserted {
+                        for a in [skb, head] {
+                            if !tracker.follows(a) {
+                                unfollow.push(a);
+                            }
+                        }
+                    }
                     unselected += 1;
                     return Ok(());
                 }
@@ -731,6 +769,11 @@ pub fn run(
             }
             if crate::trace::filter::releases(&t.func.name) {
                 tracker.release(skb, head);
+                for a in [skb, head] {
+                    if !tracker.follows(a) {
+                        unfollow.push(a);
+                    }
+                }
             }
         }
         let view = match view {
@@ -776,6 +819,7 @@ pub fn run(
         ));
         started = Instant::now();
         let mut batch = Vec::new();
+        let mut unfollow = Vec::new();
         let mut last_alive_check = Instant::now();
         ended_by = 'outer: loop {
             if stop_requested() {
@@ -811,16 +855,22 @@ pub fn run(
                     .skb
                     .map(|_| (&h.skb_struct[..], h.head, h.start as u64, &h.data[..]));
                 let skb_addr = if t.skb_arg.is_some() { h.skb } else { None };
-                match deliver(
+                let r = deliver(
                     h.tsc,
                     t,
                     &h.args,
                     skb_addr,
                     raw,
+                    h.inserted,
+                    &mut unfollow,
                     &mut live_mem,
                     &clock,
                     &mut summary,
-                ) {
+                );
+                for a in unfollow.drain(..) {
+                    let _ = rd.unfollow(a);
+                }
+                match r {
                     Ok(()) => {}
                     Err(SinkError::Stop) => break 'outer "output closed",
                     Err(SinkError::Fail(m)) => {
@@ -834,6 +884,7 @@ pub fn run(
             }
         };
         lost = rd.lost();
+        in_kernel_unselected = rd.filtered().unwrap_or(0);
         summary.seconds = started.elapsed().as_secs_f64();
         if ended_by != "exited" {
             lease.remove().map_err(run_err)?;
@@ -882,12 +933,15 @@ pub fn run(
                         }
                         Err(_) => ([0; 6], None),
                     };
+                    let mut none = Vec::new();
                     let r = deliver(
                         tsc,
                         t,
                         &args,
                         skb_addr,
                         None,
+                        false,
+                        &mut none,
                         &mut live_mem,
                         &clock,
                         &mut summary,
@@ -921,7 +975,7 @@ pub fn run(
     }
     if filter.is_some() {
         summary.packets = Some(packets);
-        summary.unselected_hits = Some(unselected);
+        summary.unselected_hits = Some(unselected + in_kernel_unselected);
     }
     summary.lost = lost;
     summary.ended_by = ended_by.to_string();
