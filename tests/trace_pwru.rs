@@ -293,3 +293,49 @@ fn udp_to_a_closed_port_ends_with_no_socket_and_a_filter_that_matches_nothing_sh
     assert!(n > 1000, "{n}");
     lab.assert_all_alive();
 }
+
+#[test]
+fn a_packet_natted_by_r_is_followed_past_the_rewrite() {
+    let lab = Lab::article("tpn-");
+    // R masquerades what leaves towards B: A's address becomes R's own on that side.
+    lab.must(
+        "R",
+        "iptables-legacy -t nat -A POSTROUTING -o eth2 -j MASQUERADE",
+    );
+    let t = start(&[
+        &lab.umid("R"),
+        "--all-skb",
+        "--json",
+        "icmp and src host 192.168.10.2",
+    ]);
+    let out = lab.must("A", "ping -c 1 -W 3 192.168.20.2");
+    assert!(out.contains("1 received"), "{out}");
+    let v = t.stop();
+    let all = hits(&v);
+    let first = all
+        .iter()
+        .find(|h| h["skb"]["ipv4"]["src"] == "192.168.10.2")
+        .unwrap_or_else(|| panic!("the request was not selected: {:?}", functions(&all)));
+    // The same packet (number and skb) after MASQUERADE: the source is R's address now, which
+    // the filter alone would not select.
+    let after: Vec<&&serde_json::Value> = all
+        .iter()
+        .filter(|h| h["packet"] == first["packet"] && h["skb"]["ipv4"]["src"] == "192.168.20.1")
+        .collect();
+    assert!(
+        !after.is_empty(),
+        "not followed past the rewrite: {:?}",
+        functions(&all)
+    );
+    for h in &after {
+        assert_eq!(h["skb_addr"], first["skb_addr"], "{h}");
+        assert_eq!(h["skb"]["ipv4"]["id"], first["skb"]["ipv4"]["id"]);
+        assert_eq!(h["skb"]["ipv4"]["dst"], "192.168.20.2");
+    }
+    let fs: Vec<String> = after.iter().map(|h| h["function"].to_string()).collect();
+    assert!(
+        fs.iter().any(|f| f.contains("dev_queue_xmit") || f.contains("start_xmit")),
+        "{fs:?}"
+    );
+    lab.assert_all_alive();
+}
