@@ -306,6 +306,7 @@ fn a_packet_natted_by_r_is_followed_past_the_rewrite() {
         &lab.umid("R"),
         "--all-skb",
         "--json",
+        "--stack",
         "icmp and src host 192.168.10.2",
     ]);
     let out = lab.must("A", "ping -c 1 -W 3 192.168.20.2");
@@ -332,9 +333,29 @@ fn a_packet_natted_by_r_is_followed_past_the_rewrite() {
         assert_eq!(h["skb"]["ipv4"]["id"], first["skb"]["ipv4"]["id"]);
         assert_eq!(h["skb"]["ipv4"]["dst"], "192.168.20.2");
     }
+    // --stack: the kernel stack at each hit, named.
+    let fwd = all
+        .iter()
+        .find(|h| h["function"] == "ip_forward")
+        .expect("ip_forward on R");
+    let stack: Vec<&str> = fwd["stack"]
+        .as_array()
+        .expect("a stack")
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert!(stack.len() >= 4, "{stack:?}");
+    assert!(stack.iter().all(|f| f.contains("+0x")), "{stack:?}");
+    assert!(
+        stack
+            .iter()
+            .any(|f| f.starts_with("ip_") || f.contains("netif_receive")),
+        "{stack:?}"
+    );
     let fs: Vec<String> = after.iter().map(|h| h["function"].to_string()).collect();
     assert!(
-        fs.iter().any(|f| f.contains("dev_queue_xmit") || f.contains("start_xmit")),
+        fs.iter()
+            .any(|f| f.contains("dev_queue_xmit") || f.contains("start_xmit")),
         "{fs:?}"
     );
     lab.assert_all_alive();

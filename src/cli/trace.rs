@@ -48,6 +48,9 @@ pub struct TraceArgs {
     /// Packet bytes copied at each hit, from the first header
     #[arg(long, value_name = "BYTES", default_value_t = umldbg::trace::ring::DEFAULT_SNAPLEN)]
     pub snaplen: usize,
+    /// The kernel stack at each hit (through the frame pointers; probes only)
+    #[arg(long)]
+    pub stack: bool,
     /// Decode each hit's sk_buff argument
     #[arg(long)]
     pub skb: bool,
@@ -196,6 +199,7 @@ pub fn run_trace(a: TraceArgs, cache: PathBuf) -> anyhow::Result<i32> {
             o.match_re = a.match_re.clone();
             o.filter = p.filter.clone();
             o.snaplen = a.snaplen;
+            o.stack = a.stack;
             o
         })
         .collect();

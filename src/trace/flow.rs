@@ -452,6 +452,7 @@ mod tests {
             packet: None,
             end: None,
             reason: None,
+            stack: Vec::new(),
         }
     }
 

@@ -36,6 +36,9 @@ pub struct Hit {
     /// For a drop: the kernel's reason (`enum skb_drop_reason`, without its prefix).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The kernel stack at the hit, innermost caller first (with `--stack`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stack: Vec<String>,
 }
 
 fn hex_opt<S: serde::Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
@@ -132,6 +135,9 @@ impl Hit {
                 let _ = write!(s, " => {e}");
             }
             _ => {}
+        }
+        for f in &self.stack {
+            let _ = write!(s, "\n    {f}");
         }
         s
     }

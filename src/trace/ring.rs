@@ -61,17 +61,33 @@ pub struct RingLayout {
     pub slots: u64,
     /// log2 of the bytes per slot.
     pub slot_shift: u32,
+    /// Packet bytes a slot has room for.
+    pub snaplen: usize,
+    /// Whether slots hold the kernel stack's return addresses (after the packet bytes).
+    pub stack: bool,
 }
 
+/// Return addresses a hit records with `--stack`.
+pub const STACK_DEPTH: usize = 16;
+
 impl RingLayout {
-    /// A ring of `slots` slots, each holding a header, the struct and `snaplen` packet bytes.
-    pub fn new(base: u64, slots: u64, snaplen: usize) -> RingLayout {
-        let need = (DATA_AT + snaplen.min(MAX_SNAPLEN)) as u64;
+    /// A ring of `slots` slots, each holding a header, the struct and `snaplen` packet bytes
+    /// (and, with `stack`, [`STACK_DEPTH`] return addresses).
+    pub fn new(base: u64, slots: u64, snaplen: usize, stack: bool) -> RingLayout {
+        let snaplen = snaplen.min(MAX_SNAPLEN).div_ceil(8) * 8;
+        let need = (DATA_AT + snaplen + if stack { STACK_DEPTH * 8 } else { 0 }) as u64;
         RingLayout {
             base,
             slots,
             slot_shift: need.next_power_of_two().trailing_zeros(),
+            snaplen,
+            stack,
         }
+    }
+
+    /// Where the return addresses start in a slot.
+    pub fn stack_at(&self) -> usize {
+        DATA_AT + self.snaplen
     }
 
     pub fn slot_bytes(&self) -> u64 {
@@ -80,7 +96,7 @@ impl RingLayout {
 
     /// Packet bytes a slot has room for.
     pub fn data_cap(&self) -> usize {
-        self.slot_bytes() as usize - DATA_AT
+        self.snaplen
     }
 
     /// The ring and, after it, the table of followed addresses.
@@ -209,9 +225,11 @@ fn arg_slot(arg: u8) -> u8 {
         _ => 16, // r9
     }
 }
-/// Stack offsets of the probe's id and skb inside [`recorder`].
+/// Stack offsets of the probe's id and skb inside [`recorder`], and of the probed function's
+/// return address (the stack pointer at its entry).
 const ID_SLOT: u8 = 88;
 const SKB_SLOT: u8 = 96;
+const ENTRY_RSP: u8 = 104;
 
 /// The in-kernel filter of a recorder: the addresses of translated BPF programs (see `bpf.rs`)
 /// for Ethernet frames and for IP packets; `None` selects nothing of that kind.
@@ -280,10 +298,13 @@ fn follow_insert(a: &mut Asm, ring: &RingLayout) {
 /// the table: the packet is followed whatever later happens to its headers). The tracer takes
 /// addresses out of the table when the kernel frees the skb, or when it judges a hit
 /// differently (see `filter.rs`). Others only count.
+///
+/// With a ring that has room for the stack, `stack_range` bounds the frame pointers followed.
 pub fn recorder(
     ring: &RingLayout,
     skb: Option<&SkbCopy>,
     filter: Option<&KernelFilter>,
+    stack_range: Option<(u64, u64)>,
 ) -> Vec<u8> {
     let mut a = Asm::new();
     // pushfq; push rcx, rdx, rsi, rdi, r8, r9, r10, r11; cld
@@ -389,6 +410,37 @@ pub fn recorder(
     // tsc: rdtsc; shl rdx, 32; or rax, rdx; mov [r11+16], rax
     a.b(&[0x0f, 0x31, 0x48, 0xc1, 0xe2, 0x20, 0x48, 0x09, 0xd0]);
     a.b(&[0x49, 0x89, 0x43, OFF_TSC as u8]);
+    if let (true, Some((lo, hi))) = (ring.stack, stack_range) {
+        // The return address at the function's entry, then the frame-pointer chain: each
+        // frame's saved rbp at [rbp] and its return address at [rbp+8], while rbp stays in
+        // kernel memory. The depth goes into the flags' second byte.
+        let stack_at = ring.stack_at() as u32;
+        a.b(&[0x48, 0x8b, 0x44, 0x24, ENTRY_RSP]); // mov rax, [rsp+ENTRY]
+        a.b(&[0x49, 0x89, 0x83]).u32(stack_at); // mov [r11+stack], rax
+        a.b(&[0x48, 0x89, 0xea]); // mov rdx, rbp
+        a.b(&[0xb9, 1, 0, 0, 0]); // mov ecx, 1
+        let done = a.label();
+        let top = a.code.len();
+        a.b(&[0x48, 0xb8])
+            .u64(lo)
+            .b(&[0x48, 0x39, 0xc2])
+            .jump(&[0x0f, 0x82], done); // cmp rdx, rax; jb
+        a.b(&[0x48, 0xb8])
+            .u64(hi - 16)
+            .b(&[0x48, 0x39, 0xc2])
+            .jump(&[0x0f, 0x83], done);
+        a.b(&[0xf6, 0xc2, 0x07]).jump(&[0x0f, 0x85], done); // test dl, 7; jnz
+        a.b(&[0x48, 0x8b, 0x42, 0x08]); // mov rax, [rdx+8]
+        a.b(&[0x49, 0x89, 0x84, 0xcb]).u32(stack_at); // mov [r11+rcx*8+stack], rax
+        a.b(&[0x48, 0x8b, 0x12]); // mov rdx, [rdx]
+        a.b(&[0xff, 0xc1]); // inc ecx
+        a.b(&[0x83, 0xf9, STACK_DEPTH as u8]); // cmp ecx, depth
+        let back = top as i64 - (a.code.len() as i64 + 6);
+        a.b(&[0x0f, 0x82]).u32(back as i32 as u32); // jb top
+        a.place(done);
+        a.b(&[0xc1, 0xe1, 0x08]); // shl ecx, 8
+        a.b(&[0x41, 0x09, 0xca]); // or r10d, ecx
+    }
     // the six argument registers, from the stack
     for (i, arg) in (0u8..6).enumerate() {
         a.b(&[0x48, 0x8b, 0x44, 0x24, arg_slot(arg)]); // mov rax, [rsp+d]
@@ -487,6 +539,8 @@ pub struct RawHit {
     pub data: Vec<u8>,
     /// The in-kernel filter selected this hit's packet and put its addresses in the table.
     pub inserted: bool,
+    /// Return addresses, innermost first (with `--stack`).
+    pub stack: Vec<u64>,
 }
 
 fn u64_at(b: &[u8], off: usize) -> u64 {
@@ -498,7 +552,7 @@ fn u32_at(b: &[u8], off: usize) -> u32 {
 }
 
 /// Parses a slot's bytes; `None` when it does not hold `ticket`.
-pub fn parse_slot(b: &[u8], ticket: u64, struct_size: usize) -> Option<RawHit> {
+pub fn parse_slot(b: &[u8], ticket: u64, struct_size: usize, ring: &RingLayout) -> Option<RawHit> {
     if b.len() < DATA_AT || u64_at(b, 0) != ticket + 1 {
         return None;
     }
@@ -509,7 +563,22 @@ pub fn parse_slot(b: &[u8], ticket: u64, struct_size: usize) -> Option<RawHit> {
     }
     let copied = u32_at(b, OFF_COPIED as usize) as usize;
     let skb = (flags & FLAG_SKB != 0).then(|| u64_at(b, OFF_SKB as usize));
-    let have = b.len().saturating_sub(DATA_AT).min(copied);
+    let have = b
+        .len()
+        .saturating_sub(DATA_AT)
+        .min(copied)
+        .min(ring.data_cap());
+    let depth = ((flags >> 8) & 0xff) as usize;
+    let stack = if ring.stack {
+        (0..depth.min(STACK_DEPTH))
+            .filter_map(|i| {
+                let at = ring.stack_at() + 8 * i;
+                b.get(at..at + 8).map(|_| u64_at(b, at))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     Some(RawHit {
         ticket,
         probe: u32_at(b, OFF_ID as usize),
@@ -525,6 +594,7 @@ pub fn parse_slot(b: &[u8], ticket: u64, struct_size: usize) -> Option<RawHit> {
         },
         data: b[DATA_AT..DATA_AT + have].to_vec(),
         inserted: flags & FLAG_INSERTED != 0,
+        stack,
     })
 }
 
@@ -677,7 +747,7 @@ impl RingReader {
                 if mark == ticket + 1 {
                     // The slot may have been overtaken while we read it.
                     if u64_at(b, 0) == ticket + 1
-                        && let Some(h) = parse_slot(b, ticket, self.struct_size)
+                        && let Some(h) = parse_slot(b, ticket, self.struct_size, &self.ring)
                     {
                         out.push(h);
                     }
@@ -734,7 +804,10 @@ mod tests {
 
     #[test]
     fn recorder_and_prologue_decode_and_keep_the_stack_balanced() {
-        let ring = RingLayout::new(0x3f00_0000_0000, 4096, DEFAULT_SNAPLEN);
+        let ring = RingLayout::new(0x3f00_0000_0000, 4096, DEFAULT_SNAPLEN, false);
+        let with_stack = RingLayout::new(0x3f00_0000_0000, 4096, DEFAULT_SNAPLEN, true);
+        assert_eq!(with_stack.slot_bytes(), 1024);
+        assert_eq!(with_stack.stack_at(), DATA_AT + 128);
         assert_eq!(ring.slot_bytes(), 512);
         assert_eq!(ring.data_cap(), 128);
         let skb = SkbCopy {
@@ -754,9 +827,10 @@ mod tests {
             ip: None,
         };
         for body in [
-            recorder(&ring, None, None),
-            recorder(&ring, Some(&skb), None),
-            recorder(&ring, Some(&skb), Some(&f)),
+            recorder(&ring, None, None, None),
+            recorder(&ring, Some(&skb), None, None),
+            recorder(&ring, Some(&skb), Some(&f), None),
+            recorder(&with_stack, Some(&skb), Some(&f), Some((skb.lo, skb.hi))),
         ] {
             assert_eq!(*body.last().unwrap(), 0xc3);
             // The recorder pops what it pushed before its ret.
@@ -781,10 +855,11 @@ mod tests {
         b[80..84].copy_from_slice(&4u32.to_le_bytes());
         b[84..88].copy_from_slice(&64u32.to_le_bytes());
         b[DATA_AT..DATA_AT + 4].copy_from_slice(b"abcd");
-        let h = parse_slot(&b, 5, 216).unwrap();
+        let ring = RingLayout::new(0, 16, DEFAULT_SNAPLEN, false);
+        let h = parse_slot(&b, 5, 216, &ring).unwrap();
         assert_eq!((h.probe, h.tsc, h.skb), (3, 99, Some(0x6090_0000)));
         assert_eq!((h.data.as_slice(), h.start), (&b"abcd"[..], 64));
         assert_eq!(h.skb_struct.len(), 216);
-        assert!(parse_slot(&b, 4, 216).is_none());
+        assert!(parse_slot(&b, 4, 216, &ring).is_none());
     }
 }

@@ -49,6 +49,8 @@ pub struct TraceOptions {
     pub filter: Option<String>,
     /// Packet bytes copied per hit.
     pub snaplen: usize,
+    /// Record the kernel stack (return addresses through the frame pointers) at each hit.
+    pub stack: bool,
     pub uml_dir: PathBuf,
     pub cache: PathBuf,
 }
@@ -70,6 +72,7 @@ impl TraceOptions {
             match_re: None,
             filter: None,
             snaplen: crate::trace::ring::DEFAULT_SNAPLEN,
+            stack: false,
             uml_dir,
             cache,
         }
@@ -258,7 +261,7 @@ pub fn resolve_targets(
     opts: &TraceOptions,
     image: &Path,
     skb_dwarf: Option<&SkbDwarf>,
-) -> Result<Vec<Target>, TraceError> {
+) -> Result<(Vec<Target>, SymbolTable), TraceError> {
     let mut table = SymbolTable::load(image, &[], None)?;
     if opts.discovers()
         || opts
@@ -337,7 +340,32 @@ pub fn resolve_targets(
             opts.umid
         )));
     }
-    Ok(out)
+    Ok((out, table))
+}
+
+/// Names code addresses (`function+0xoff`) with a sorted copy of a symbol table.
+#[derive(Debug, Default)]
+pub struct Symbolizer {
+    funcs: Vec<(u64, u64, String)>,
+}
+
+impl Symbolizer {
+    pub fn new(table: &SymbolTable) -> Symbolizer {
+        let mut funcs: Vec<(u64, u64, String)> = table
+            .all()
+            .map(|f| (f.addr, f.size.max(1), f.name.clone()))
+            .collect();
+        funcs.sort();
+        Symbolizer { funcs }
+    }
+
+    pub fn name(&self, addr: u64) -> String {
+        let i = self.funcs.partition_point(|f| f.0 <= addr);
+        match i.checked_sub(1).map(|i| &self.funcs[i]) {
+            Some((a, size, n)) if addr < a + size => format!("{n}+{:#x}", addr - a),
+            _ => format!("{addr:#x}"),
+        }
+    }
 }
 
 /// How a hit ends its packet's story: `dropped` with the kernel's reason, or `freed`.
@@ -445,6 +473,7 @@ pub struct Prepared {
     pub targets: Vec<Target>,
     pub layout: Option<SkbLayout>,
     pub skb_dwarf: Option<SkbDwarf>,
+    pub symbols: Symbolizer,
 }
 
 /// Finds the machine, its functions and the sk_buff layout, without touching it.
@@ -459,7 +488,12 @@ pub fn prepare(opts: &TraceOptions) -> Result<Prepared, TraceError> {
     } else {
         None
     };
-    let targets = resolve_targets(opts, &image, skb_dwarf.as_ref())?;
+    let (targets, table) = resolve_targets(opts, &image, skb_dwarf.as_ref())?;
+    let symbols = if opts.stack {
+        Symbolizer::new(&table)
+    } else {
+        Symbolizer::default()
+    };
     let layout: Option<SkbLayout> = if skb {
         let store = crate::dwarf::LayoutStore::new(&opts.cache);
         Some(
@@ -480,6 +514,7 @@ pub fn prepare(opts: &TraceOptions) -> Result<Prepared, TraceError> {
         targets,
         layout,
         skb_dwarf,
+        symbols,
     })
 }
 
@@ -498,6 +533,7 @@ pub fn run(
         targets,
         layout,
         skb_dwarf,
+        symbols,
         ..
     } = prepare(opts)?;
     let run_err = |source: RunError| TraceError::Run {
@@ -520,9 +556,9 @@ pub fn run(
     let mut ring = None;
     let mut reader = None;
     if !stop_mode {
-        let want = RingLayout::new(0, RING_SLOTS, opts.snaplen);
+        let want = RingLayout::new(0, RING_SLOTS, opts.snaplen, opts.stack);
         let mapped = tracee.map_scratch(want.bytes()).map_err(run_err)?;
-        let r = RingLayout::new(mapped.addr, RING_SLOTS, opts.snaplen);
+        let r = RingLayout::new(mapped.addr, RING_SLOTS, opts.snaplen, opts.stack);
         tracee
             .map_probe_text(probe_text_bytes(targets.len()))
             .map_err(run_err)?;
@@ -582,7 +618,12 @@ pub fn run(
             _ => None,
         };
         let rec = tracee
-            .place_code(&recorder(&r, copy.as_ref(), kernel_filter.as_ref()))
+            .place_code(&recorder(
+                &r,
+                copy.as_ref(),
+                kernel_filter.as_ref(),
+                opts.stack.then_some((lo, hi)),
+            ))
             .map_err(run_err)?;
         let sites: Vec<(u64, usize, Vec<u8>)> = targets
             .iter()
@@ -665,6 +706,7 @@ pub fn run(
                        skb_addr: Option<u64>,
                        raw: Option<(&[u8], u64, u64, &[u8])>,
                        inserted: bool,
+                       stack: &[u64],
                        unfollow: &mut Vec<u64>,
                        live_mem: &mut LiveMemory,
                        clock: &TscClock,
@@ -804,6 +846,7 @@ pub fn run(
             packet: story,
             end,
             reason,
+            stack: stack.iter().map(|a| symbols.name(*a)).collect(),
         };
         summary.hits += 1;
         *summary.per_function.entry(t.func.name.clone()).or_insert(0) += 1;
@@ -862,6 +905,7 @@ pub fn run(
                     skb_addr,
                     raw,
                     h.inserted,
+                    &h.stack,
                     &mut unfollow,
                     &mut live_mem,
                     &clock,
@@ -941,6 +985,7 @@ pub fn run(
                         skb_addr,
                         None,
                         false,
+                        &[],
                         &mut none,
                         &mut live_mem,
                         &clock,
