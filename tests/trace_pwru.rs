@@ -328,8 +328,13 @@ fn a_packet_natted_by_r_is_followed_past_the_rewrite() {
         "not followed past the rewrite: {:?}",
         functions(&all)
     );
+    // The same skb after the rewrite (and clones of it on the same buffer, as the neighbour
+    // code makes while it resolves B's address).
+    assert!(
+        after.iter().any(|h| h["skb_addr"] == first["skb_addr"]),
+        "{after:?}"
+    );
     for h in &after {
-        assert_eq!(h["skb_addr"], first["skb_addr"], "{h}");
         assert_eq!(h["skb"]["ipv4"]["id"], first["skb"]["ipv4"]["id"]);
         assert_eq!(h["skb"]["ipv4"]["dst"], "192.168.20.2");
     }
