@@ -39,6 +39,19 @@ fn suggest(near: &[String]) -> String {
 
 /// Function symbols of one ELF file: name to (value, size, section name).
 fn function_symbols(bytes: &[u8]) -> Vec<(String, u64, u64, String)> {
+    text_symbols(bytes, false)
+}
+
+/// Every function symbol of an ELF file as (name, value, size), compiler clones
+/// (`name.constprop.0`, `name.isra.0`) included: for naming addresses, not for probing.
+pub fn all_text_symbols(bytes: &[u8]) -> Vec<(String, u64, u64)> {
+    text_symbols(bytes, true)
+        .into_iter()
+        .map(|(n, a, s, _)| (n, a, s))
+        .collect()
+}
+
+fn text_symbols(bytes: &[u8], clones: bool) -> Vec<(String, u64, u64, String)> {
     use object::{Object, ObjectSection, ObjectSymbol, SymbolKind, SymbolSection};
     let Ok(obj) = object::File::parse(bytes) else {
         return Vec::new();
@@ -47,7 +60,7 @@ fn function_symbols(bytes: &[u8]) -> Vec<(String, u64, u64, String)> {
         .filter(|s| s.kind() == SymbolKind::Text)
         .filter_map(|s| {
             let name = s.name().ok()?;
-            if name.is_empty() || name.starts_with("__pfx_") || name.contains('.') {
+            if name.is_empty() || name.starts_with("__pfx_") || (!clones && name.contains('.')) {
                 return None;
             }
             let sec = match s.section() {

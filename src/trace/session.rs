@@ -350,11 +350,21 @@ pub struct Symbolizer {
 }
 
 impl Symbolizer {
-    pub fn new(table: &SymbolTable) -> Symbolizer {
+    /// The functions of `table` and every function symbol of the kernel `image` (compiler
+    /// clones too, which the table leaves out).
+    pub fn new(table: &SymbolTable, image: &Path) -> Symbolizer {
         let mut funcs: Vec<(u64, u64, String)> = table
             .all()
             .map(|f| (f.addr, f.size.max(1), f.name.clone()))
             .collect();
+        if let Ok(file) = crate::kmod::loader::MappedFile::open(image) {
+            funcs.extend(
+                crate::trace::functions::all_text_symbols(file.bytes())
+                    .into_iter()
+                    .filter(|(n, ..)| n.contains('.'))
+                    .map(|(n, a, s)| (a, s.max(1), n)),
+            );
+        }
         funcs.sort();
         Symbolizer { funcs }
     }
@@ -490,7 +500,7 @@ pub fn prepare(opts: &TraceOptions) -> Result<Prepared, TraceError> {
     };
     let (targets, table) = resolve_targets(opts, &image, skb_dwarf.as_ref())?;
     let symbols = if opts.stack {
-        Symbolizer::new(&table)
+        Symbolizer::new(&table, &image)
     } else {
         Symbolizer::default()
     };
