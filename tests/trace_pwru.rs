@@ -217,7 +217,15 @@ fn udp_to_a_closed_port_ends_with_no_socket_and_a_filter_that_matches_nothing_sh
     let lab = Lab::article("tpu-");
     let b = lab.umid("B");
     // A UDP datagram to a port nobody listens on, on B.
-    let t = start(&[&b, "--all-skb", "--json", "udp and dst port 4444"]);
+    let pcap = std::env::temp_dir().join(format!("umldbg-trace-pwru-{}.pcap", std::process::id()));
+    let t = start(&[
+        &b,
+        "--all-skb",
+        "--json",
+        "--pcap",
+        pcap.to_str().unwrap(),
+        "udp and dst port 4444",
+    ]);
     lab.sh("A", "ping -c 1 -W 3 192.168.20.2");
     lab.must(
         "A",
@@ -242,6 +250,20 @@ fn udp_to_a_closed_port_ends_with_no_socket_and_a_filter_that_matches_nothing_sh
     assert_eq!(drop["skb"]["udp"]["dport"], 4444);
     let summary = v.iter().find_map(|x| x.get("summary")).unwrap();
     assert_eq!(summary["packets"], 1, "{summary}");
+    // The pcap holds the selected packet once, as tcpdump reads it.
+    let out = Command::new("tcpdump")
+        .arg("-r")
+        .arg(&pcap)
+        .args(["-nn", "-A"])
+        .output()
+        .expect("run tcpdump");
+    let _ = std::fs::remove_file(&pcap);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains(" IP ")).collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(lines[0].contains("192.168.10.2."), "{text}");
+    assert!(lines[0].contains("> 192.168.20.2.4444: UDP"), "{text}");
+    assert!(text.contains("closed-port"), "{text}");
 
     // A filter that selects nothing: no hit, while the machine sees traffic.
     let t = start(&[&b, "--all-skb", "--json", "udp and port 4242"]);

@@ -236,8 +236,7 @@ pub fn run_trace(a: TraceArgs, cache: PathBuf) -> anyhow::Result<i32> {
     let mut sink = |h: &Hit| -> Result<(), SinkError> {
         if let (Some(p), Some(v)) = (pcap.as_mut(), h.skb.as_ref()) {
             // With a filter, each selected packet once: at its story's first hit.
-            let first = !filtered || h.packet.is_some_and(|_| h.skb.is_some() && is_first(h));
-            if first {
+            if !filtered || h.first {
                 let ts = Duration::from_nanos(h.time_ns as u64);
                 p.write_skb(ts, v)
                     .map_err(|e| pcap_failure(&pcap_path, e))?;
@@ -313,16 +312,6 @@ pub fn run_trace(a: TraceArgs, cache: PathBuf) -> anyhow::Result<i32> {
         anyhow::bail!("{} exited during the trace", s.machine);
     }
     Ok(0)
-}
-
-/// The first hit of a selected packet (the pcap gets it once).
-fn is_first(h: &Hit) -> bool {
-    thread_local! {
-        static SEEN: std::cell::RefCell<std::collections::HashSet<(String, u64)>> =
-            Default::default();
-    }
-    let Some(n) = h.packet else { return false };
-    SEEN.with(|s| s.borrow_mut().insert((h.machine.clone(), n)))
 }
 
 /// `--list`: the functions a trace would probe on each machine, with the skb argument.

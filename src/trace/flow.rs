@@ -453,6 +453,7 @@ mod tests {
             end: None,
             reason: None,
             stack: Vec::new(),
+            first: false,
         }
     }
 

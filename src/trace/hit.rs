@@ -39,6 +39,9 @@ pub struct Hit {
     /// The kernel stack at the hit, innermost caller first (with `--stack`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub stack: Vec<String>,
+    /// The first hit of a selected packet (the pcap takes it then).
+    #[serde(skip)]
+    pub first: bool,
 }
 
 fn hex_opt<S: serde::Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {

@@ -754,6 +754,7 @@ pub fn run(
         };
         let mut view = None;
         let mut story = None;
+        let mut first = false;
         let mut ends = end.is_some();
         if let Some(f) = &filter {
             let (Some(skb), Some(l)) = (skb_addr, layout.as_ref()) else {
@@ -809,6 +810,7 @@ pub fn run(
                 Selected::New(n) => {
                     packets += 1;
                     story = Some(n);
+                    first = true;
                 }
                 Selected::Again(n) => story = Some(n),
                 Selected::AfterEnd(n) => {
@@ -857,6 +859,7 @@ pub fn run(
             end,
             reason,
             stack: stack.iter().map(|a| symbols.name(*a)).collect(),
+            first,
         };
         summary.hits += 1;
         *summary.per_function.entry(t.func.name.clone()).or_insert(0) += 1;
