@@ -569,6 +569,14 @@ pub fn run(
         let want = RingLayout::new(0, RING_SLOTS, opts.snaplen, opts.stack);
         let mapped = tracee.map_scratch(want.bytes()).map_err(run_err)?;
         let r = RingLayout::new(mapped.addr, RING_SLOTS, opts.snaplen, opts.stack);
+        // The scratch memory may be an earlier trace's (kept in the journal): nothing it
+        // followed is followed now.
+        tracee
+            .write_mem(
+                r.table(),
+                &vec![0u8; (crate::trace::ring::FOLLOW_SLOTS * 8) as usize],
+            )
+            .map_err(run_err)?;
         tracee
             .map_probe_text(probe_text_bytes(targets.len()))
             .map_err(run_err)?;
@@ -876,6 +884,7 @@ pub fn run(
         started = Instant::now();
         let mut batch = Vec::new();
         let mut unfollow = Vec::new();
+        let filtered_before = rd.filtered().unwrap_or(0);
         let mut last_alive_check = Instant::now();
         ended_by = 'outer: loop {
             if stop_requested() {
@@ -941,7 +950,7 @@ pub fn run(
             }
         };
         lost = rd.lost();
-        in_kernel_unselected = rd.filtered().unwrap_or(0);
+        in_kernel_unselected = rd.filtered().unwrap_or(0).saturating_sub(filtered_before);
         summary.seconds = started.elapsed().as_secs_f64();
         if ended_by != "exited" {
             lease.remove().map_err(run_err)?;
