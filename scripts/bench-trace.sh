@@ -187,19 +187,39 @@ awk -v u="$untraced" -v t="$traced" -v g="$gdb_bare" -v p="$gdb_print" 'BEGIN {
 TARGET=ACCEPT
 # The ping's packets only (B's port-unreachable answers to the flood are ICMP too).
 PING_FILTER='icmp[icmptype] == icmp-echo or icmp[icmptype] == icmp-echoreply'
-flood=$(for _ in $(seq "$ROUNDS"); do measure; done | best)
-echo "flood untraced:     $flood packets/s forwarded by R"
+# Forwarded packets per second over WINDOW seconds while A floods B and, in the same command
+# (commands on one machine run one at a time), pings B four times a second; the ping's summary
+# goes to $work/ping.out.
+measure_with_ping() {
+    local pings=$(( WINDOW * 4 + 8 ))
+    "$UMLDBG" exec "$A" --timeout $(( WINDOW + 40 )) --shell "ping -q -c $pings -i 0.25 -W 2 192.168.20.2 > /tmp/bench-ping.out 2>&1 &
+python3 -c \"
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+end = time.time() + $(( WINDOW + 3 ))
+while time.time() < end:
+    s.sendto(b'bench-trace-payload-0123456789', ('192.168.20.2', 9999))
+\"
+wait; cat /tmp/bench-ping.out" >"$work/ping.out" 2>&1 &
+    sender_pid=$!
+    sleep 1.5
+    local c0 c1 t0 t1
+    c0=$(count); t0=$(date +%s.%N)
+    sleep "$WINDOW"
+    c1=$(count); t1=$(date +%s.%N)
+    wait "$sender_pid" || true
+    echo "$c0 $c1 $t0 $t1" | awk '{printf "%.1f\n", ($2 - $1) / ($4 - $3)}'
+}
+
+flood=$(for _ in $(seq "$ROUNDS"); do measure_with_ping; done | best)
+echo "flood untraced:     $flood packets/s forwarded by R (with the ping beside it)"
 flood_rates=()
 for _ in $(seq "$ROUNDS"); do
     "$UMLDBG_TRACE" trace "$R" --all-skb --json "$PING_FILTER" >"$work/flood.out" 2>"$work/flood.err" &
     tracer_pid=$!
     for _ in $(seq 600); do grep -q "Ctrl-C" "$work/flood.err" 2>/dev/null && break; sleep 0.1; done
     grep -q "Ctrl-C" "$work/flood.err" || { cat "$work/flood.err"; exit 1; }
-    pings=$(( WINDOW * 4 ))
-    "$UMLDBG" exec "$A" --timeout $(( WINDOW + 30 )) -- ping -q -c "$pings" -i 0.25 -W 2 192.168.20.2 >"$work/ping.out" 2>&1 &
-    ping_pid=$!
-    flood_rates+=("$(measure)")
-    wait "$ping_pid" || true
+    flood_rates+=("$(measure_with_ping)")
     sleep 1
     kill -INT "$tracer_pid"; wait "$tracer_pid" || true; tracer_pid=
     received=$(sed -n 's/.* \([0-9]*\) received.*/\1/p' "$work/ping.out")
