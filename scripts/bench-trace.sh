@@ -25,7 +25,8 @@
 # Environment: UMLDBG (the binary; default target/release/umldbg, else umldbg on PATH),
 # UMLDBG_TRACE (the binary whose `trace` runs; default $UMLDBG),
 # PREFIX (lab prefix, default bench-trace-), WINDOW (seconds per measurement, default 10),
-# ROUNDS (rounds for 1 and 2, the best is kept; default 3), GDB (default gdb).
+# ROUNDS (rounds for 1 and 2, the best is kept; default 3), GDB (default gdb), ONLY_FLOOD=1 (parts
+# 4 and 5 only).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -89,6 +90,7 @@ best() { sort -g | tail -1; }
 
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)  ($(nproc) cores)"
 
+if [ -z "${ONLY_FLOOD:-}" ]; then
 # 1. untraced
 untraced=$(for _ in $(seq "$ROUNDS"); do measure; done | best)
 echo "untraced:           $untraced rejects/s"
@@ -179,6 +181,8 @@ awk -v u="$untraced" -v t="$traced" -v g="$gdb_bare" -v p="$gdb_print" 'BEGIN {
     else print "traced / gdb:      gdb saw no hit in the window"
     if (p > 0) printf "  traced / gdb printing the packet: %.0f\n", t / p
 }'
+
+fi
 
 # 4 and 5: R forwards a UDP flood from A to B (counted by an ACCEPT rule), untraced and traced
 # with every skb function probed and a filter that selects only a ping beside it.

@@ -121,8 +121,13 @@ pub struct Tracker {
     /// then a hit there shows the old packet's bytes (a recycled skb at the entry of the
     /// function that clears it), which must not select it again.
     released: std::collections::HashSet<u64>,
+    /// Each story's last hit (ns), for [`Tracker::expire`].
+    last_hit: HashMap<u64, u128>,
     next: u64,
 }
+
+/// A story without a hit for this long is let go (its skb was freed on a path no probe saw).
+pub const IDLE_NS: u128 = 2_000_000_000;
 
 /// Functions that give an skb's memory back (the last hit of a packet at that address: the
 /// next one there is another packet).
@@ -156,6 +161,7 @@ impl Tracker {
         head: u64,
         len: u32,
         function: &str,
+        time_ns: u128,
         matches: impl FnOnce() -> bool,
     ) -> Selected {
         if fills(function) {
@@ -170,6 +176,7 @@ impl Tracker {
             if head != 0 {
                 self.by_addr.insert(head, s);
             }
+            self.last_hit.insert(s, time_ns);
             if self.ending.contains(&s) {
                 return Selected::AfterEnd(s);
             }
@@ -190,6 +197,7 @@ impl Tracker {
         if head != 0 {
             self.by_addr.insert(head, s);
         }
+        self.last_hit.insert(s, time_ns);
         Selected::New(s)
     }
 
@@ -214,8 +222,41 @@ impl Tracker {
             }
             if !self.by_addr.values().any(|v| *v == s) {
                 self.ending.remove(&s);
+                self.last_hit.remove(&s);
             }
         }
+    }
+
+    /// The kernel freed a data buffer (`skb_free_head`): it may carry another packet from now
+    /// on, whatever skb still names it.
+    pub fn forget(&mut self, addr: u64) {
+        self.by_addr.remove(&addr);
+    }
+
+    /// Lets go of the stories whose last hit is older than [`IDLE_NS`] before `now_ns`;
+    /// returns the addresses no longer followed.
+    pub fn expire(&mut self, now_ns: u128) -> Vec<u64> {
+        let old: std::collections::HashSet<u64> = self
+            .last_hit
+            .iter()
+            .filter(|(_, t)| now_ns.saturating_sub(**t) > IDLE_NS)
+            .map(|(s, _)| *s)
+            .collect();
+        if old.is_empty() {
+            return Vec::new();
+        }
+        self.last_hit.retain(|s, _| !old.contains(s));
+        self.ending.retain(|s| !old.contains(s));
+        let addrs: Vec<u64> = self
+            .by_addr
+            .iter()
+            .filter(|(_, s)| old.contains(s))
+            .map(|(a, _)| *a)
+            .collect();
+        for a in &addrs {
+            self.by_addr.remove(a);
+        }
+        addrs
     }
 
     /// Whether `addr` (an skb or a buffer) is followed.
@@ -288,38 +329,44 @@ mod tests {
     #[test]
     fn a_followed_skb_stays_selected_through_rewrites_and_clones() {
         let mut t = Tracker::default();
-        assert_eq!(t.select(0x100, 0x900, 84, "f", || true), Selected::New(1));
+        assert_eq!(
+            t.select(0x100, 0x900, 84, "f", 0, || true),
+            Selected::New(1)
+        );
         // After NAT the packet no longer matches; it is followed by its address.
         assert_eq!(
-            t.select(0x100, 0x900, 84, "f", || false),
+            t.select(0x100, 0x900, 84, "f", 0, || false),
             Selected::Again(1)
         );
         // A clone: another skb on the same buffer.
         assert_eq!(
-            t.select(0x200, 0x900, 84, "f", || false),
+            t.select(0x200, 0x900, 84, "f", 0, || false),
             Selected::Again(1)
         );
-        assert_eq!(t.select(0x300, 0xa00, 84, "f", || false), Selected::No);
+        assert_eq!(t.select(0x300, 0xa00, 84, "f", 0, || false), Selected::No);
         t.end(0x100);
         // The rest of the freeing belongs to the story.
         assert_eq!(
-            t.select(0x100, 0x900, 84, "f", || false),
+            t.select(0x100, 0x900, 84, "f", 0, || false),
             Selected::AfterEnd(1)
         );
         t.release(0x100, 0x900);
         // The clone still carries it.
         assert_eq!(
-            t.select(0x200, 0xb00, 84, "f", || false),
+            t.select(0x200, 0xb00, 84, "f", 0, || false),
             Selected::AfterEnd(1)
         );
         // The old address, recycled: its stale bytes do not count until it is reinitialised.
-        assert_eq!(t.select(0x100, 0xc00, 84, "f", || true), Selected::No);
-        assert_eq!(t.select(0x100, 0xc00, 0, "f", || false), Selected::No);
-        assert_eq!(t.select(0x100, 0xc00, 84, "f", || true), Selected::New(2));
+        assert_eq!(t.select(0x100, 0xc00, 84, "f", 0, || true), Selected::No);
+        assert_eq!(t.select(0x100, 0xc00, 0, "f", 0, || false), Selected::No);
+        assert_eq!(
+            t.select(0x100, 0xc00, 84, "f", 0, || true),
+            Selected::New(2)
+        );
         assert!(releases("kfree_skbmem") && !releases("skb_release_data"));
         // A clone being made at a stale address on a followed buffer: not this packet (yet).
         assert_eq!(
-            t.select(0x400, 0x900, 84, "__copy_skb_header", || true),
+            t.select(0x400, 0x900, 84, "__copy_skb_header", 0, || true),
             Selected::No
         );
     }

@@ -715,6 +715,7 @@ pub fn run(
     let mut packets = 0u64;
     let mut unselected = 0u64;
     let mut in_kernel_unselected = 0u64;
+    let mut last_expiry = 0u128;
     let dw = skb_dwarf.as_ref();
 
     // One hit: selection, decoding, the end of the story, the sink.
@@ -780,7 +781,7 @@ pub fn run(
                 (None, Some(Ok(v))) => v.len,
                 _ => 0,
             };
-            let sel = tracker.select(skb, head, len, &t.func.name, || match raw {
+            let sel = tracker.select(skb, head, len, &t.func.name, time_ns, || match raw {
                 Some((sb, head, start, data)) => {
                     let (mac, net, data_off) = headers_of(sb, l, head);
                     len > 0
@@ -828,6 +829,15 @@ pub fn run(
             }
             if ends {
                 tracker.end(skb);
+            }
+            if t.func.name == "skb_free_head" && head != 0 {
+                // The buffer goes back to the allocator (an expanded head's old one, too).
+                tracker.forget(head);
+                unfollow.push(head);
+            }
+            if time_ns.saturating_sub(last_expiry) > 500_000_000 {
+                last_expiry = time_ns;
+                unfollow.extend(tracker.expire(time_ns));
             }
             if crate::trace::filter::releases(&t.func.name) {
                 tracker.release(skb, head);
