@@ -673,6 +673,28 @@ impl RingReader {
         Ok(())
     }
 
+    /// The table's live entries: (index, address).
+    pub fn followed_entries(&self) -> Result<Vec<(u64, u64)>, RingError> {
+        let mut b = vec![0u8; (FOLLOW_SLOTS * 8) as usize];
+        self.read(self.ring.table(), &mut b)?;
+        Ok(b.chunks_exact(8)
+            .enumerate()
+            .map(|(i, c)| (i as u64, u64::from_le_bytes(c.try_into().expect("8 bytes"))))
+            .filter(|(_, a)| *a > TOMBSTONE)
+            .collect())
+    }
+
+    /// Takes entry `index` out if it still holds `addr`.
+    pub fn unfollow_at(&self, index: u64, addr: u64) -> Result<(), RingError> {
+        let at = self.ring.table() + (index & (FOLLOW_SLOTS - 1)) * 8;
+        let mut b = [0u8; 8];
+        self.read(at, &mut b)?;
+        if u64::from_le_bytes(b) == addr {
+            self.write(at, &TOMBSTONE.to_le_bytes())?;
+        }
+        Ok(())
+    }
+
     fn write(&self, addr: u64, buf: &[u8]) -> Result<(), RingError> {
         let remote = [RemoteIoVec {
             base: addr as usize,

@@ -711,7 +711,7 @@ pub fn run(
     let started;
     let ended_by;
     let mut result: Result<(), TraceError> = Ok(());
-    let mut tracker = Tracker::default();
+    let tracker = std::cell::RefCell::new(Tracker::default());
     let mut packets = 0u64;
     let mut unselected = 0u64;
     let mut in_kernel_unselected = 0u64;
@@ -781,6 +781,7 @@ pub fn run(
                 (None, Some(Ok(v))) => v.len,
                 _ => 0,
             };
+            let mut tracker = tracker.borrow_mut();
             let sel = tracker.select(skb, head, len, &t.func.name, time_ns, || match raw {
                 Some((sb, head, start, data)) => {
                     let (mac, net, data_off) = headers_of(sb, l, head);
@@ -895,6 +896,8 @@ pub fn run(
         let mut batch = Vec::new();
         let mut unfollow = Vec::new();
         let filtered_before = rd.filtered().unwrap_or(0);
+        let mut last_sweep = Instant::now();
+        let mut seen_before: std::collections::HashSet<u64> = Default::default();
         let mut last_alive_check = Instant::now();
         ended_by = 'outer: loop {
             if stop_requested() {
@@ -945,6 +948,22 @@ pub fn run(
                 );
                 for a in unfollow.drain(..) {
                     let _ = rd.unfollow(a);
+                }
+                // Addresses the kernel's filter put in the table for hits the tracker never
+                // read (lost ones) would make every later packet there a recorded hit: every
+                // second, what has been in the table since the last look and is not followed
+                // goes.
+                if filter.is_some() && last_sweep.elapsed() > Duration::from_secs(1) {
+                    last_sweep = Instant::now();
+                    if let Ok(now) = rd.followed_entries() {
+                        let t = tracker.borrow();
+                        for (i, a) in &now {
+                            if !t.follows(*a) && seen_before.contains(a) {
+                                let _ = rd.unfollow_at(*i, *a);
+                            }
+                        }
+                        seen_before = now.into_iter().map(|(_, a)| a).collect();
+                    }
                 }
                 match r {
                     Ok(()) => {}
