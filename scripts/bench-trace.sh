@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# The benchmark of issue 8, in one go on the built-in lab: how often R runs reject_tg while A
-# sends UDP to B through R's REJECT rule,
+# The benchmarks of issues 8 and 16, in one go on the built-in lab. First, how often R runs
+# reject_tg while A sends UDP to B through R's REJECT rule,
 #   1. untraced,
 #   2. traced by `umldbg trace reject_tg --skb` (every hit decoded),
 #   3. traced by gdb attached by hand to R's kernel with a `commands; silent; continue; end`
 #      breakpoint on reject_tg (module symbols from /sys/module/ipt_REJECT/sections/.text),
 #      and, for a like-for-like figure, with a `printf` of the packet's length and addresses
 #      in the commands (umldbg decodes every packet),
-# and prints the rates and the ratios (traced/untraced, traced/gdb).
+# and prints the rates and the ratios (traced/untraced, traced/gdb). Then (issue 16) R forwarding
+# a UDP flood from A to B,
+#   4. untraced,
+#   5. traced by `umldbg trace --all-skb` (every function that takes an sk_buff, more than a
+#      thousand probes, with a filter that selects only a ping running beside the flood),
+# with the flood's rate through R and whether every hit of the selected packets was recorded
+# (no hit lost, every echo request and reply a selected packet with its forwarding hits).
 #
 # Rates 1 and 2 come from R's REJECT rule counter over a fixed window while A sends as fast as
 # it can (umldbg's own hit count is printed beside it as a check). Rate 3 is gdb's own hit count
@@ -19,7 +25,8 @@
 # Environment: UMLDBG (the binary; default target/release/umldbg, else umldbg on PATH),
 # UMLDBG_TRACE (the binary whose `trace` runs; default $UMLDBG),
 # PREFIX (lab prefix, default bench-trace-), WINDOW (seconds per measurement, default 10),
-# ROUNDS (rounds for 1 and 2, the best is kept; default 3), GDB (default gdb).
+# ROUNDS (rounds for 1 and 2, the best is kept; default 3), GDB (default gdb), ONLY_FLOOD=1 (parts
+# 4 and 5 only).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -49,8 +56,10 @@ trap cleanup EXIT
 "$UMLDBG" lab up --prefix "$PREFIX" >/dev/null
 "$UMLDBG" exec "$R" -- iptables-legacy -A FORWARD -p udp -j REJECT
 
+# Packets R's FORWARD rule with target $TARGET (REJECT, then ACCEPT for the flood) counted.
+TARGET=REJECT
 count() {
-    "$UMLDBG" exec "$R" --shell "iptables-legacy -L FORWARD -v -x -n" | awk '/REJECT/ {print $1; exit}'
+    "$UMLDBG" exec "$R" --shell "iptables-legacy -L FORWARD -v -x -n" | awk -v t="$TARGET" '$3 == t {print $1; exit}'
 }
 
 # A sends UDP to B for $1 seconds, as fast as python in the guest goes (in the background).
@@ -81,6 +90,7 @@ best() { sort -g | tail -1; }
 
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)  ($(nproc) cores)"
 
+if [ -z "${ONLY_FLOOD:-}" ]; then
 # 1. untraced
 untraced=$(for _ in $(seq "$ROUNDS"); do measure; done | best)
 echo "untraced:           $untraced rejects/s"
@@ -166,8 +176,78 @@ read -r gdb_print gdb_print_hits < <(gdb_rate 'printf "HIT %u %u %u\n", skb->len
 echo "  gdb printing the packet: $gdb_print hits/s ($gdb_print_hits hits; commands: silent, printf of len and addresses, continue)"
 
 awk -v u="$untraced" -v t="$traced" -v g="$gdb_bare" -v p="$gdb_print" 'BEGIN {
-    printf "traced / untraced: %.2f   (goal >= 0.5)\n", t / u
+    printf "traced / untraced: %.2f   (goal >= 0.9)\n", t / u
     if (g > 0) printf "traced / gdb:      %.0f   (goal >= 100)\n", t / g
     else print "traced / gdb:      gdb saw no hit in the window"
     if (p > 0) printf "  traced / gdb printing the packet: %.0f\n", t / p
 }'
+
+fi
+
+# 4 and 5: R forwards a UDP flood from A to B (counted by an ACCEPT rule), untraced and traced
+# with every skb function probed and a filter that selects only a ping beside it.
+"$UMLDBG" exec "$R" -- iptables-legacy -F FORWARD
+"$UMLDBG" exec "$R" -- iptables-legacy -A FORWARD -p udp -j ACCEPT
+TARGET=ACCEPT
+# The ping's packets only (B's port-unreachable answers to the flood are ICMP too).
+PING_FILTER='icmp[icmptype] == icmp-echo or icmp[icmptype] == icmp-echoreply'
+# Forwarded packets per second over WINDOW seconds while A floods B and, in the same command
+# (commands on one machine run one at a time), pings B four times a second; the ping's summary
+# goes to $work/ping.out.
+measure_with_ping() {
+    local pings=$(( WINDOW * 4 + 8 ))
+    "$UMLDBG" exec "$A" --timeout $(( WINDOW + 40 )) --shell "ping -q -c $pings -i 0.25 -W 2 192.168.20.2 > /tmp/bench-ping.out 2>&1 &
+python3 -c \"
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+end = time.time() + $(( WINDOW + 3 ))
+while time.time() < end:
+    s.sendto(b'bench-trace-payload-0123456789', ('192.168.20.2', 9999))
+\"
+wait; cat /tmp/bench-ping.out" >"$work/ping.out" 2>&1 &
+    sender_pid=$!
+    sleep 1.5
+    local c0 c1 t0 t1
+    c0=$(count); t0=$(date +%s.%N)
+    sleep "$WINDOW"
+    c1=$(count); t1=$(date +%s.%N)
+    wait "$sender_pid" || true
+    echo "$c0 $c1 $t0 $t1" | awk '{printf "%.1f\n", ($2 - $1) / ($4 - $3)}'
+}
+
+flood=$(for _ in $(seq "$ROUNDS"); do measure_with_ping; done | best)
+echo "flood untraced:     $flood packets/s forwarded by R (with the ping beside it)"
+flood_rates=()
+for _ in $(seq "$ROUNDS"); do
+    "$UMLDBG_TRACE" trace "$R" --all-skb --json "$PING_FILTER" >"$work/flood.out" 2>"$work/flood.err" &
+    tracer_pid=$!
+    for _ in $(seq 600); do grep -q "Ctrl-C" "$work/flood.err" 2>/dev/null && break; sleep 0.1; done
+    grep -q "Ctrl-C" "$work/flood.err" || { cat "$work/flood.err"; exit 1; }
+    flood_rates+=("$(measure_with_ping)")
+    sleep 1
+    kill -INT "$tracer_pid"; wait "$tracer_pid" || true; tracer_pid=
+    received=$(sed -n 's/.* \([0-9]*\) received.*/\1/p' "$work/ping.out")
+    python3 - "$work/flood.out" "${received:-0}" "${flood_rates[-1]}" <<'PY'
+import json, sys
+hits, summary = [], None
+for line in open(sys.argv[1]):
+    v = json.loads(line)
+    if "summary" in v:
+        summary = v["summary"]
+    elif "function" in v:
+        hits.append(v)
+received = int(sys.argv[2])
+stories = {}
+for h in hits:
+    stories.setdefault(h.get("packet"), []).append(h["function"])
+forwarded = sum(1 for f in stories.values() if "ip_forward" in f)
+print(f"  (traced round: {sys.argv[3]} packets/s; {summary['functions']} functions probed; "
+      f"{summary['packets']} packets selected for {received} pings answered "
+      f"({2 * received} expected: request and reply), {forwarded} of them with ip_forward; "
+      f"{summary['hits']} hits recorded, {summary['lost']} lost, "
+      f"{summary['unselected_hits']} hits of other packets counted in the kernel)")
+PY
+done
+flood_traced=$(printf '%s\n' "${flood_rates[@]}" | best)
+echo "flood traced:       $flood_traced packets/s (--all-skb '$PING_FILTER')"
+awk -v u="$flood" -v t="$flood_traced" 'BEGIN { printf "flood traced / untraced: %.2f   (goal >= 0.5)\n", t / u }'

@@ -22,6 +22,8 @@ packages=(
   dwarves
   # root filesystem images for lab machines (umldbg image build)
   mmdebstrap e2fsprogs
+  # trace's packet filters are compiled by libpcap (the pcap crate links it)
+  libpcap-dev
 )
 missing=()
 for p in "${packages[@]}"; do

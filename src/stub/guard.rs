@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 const INT3: u8 = 0xcc;
 /// Breakpoints a guard can hold.
-const GUARD_MAX: usize = 2048;
+const GUARD_MAX: usize = 4096;
 /// One message: op, length, address, original bytes, patched bytes (zero-padded).
 const REC: usize = 32;
 /// Most bytes one entry covers (a `jmp rel32` probe takes 5).
@@ -500,6 +500,12 @@ struct JournalData {
     /// Scratch memory mapped into the process by an earlier tracer: (address, length).
     #[serde(default)]
     scratch: Option<(u64, u64)>,
+    /// Executable memory for probe stubs mapped by an earlier tracer, and where its next stub
+    /// goes.
+    #[serde(default)]
+    probe_text: Option<(u64, u64)>,
+    #[serde(default)]
+    next_probe_stub: u64,
 }
 
 /// The trace journal of one machine.
@@ -556,6 +562,27 @@ impl TraceJournal {
         self.save();
     }
 
+    pub fn probe_text(&self) -> Option<(u64, u64)> {
+        self.data.probe_text
+    }
+
+    pub fn next_probe_stub(&self) -> u64 {
+        self.data.next_probe_stub
+    }
+
+    pub fn set_next_probe_stub(&mut self, n: u64) {
+        if self.data.next_probe_stub != n {
+            self.data.next_probe_stub = n;
+            self.save();
+        }
+    }
+
+    pub fn set_probe_text(&mut self, s: (u64, u64), next: u64) {
+        self.data.probe_text = Some(s);
+        self.data.next_probe_stub = next;
+        self.save();
+    }
+
     pub fn set_next_stub(&mut self, n: u64) {
         if self.data.next_stub != n {
             self.data.next_stub = n;
@@ -607,6 +634,34 @@ impl TraceJournal {
         } else {
             self.data.entries.push(e);
         }
+        self.save();
+    }
+
+    /// Many probes at once, with one write of the journal: (address, original, patched).
+    pub fn record_many(&mut self, probes: &[(u64, Vec<u8>, Vec<u8>)], next_probe_stub: u64) {
+        let mut at: std::collections::HashMap<u64, usize> = self
+            .data
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.addr, i))
+            .collect();
+        for (addr, original, patched) in probes {
+            let e = JournalEntry {
+                addr: *addr,
+                original: original.first().copied().unwrap_or(0),
+                bytes: original.clone(),
+                patched: patched.clone(),
+            };
+            match at.get(addr) {
+                Some(&i) => self.data.entries[i] = e,
+                None => {
+                    at.insert(*addr, self.data.entries.len());
+                    self.data.entries.push(e);
+                }
+            }
+        }
+        self.data.next_probe_stub = next_probe_stub;
         self.save();
     }
 

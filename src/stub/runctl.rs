@@ -216,6 +216,8 @@ struct Inner {
     /// Removed breakpoints whose stubs a stopped thread may still need.
     retired: BTreeMap<u64, Breakpoint>,
     stubs: StubArea,
+    /// Executable memory mapped for probe stubs (see `runctl/probe.rs`), once mapped.
+    probe_area: Option<StubArea>,
     guard: Option<Guard>,
     journal: TraceJournal,
     all_stop: bool,
@@ -341,6 +343,7 @@ impl Inner {
             trap_probes: BTreeMap::new(),
             retired: BTreeMap::new(),
             stubs,
+            probe_area: None,
             guard: Some(guard),
             journal,
             all_stop: true,

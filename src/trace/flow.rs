@@ -48,6 +48,9 @@ pub struct Step {
     pub function: String,
     /// The packet as this machine saw it (addresses after NAT differ).
     pub packet: String,
+    /// Where the packet's story ends on this machine: `dropped: REASON` or `freed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
 }
 
 /// One packet's hits, in time order.
@@ -96,6 +99,9 @@ impl Journey {
                 let _ = write!(out, "  [{}]", s.packet);
                 last_packet = s.packet.clone();
             }
+            if let Some(e) = &s.end {
+                let _ = write!(out, "  => {e}");
+            }
             out.push('\n');
         }
         out
@@ -117,20 +123,31 @@ impl Journeys {
         let Some(key) = PacketKey::of(hit) else {
             return;
         };
-        let step = Step {
+        let step = Journeys::step(hit);
+        self.add_step(key, step, hit.time_ns);
+    }
+
+    fn step(hit: &Hit) -> Step {
+        Step {
             tsc: hit.tsc,
             time_ns: hit.time_ns,
             machine: hit.machine.clone(),
             function: hit.function.clone(),
             packet: hit.skb.as_ref().map(packet_line_no_dev).unwrap_or_default(),
-        };
+            end: match (&hit.end, &hit.reason) {
+                (Some(e), Some(r)) => Some(format!("{e}: {r}")),
+                (Some(e), None) => Some(e.clone()),
+                _ => None,
+            },
+        }
+    }
+
+    fn add_step(&mut self, key: PacketKey, step: Step, time_ns: u128) {
         let window = SAME_PACKET.as_nanos();
         let found = self.open.get(&key).and_then(|v| {
             v.iter().rev().copied().find(|&i| {
                 let j = &self.all[i];
-                j.steps
-                    .iter()
-                    .any(|s| s.time_ns.abs_diff(hit.time_ns) < window)
+                j.steps.iter().any(|s| s.time_ns.abs_diff(time_ns) < window)
             })
         });
         match found {
@@ -153,6 +170,76 @@ impl Journeys {
         self.all
             .sort_by_key(|j| j.steps.first().map_or(0, |s| s.tsc));
         self.all
+    }
+}
+
+/// The stories of selected packets (hits that carry a packet number: a trace with a filter
+/// follows each packet by address on each machine) joined across machines: one machine's
+/// story is one piece, and pieces with the same IPv4 identification, protocol and length (what
+/// a forwarded packet keeps, NAT included) within [`SAME_PACKET`] are one journey.
+#[derive(Debug, Default)]
+pub struct Stories {
+    pieces: BTreeMap<(String, u64), Vec<(Step, Option<PacketKey>)>>,
+}
+
+impl Stories {
+    pub fn add(&mut self, hit: &Hit) {
+        let Some(n) = hit.packet else { return };
+        let step = Journeys::step(hit);
+        self.pieces
+            .entry((hit.machine.clone(), n))
+            .or_default()
+            .push((step, PacketKey::of(hit)));
+    }
+
+    /// Every journey, steps in TSC order, journeys in order of their first step.
+    pub fn finish(self) -> Vec<Journey> {
+        let mut pieces: Vec<(Option<PacketKey>, Vec<Step>)> = self
+            .pieces
+            .into_values()
+            .map(|mut v| {
+                v.sort_by_key(|(s, _)| s.tsc);
+                // The key once the IP header is complete (a packet being built has no length
+                // or identification yet).
+                let key = v
+                    .iter()
+                    .rev()
+                    .filter_map(|(_, k)| *k)
+                    .find(|k| k.tot_len > 0)
+                    .or_else(|| v.iter().find_map(|(_, k)| *k));
+                (key, v.into_iter().map(|(s, _)| s).collect())
+            })
+            .collect();
+        pieces.sort_by_key(|(_, v)| v.first().map_or(0, |s| s.tsc));
+        let window = SAME_PACKET.as_nanos();
+        let mut out: Vec<Journey> = Vec::new();
+        for (key, steps) in pieces {
+            let first = steps.first().map_or(0, |s| s.time_ns);
+            let joined = key.and_then(|k| {
+                out.iter_mut().rev().find(|j| {
+                    j.key == k
+                        && j.steps
+                            .last()
+                            .is_some_and(|l| l.time_ns.abs_diff(first) < window)
+                })
+            });
+            match joined {
+                Some(j) => {
+                    j.steps.extend(steps);
+                    j.steps.sort_by_key(|s| s.tsc);
+                }
+                None => out.push(Journey {
+                    key: key.unwrap_or(PacketKey {
+                        ip_id: 0,
+                        protocol: 0,
+                        tot_len: 0,
+                        icmp_type: None,
+                    }),
+                    steps,
+                }),
+            }
+        }
+        out
     }
 }
 
@@ -199,30 +286,52 @@ pub struct FlowResult {
 /// Traces every machine at once (a thread each) until the duration ends or Ctrl-C; `ready` is
 /// told when all are tracing.
 pub fn run(opts: &FlowOptions, ready: &mut dyn FnMut(&str)) -> Result<FlowResult, TraceError> {
-    let (tx, rx) = mpsc::channel::<Result<Hit, String>>();
+    let options: Vec<TraceOptions> = opts
+        .machines
+        .iter()
+        .map(|(umid, label)| {
+            let mut to = TraceOptions::new(umid, opts.uml_dir.clone(), opts.cache.clone());
+            to.label = Some(label.clone());
+            to.functions = opts.functions.clone();
+            to.skip_missing = true;
+            to.skb = true;
+            to.duration = opts.duration;
+            to
+        })
+        .collect();
+    let mut journeys = Journeys::default();
+    let mut sink = |h: &Hit| {
+        journeys.add(h);
+        Ok(())
+    };
+    let (summaries, errors) = run_traces(&options, ready, &mut sink);
+    Ok(FlowResult {
+        journeys: journeys.finish(),
+        summaries,
+        errors,
+    })
+}
+
+/// Runs one trace per machine, each on a thread of its own; `sink` gets every hit on the
+/// calling thread, in the order they arrive. One machine's failure stops the others. Returns
+/// the summaries of the traces that ran and the errors.
+pub fn run_traces(
+    options: &[TraceOptions],
+    ready: &mut dyn FnMut(&str),
+    sink: &mut dyn FnMut(&Hit) -> Result<(), session::SinkError>,
+) -> (Vec<Summary>, Vec<String>) {
+    let (tx, rx) = mpsc::channel::<Hit>();
     let (rtx, rrx) = mpsc::channel::<String>();
     let mut handles = Vec::new();
-    for (umid, label) in &opts.machines {
-        let to = TraceOptions {
-            umid: umid.clone(),
-            label: Some(label.clone()),
-            functions: opts.functions.clone(),
-            skip_missing: true,
-            skb: true,
-            skb_arg: None,
-            count: None,
-            duration: opts.duration,
-            stop: false,
-            uml_dir: opts.uml_dir.clone(),
-            cache: opts.cache.clone(),
-        };
+    for to in options {
+        let to = to.clone();
         let tx = tx.clone();
         let rtx = rtx.clone();
         handles.push(std::thread::spawn(move || {
             let mut ready = |m: &str| {
                 let _ = rtx.send(m.to_string());
             };
-            let mut sink = |h: &Hit| tx.send(Ok(h.clone())).map_err(|_| session::SinkError::Stop);
+            let mut sink = |h: &Hit| tx.send(h.clone()).map_err(|_| session::SinkError::Stop);
             let r = session::run(&to, &mut ready, &mut sink);
             if let Err(e) = &r {
                 let _ = rtx.send(format!("error: {e}"));
@@ -242,16 +351,22 @@ pub fn run(opts: &FlowOptions, ready: &mut dyn FnMut(&str)) -> Result<FlowResult
         } else {
             ready_count += 1;
         }
-        if ready_count + errors.len() == opts.machines.len() {
+        if ready_count + errors.len() == options.len() {
             break;
         }
     }
     if errors.is_empty() {
-        ready(&format!("tracing {} machines", ready_count));
+        ready(&format!("tracing {ready_count} machines"));
     }
-    let mut journeys = Journeys::default();
-    for h in rx.iter().flatten() {
-        journeys.add(&h);
+    for h in rx.iter() {
+        match sink(&h) {
+            Ok(()) => {}
+            Err(session::SinkError::Stop) => session::request_stop(),
+            Err(session::SinkError::Fail(m)) => {
+                errors.push(m);
+                session::request_stop();
+            }
+        }
     }
     let mut summaries = Vec::new();
     for h in handles {
@@ -266,11 +381,7 @@ pub fn run(opts: &FlowOptions, ready: &mut dyn FnMut(&str)) -> Result<FlowResult
             Err(_) => errors.push("a trace thread panicked".into()),
         }
     }
-    Ok(FlowResult {
-        journeys: journeys.finish(),
-        summaries,
-        errors,
-    })
+    (summaries, errors)
 }
 
 #[cfg(test)]
@@ -337,7 +448,41 @@ mod tests {
             addr: 0,
             skb: Some(view),
             skb_error: None,
+            skb_addr: Some(0x6100_0000),
+            packet: None,
+            end: None,
+            reason: None,
+            stack: Vec::new(),
+            first: false,
         }
+    }
+
+    #[test]
+    fn stories_join_across_machines_by_their_finished_header() {
+        let mut st = Stories::default();
+        let mut a0 = hit("A", "ip_send_skb", 100, 0);
+        a0.packet = Some(1);
+        let mut a1 = hit("A", "ip_output", 110, 7);
+        a1.packet = Some(1);
+        let mut r = hit("R", "ip_forward", 200, 7);
+        r.packet = Some(4);
+        r.end = Some("dropped".into());
+        r.reason = Some("NETFILTER_DROP".into());
+        let mut other = hit("R", "ip_forward", 300, 9);
+        other.packet = Some(5);
+        for h in [&r, &a1, &other, &a0] {
+            st.add(h);
+        }
+        let v = st.finish();
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].key.ip_id, 7);
+        let f: Vec<&str> = v[0].steps.iter().map(|s| s.function.as_str()).collect();
+        assert_eq!(f, ["ip_send_skb", "ip_output", "ip_forward"]);
+        assert_eq!(
+            v[0].steps[2].end.as_deref(),
+            Some("dropped: NETFILTER_DROP")
+        );
+        assert!(v[0].text(1).contains("=> dropped: NETFILTER_DROP"));
     }
 
     #[test]

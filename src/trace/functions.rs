@@ -39,6 +39,19 @@ fn suggest(near: &[String]) -> String {
 
 /// Function symbols of one ELF file: name to (value, size, section name).
 fn function_symbols(bytes: &[u8]) -> Vec<(String, u64, u64, String)> {
+    text_symbols(bytes, false)
+}
+
+/// Every function symbol of an ELF file as (name, value, size), compiler clones
+/// (`name.constprop.0`, `name.isra.0`) included: for naming addresses, not for probing.
+pub fn all_text_symbols(bytes: &[u8]) -> Vec<(String, u64, u64)> {
+    text_symbols(bytes, true)
+        .into_iter()
+        .map(|(n, a, s, _)| (n, a, s))
+        .collect()
+}
+
+fn text_symbols(bytes: &[u8], clones: bool) -> Vec<(String, u64, u64, String)> {
     use object::{Object, ObjectSection, ObjectSymbol, SymbolKind, SymbolSection};
     let Ok(obj) = object::File::parse(bytes) else {
         return Vec::new();
@@ -47,7 +60,7 @@ fn function_symbols(bytes: &[u8]) -> Vec<(String, u64, u64, String)> {
         .filter(|s| s.kind() == SymbolKind::Text)
         .filter_map(|s| {
             let name = s.name().ok()?;
-            if name.is_empty() || name.starts_with("__pfx_") || name.contains('.') {
+            if name.is_empty() || name.starts_with("__pfx_") || (!clones && name.contains('.')) {
                 return None;
             }
             let sec = match s.section() {
@@ -99,6 +112,9 @@ impl SymbolTable {
                 continue;
             };
             for (name, value, size, sec) in function_symbols(&bytes) {
+                if sec.starts_with(".init") || sec.starts_with(".exit") {
+                    continue;
+                }
                 let Some(&base) = m.sections.get(&sec) else {
                     continue;
                 };
@@ -145,6 +161,11 @@ impl SymbolTable {
         })
     }
 
+    /// Every function, by name.
+    pub fn all(&self) -> impl Iterator<Item = &Function> {
+        self.funcs.values().flatten()
+    }
+
     pub fn contains(&self, name: &str) -> bool {
         self.funcs.contains_key(name)
     }
@@ -156,6 +177,48 @@ impl SymbolTable {
             .flatten()
             .find(|f| addr >= f.addr && addr < f.addr + f.size.max(1))
     }
+}
+
+/// A function and the argument register that holds its `struct sk_buff *`.
+#[derive(Debug, Clone)]
+pub struct SkbFunction {
+    pub func: Function,
+    pub arg: u8,
+}
+
+/// Every function of the kernel and of the loaded modules in `table` that takes a `struct
+/// sk_buff *` in a register, from DWARF (`kernel`: the image's; module files are read through
+/// the cache under `cache`). Sorted by name.
+pub fn skb_functions(
+    table: &SymbolTable,
+    kernel: &crate::trace::args::SkbDwarf,
+    cache: &Path,
+) -> Vec<SkbFunction> {
+    let mut modules: BTreeMap<PathBuf, Option<crate::trace::args::SkbDwarf>> = BTreeMap::new();
+    let mut out = Vec::new();
+    for f in table.all() {
+        let arg = match &f.module {
+            None => kernel.by_addr.get(&f.addr).copied(),
+            Some(_) => modules
+                .entry(f.file.clone())
+                .or_insert_with(|| crate::trace::args::SkbDwarf::load(&f.file, cache).ok())
+                .as_ref()
+                .and_then(|d| d.by_name.get(&f.name).copied()),
+        };
+        if let Some(arg) = arg {
+            out.push(SkbFunction {
+                func: f.clone(),
+                arg,
+            });
+        }
+    }
+    out.sort_by(|a, b| {
+        a.func
+            .name
+            .cmp(&b.func.name)
+            .then(a.func.addr.cmp(&b.func.addr))
+    });
+    out
 }
 
 /// The modules directory of the kernel a machine runs: its image is `<build>/linux` in a cache

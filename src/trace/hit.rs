@@ -24,6 +24,31 @@ pub struct Hit {
     /// Why the skb could not be shown, when it was to be.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skb_error: Option<String>,
+    /// The skb pointer argument (also when it could not be decoded).
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "hex_opt")]
+    pub skb_addr: Option<u64>,
+    /// With a packet filter: the selected packet this hit belongs to (numbered per machine).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packet: Option<u64>,
+    /// The end of the packet's story at this hit: `dropped` or `freed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
+    /// For a drop: the kernel's reason (`enum skb_drop_reason`, without its prefix).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The kernel stack at the hit, innermost caller first (with `--stack`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stack: Vec<String>,
+    /// The first hit of a selected packet (the pcap takes it then).
+    #[serde(skip)]
+    pub first: bool,
+}
+
+fn hex_opt<S: serde::Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.collect_str(&format_args!("{v:#x}")),
+        None => s.serialize_none(),
+    }
 }
 
 fn hex<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
@@ -92,16 +117,30 @@ pub fn packet_line(v: &SkbView) -> String {
 impl Hit {
     /// The text line of a hit.
     pub fn line(&self) -> String {
-        let mut s = format!(
-            "{} {} {}",
-            clock_text(self.time_ns),
-            self.machine,
-            self.function
-        );
+        let mut s = format!("{} {}", clock_text(self.time_ns), self.machine);
+        if let Some(a) = self.skb_addr {
+            let _ = write!(s, " {a:#x}");
+        }
+        let _ = write!(s, " {}", self.function);
         if let Some(v) = &self.skb {
             let _ = write!(s, " {}", packet_line(v));
+            if v.mark != 0 {
+                let _ = write!(s, " mark {:#x}", v.mark);
+            }
         } else if let Some(e) = &self.skb_error {
             let _ = write!(s, " (skb: {e})");
+        }
+        match (&self.end, &self.reason) {
+            (Some(e), Some(r)) => {
+                let _ = write!(s, " => {e}: {r}");
+            }
+            (Some(e), None) => {
+                let _ = write!(s, " => {e}");
+            }
+            _ => {}
+        }
+        for f in &self.stack {
+            let _ = write!(s, "\n    {f}");
         }
         s
     }
@@ -176,6 +215,18 @@ pub struct Summary {
     pub decode_errors: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pcap_packets: Option<u64>,
+    /// Functions probed (or with breakpoints).
+    pub functions: usize,
+    /// Functions that could not be probed, with the reason.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
+    /// With a filter: packets selected, and hits of packets it did not select.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packets: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unselected_hits: Option<u64>,
+    /// Seconds from attach until every probe was in.
+    pub arm_seconds: f64,
     /// Why the trace ended: count, duration, interrupted, exited, error.
     pub ended_by: String,
 }
@@ -202,8 +253,25 @@ impl Summary {
         if let Some(n) = self.pcap_packets {
             let _ = write!(s, ", {n} packets in the pcap");
         }
-        let w = self.per_function.keys().map(String::len).max().unwrap_or(0);
-        for (f, n) in &self.per_function {
+        if let (Some(p), Some(u)) = (self.packets, self.unselected_hits) {
+            let _ = write!(s, ", {p} packets selected ({u} other hits)");
+        }
+        if !self.skipped.is_empty() {
+            let _ = write!(s, ", {} functions not probed", self.skipped.len());
+        }
+        let _ = write!(
+            s,
+            ", {} functions armed in {:.2} s",
+            self.functions, self.arm_seconds
+        );
+        let many = self.per_function.len() > 20;
+        let shown: Vec<(&String, &u64)> = self
+            .per_function
+            .iter()
+            .filter(|(_, n)| !many || **n > 0)
+            .collect();
+        let w = shown.iter().map(|(f, _)| f.len()).max().unwrap_or(0);
+        for (f, n) in shown {
             let _ = write!(s, "\n  {f:<w$}  {n}");
         }
         s

@@ -4,10 +4,13 @@
 //!
 //! `session` runs one machine's trace over the run-control of `crate::stub::runctl`: probes
 //! that record into a ring in the kernel process (`ring`), or ptrace breakpoints. `functions`
-//! and `args` find what to trace and where its skb is; `hit` is what comes out; `flow` and `svg`
-//! put the hits of several machines together.
+//! and `args` find what to trace and where its skb is (from DWARF, for `--all-skb`); `filter`
+//! selects packets with a pcap-filter expression and follows them by address; `hit` is what
+//! comes out; `flow` and `svg` put the hits of several machines together.
 
 pub mod args;
+pub mod bpf;
+pub mod filter;
 pub mod flow;
 pub mod functions;
 pub mod hit;

@@ -18,6 +18,19 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// Width in pixels of `chars` characters of the 12-pixel monospace font (0.6 em each).
+fn text_w(chars: usize) -> usize {
+    (chars * 36).div_ceil(5)
+}
+
+/// A step's label: its function and, at the end of the story, how it ended.
+fn label(s: &crate::trace::flow::Step) -> String {
+    match &s.end {
+        Some(e) => format!("{} => {e}", s.function),
+        None => s.function.clone(),
+    }
+}
+
 /// Draws the journeys (at most `max`) with the lanes in `lanes` order (others appended).
 pub fn render(journeys: &[Journey], lanes: &[String], max: usize) -> String {
     let mut lanes: Vec<String> = lanes.to_vec();
@@ -30,7 +43,16 @@ pub fn render(journeys: &[Journey], lanes: &[String], max: usize) -> String {
     }
     let x = |m: &str| LEFT + LANE_W / 2 + LANE_W * lanes.iter().position(|l| l == m).unwrap_or(0);
     let rows: usize = journeys.iter().take(max).map(|j| j.steps.len() + 2).sum();
-    let width = LEFT * 2 + LANE_W * lanes.len().max(1);
+    // Every label inside the picture: the lanes' width, or the right end of the longest label.
+    let mut right = LEFT * 2 + LANE_W * lanes.len().max(1);
+    for (n, j) in journeys.iter().take(max).enumerate() {
+        let title = j.steps.first().map_or(0, |s| s.packet.chars().count());
+        right = right.max(LEFT + text_w(title + format!("packet {}: ", n + 1).len()) + LEFT);
+        for s in &j.steps {
+            right = right.max(x(&s.machine) + 8 + text_w(label(s).chars().count() + 12) + 10);
+        }
+    }
+    let width = right;
     let height = TOP + ROW_H * (rows + 1) + 20;
     let mut out = String::new();
     let _ = writeln!(
@@ -99,7 +121,7 @@ pub fn render(journeys: &[Journey], lanes: &[String], max: usize) -> String {
                 r##"<text x="{}" y="{}">{} <tspan fill="#7f8c8d">+{dt:.1}us</tspan></text>"##,
                 sx + 8,
                 y + 4,
-                esc(&s.function)
+                esc(&label(s))
             );
             prev = Some((sx, y));
             row += 1;
@@ -123,6 +145,7 @@ mod tests {
             machine: m.into(),
             function: f.into(),
             packet: "a > b".into(),
+            end: None,
         };
         let j = Journey {
             key: PacketKey {
@@ -142,5 +165,38 @@ mod tests {
         assert_eq!(svg.matches("marker-end").count(), 2);
         assert!(svg.contains(">ip_rcv <tspan"));
         assert!(svg.contains("&gt; b"));
+    }
+
+    #[test]
+    fn every_label_fits_inside_the_picture() {
+        let long = "a_very_long_function_name_that_runs_far_past_its_lane";
+        let j = Journey {
+            key: PacketKey {
+                ip_id: 1,
+                protocol: 1,
+                tot_len: 84,
+                icmp_type: Some(8),
+            },
+            steps: vec![Step {
+                tsc: 0,
+                time_ns: 0,
+                machine: "B".into(),
+                function: long.into(),
+                packet:
+                    "192.168.10.2 > 192.168.20.2 ICMP echo-request id 1 seq 1 ip-id 7 ttl 64 len 84"
+                        .into(),
+                end: Some("dropped: NETFILTER_DROP".into()),
+            }],
+        };
+        let svg = render(&[j], &["A".into(), "R".into(), "B".into()], 10);
+        let width: usize = svg
+            .split("width=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .and_then(|w| w.parse().ok())
+            .unwrap();
+        let lane_b = LEFT + LANE_W / 2 + LANE_W * 2;
+        let chars = long.len() + " => dropped: NETFILTER_DROP".len() + " +0.0us".len();
+        assert!(width >= lane_b + 8 + text_w(chars), "{width}");
     }
 }

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::insn::{self, displaced, relocate_body};
-use super::{Inner, NOP, RunError, STUB_SIZE, Stop, Tracee, pt, raw_waitpid};
+use super::{Inner, NOP, RunError, STUB_SIZE, Stop, StubArea, Tracee, pt, raw_waitpid};
 use crate::stub::guard::{Guard, TraceJournal, restore_bytes};
 
 /// Bytes of the `jmp rel32` written at a probed function's entry.
@@ -27,6 +27,13 @@ pub const PROBE_JMP: usize = 5;
 pub(super) struct Probe {
     pub original: Vec<u8>,
     pub patched: Vec<u8>,
+}
+
+/// A probe whose stub is written and whose jump is not.
+struct Prepared {
+    info: ProbeInfo,
+    original: Vec<u8>,
+    jmp: Vec<u8>,
 }
 
 /// Where a probe's stub sits and what it displaced.
@@ -76,6 +83,34 @@ fn free_range(pid: i32, len: u64) -> Option<u64> {
     None
 }
 
+/// Whether `[addr, addr + len)` is one mapping's start in `pid`.
+fn mapped(pid: i32, addr: u64, len: u64) -> bool {
+    mappings(pid)
+        .iter()
+        .any(|&(s, e, _)| s == addr && e >= addr + len)
+}
+
+/// A hole of `len` bytes below the kernel image (its lowest file mapping), as close as one is
+/// free, so that rel32 jumps reach from it to kernel and module text.
+fn near_image_range(pid: i32, len: u64) -> Option<u64> {
+    let maps = mappings(pid);
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    let exe = exe.to_string_lossy();
+    let exe = exe.strip_suffix(" (deleted)").unwrap_or(&exe).to_string();
+    let image = maps.iter().filter(|m| m.2 == exe).map(|m| m.0).min()?;
+    let mut at = image.checked_sub(len + 0x10_0000)? & !0xf_ffff;
+    for _ in 0..64 {
+        if at < 0x1000_0000 {
+            return None;
+        }
+        if maps.iter().all(|&(s, e, _)| e <= at || s >= at + len) {
+            return Some(at);
+        }
+        at = at.checked_sub(len.max(0x100_0000))?;
+    }
+    None
+}
+
 const ERESTARTSYS: i64 = -512;
 const ERESTARTNOINTR: i64 = -513;
 const ERESTARTNOHAND: i64 = -514;
@@ -92,12 +127,69 @@ impl Inner {
     pub(super) fn map_scratch(&mut self, len: u64) -> Result<Scratch, RunError> {
         if let Some((addr, l)) = self.journal.scratch()
             && l >= len
-            && mappings(self.pid)
-                .iter()
-                .any(|&(s, e, _)| s == addr && e >= addr + l)
+            && mapped(self.pid, addr, l)
         {
             return Ok(Scratch { addr, len: l });
         }
+        let addr = free_range(self.pid, len)
+            .ok_or_else(|| RunError::Stubs("no free address range for scratch memory".into()))?;
+        self.map_at(addr, len, libc::PROT_READ | libc::PROT_WRITE)?;
+        self.journal.set_scratch((addr, len));
+        Ok(Scratch { addr, len })
+    }
+
+    /// Maps `len` bytes of executable memory for probe stubs just below the kernel image
+    /// (within a rel32 jump of kernel and module text), or takes back the mapping an earlier
+    /// tracer made; from then on probes put their stubs there instead of in `.init.text`,
+    /// whose few pages would hold a few dozen probes at most. The memory is never unmapped: a
+    /// thread may still be inside a stub when a tracer dies, and the next tracer goes on where
+    /// the last one's cursor stopped (as in `.init.text`).
+    pub(super) fn map_probe_text(&mut self, len: u64) -> Result<Scratch, RunError> {
+        if let Some(area) = &self.probe_area {
+            return Ok(Scratch {
+                addr: area.start,
+                len: area.end - area.start,
+            });
+        }
+        let (addr, len) = match self.journal.probe_text() {
+            Some((addr, l)) if l >= len && mapped(self.pid, addr, l) => (addr, l),
+            _ => {
+                let addr = near_image_range(self.pid, len).ok_or_else(|| {
+                    RunError::Stubs("no free address range below the kernel image".into())
+                })?;
+                self.map_at(
+                    addr,
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+                )?;
+                self.journal.set_probe_text((addr, len), 0);
+                (addr, len)
+            }
+        };
+        let mut area = StubArea::region(addr, addr + len);
+        area.set_cursor(self.journal.next_probe_stub());
+        self.probe_area = Some(area);
+        Ok(Scratch { addr, len })
+    }
+
+    /// Writes `code` into the probe text (see [`Inner::map_probe_text`]); returns its address.
+    pub(super) fn place_code(&mut self, code: &[u8]) -> Result<u64, RunError> {
+        let area = self
+            .probe_area
+            .as_mut()
+            .ok_or_else(|| RunError::Stubs("no probe text mapped".into()))?;
+        let at = area
+            .allocate_n((code.len() as u64).div_ceil(STUB_SIZE))
+            .ok_or_else(|| RunError::Stubs("probe text full".into()))?;
+        let cursor = area.cursor();
+        self.raw_write(at, code)?;
+        self.journal.set_next_probe_stub(cursor);
+        Ok(at)
+    }
+
+    /// Maps anonymous memory at `addr` in the kernel process by making its main thread run an
+    /// `mmap` stub from its interrupt stop.
+    fn map_at(&mut self, addr: u64, len: u64, prot: i32) -> Result<(), RunError> {
         let main = self.pid;
         let stop = self.threads.get(&main).and_then(|t| t.stop);
         if stop != Some(Stop::Parked) {
@@ -105,8 +197,6 @@ impl Inner {
                 "the main thread is not in an interrupt stop".into(),
             ));
         }
-        let addr = free_range(self.pid, len)
-            .ok_or_else(|| RunError::Stubs("no free address range for scratch memory".into()))?;
         let regs = self.kernel_regs(main)?;
         // Where the thread goes after the stub: an interrupted system call is issued again
         // (what the kernel's restart would do), anything else continues at rip.
@@ -134,7 +224,8 @@ impl Inner {
         code.extend_from_slice(&addr.to_le_bytes());
         code.extend_from_slice(&[0x48, 0xbe]); // movabs rsi, len
         code.extend_from_slice(&len.to_le_bytes());
-        code.extend_from_slice(&[0xba, 3, 0, 0, 0]); // mov edx, PROT_READ|PROT_WRITE
+        code.extend_from_slice(&[0xba]); // mov edx, prot
+        code.extend_from_slice(&(prot as u32).to_le_bytes());
         let flags = (libc::MAP_PRIVATE
             | libc::MAP_ANONYMOUS
             | libc::MAP_NORESERVE
@@ -179,10 +270,7 @@ impl Inner {
         // The main thread runs the stub; serve its stops meanwhile.
         let end = Instant::now() + Duration::from_secs(3);
         let mapped = loop {
-            if mappings(self.pid)
-                .iter()
-                .any(|&(s, e, _)| s == addr && e >= addr + len)
-            {
+            if mapped(self.pid, addr, len) {
                 break true;
             }
             if Instant::now() > end {
@@ -204,8 +292,7 @@ impl Inner {
                 "mmap of {len} bytes at {addr:#x} in the kernel process did not happen"
             )));
         }
-        self.journal.set_scratch((addr, len));
-        Ok(Scratch { addr, len })
+        Ok(())
     }
 
     /// Puts a probe at `addr`: `body` (code that keeps every register and the flags, and
@@ -218,6 +305,70 @@ impl Inner {
         func_len: usize,
         body: &[u8],
     ) -> Result<ProbeInfo, RunError> {
+        let p = self.prepare_probe(addr, func_len, body)?;
+        let info = p.info.clone();
+        if let Some(g) = self.guard.as_mut() {
+            g.arm_bytes(addr, &p.original, &p.jmp)?;
+        }
+        self.journal.record_bytes(addr, &p.original, &p.jmp);
+        self.commit_probe(p)?;
+        Ok(info)
+    }
+
+    /// Many probes at once (every thread stopped): the stubs are written first, then the guard
+    /// and the journal learn every site (the journal in one write), then the jumps go in. A
+    /// site that cannot take a probe gets its error and the others go on.
+    pub(super) fn insert_probes(
+        &mut self,
+        sites: &[(u64, usize, Vec<u8>)],
+    ) -> Vec<Result<ProbeInfo, RunError>> {
+        let mut out: Vec<Result<ProbeInfo, RunError>> = Vec::with_capacity(sites.len());
+        let mut ready = Vec::new();
+        for (addr, len, body) in sites {
+            match self.prepare_probe(*addr, *len, body) {
+                Ok(p) => {
+                    out.push(Ok(p.info.clone()));
+                    ready.push((out.len() - 1, p));
+                }
+                Err(e) => out.push(Err(e)),
+            }
+        }
+        let mut armed = Vec::new();
+        for (i, p) in ready {
+            let r = match self.guard.as_mut() {
+                Some(g) => g.arm_bytes(p.info.addr, &p.original, &p.jmp),
+                None => Ok(()),
+            };
+            match r {
+                Ok(()) => armed.push((i, p)),
+                Err(e) => out[i] = Err(e.into()),
+            }
+        }
+        let cursor = self.probe_area.as_ref().map_or(0, |a| a.cursor());
+        let records: Vec<(u64, Vec<u8>, Vec<u8>)> = armed
+            .iter()
+            .map(|(_, p)| (p.info.addr, p.original.clone(), p.jmp.clone()))
+            .collect();
+        self.journal.record_many(&records, cursor);
+        for (i, p) in armed {
+            let addr = p.info.addr;
+            if let Err(e) = self.commit_probe(p) {
+                if let Some(g) = self.guard.as_mut() {
+                    let _ = g.disarm(addr);
+                }
+                out[i] = Err(e);
+            }
+        }
+        out
+    }
+
+    /// Checks a site, writes its stub; the jump is not written yet.
+    fn prepare_probe(
+        &mut self,
+        addr: u64,
+        func_len: usize,
+        body: &[u8],
+    ) -> Result<Prepared, RunError> {
         if self.probes.contains_key(&addr) || self.breakpoints.contains_key(&addr) {
             return Err(RunError::BadBreakpoint {
                 addr,
@@ -258,8 +409,12 @@ impl Inner {
         }
         let estimate = 1 + body.len() + insns.len() * 32 + 16;
         let slots = (estimate as u64).div_ceil(STUB_SIZE);
-        let at = self
-            .stubs
+        let in_text = self.probe_area.is_some();
+        let area = match self.probe_area.as_mut() {
+            Some(a) => a,
+            None => &mut self.stubs,
+        };
+        let at = area
             .allocate_n(slots)
             .ok_or_else(|| RunError::Stubs("stub area full".into()))?;
         let mut code = vec![NOP];
@@ -278,28 +433,35 @@ impl Inner {
         if code.len() as u64 > slots * STUB_SIZE {
             return Err(RunError::Stubs("probe stub larger than estimated".into()));
         }
-        self.raw_write(at, &code)?;
-        self.journal.set_next_stub(self.stubs.cursor());
         let mut jmp = Vec::new();
         insn::push_jmp(&mut jmp, addr, at + 1).map_err(bad)?;
-        let original = func[..jmp.len()].to_vec();
-        if let Some(g) = self.guard.as_mut() {
-            g.arm_bytes(addr, &original, &jmp)?;
+        self.raw_write(at, &code)?;
+        if !in_text {
+            self.journal.set_next_stub(self.stubs.cursor());
         }
-        self.journal.record_bytes(addr, &original, &jmp);
-        self.raw_write(addr, &jmp)?;
+        let original = func[..jmp.len()].to_vec();
+        Ok(Prepared {
+            info: ProbeInfo {
+                addr,
+                stub: at,
+                displaced: total,
+            },
+            original,
+            jmp,
+        })
+    }
+
+    /// Writes a prepared probe's jump (the guard and journal know it already).
+    fn commit_probe(&mut self, p: Prepared) -> Result<(), RunError> {
+        self.raw_write(p.info.addr, &p.jmp)?;
         self.probes.insert(
-            addr,
+            p.info.addr,
             Probe {
-                original,
-                patched: jmp,
+                original: p.original,
+                patched: p.jmp,
             },
         );
-        Ok(ProbeInfo {
-            addr,
-            stub: at,
-            displaced: total,
-        })
+        Ok(())
     }
 
     /// Takes a probe out (every thread stopped).
@@ -496,6 +658,26 @@ impl Tracee {
 
     pub fn remove_probe(&mut self, addr: u64) -> Result<(), RunError> {
         self.i().remove_probe(addr)
+    }
+
+    /// Maps executable memory for probe stubs near the kernel image (see
+    /// `Inner::map_probe_text`); later probes put their stubs there. Every thread stopped.
+    pub fn map_probe_text(&mut self, len: u64) -> Result<Scratch, RunError> {
+        self.i().map_probe_text(len)
+    }
+
+    /// Writes code that probes call (a shared recorder) into the probe text; its address.
+    pub fn place_code(&mut self, code: &[u8]) -> Result<u64, RunError> {
+        self.i().place_code(code)
+    }
+
+    /// Probes at many sites at once: `(addr, func_len, body)` each, one result each (see
+    /// [`Tracee::insert_probe`]); a site that cannot take one does not stop the others.
+    pub fn insert_probes(
+        &mut self,
+        sites: &[(u64, usize, Vec<u8>)],
+    ) -> Vec<Result<ProbeInfo, RunError>> {
+        self.i().insert_probes(sites)
     }
 
     /// A breakpoint made of a probe whose code is an `int3` (every thread stopped): hits are

@@ -56,6 +56,16 @@ impl StubArea {
         })
     }
 
+    /// A whole region of memory mapped for stubs (no live code in it), 16-byte aligned.
+    pub fn region(start: u64, end: u64) -> StubArea {
+        StubArea {
+            start: start.div_ceil(16) * 16,
+            end: end / 16 * 16,
+            cursor: 0,
+            by_site: BTreeMap::new(),
+        }
+    }
+
     /// The area in the kernel image file (the running machine's `/proc/<pid>/exe`).
     pub fn from_image(path: &Path) -> Result<StubArea, String> {
         use object::{Object, ObjectSection, ObjectSymbol};

@@ -1,0 +1,389 @@
+//! Tests UML, iptables and a network: "where is my packet?" — `umldbg trace --all-skb` with a
+//! pcap-filter expression over every function that takes a `struct sk_buff *`, on one machine or
+//! a whole lab, with real packets: the selected packet's path and the kernel's drop reason by
+//! name, nothing for traffic the filter does not select, clear errors for bad input.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::Lab;
+
+/// A running trace: its stdout lines are collected; stderr is read until it says it traces.
+struct Tracer {
+    child: Child,
+    lines: Option<std::thread::JoinHandle<Vec<String>>>,
+    stderr: std::sync::mpsc::Receiver<String>,
+}
+
+fn start(args: &[&str]) -> Tracer {
+    let mut child = Command::new(common::bin())
+        .arg("trace")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the tracer");
+    let stdout = child.stdout.take().unwrap();
+    let lines = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<String>>()
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        for l in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let mut seen = Vec::new();
+    loop {
+        let l = rx
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| panic!("the tracer did not start: {seen:?}"));
+        if l.contains("Ctrl-C stops") {
+            break;
+        }
+        // Lines before the start say which functions were left out, and why.
+        assert!(l.contains(": not probed: "), "{l}");
+        seen.push(l);
+    }
+    Tracer {
+        child,
+        lines: Some(lines),
+        stderr: rx,
+    }
+}
+
+impl Tracer {
+    /// Ctrl-C, then every JSON line it printed.
+    fn stop(mut self) -> Vec<serde_json::Value> {
+        std::thread::sleep(Duration::from_millis(700));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::SIGINT,
+        )
+        .unwrap();
+        let status = self.child.wait().unwrap();
+        let lines = self.lines.take().unwrap().join().unwrap();
+        let errs: Vec<String> = self.stderr.try_iter().collect();
+        assert!(status.success(), "tracer failed: {errs:?}");
+        lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.child.id() as i32),
+                nix::sys::signal::SIGINT,
+            );
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn hits(v: &[serde_json::Value]) -> Vec<&serde_json::Value> {
+    v.iter().filter(|h| h.get("function").is_some()).collect()
+}
+
+fn on<'a>(hits: &[&'a serde_json::Value], machine: &str) -> Vec<&'a serde_json::Value> {
+    hits.iter()
+        .copied()
+        .filter(|h| h["machine"] == machine)
+        .collect()
+}
+
+fn functions(hits: &[&serde_json::Value]) -> Vec<String> {
+    hits.iter()
+        .map(|h| h["function"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn all_skb_over_a_lab_follows_a_ping_to_rs_reject_and_names_the_drop() {
+    let lab = Lab::article("tpw-");
+    lab.must("R", "iptables-legacy -A FORWARD -p icmp -j REJECT");
+    let t = start(&[
+        "--lab",
+        &lab.name,
+        "--all-skb",
+        "--json",
+        "icmp and host 192.168.20.2",
+    ]);
+    // UDP and TCP at the same time are not reported.
+    lab.sh(
+        "A",
+        "python3 -c \"import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         for i in range(50): s.sendto(b'u'*20,('192.168.20.2',5555))\"",
+    );
+    let (_, out) = lab.sh("A", "ping -c 1 -W 3 192.168.20.2");
+    assert!(out.contains("Unreachable"), "{out}");
+    let v = t.stop();
+    let all = hits(&v);
+    // Only ICMP to or from B's address, followed by address: no UDP, no TCP.
+    for h in &all {
+        if let Some(ip) = h.get("skb").and_then(|s| s.get("ipv4")) {
+            assert_eq!(ip["protocol"], 1, "{h}");
+        }
+    }
+    let a = on(&all, "MachineA");
+    let r = on(&all, "MachineR");
+    let b = on(&all, "MachineB");
+    // B never gets the echo request (it answers A's UDP with ICMP errors of its own, which the
+    // filter rightly selects: ICMP from 192.168.20.2).
+    assert!(
+        b.iter().all(|h| h["skb"]["icmp"]["type"] != 8),
+        "B saw the echo request: {:?}",
+        functions(&b)
+    );
+    // A's output path.
+    let fa = functions(&a);
+    for f in ["ip_output", "ip_finish_output2", "__dev_queue_xmit"] {
+        assert!(fa.iter().any(|x| x == f), "{f} not on A: {fa:?}");
+    }
+    let request = a
+        .iter()
+        .find(|h| h["function"] == "ip_output")
+        .expect("ip_output on A");
+    assert_eq!(request["skb"]["ipv4"]["src"], "192.168.10.2");
+    assert_eq!(request["skb"]["ipv4"]["dst"], "192.168.20.2");
+    assert_eq!(request["skb"]["icmp"]["type"], 8);
+    // R's forward path, and the drop by the REJECT rule with the kernel's reason by name, on
+    // the same skb R received.
+    let fr = functions(&r);
+    for f in ["ip_rcv_core", "ip_forward", "nf_hook_slow"] {
+        assert!(fr.iter().any(|x| x == f), "{f} not on R: {fr:?}");
+    }
+    let fwd = r.iter().find(|h| h["function"] == "ip_forward").unwrap();
+    let drop = r
+        .iter()
+        .find(|h| h["end"] == "dropped")
+        .unwrap_or_else(|| panic!("no drop on R: {fr:?}"));
+    assert_eq!(drop["function"], "sk_skb_reason_drop");
+    assert_eq!(drop["reason"], "NETFILTER_DROP");
+    assert_eq!(drop["skb_addr"], fwd["skb_addr"]);
+    assert_eq!(drop["packet"], fwd["packet"]);
+    let f_at = |f: &str| fr.iter().position(|x| x == f).unwrap();
+    assert!(f_at("ip_rcv_core") < f_at("ip_forward"));
+    assert!(f_at("ip_forward") < fr.iter().position(|x| x == "sk_skb_reason_drop").unwrap());
+    // The journey joined across machines: A, then R, ending in the drop.
+    let journey = v
+        .iter()
+        .filter_map(|x| x.get("journey"))
+        .find(|j| {
+            j["key"]["icmp_type"] == 8
+                && j["steps"]
+                    .as_array()
+                    .is_some_and(|s| s.iter().any(|s| s["machine"] == "MachineR"))
+        })
+        .unwrap_or_else(|| panic!("no joined journey: {v:?}"));
+    let steps = journey["steps"].as_array().unwrap();
+    let mut order: Vec<&str> = steps
+        .iter()
+        .map(|s| s["machine"].as_str().unwrap())
+        .collect();
+    order.dedup();
+    assert_eq!(order, ["MachineA", "MachineR"], "{journey}");
+    assert!(
+        steps
+            .iter()
+            .any(|s| s["end"] == "dropped: NETFILTER_DROP" && s["machine"] == "MachineR"),
+        "{journey}"
+    );
+    let summaries = v
+        .iter()
+        .find_map(|x| x.get("summaries"))
+        .and_then(|s| s.as_array())
+        .unwrap();
+    assert_eq!(summaries.len(), 3);
+    for s in summaries {
+        assert_eq!(s["lost"], 0, "{s}");
+        assert!(s["functions"].as_u64().unwrap() > 1000, "{s}");
+    }
+    lab.assert_all_alive();
+}
+
+#[test]
+fn udp_to_a_closed_port_ends_with_no_socket_and_a_filter_that_matches_nothing_shows_nothing() {
+    let lab = Lab::article("tpu-");
+    let b = lab.umid("B");
+    // A UDP datagram to a port nobody listens on, on B.
+    let pcap = std::env::temp_dir().join(format!("umldbg-trace-pwru-{}.pcap", std::process::id()));
+    let t = start(&[
+        &b,
+        "--all-skb",
+        "--json",
+        "--pcap",
+        pcap.to_str().unwrap(),
+        "udp and dst port 4444",
+    ]);
+    lab.sh("A", "ping -c 1 -W 3 192.168.20.2");
+    lab.must(
+        "A",
+        "python3 -c \"import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         s.sendto(b'closed-port',('192.168.20.2',4444))\"",
+    );
+    let v = t.stop();
+    let all = hits(&v);
+    let f = functions(&all);
+    assert!(f.iter().any(|x| x == "udp_rcv"), "{f:?}");
+    for h in &all {
+        if let Some(u) = h.get("skb").and_then(|s| s.get("udp")) {
+            assert_eq!(u["dport"], 4444, "{h}");
+        }
+        assert!(h["skb"].get("icmp").is_none(), "ping reported: {h}");
+    }
+    let drop = all
+        .iter()
+        .find(|h| h["end"] == "dropped")
+        .unwrap_or_else(|| panic!("no drop: {f:?}"));
+    assert_eq!(drop["reason"], "NO_SOCKET", "{drop}");
+    assert_eq!(drop["skb"]["udp"]["dport"], 4444);
+    let summary = v.iter().find_map(|x| x.get("summary")).unwrap();
+    assert_eq!(summary["packets"], 1, "{summary}");
+    // The pcap holds the selected packet once, as tcpdump reads it.
+    let out = Command::new("tcpdump")
+        .arg("-r")
+        .arg(&pcap)
+        .args(["-nn", "-A"])
+        .output()
+        .expect("run tcpdump");
+    let _ = std::fs::remove_file(&pcap);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains(" IP ")).collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(lines[0].contains("192.168.10.2."), "{text}");
+    assert!(lines[0].contains("> 192.168.20.2.4444: UDP"), "{text}");
+    assert!(text.contains("closed-port"), "{text}");
+
+    // A filter that selects nothing: no hit, while the machine sees traffic.
+    let t = start(&[&b, "--all-skb", "--json", "udp and port 4242"]);
+    lab.must("A", "ping -c 2 -i 0.2 -W 3 192.168.20.2");
+    let v = t.stop();
+    assert!(hits(&v).is_empty(), "{v:?}");
+    let summary = v.iter().find_map(|x| x.get("summary")).unwrap();
+    assert_eq!(summary["packets"], 0);
+    assert!(
+        summary["unselected_hits"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+
+    // Bad input: one line naming it, nothing started.
+    for (args, want) in [
+        (
+            vec![b.as_str(), "--all-skb", "icmp andd host"],
+            "bad filter expression `icmp andd host`: ",
+        ),
+        (
+            vec![b.as_str(), "--match", "ip_(", "icmp"],
+            "bad --match regex `ip_(`",
+        ),
+        (
+            vec![b.as_str(), "--match", "^no_such_function_here$"],
+            "--match `^no_such_function_here$`: no function",
+        ),
+    ] {
+        let o = common::umldbg(&[&["trace"][..], &args].concat());
+        let e = common::stderr(&o);
+        assert!(!o.status.success(), "{args:?}");
+        assert!(e.contains(want), "{args:?}: {e}");
+        assert_eq!(e.trim().lines().count(), 1, "{e}");
+    }
+    // --list: what --all-skb would probe, with the skb argument, modules included.
+    let list = common::ok(&["trace", &lab.umid("R"), "--all-skb", "--list"]);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("sk_skb_reason_drop ") && l.contains("skb: argument 1")),
+        "{list}"
+    );
+    assert!(list.lines().any(|l| l.starts_with("ip_forward ")));
+    let n: usize = list
+        .lines()
+        .last()
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(n > 1000, "{n}");
+    lab.assert_all_alive();
+}
+
+#[test]
+fn a_packet_natted_by_r_is_followed_past_the_rewrite() {
+    let lab = Lab::article("tpn-");
+    // R masquerades what leaves towards B: A's address becomes R's own on that side.
+    lab.must(
+        "R",
+        "iptables-legacy -t nat -A POSTROUTING -o eth2 -j MASQUERADE",
+    );
+    let t = start(&[
+        &lab.umid("R"),
+        "--all-skb",
+        "--json",
+        "--stack",
+        "icmp and src host 192.168.10.2",
+    ]);
+    let out = lab.must("A", "ping -c 1 -W 3 192.168.20.2");
+    assert!(out.contains("1 received"), "{out}");
+    let v = t.stop();
+    let all = hits(&v);
+    let first = all
+        .iter()
+        .find(|h| h["skb"]["ipv4"]["src"] == "192.168.10.2")
+        .unwrap_or_else(|| panic!("the request was not selected: {:?}", functions(&all)));
+    // The same packet (number and skb) after MASQUERADE: the source is R's address now, which
+    // the filter alone would not select.
+    let after: Vec<&&serde_json::Value> = all
+        .iter()
+        .filter(|h| h["packet"] == first["packet"] && h["skb"]["ipv4"]["src"] == "192.168.20.1")
+        .collect();
+    assert!(
+        !after.is_empty(),
+        "not followed past the rewrite: {:?}",
+        functions(&all)
+    );
+    // The same skb after the rewrite (and clones of it on the same buffer, as the neighbour
+    // code makes while it resolves B's address).
+    assert!(
+        after.iter().any(|h| h["skb_addr"] == first["skb_addr"]),
+        "{after:?}"
+    );
+    for h in &after {
+        assert_eq!(h["skb"]["ipv4"]["id"], first["skb"]["ipv4"]["id"]);
+        assert_eq!(h["skb"]["ipv4"]["dst"], "192.168.20.2");
+    }
+    // --stack: the kernel stack at each hit, named.
+    let fwd = all
+        .iter()
+        .find(|h| h["function"] == "ip_forward")
+        .expect("ip_forward on R");
+    let stack: Vec<&str> = fwd["stack"]
+        .as_array()
+        .expect("a stack")
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert!(stack.len() >= 4, "{stack:?}");
+    assert!(stack.iter().all(|f| f.contains("+0x")), "{stack:?}");
+    assert!(
+        stack
+            .iter()
+            .any(|f| f.starts_with("ip_") || f.contains("netif_receive")),
+        "{stack:?}"
+    );
+    let fs: Vec<String> = after.iter().map(|h| h["function"].to_string()).collect();
+    assert!(
+        fs.iter()
+            .any(|f| f.contains("dev_queue_xmit") || f.contains("start_xmit")),
+        "{fs:?}"
+    );
+    lab.assert_all_alive();
+}
