@@ -30,7 +30,10 @@ pub fn sh_quote(s: &str) -> String {
 
 /// `systemctl` and `service` without systemd, as Kathará's images have them: `start`, `stop`,
 /// `restart`, `reload` and `status` of NAME run `/etc/init.d/NAME`; enabling is a no-op.
-const SERVICE_SHIMS: &str = r#"cat > /run/umldbg/bin/systemctl <<'EOF'
+/// Only for a root that has no shims of its own: an umldbg image brings smarter ones (they map
+/// `bind9` to Debian's `named`, `quagga` to FRR), and `/run/umldbg/bin` comes first in PATH.
+const SERVICE_SHIMS: &str = r#"if [ ! -f /usr/local/lib/umldbg/service-map.sh ]; then
+cat > /run/umldbg/bin/systemctl <<'EOF'
 #!/bin/sh
 # umldbg: systemctl without systemd (a lab machine has no systemd): /etc/init.d/NAME ACTION
 act=$1; [ $# -gt 0 ] && shift
@@ -58,6 +61,7 @@ n=$1; shift
 exec "/etc/init.d/$n" "$@"
 EOF
 chmod 755 /run/umldbg/bin/systemctl /run/umldbg/bin/service
+fi
 "#;
 
 /// Inputs of the init script that do not come from the spec.
@@ -483,6 +487,19 @@ impl ConsoleFramer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_service_shims_are_not_shadowed() {
+        // A lab's `systemctl start bind9` on kathara/bind failed with status 5: the init's
+        // generic shims in /run/umldbg/bin (first in PATH) hid the image's, which map bind9.
+        let guard = "if [ ! -f /usr/local/lib/umldbg/service-map.sh ]; then\n";
+        assert!(SERVICE_SHIMS.starts_with(guard));
+        assert!(SERVICE_SHIMS.trim_end().ends_with("\nfi"));
+        let map = include_str!("../../images/files/service-map.sh");
+        assert!(map.contains("bind | bind9 | named)"));
+        let sysctl = include_str!("../../images/files/systemctl.sh");
+        assert!(sysctl.contains(". /usr/local/lib/umldbg/service-map.sh"));
+    }
 
     #[test]
     fn quoting() {
