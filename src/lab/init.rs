@@ -230,7 +230,8 @@ const STARTUP_MARK: &str = "umldbg-startup: ";
 /// The command that prepares a machine the way Kathará does once it is up, then runs its startup
 /// files with bash, each in order: the machine's folder laid over its root (an overlay on tmpfs
 /// over any top-level directory it touches that is not yet the machine's own), FRR's and Quagga's
-/// files given to their users, then each file. A failing line does not stop the file and is named
+/// files given to their users, then each file. The archive holds the folder's entries, not `.`:
+/// with the host's read-only root, restoring `/`'s own time failed tar and gave a false warning. A failing line does not stop the file and is named
 /// (file and line) in the output; a syntax error ends that file only (bash names it). Output goes
 /// through a file, not a pipe, so that daemons a startup leaves running do not hold it open.
 pub fn startup_runner(folder: Option<&str>, files: &[String]) -> String {
@@ -243,7 +244,8 @@ pub fn startup_runner(folder: Option<&str>, files: &[String]) -> String {
              mkdir -p \"/run/umldbg/ovl$t/u\" \"/run/umldbg/ovl$t/w\"\n  \
              mount -t overlay overlay -o \"lowerdir=$t,upperdir=/run/umldbg/ovl$t/u,workdir=/run/umldbg/ovl$t/w\" \"$t\"\n\
              done\n\
-             (cd \"$src\" && tar cf - .) | (cd / && tar xhf - --no-same-owner --no-same-permissions) || \
+             (cd \"$src\" && find . -mindepth 1 -maxdepth 1 -printf '%P\\0' | tar cf - --null -T -) | \
+             (cd / && tar xhf - --no-same-owner --no-same-permissions) || \
              echo '{STARTUP_MARK}'\"$src\"':0: copying the machine folder failed'\n\
              [ -d /etc/frr ] && chown -R frr:frr /etc/frr 2>/dev/null && chmod 640 /etc/frr/* 2>/dev/null\n\
              [ -d /etc/quagga ] && chown -R quagga:quagga /etc/quagga 2>/dev/null && chmod 640 /etc/quagga/* 2>/dev/null\n\
