@@ -155,7 +155,15 @@ fn startup_error_is_reported_with_its_line_and_the_lab_comes_up() {
 #[test]
 fn machine_folder_lands_in_its_own_machine_only() {
     kernel();
-    let lab = kathara_up("folders", "kfo-");
+    let (lab, o) = kathara_lab("folders", "kfo-");
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    // Regression (copying the machine folder failed on a read-only root): tar restored the
+    // time of `/` itself and failed, so every folder gave a false warning.
+    let said = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(
+        !said.contains("copying the machine folder failed"),
+        "{said}"
+    );
     let want = std::fs::read_to_string(lab_dir("folders").join("pc1/etc/umldbg-test")).unwrap();
     assert_eq!(lab.must("pc1", "cat /etc/umldbg-test"), want);
     let (rc, _) = lab.sh("pc2", "test -e /etc/umldbg-test");

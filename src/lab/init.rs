@@ -30,7 +30,10 @@ pub fn sh_quote(s: &str) -> String {
 
 /// `systemctl` and `service` without systemd, as Kathará's images have them: `start`, `stop`,
 /// `restart`, `reload` and `status` of NAME run `/etc/init.d/NAME`; enabling is a no-op.
-const SERVICE_SHIMS: &str = r#"cat > /run/umldbg/bin/systemctl <<'EOF'
+/// Only for a root that has no shims of its own: an umldbg image brings smarter ones (they map
+/// `bind9` to Debian's `named`, `quagga` to FRR), and `/run/umldbg/bin` comes first in PATH.
+const SERVICE_SHIMS: &str = r#"if [ ! -f /usr/local/lib/umldbg/service-map.sh ]; then
+cat > /run/umldbg/bin/systemctl <<'EOF'
 #!/bin/sh
 # umldbg: systemctl without systemd (a lab machine has no systemd): /etc/init.d/NAME ACTION
 act=$1; [ $# -gt 0 ] && shift
@@ -58,6 +61,7 @@ n=$1; shift
 exec "/etc/init.d/$n" "$@"
 EOF
 chmod 755 /run/umldbg/bin/systemctl /run/umldbg/bin/service
+fi
 "#;
 
 /// Inputs of the init script that do not come from the spec.
@@ -226,7 +230,8 @@ const STARTUP_MARK: &str = "umldbg-startup: ";
 /// The command that prepares a machine the way Kathará does once it is up, then runs its startup
 /// files with bash, each in order: the machine's folder laid over its root (an overlay on tmpfs
 /// over any top-level directory it touches that is not yet the machine's own), FRR's and Quagga's
-/// files given to their users, then each file. A failing line does not stop the file and is named
+/// files given to their users, then each file. The archive holds the folder's entries, not `.`:
+/// with the host's read-only root, restoring `/`'s own time failed tar and gave a false warning. A failing line does not stop the file and is named
 /// (file and line) in the output; a syntax error ends that file only (bash names it). Output goes
 /// through a file, not a pipe, so that daemons a startup leaves running do not hold it open.
 pub fn startup_runner(folder: Option<&str>, files: &[String]) -> String {
@@ -239,7 +244,8 @@ pub fn startup_runner(folder: Option<&str>, files: &[String]) -> String {
              mkdir -p \"/run/umldbg/ovl$t/u\" \"/run/umldbg/ovl$t/w\"\n  \
              mount -t overlay overlay -o \"lowerdir=$t,upperdir=/run/umldbg/ovl$t/u,workdir=/run/umldbg/ovl$t/w\" \"$t\"\n\
              done\n\
-             (cd \"$src\" && tar cf - .) | (cd / && tar xhf - --no-same-owner --no-same-permissions) || \
+             (cd \"$src\" && find . -mindepth 1 -maxdepth 1 -printf '%P\\0' | tar cf - --null -T -) | \
+             (cd / && tar xhf - --no-same-owner --no-same-permissions) || \
              echo '{STARTUP_MARK}'\"$src\"':0: copying the machine folder failed'\n\
              [ -d /etc/frr ] && chown -R frr:frr /etc/frr 2>/dev/null && chmod 640 /etc/frr/* 2>/dev/null\n\
              [ -d /etc/quagga ] && chown -R quagga:quagga /etc/quagga 2>/dev/null && chmod 640 /etc/quagga/* 2>/dev/null\n\
@@ -483,6 +489,19 @@ impl ConsoleFramer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_service_shims_are_not_shadowed() {
+        // A lab's `systemctl start bind9` on kathara/bind failed with status 5: the init's
+        // generic shims in /run/umldbg/bin (first in PATH) hid the image's, which map bind9.
+        let guard = "if [ ! -f /usr/local/lib/umldbg/service-map.sh ]; then\n";
+        assert!(SERVICE_SHIMS.starts_with(guard));
+        assert!(SERVICE_SHIMS.trim_end().ends_with("\nfi"));
+        let map = include_str!("../../images/files/service-map.sh");
+        assert!(map.contains("bind | bind9 | named)"));
+        let sysctl = include_str!("../../images/files/systemctl.sh");
+        assert!(sysctl.contains(". /usr/local/lib/umldbg/service-map.sh"));
+    }
 
     #[test]
     fn quoting() {
