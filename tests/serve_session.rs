@@ -435,8 +435,8 @@ fn the_thread_list_is_one_packet() {
     let r = ask(&mut s, &out, "qXfer:threads:read::0,fff");
     assert!(r.starts_with("+$l<?xml"), "{r}");
     assert!(
-        r.contains(&format!("<thread id=\"p{PID:x}.{PID:x}\""))
-            && r.contains(&format!("p{PID:x}.{:x}", PID + 1)),
+        r.contains(&format!("<thread id=\"p1.{PID:x}\""))
+            && r.contains(&format!("p1.{:x}", PID + 1)),
         "{r}"
     );
     // In pieces.
@@ -455,7 +455,7 @@ fn an_interrupt_stops_in_the_kernel_thread() {
     s.poll(Duration::from_millis(10));
     let r = out.take();
     assert!(
-        r.starts_with(&format!("$T02thread:p{PID:x}.{PID:x};"))
+        r.starts_with(&format!("$T02thread:p01.{PID:x};"))
             || r.starts_with(&format!("$T02thread:{PID:x};")),
         "{r}"
     );

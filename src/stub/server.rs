@@ -508,8 +508,11 @@ impl<R: RunControl, W: Write> Session<R, W> {
                     .filter(|c| c.is_ascii_alphanumeric() || "-_.:/ ".contains(*c))
                     .collect()
             });
+            // gdbstub's process id (1) in multiprocess ids, as in its stop replies. The real pid
+            // would read better, but LLDB, given the pid of a process on its own host, takes
+            // the executable and libraries from that process and drops the server's list.
             let id = if self.multiprocess {
-                format!("p{:x}.{tid:x}", pid.max(1))
+                format!("p1.{tid:x}")
             } else {
                 format!("{tid:x}")
             };

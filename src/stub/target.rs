@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use gdbstub::common::{Pid, Signal, Tid};
+use gdbstub::common::{Signal, Tid};
 use gdbstub::stub::MultiThreadStopReason;
 use gdbstub::target::ext::base::BaseOps;
 use gdbstub::target::ext::base::multithread::{
@@ -22,10 +22,6 @@ use gdbstub::target::ext::base::multithread::{
 };
 use gdbstub::target::ext::breakpoints::{
     Breakpoints, BreakpointsOps, SwBreakpoint, SwBreakpointOps,
-};
-use gdbstub::target::ext::extended_mode::{
-    Args, AttachKind, CurrentActivePid, CurrentActivePidOps, ExtendedMode, ExtendedModeOps,
-    ShouldTerminate,
 };
 use gdbstub::target::ext::libraries::{Libraries, LibrariesOps, LibrariesSvr4, LibrariesSvr4Ops};
 use gdbstub::target::ext::lldb_register_info_override::{
@@ -1335,12 +1331,6 @@ impl<R: RunControl> Target for UmlTarget<R> {
         Some(self)
     }
 
-    // Only for the process id: with it gdb and LLDB name the inferior by the machine's kernel
-    // pid instead of gdbstub's stand-in 1.
-    fn support_extended_mode(&mut self) -> Option<ExtendedModeOps<'_, Self>> {
-        Some(self)
-    }
-
     fn support_lldb_register_info_override(
         &mut self,
     ) -> Option<LldbRegisterInfoOverrideOps<'_, Self>> {
@@ -1564,40 +1554,6 @@ impl<R: RunControl> TargetDescriptionXmlOverride for UmlTarget<R> {
             length,
             buf,
         ))
-    }
-}
-
-/// Extended mode as far as naming the process goes: nothing is run, attached or restarted
-/// through it, and `kill` detaches (umldbg never kills a machine).
-impl<R: RunControl> ExtendedMode for UmlTarget<R> {
-    fn run(&mut self, _filename: Option<&[u8]>, _args: Args<'_, '_>) -> TargetResult<Pid, Self> {
-        Err(TargetError::NonFatal)
-    }
-
-    fn attach(&mut self, _pid: Pid) -> TargetResult<(), Self> {
-        Err(TargetError::NonFatal)
-    }
-
-    fn query_if_attached(&mut self, _pid: Pid) -> TargetResult<AttachKind, Self> {
-        Ok(AttachKind::Attach)
-    }
-
-    fn kill(&mut self, _pid: Option<Pid>) -> TargetResult<ShouldTerminate, Self> {
-        Ok(ShouldTerminate::Yes)
-    }
-
-    fn restart(&mut self) -> Result<(), Self::Error> {
-        Err(Fatal("umldbg serve does not restart a machine".into()))
-    }
-
-    fn support_current_active_pid(&mut self) -> Option<CurrentActivePidOps<'_, Self>> {
-        Some(self)
-    }
-}
-
-impl<R: RunControl> CurrentActivePid for UmlTarget<R> {
-    fn current_active_pid(&mut self) -> Result<Pid, Self::Error> {
-        Pid::new(self.rc().pid().max(1) as usize).ok_or_else(|| Fatal("no pid".into()))
     }
 }
 
