@@ -762,12 +762,14 @@ fn team_kathara_labs_load_cleanly() {
         [
             "bad-startup",
             "bash-startup",
+            "bgp",
             "dnat-lb",
             "folders",
             "ipv6",
             "mac",
             "netem",
             "nft-masq",
+            "ospf",
             "shutdown",
             "two-routers",
             "vlan-bridge"
