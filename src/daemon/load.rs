@@ -60,6 +60,16 @@ pub fn resolve(
     let bytes = crate::util::read_regular_file(&file, crate::util::MAX_ELF_FILE)
         .map_err(|e| format!("{}: {e}", file.display()))?;
     let info = ModuleInfo::parse(&bytes).map_err(|e| format!("{}: {e}", file.display()))?;
+    // The name becomes a file name in the stage directory and a word of guest shell commands:
+    // only what the kernel itself accepts as a module name.
+    for n in std::iter::once(&info.name).chain(info.depends().iter()) {
+        if !is_module_name(n) {
+            return Err(format!(
+                "{}: module name {n:?} is not one the kernel accepts (letters, digits, _ and -, at most 55)",
+                file.display()
+            ));
+        }
+    }
     let installed = modules_dir.is_some_and(|md| file.starts_with(md));
     Ok(Resolved {
         name: info.name.clone(),
@@ -67,6 +77,14 @@ pub fn resolve(
         file,
         installed,
     })
+}
+
+/// A module name as the kernel has them (`MODULE_NAME_LEN` is 56 with the NUL).
+fn is_module_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 55
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 fn exec(console: &GuestConsole, umid: &str, script: &str, timeout: u64) -> Result<String, String> {
@@ -948,6 +966,23 @@ pub fn first_compiler_error(text: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn module_names_that_could_leave_the_stage_dir_are_refused() {
+        assert!(is_module_name("ipt_REJECT") && is_module_name("nf-reject"));
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../../etc/x",
+            "a/b",
+            "a b",
+            "x;rm -rf /",
+            &"m".repeat(56),
+        ] {
+            assert!(!is_module_name(bad), "{bad:?}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -804,8 +804,13 @@ impl Listener {
                     .map_err(|e| ServeError::Bind(a.to_string(), e))
             }
             Listen::Unix(p) => {
-                // A socket file left by a server that is gone; a live one refuses the bind below.
-                if UnixStream::connect(p).is_err() {
+                // A socket file left by a server that is gone; a live one refuses the bind below,
+                // and anything that is not a socket is the user's and stays (the bind fails).
+                use std::os::unix::fs::FileTypeExt;
+                let stale_socket = std::fs::symlink_metadata(p)
+                    .is_ok_and(|m| m.file_type().is_socket())
+                    && UnixStream::connect(p).is_err();
+                if stale_socket {
                     let _ = std::fs::remove_file(p);
                 }
                 let l = UnixListener::bind(p)
@@ -1130,6 +1135,23 @@ pub fn serve<R: RunControl>(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn serve_unix_on_a_regular_file_leaves_the_file_alone() {
+        let dir = std::env::temp_dir().join(format!("umldbg-serve-unix-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("precious.txt");
+        std::fs::write(&file, "keep me").unwrap();
+        let r = Listener::bind(&Listen::Unix(file.clone()), false);
+        assert!(r.is_err(), "bound over a regular file");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+        // A stale socket (its server gone) is replaced.
+        let sock = dir.join("stale.sock");
+        drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+        let l = Listener::bind(&Listen::Unix(sock.clone()), false).expect("stale socket replaced");
+        drop(l);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     use super::*;
 
     fn frames(bytes: &[u8]) -> Vec<Frame> {
