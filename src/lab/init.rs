@@ -64,6 +64,19 @@ chmod 755 /run/umldbg/bin/systemctl /run/umldbg/bin/service
 fi
 "#;
 
+/// `umldbg-overlay DIR`: makes DIR the machine's own, an overlay on tmpfs over what it was (once;
+/// a second call for the same DIR does nothing). Init uses it for /etc, /var, ...; the startup
+/// runner for any other top-level directory a machine folder writes into.
+const OVERLAY_HELPER: &str = r#"mkdir -p /run/umldbg/bin
+cat > /run/umldbg/bin/umldbg-overlay <<'EOF'
+#!/bin/sh
+d=$1; o=/run/umldbg/ovl$d
+[ -d "$o" ] && exit 0
+mkdir -p "$o/u" "$o/w" && mount -t overlay overlay -o "lowerdir=$d,upperdir=$o/u,workdir=$o/w" "$d"
+EOF
+chmod 755 /run/umldbg/bin/umldbg-overlay
+"#;
+
 /// Inputs of the init script that do not come from the spec.
 pub struct InitParams<'a> {
     pub kernel_version: &'a str,
@@ -96,11 +109,10 @@ pub fn init_script(m: &MachineSpec, p: &InitParams) -> String {
     // state; nothing reaches the host. Live host directories under them (the stage directory
     // `exec` and `load` use) are mounted again on top, as overlays do not follow later changes
     // of their lower layer.
+    s.push_str(OVERLAY_HELPER);
     s.push_str(
         "for d in /etc /var /root /home /srv /opt; do\n  [ -d \"$d\" ] || continue\n  \
-         mkdir -p \"/run/umldbg/ovl$d/u\" \"/run/umldbg/ovl$d/w\"\n  \
-         mount -t overlay overlay -o \"lowerdir=$d,upperdir=/run/umldbg/ovl$d/u,workdir=/run/umldbg/ovl$d/w\" \"$d\" \
-         || mount -t tmpfs tmpfs \"$d\"\ndone\n",
+         /run/umldbg/bin/umldbg-overlay \"$d\" || mount -t tmpfs tmpfs \"$d\"\ndone\n",
     );
     for d in p.host_dirs {
         let d = q(&d.display().to_string());
@@ -240,9 +252,7 @@ pub fn startup_runner(folder: Option<&str>, files: &[String]) -> String {
         let _ = writeln!(
             s,
             "src={f}\nfor d in \"$src\"/*/; do\n  [ -d \"$d\" ] || continue\n  t=/$(basename \"$d\")\n  \
-             [ -d \"$t\" ] || continue\n  [ -d \"/run/umldbg/ovl$t\" ] && continue\n  \
-             mkdir -p \"/run/umldbg/ovl$t/u\" \"/run/umldbg/ovl$t/w\"\n  \
-             mount -t overlay overlay -o \"lowerdir=$t,upperdir=/run/umldbg/ovl$t/u,workdir=/run/umldbg/ovl$t/w\" \"$t\"\n\
+             [ -d \"$t\" ] || continue\n  /run/umldbg/bin/umldbg-overlay \"$t\"\n\
              done\n\
              (cd \"$src\" && find . -mindepth 1 -maxdepth 1 -printf '%P\\0' | tar cf - --null -T -) | \
              (cd / && tar xhf - --no-same-owner --no-same-permissions) || \
