@@ -198,10 +198,13 @@ pub enum Op {
         file: PathBuf,
         reply: oneshot::Sender<Result<LoadedSymbols, String>>,
     },
-    /// Set breakpoints again by their location.
-    PlaceBreakpoints {
+    /// The end of a swap, in one stop of the machine: the symbols of the module now loaded
+    /// (`None`: none, or no file for them), then the breakpoints set again by their location.
+    /// Also ends the swap that [`Op::TakeBreakpoints`] began.
+    Install {
+        symbols: Option<(GuestModule, PathBuf)>,
         bps: Vec<MovedBreakpoint>,
-        reply: oneshot::Sender<Vec<Placement>>,
+        reply: oneshot::Sender<(Option<Result<LoadedSymbols, String>>, Vec<Placement>)>,
     },
 }
 
@@ -440,11 +443,10 @@ async fn replace_one(ctx: &JobContext, arg: &str) -> Result<(String, serde_json:
     let after = listing
         .into_iter()
         .find(|m| modules::same_module_name(&m.name, &r.name));
-    let mut symbols = None;
-    let mut symbol_error = None;
-    if let Some(a) = &after {
-        let sym_file = if a.build_id.is_some() && a.build_id == new_id {
-            Some(staged.clone())
+    let symbols_from = after.as_ref().and_then(|a| {
+        let f = if a.build_id.is_some() && a.build_id == new_id {
+            // The user's file (the staged copy has the same bytes): the path the user knows.
+            Some(r.file.clone())
         } else if let Some(f) = &installed_old {
             Some(f.clone())
         } else if let PutBack::Insmod(p) = &put_back {
@@ -452,30 +454,24 @@ async fn replace_one(ctx: &JobContext, arg: &str) -> Result<(String, serde_json:
         } else {
             None
         };
-        // The symbols come from the user's file (the staged copy is the same bytes) so that
-        // gdb shows the path the user knows.
-        let sym_file = sym_file.map(|f| if f == staged { r.file.clone() } else { f });
-        if let Some(f) = sym_file {
-            match ask(&ctx.tx, |reply| Op::AddSymbols {
-                module: a.clone(),
-                file: f,
-                reply,
-            })
-            .await?
-            {
-                Ok(ls) => symbols = Some(ls),
-                Err(e) => symbol_error = Some(e),
-            }
-        }
-    }
-    let placements = if moved.is_empty() || after.is_none() {
-        Vec::new()
+        f.map(|f| (a.clone(), f))
+    });
+    // Without the module, the breakpoints have nowhere to go (they are reported as such).
+    let bps = if after.is_some() {
+        moved.clone()
     } else {
-        ask(&ctx.tx, |reply| Op::PlaceBreakpoints {
-            bps: moved.clone(),
-            reply,
-        })
-        .await?
+        Vec::new()
+    };
+    let (sym, placements) = ask(&ctx.tx, |reply| Op::Install {
+        symbols: symbols_from,
+        bps,
+        reply,
+    })
+    .await?;
+    let (symbols, symbol_error) = match sym {
+        Some(Ok(ls)) => (Some(ls), None),
+        Some(Err(e)) => (None, Some(e)),
+        None => (None, None),
     };
     let swap_seconds = t_swap.elapsed().as_secs_f64();
     let replaced = outcome.failure.is_none();
