@@ -58,6 +58,8 @@ echo 'obj-m += ipt_REJECT.o' > "$mod/Makefile"
 "$U" attach "$R" >/dev/null
 "$U" --umid "$R" load --build "$mod" >/dev/null
 "$U" exec "$R" -- iptables-legacy -A FORWARD -p icmp -j REJECT
+# A first ping warms the neighbour caches up (not counted).
+"$U" exec "$A" -- ping -c 1 -W 5 192.168.20.2 >/dev/null 2>&1 || true
 edit() { sed -i "s|^/\* bench-loop .* \*/$||; 29a /* bench-loop $1 */" "$mod/ipt_REJECT.c"; }
 
 ours=(); manual=()
@@ -97,6 +99,7 @@ exec 9>"$cache/test-tree.lock"; flock 9
 tree="$(UMLDBG_CACHE="$cache" "$root/scripts/test-tree.sh")"
 "$U" kernel build --source "$tree" >/dev/null 2>&1
 "$U" lab up --prefix "$prefix" --kernel "$tree" >/dev/null
+"$U" exec "$A" -- ping -c 1 -W 5 192.168.10.1 >/dev/null 2>&1 || true
 marker() {
   python3 - "$tree/net/ipv4/icmp.c" "$1" <<'PY'
 import sys
