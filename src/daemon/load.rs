@@ -204,9 +204,12 @@ pub enum Op {
     Install {
         symbols: Option<(GuestModule, PathBuf)>,
         bps: Vec<MovedBreakpoint>,
-        reply: oneshot::Sender<(Option<Result<LoadedSymbols, String>>, Vec<Placement>)>,
+        reply: oneshot::Sender<Installed>,
     },
 }
+
+/// What [`Op::Install`] did: the symbols (if it was given a file) and where the breakpoints went.
+pub type Installed = (Option<Result<LoadedSymbols, String>>, Vec<Placement>);
 
 /// What a replace job needs from the session, copied out of it.
 pub struct JobContext {
