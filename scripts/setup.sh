@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Prepare this machine for umldbg: host packages (idempotent), the umldbg binary, the UML kernel.
+# Prepare this machine for umldbg: host packages (idempotent), the umldbg binary, the UML kernel;
+# with --tests also the kernel tree the tests build (scripts/test-tree.sh).
 # Safe to run again: installed packages and a valid cached kernel are reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,3 +38,10 @@ fi
 
 cargo build --release --locked
 ./target/release/umldbg kernel build
+
+# `--tests`: also the kernel tree that the kernel-loop test edits and rebuilds
+# (tests/kernel_loop.rs): unpacked once and built once with make O= (a full build, 4 to 40
+# minutes on 2 cores depending on load); later runs find it built and rebuild only what changed.
+if [ "${1:-}" = "--tests" ]; then
+  UMLDBG=./target/release/umldbg scripts/test-tree.sh --build >/dev/null
+fi

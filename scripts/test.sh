@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up what the tests need (packages, the kernel) and run the whole test suite.
+# Set up what the tests need (packages, the kernel, the test kernel tree) and run the whole test
+# suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh --tests
 cargo test --release --locked -- --test-threads=2

@@ -216,12 +216,18 @@ pub enum Op {
         file: PathBuf,
         reply: oneshot::Sender<Result<LoadedSymbols, String>>,
     },
-    /// Set breakpoints again by their location.
-    PlaceBreakpoints {
+    /// The end of a swap, in one stop of the machine: the symbols of the module now loaded
+    /// (`None`: none, or no file for them), then the breakpoints set again by their location.
+    /// Also ends the swap that [`Op::TakeBreakpoints`] began.
+    Install {
+        symbols: Option<(GuestModule, PathBuf)>,
         bps: Vec<MovedBreakpoint>,
-        reply: oneshot::Sender<Vec<Placement>>,
+        reply: oneshot::Sender<Installed>,
     },
 }
+
+/// What [`Op::Install`] did: the symbols (if it was given a file) and where the breakpoints went.
+pub type Installed = (Option<Result<LoadedSymbols, String>>, Vec<Placement>);
 
 /// What a replace job needs from the session, copied out of it.
 pub struct JobContext {
@@ -436,29 +442,32 @@ async fn replace_one(ctx: &JobContext, arg: &str) -> Result<(String, serde_json:
     let script = swap_script(&before.name, &staged, &r.depends, &put_back);
     let (console, umid) = (ctx.console.clone(), ctx.umid.clone());
     let out = blocking(move || console.run(&script, 120).map(|(_, out)| out)).await;
-    let outcome = match out {
-        Ok(o) => parse_swap(&o),
-        Err(e) => SwapOutcome {
-            failure: Some(format!("the swap script did not finish: {e}")),
-            ..Default::default()
-        },
+    let (outcome, listing) = match out {
+        Ok(o) => (parse_swap(&o), modules::parse_listing(&o)),
+        Err(e) => {
+            // Whatever happened, the module now in the guest (new, old put back, or none) gets
+            // its symbols and the breakpoints go back where its code is: ask what is there.
+            let (console, umid2, n) = (ctx.console.clone(), umid.clone(), before.name.clone());
+            let listing = blocking(move || {
+                exec(&console, &umid2, &modules::listing_script_for(&n), 30)
+                    .map(|t| modules::parse_listing(&t))
+            })
+            .await
+            .unwrap_or_default();
+            let outcome = SwapOutcome {
+                failure: Some(format!("the swap script did not finish: {e}")),
+                ..Default::default()
+            };
+            (outcome, listing)
+        }
     };
-    // Whatever happened, the module now in the guest (new, old put back, or none) gets its
-    // symbols and the breakpoints go back where its code is.
-    let (console, umid2, n) = (ctx.console.clone(), umid.clone(), before.name.clone());
-    let after = blocking(move || {
-        exec(&console, &umid2, &modules::listing_script_for(&n), 30)
-            .map(|t| modules::parse_listing(&t))
-    })
-    .await
-    .unwrap_or_default()
-    .into_iter()
-    .find(|m| modules::same_module_name(&m.name, &r.name));
-    let mut symbols = None;
-    let mut symbol_error = None;
-    if let Some(a) = &after {
-        let sym_file = if a.build_id.is_some() && a.build_id == new_id {
-            Some(staged.clone())
+    let after = listing
+        .into_iter()
+        .find(|m| modules::same_module_name(&m.name, &r.name));
+    let symbols_from = after.as_ref().and_then(|a| {
+        let f = if a.build_id.is_some() && a.build_id == new_id {
+            // The user's file (the staged copy has the same bytes): the path the user knows.
+            Some(r.file.clone())
         } else if let Some(f) = &installed_old {
             Some(f.clone())
         } else if let PutBack::Insmod(p) = &put_back {
@@ -466,30 +475,24 @@ async fn replace_one(ctx: &JobContext, arg: &str) -> Result<(String, serde_json:
         } else {
             None
         };
-        // The symbols come from the user's file (the staged copy is the same bytes) so that
-        // gdb shows the path the user knows.
-        let sym_file = sym_file.map(|f| if f == staged { r.file.clone() } else { f });
-        if let Some(f) = sym_file {
-            match ask(&ctx.tx, |reply| Op::AddSymbols {
-                module: a.clone(),
-                file: f,
-                reply,
-            })
-            .await?
-            {
-                Ok(ls) => symbols = Some(ls),
-                Err(e) => symbol_error = Some(e),
-            }
-        }
-    }
-    let placements = if moved.is_empty() || after.is_none() {
-        Vec::new()
+        f.map(|f| (a.clone(), f))
+    });
+    // Without the module, the breakpoints have nowhere to go (they are reported as such).
+    let bps = if after.is_some() {
+        moved.clone()
     } else {
-        ask(&ctx.tx, |reply| Op::PlaceBreakpoints {
-            bps: moved.clone(),
-            reply,
-        })
-        .await?
+        Vec::new()
+    };
+    let (sym, placements) = ask(&ctx.tx, |reply| Op::Install {
+        symbols: symbols_from,
+        bps,
+        reply,
+    })
+    .await?;
+    let (symbols, symbol_error) = match sym {
+        Some(Ok(ls)) => (Some(ls), None),
+        Some(Err(e)) => (None, Some(e)),
+        None => (None, None),
     };
     let swap_seconds = t_swap.elapsed().as_secs_f64();
     let replaced = outcome.failure.is_none();
@@ -703,7 +706,8 @@ fn flavour_name(f: &str) -> &'static str {
 /// zero, set aside every netfilter rule set (iptables-legacy and iptables-nft for IPv4 and IPv6,
 /// or nft's ruleset), wait for the count to drop; if it does not, something else holds it:
 /// restore and say so. Then `rmmod`, `insmod` the new build (putting the old one back if the new
-/// one fails), and restore the rules. Lines starting `swap:` report to [`parse_swap`].
+/// one fails), and restore the rules. Lines starting `swap:` report to [`parse_swap`]; the
+/// module's listing (see `modules.rs`) follows them, whatever happened.
 pub fn swap_script(name: &str, staged: &Path, depends: &[String], put_back: &PutBack) -> String {
     let q = crate::lab::init::sh_quote;
     let put_back = match put_back {
@@ -711,46 +715,48 @@ pub fn swap_script(name: &str, staged: &Path, depends: &[String], put_back: &Put
         PutBack::Insmod(p) => format!("insmod {}", q(&p.display().to_string())),
         PutBack::None => "false".into(),
     };
-    let deps = if depends.is_empty() {
-        String::new()
-    } else {
-        format!("modprobe -a {} 2>/dev/null\n", depends.join(" "))
-    };
+    let deps = depends.join(" ");
+    // Process creation is slow in a guest (a few milliseconds to tens of milliseconds each, more
+    // on a loaded host): what the shell can do itself (globs, `case`, `read` on ordinary files,
+    // counting) it does, and the module's listing follows in the same run.
     format!(
         r#"n={name}; new={new}
 m=/sys/module/$n
-d=$(mktemp -d /tmp/umldbg-swap.XXXXXX) || {{ echo "swap:fail cannot make a temporary directory"; exit 0; }}
-{deps}h=$(ls "$m/holders" 2>/dev/null | tr '\n' ' ')
-if [ -n "$h" ]; then echo "swap:holders $h"; exit 0; fi
+d=/tmp/umldbg-swap.$$
 saved=""
 count() {{
-  case $1 in
-    nft) grep -cv '^[[:space:]]*\(table\|chain\|type\|policy\|}}\|$\)' "$d/$1" || true ;;
-    *) grep -c '^\(\[[0-9:]*\] \)\?-A ' "$d/$1" || true ;;
-  esac
+  c=0
+  while IFS= read -r l; do
+    case $1 in
+      nft) case $l in *table*|*chain*|*type*|*policy*|*"}}"*|"") ;; *) c=$((c+1)) ;; esac ;;
+      *) case $l in "-A "*|"["*"] -A "*) c=$((c+1)) ;; esac ;;
+    esac
+  done < "$d.$1"
+  echo $c
 }}
+# Empty tables, one per table of a save: restoring them flushes every rule in one process.
+empty() {{ while IFS= read -r l; do case $l in "*"*) printf '%s\nCOMMIT\n' "$l" ;; esac; done < "$d.$1"; }}
 aside() {{
   # procfs files have no size: read them.
-  if [ -n "$(cat /proc/net/ip_tables_names 2>/dev/null)" ] && command -v iptables-legacy-save >/dev/null; then
-    # One restore of empty tables flushes them all (a process per table costs more).
-    iptables-legacy-save -c > "$d/v4-legacy" && saved="$saved v4-legacy" &&
-      sed -n 's/^\*\(.*\)/*\1\nCOMMIT/p' "$d/v4-legacy" | iptables-legacy-restore
-  fi
-  if [ -n "$(cat /proc/net/ip6_tables_names 2>/dev/null)" ] && command -v ip6tables-legacy-save >/dev/null; then
-    ip6tables-legacy-save -c > "$d/v6-legacy" && saved="$saved v6-legacy" &&
-      sed -n 's/^\*\(.*\)/*\1\nCOMMIT/p' "$d/v6-legacy" | ip6tables-legacy-restore
+  if [ -n "$(cat /proc/net/ip_tables_names /proc/net/ip6_tables_names 2>/dev/null)" ]; then
+    for f in v4 v6; do
+      c=iptables-legacy; [ $f = v6 ] && c=ip6tables-legacy
+      command -v $c-save >/dev/null || continue
+      $c-save -c > "$d.$f-legacy" 2>/dev/null || continue
+      [ -s "$d.$f-legacy" ] || continue
+      saved="$saved $f-legacy"; empty $f-legacy | $c-restore
+    done
   fi
   if [ -d /sys/module/nf_tables ]; then
     for f in v4 v6; do
       c=iptables-nft; [ $f = v6 ] && c=ip6tables-nft
       command -v $c-save >/dev/null || continue
-      $c-save -c > "$d/$f-nft" 2>/dev/null || continue
-      grep -q '^\(\[[0-9:]*\] \)\?-A ' "$d/$f-nft" || continue
-      saved="$saved $f-nft"
-      sed -n 's/^\*\(.*\)/*\1\nCOMMIT/p' "$d/$f-nft" | $c-restore
+      $c-save -c > "$d.$f-nft" 2>/dev/null || continue
+      [ "$(count $f-nft)" != 0 ] || continue
+      saved="$saved $f-nft"; empty $f-nft | $c-restore
     done
     case "$saved" in *-nft*) ;; *)
-      if command -v nft >/dev/null && nft list ruleset > "$d/nft" 2>/dev/null && [ -s "$d/nft" ]; then
+      if command -v nft >/dev/null && nft list ruleset > "$d.nft" 2>/dev/null && [ -s "$d.nft" ]; then
         saved="$saved nft"; nft flush ruleset
       fi ;;
     esac
@@ -759,40 +765,50 @@ aside() {{
 restore() {{
   for s in $saved; do
     case $s in
-      v4-legacy) iptables-legacy-restore -c < "$d/$s" ;;
-      v6-legacy) ip6tables-legacy-restore -c < "$d/$s" ;;
-      v4-nft) iptables-nft-restore -c < "$d/$s" ;;
-      v6-nft) ip6tables-nft-restore -c < "$d/$s" ;;
-      nft) nft -f "$d/$s" ;;
-    esac 2> "$d/err" || echo "swap:restore-failed $s: $(head -c 300 "$d/err" | tr '\n' ' ')"
+      v4-legacy) iptables-legacy-restore -c < "$d.$s" ;;
+      v6-legacy) ip6tables-legacy-restore -c < "$d.$s" ;;
+      v4-nft) iptables-nft-restore -c < "$d.$s" ;;
+      v6-nft) ip6tables-nft-restore -c < "$d.$s" ;;
+      nft) nft -f "$d.$s" ;;
+    esac 2> "$d.err" || echo "swap:restore-failed $s: $(head -c 300 "$d.err" | tr '\n' ' ')"
   done
 }}
 report() {{ for s in $saved; do echo "swap:rules $s $(count $s)"; done; }}
-if [ "$(cat "$m/refcnt" 2>/dev/null || echo 0)" != 0 ]; then
-  aside
-  i=0
-  while [ "$(cat "$m/refcnt")" != 0 ] && [ $i -lt 40 ]; do sleep 0.05; i=$((i+1)); done
-  r=$(cat "$m/refcnt")
-  if [ "$r" != 0 ]; then
-    restore
-    echo "swap:held $r $(grep "^$n " /proc/modules | head -n1)"
-    exit 0
+swap() {{
+  need=""
+  for x in {deps}; do [ -d "/sys/module/$x" ] || need="$need $x"; done
+  [ -z "$need" ] || modprobe -a $need 2>/dev/null
+  h=""
+  for x in "$m"/holders/*; do [ -e "$x" ] && h="$h ${{x##*/}}"; done
+  if [ -n "$h" ]; then echo "swap:holders$h"; return; fi
+  if [ "$(cat "$m/refcnt" 2>/dev/null || echo 0)" != 0 ]; then
+    aside
+    i=0
+    while [ "$(cat "$m/refcnt")" != 0 ] && [ $i -lt 40 ]; do sleep 0.05; i=$((i+1)); done
+    r=$(cat "$m/refcnt")
+    if [ "$r" != 0 ]; then
+      restore
+      echo "swap:held $r $(grep "^$n " /proc/modules | head -n1)"
+      return
+    fi
   fi
-fi
-if ! rmmod "$n" 2> "$d/err"; then
-  restore; echo "swap:rmmod $(head -c 300 "$d/err" | tr '\n' ' ')"; exit 0
-fi
-if ! insmod "$new" 2> "$d/err"; then
-  e=$(head -c 300 "$d/err" | tr '\n' ' ')
-  if {put_back} 2>/dev/null; then echo "swap:old-back"; fi
-  restore; report; echo "swap:insmod $e"; exit 0
-fi
-restore; report
-rm -rf "$d"
-echo "swap:ok"
-"#,
+  if ! rmmod "$n" 2> "$d.err"; then
+    restore; echo "swap:rmmod $(head -c 300 "$d.err" | tr '\n' ' ')"; return
+  fi
+  if ! insmod "$new" 2> "$d.err"; then
+    e=$(head -c 300 "$d.err" | tr '\n' ' ')
+    if {put_back} 2>/dev/null; then echo "swap:old-back"; fi
+    restore; report; echo "swap:insmod $e"; return
+  fi
+  restore; report
+  echo "swap:ok"
+}}
+swap
+rm -f "$d".*
+{listing}"#,
         name = q(name),
         new = q(&staged.display().to_string()),
+        listing = modules::listing_script_for(name),
     )
 }
 
@@ -1104,8 +1120,12 @@ mod tests {
             s.starts_with("n=ipt_REJECT; new=/c/stage/l/m/ipt_REJECT-0123.ko\n"),
             "{s}"
         );
-        assert!(s.contains("modprobe -a nf_reject_ipv4"));
+        assert!(s.contains("for x in nf_reject_ipv4; do"), "{s}");
+        assert!(s.contains("/sys/module/ipt_REJECT/sections"), "{s}");
         assert!(s.contains("if modprobe ipt_REJECT 2>/dev/null"));
+        // The swap's report comes before the listing (whose hex dump runs to the end).
+        let o = parse_swap("swap:ok\n/sys/module/m/sections/.text:0x1000\nN m\nH\n 04 00\n");
+        assert_eq!(o.failure, None);
         let s = swap_script("m", Path::new("/a b/m.ko"), &[], &PutBack::None);
         assert!(s.contains("new='/a b/m.ko'"), "{s}");
         assert!(s.contains("if false 2>/dev/null"));

@@ -116,11 +116,23 @@ impl Request {
             Request::Gdb { command } => {
                 not_blank("the gdb command", command, "`umldbg gdb info registers`")
             }
-            // `load --build DIR` names the module by its build, not by a file.
-            Request::Load { build: Some(d), .. } => match d.as_os_str().is_empty() {
-                true => not_blank("the build directory", "", "`umldbg load --build ./mymod`"),
-                false => Ok(()),
-            },
+            Request::Load {
+                file,
+                build: Some(dir),
+                ..
+            } => {
+                if !file.trim().is_empty() {
+                    return Err(format!(
+                        "give a module or --build {}, not both",
+                        dir.display()
+                    ));
+                }
+                not_blank(
+                    "the --build directory",
+                    &dir.display().to_string(),
+                    "`umldbg load --build ./mymod`",
+                )
+            }
             Request::Load { file, .. } => not_blank("the module", file, "`umldbg load ipt_REJECT`"),
             _ => Ok(()),
         }

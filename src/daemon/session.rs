@@ -113,6 +113,8 @@ pub struct Session {
     stop_skb: Option<u64>,
     /// The machine's text lock (shared with `umldbg trace` and `serve`), held until detach.
     pub text_lock: Option<crate::stub::guard::TextLock>,
+    /// A module `load --replace` is swapping: its symbols come from the job, not the loader.
+    replacing: Option<String>,
 }
 
 fn gdb_err(e: GdbError) -> String {
@@ -204,6 +206,7 @@ impl Session {
             skb,
             stop_skb: None,
             text_lock: None,
+            replacing: None,
             cfg,
         };
         s.drain_attach_stop().await;
@@ -474,6 +477,12 @@ impl Session {
     async fn handle_internal(&mut self, kind: Internal) {
         match kind {
             Internal::ModuleLoad => {
+                if let Some(name) = &self.replacing
+                    && let Ok(n) = self.gdb.evaluate("mod->name").await
+                    && parse_c_string(&n).is_some_and(|n| modules::same_module_name(&n, name))
+                {
+                    return;
+                }
                 if let Some(m) = self.module_at("mod").await
                     && let Ok(ls) = self.add_module_symbols(&m, None, Source::Memory).await
                 {
@@ -1220,10 +1229,16 @@ impl Session {
         use super::load::Op;
         match op {
             Op::TakeBreakpoints { module, reply } => {
+                // Until `Install`, the module loader's stop leaves this module's symbols to the
+                // job (it knows the file; a lookup by name would find another build).
+                self.replacing = Some(module.clone());
                 let r = self
                     .with_stopped(async |s: &mut Session| s.take_breakpoints(&module).await)
                     .await
                     .and_then(|r| r);
+                if r.is_err() {
+                    self.replacing = None;
+                }
                 let _ = reply.send(r);
             }
             Op::AddSymbols {
@@ -1240,20 +1255,35 @@ impl Session {
                     .and_then(|r| r);
                 let _ = reply.send(r);
             }
-            Op::PlaceBreakpoints { bps, reply } => {
+            Op::Install {
+                symbols,
+                bps,
+                reply,
+            } => {
+                self.replacing = None;
                 let r = self
-                    .with_stopped(async |s: &mut Session| s.place_breakpoints(bps.clone()).await)
+                    .with_stopped(async |s: &mut Session| {
+                        let sym = match &symbols {
+                            Some((m, f)) => {
+                                Some(s.add_module_symbols(m, Some(f), Source::Console).await)
+                            }
+                            None => None,
+                        };
+                        (sym, s.place_breakpoints(bps.clone()).await)
+                    })
                     .await;
                 let r = match r {
                     Ok(v) => v,
-                    Err(e) => bps
-                        .into_iter()
-                        .map(|b| super::load::Placement {
-                            old: b,
-                            placed: None,
-                            error: Some(e.clone()),
-                        })
-                        .collect(),
+                    Err(e) => (
+                        symbols.map(|_| Err(e.clone())),
+                        bps.into_iter()
+                            .map(|b| super::load::Placement {
+                                old: b,
+                                placed: None,
+                                error: Some(e.clone()),
+                            })
+                            .collect(),
+                    ),
                 };
                 let _ = reply.send(r);
             }

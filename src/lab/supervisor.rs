@@ -1184,29 +1184,6 @@ pub fn cleanup_network_and_dirs(st: &LabState) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_boot_panic_is_explained_by_the_panic_not_the_stack_trace() {
-        let log = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/lab/boot-panic.console.log");
-        let line = explaining_line(&log);
-        assert!(
-            line.starts_with("Kernel panic - not syncing: Attempted to kill init!"),
-            "{line}"
-        );
-    }
-
-    #[test]
-    fn an_empty_log_says_so() {
-        assert_eq!(
-            explaining_line(Path::new("/nonexistent")),
-            "it printed nothing"
-        );
-    }
-}
-
 /// Seconds a restarted machine may take to come up.
 const RESTART_BOOT_TIMEOUT: u64 = 90;
 
@@ -1531,5 +1508,28 @@ fn read_macs(sup: &Supervisor, m: &Machine, names: &[&str]) -> Vec<String> {
         macs
     } else {
         Vec::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_boot_panic_is_explained_by_the_panic_not_the_stack_trace() {
+        let log = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/lab/boot-panic.console.log");
+        let line = explaining_line(&log);
+        assert!(
+            line.starts_with("Kernel panic - not syncing: Attempted to kill init!"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn an_empty_log_says_so() {
+        assert_eq!(
+            explaining_line(Path::new("/nonexistent")),
+            "it printed nothing"
+        );
     }
 }

@@ -225,6 +225,18 @@ impl Attached {
 
 impl Drop for Attached {
     fn drop(&mut self) {
+        // A failing test shows what the session daemon said last (a panic, gdb's last words).
+        if std::thread::panicking() {
+            let dir = umldbg::uml::instance::default_uml_dir().join(&self.umid);
+            for f in ["umldbg.log", "umldbg.last"] {
+                let text = std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(25).collect();
+                eprintln!("--- {} of {} (last lines) ---", f, self.umid);
+                for l in tail.iter().rev() {
+                    eprintln!("{l}");
+                }
+            }
+        }
         let _ = umldbg(&["--umid", &self.umid, "detach"]);
     }
 }
