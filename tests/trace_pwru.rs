@@ -192,7 +192,9 @@ fn all_skb_over_a_lab_follows_a_ping_to_rs_reject_and_names_the_drop() {
         .map(|s| s["machine"].as_str().unwrap())
         .collect();
     order.dedup();
-    assert_eq!(order, ["MachineA", "MachineR"], "{journey}");
+    // A first, then R; A's own freeing of its copy may come after R's hits (TX completion).
+    assert_eq!(order[..2], ["MachineA", "MachineR"], "{journey}");
+    assert!(order.iter().all(|m| *m != "MachineB"), "{journey}");
     assert!(
         steps
             .iter()

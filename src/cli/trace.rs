@@ -266,7 +266,6 @@ pub fn run_trace(a: TraceArgs, cache: PathBuf) -> anyhow::Result<i32> {
             }
         }
     };
-    drop(sink);
     let mut failure = None;
     if let Some(p) = pcap.take() {
         let n = p.packets();

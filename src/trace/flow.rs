@@ -179,8 +179,11 @@ impl Journeys {
 /// a forwarded packet keeps, NAT included) within [`SAME_PACKET`] are one journey.
 #[derive(Debug, Default)]
 pub struct Stories {
-    pieces: BTreeMap<(String, u64), Vec<(Step, Option<PacketKey>)>>,
+    pieces: BTreeMap<(String, u64), Piece>,
 }
+
+/// One machine's hits of one selected packet, each with its key if its IPv4 header decoded.
+type Piece = Vec<(Step, Option<PacketKey>)>;
 
 impl Stories {
     pub fn add(&mut self, hit: &Hit) {

@@ -225,6 +225,9 @@ pub struct Summary {
     pub packets: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unselected_hits: Option<u64>,
+    /// Of those, the hits the ring carried to the tracer (the rest the kernel only counted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unselected_read: Option<u64>,
     /// Seconds from attach until every probe was in.
     pub arm_seconds: f64,
     /// Why the trace ended: count, duration, interrupted, exited, error.

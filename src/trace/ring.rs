@@ -239,6 +239,36 @@ pub struct KernelFilter {
     pub ip: Option<u64>,
 }
 
+/// Probe id bits that tell the recorder what the function does with its skb, so that with a
+/// filter the probes themselves stop following what the kernel gives back (the tracer reads
+/// hits later, and meanwhile the same skb and buffer may carry other packets).
+pub const ID_RELEASES_SKB: u32 = 1 << 30;
+pub const ID_FREES_HEAD: u32 = 1 << 29;
+const ID_MASK: u32 = ID_FREES_HEAD - 1;
+
+/// Takes the address in rax (or rdx) out of the table of followed addresses (uses rcx, r8,
+/// r11).
+fn follow_remove(a: &mut Asm, ring: &RingLayout, reg_is_rdx: bool) {
+    follow_hash(a, ring, reg_is_rdx);
+    let top = a.code.len();
+    let done = a.label();
+    let next = a.label();
+    // cmp [r11+rcx*8], rax|rdx; jne next
+    a.b(&[0x49, 0x39, if reg_is_rdx { 0x14 } else { 0x04 }, 0xcb])
+        .jump(&[0x0f, 0x85], next);
+    a.b(&[0x49, 0xc7, 0x04, 0xcb]).u32(TOMBSTONE as u32); // mov qword [r11+rcx*8], 1
+    a.jump(&[0xe9], done);
+    a.place(next);
+    a.b(&[0x49, 0x83, 0x3c, 0xcb, 0x00])
+        .jump(&[0x0f, 0x84], done); // empty: not there
+    a.b(&[0xff, 0xc1]); // inc ecx
+    a.b(&[0x81, 0xe1]).u32((FOLLOW_SLOTS - 1) as u32);
+    a.b(&[0x41, 0xff, 0xc8]); // dec r8d
+    let back = top as i64 - (a.code.len() as i64 + 6);
+    a.b(&[0x0f, 0x85]).u32(back as i32 as u32); // jnz top
+    a.place(done);
+}
+
 /// `hash(rax)` into ecx and the table base into r11 (rax kept).
 fn follow_hash(a: &mut Asm, ring: &RingLayout, reg_is_rdx: bool) {
     a.b(&[0x49, 0xbb]).u64(ring.table()); // movabs r11, table
@@ -403,8 +433,9 @@ pub fn recorder(
     a.b(&[0x48, 0xc1, 0xe0, ring.slot_shift as u8]);
     a.b(&[0x49, 0xbb]).u64(ring.base + HEADER);
     a.b(&[0x49, 0x01, 0xc3]);
-    // id: mov eax, [rsp+ID]; mov [r11+8], eax; flags = 0
+    // id: mov eax, [rsp+ID]; and eax, mask; mov [r11+8], eax; flags = 0
     a.b(&[0x8b, 0x44, 0x24, ID_SLOT]);
+    a.b(&[0x25]).u32(ID_MASK);
     a.b(&[0x41, 0x89, 0x43, OFF_ID as u8]);
     a.b(&[0x41, 0xc7, 0x43, OFF_FLAGS as u8]).u32(0);
     // tsc: rdtsc; shl rdx, 32; or rax, rdx; mov [r11+16], rax
@@ -515,6 +546,22 @@ pub fn recorder(
     a.b(&[0x45, 0x09, 0x53, OFF_FLAGS as u8]);
     // commit: lea rax, [r9+1]; mov [r11], rax
     a.b(&[0x49, 0x8d, 0x41, 0x01, 0x49, 0x89, 0x03]);
+    if let (Some(_), Some(s)) = (filter, skb) {
+        // The function gives the skb (or its buffer) back: stop following it here and now.
+        let kept = a.label();
+        a.b(&[0xf7, 0x44, 0x24, ID_SLOT]).u32(ID_RELEASES_SKB); // test dword [rsp+ID], bit
+        a.jump(&[0x0f, 0x84], kept);
+        a.b(&[0x48, 0x8b, 0x44, 0x24, SKB_SLOT]); // mov rax, [rsp+SKB]
+        follow_remove(&mut a, ring, false);
+        a.place(kept);
+        let head_kept = a.label();
+        a.b(&[0xf7, 0x44, 0x24, ID_SLOT]).u32(ID_FREES_HEAD);
+        a.jump(&[0x0f, 0x84], head_kept);
+        a.b(&[0x48, 0x8b, 0x74, 0x24, SKB_SLOT]); // mov rsi, [rsp+SKB]
+        a.b(&[0x48, 0x8b, 0x96]).u32(s.head_off); // mov rdx, [rsi+head]
+        follow_remove(&mut a, ring, true);
+        a.place(head_kept);
+    }
     a.place(out);
     // pop r11, r10, r9, r8, rdi, rsi, rdx, rcx; popfq; ret
     a.b(&[

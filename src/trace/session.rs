@@ -650,7 +650,21 @@ pub fn run(
                 (
                     t.func.addr,
                     t.func.size as usize,
-                    probe_prologue(rec, i as u32, t.skb_arg.filter(|_| copy.is_some())),
+                    probe_prologue(
+                        rec,
+                        i as u32
+                            | if crate::trace::filter::releases(&t.func.name) {
+                                crate::trace::ring::ID_RELEASES_SKB
+                            } else {
+                                0
+                            }
+                            | if t.func.name == "skb_free_head" {
+                                crate::trace::ring::ID_FREES_HEAD
+                            } else {
+                                0
+                            },
+                        t.skb_arg.filter(|_| copy.is_some()),
+                    ),
                 )
             })
             .collect();
@@ -1072,6 +1086,7 @@ pub fn run(
     if filter.is_some() {
         summary.packets = Some(packets);
         summary.unselected_hits = Some(unselected + in_kernel_unselected);
+        summary.unselected_read = Some(unselected);
     }
     summary.lost = lost;
     summary.ended_by = ended_by.to_string();
