@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use umldbg::kernel::{self, BuildOptions, manifest};
+use umldbg::kernel::{self, BuildEvent, BuildOptions, manifest};
 
 #[derive(Subcommand, Debug)]
 pub enum KernelCmd {
@@ -41,6 +41,73 @@ pub struct BuildArgs {
     pub refresh: bool,
 }
 
+/// Draws a kernel build's progress on stderr: a bar on a terminal, a line per phase and every
+/// 500 steps otherwise.
+struct Drawer {
+    bar: Option<indicatif::ProgressBar>,
+    started: std::time::Instant,
+}
+
+impl Drawer {
+    fn new() -> Drawer {
+        use std::io::IsTerminal;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = indicatif::ProgressBar::new(0);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{elapsed:>4} {msg:<12} [{bar:30}] {pos}/{len}",
+            ) {
+                b.set_style(style.progress_chars("=> "));
+            }
+            b
+        });
+        Drawer {
+            bar,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    fn line(&self, text: &str) {
+        match &self.bar {
+            Some(b) => b.println(text),
+            None => eprintln!("[{:>4.0}s] {text}", self.started.elapsed().as_secs_f64()),
+        }
+    }
+
+    fn draw(&self, e: BuildEvent) {
+        match e {
+            BuildEvent::Phase(name) => match &self.bar {
+                Some(b) => b.set_message(name.to_string()),
+                None => self.line(&format!("kernel: {name}")),
+            },
+            BuildEvent::Steps { done, total } => match &self.bar {
+                Some(b) => {
+                    b.set_length(total.max(done));
+                    b.set_position(done);
+                }
+                None if done > 0 && done.is_multiple_of(500) => {
+                    self.line(&format!("kernel: build {done}/~{total} steps"))
+                }
+                None => {}
+            },
+            BuildEvent::ConfigMismatch(bad) => self.line(&format!(
+                "kernel: warning: options not as the fragment asked: {}",
+                bad.join(", ")
+            )),
+            BuildEvent::Waiting(lock) => self.line(&format!(
+                "kernel: another build of this tree is running ({}); waiting for it",
+                lock.display()
+            )),
+            BuildEvent::Done => self.clear(),
+        }
+    }
+
+    fn clear(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
 pub fn run(cmd: KernelCmd, cache: PathBuf, json: bool) -> anyhow::Result<()> {
     match cmd {
         KernelCmd::Build(a) => {
@@ -57,14 +124,19 @@ pub fn run(cmd: KernelCmd, cache: PathBuf, json: bool) -> anyhow::Result<()> {
                     c.display()
                 );
             }
-            let out = kernel::build(&BuildOptions {
-                source: a.source,
-                jobs,
-                cache,
-                refresh: a.refresh,
-                progress: true,
-                config: a.config,
-            })?;
+            let drawer = Drawer::new();
+            let out = kernel::build(
+                &BuildOptions {
+                    source: a.source,
+                    jobs,
+                    cache,
+                    refresh: a.refresh,
+                    config: a.config,
+                },
+                &|e| drawer.draw(e),
+            );
+            drawer.clear();
+            let out = out?;
             for n in &out.notes {
                 eprintln!("kernel: {n}");
             }

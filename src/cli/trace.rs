@@ -119,6 +119,14 @@ fn uml_dir(d: Option<PathBuf>) -> PathBuf {
 }
 
 /// Writes to stdout; a closed stdout ends the trace quietly.
+/// A trace's notices on stderr: warnings as they come, then the start.
+fn show_notice(n: session::Notice) {
+    match n {
+        session::Notice::Ready(m) => eprintln!("umldbg: {m}; Ctrl-C stops"),
+        session::Notice::Warning(m) => eprintln!("umldbg: {m}"),
+    }
+}
+
 fn out_line(out: &mut impl Write, line: &str) -> Result<(), SinkError> {
     writeln!(out, "{line}").map_err(|_| SinkError::Stop)
 }
@@ -232,7 +240,7 @@ pub fn run_trace(a: TraceArgs, cache: PathBuf) -> anyhow::Result<i32> {
     let filtered = p.filter.is_some();
     let pcap_path = a.pcap.clone();
     let mut journeys = flow::Stories::default();
-    let mut ready = |m: &str| eprintln!("umldbg: {m}; Ctrl-C stops");
+    let mut ready = show_notice;
     let mut sink = |h: &Hit| -> Result<(), SinkError> {
         if let (Some(p), Some(v)) = (pcap.as_mut(), h.skb.as_ref()) {
             // With a filter, each selected packet once: at its story's first hit.
@@ -430,8 +438,7 @@ pub fn run_flow(a: FlowArgs, cache: PathBuf) -> anyhow::Result<i32> {
         cache,
     };
     session::install_stop_handlers();
-    let mut ready = |m: &str| eprintln!("umldbg: {m}; Ctrl-C stops");
-    let r = flow::run(&opts, &mut ready)?;
+    let r = flow::run(&opts, &mut show_notice)?;
     let journeys: Vec<_> = r
         .journeys
         .into_iter()

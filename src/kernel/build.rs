@@ -21,8 +21,6 @@ pub struct BuildOptions {
     pub cache: PathBuf,
     /// Ask the mirror for a newer source even when a valid build exists.
     pub refresh: bool,
-    /// Report progress (phase and how far along) on stderr.
-    pub progress: bool,
     /// A configuration to start a tree's build directory from (`--source TREE` only).
     pub config: Option<PathBuf>,
 }
@@ -87,59 +85,35 @@ pub fn config_mismatches(fragment: &[(String, char)], config: &str) -> Vec<Strin
     bad
 }
 
-pub(super) struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    enabled: bool,
-    started: Instant,
+/// What a build tells its caller while it runs; the caller draws it (the command line: a bar
+/// on a terminal, lines otherwise). The library itself never writes to the terminal.
+#[derive(Debug, Clone, Copy)]
+pub enum BuildEvent<'a> {
+    /// A phase begins: `source`, `unpack`, `patch`, `configure`, `build`, `modules`.
+    Phase(&'a str),
+    /// kbuild's steps so far, and about how many the build takes (from the last build).
+    Steps { done: u64, total: u64 },
+    /// Options the configuration did not take as the fragment asked.
+    ConfigMismatch(&'a [String]),
+    /// Another build of the same tree holds its lock (the path); this one waits for it.
+    Waiting(&'a Path),
+    /// The build is over (built, or answered from the cache).
+    Done,
 }
 
-impl Progress {
-    pub(super) fn new(enabled: bool) -> Progress {
-        use std::io::IsTerminal;
-        let bar = (enabled && std::io::stderr().is_terminal()).then(|| {
-            let b = indicatif::ProgressBar::new(0);
-            b.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{elapsed:>4} {msg:<12} [{bar:30}] {pos}/{len}",
-                )
-                .expect("valid template")
-                .progress_chars("=> "),
-            );
-            b
-        });
-        Progress {
-            bar,
-            enabled,
-            started: Instant::now(),
-        }
-    }
+/// The caller's callback, handed through the build's steps.
+#[derive(Clone, Copy)]
+pub(super) struct Progress<'a>(pub(super) &'a dyn Fn(BuildEvent));
+
+impl Progress<'_> {
     pub(super) fn phase(&self, name: &str) {
-        match &self.bar {
-            Some(b) => b.set_message(name.to_string()),
-            None if self.enabled => {
-                eprintln!(
-                    "[{:>4.0}s] kernel: {name}",
-                    self.started.elapsed().as_secs_f64()
-                )
-            }
-            None => {}
-        }
+        (self.0)(BuildEvent::Phase(name))
     }
     fn steps(&self, done: u64, total: u64) {
-        if let Some(b) = &self.bar {
-            b.set_length(total.max(done));
-            b.set_position(done);
-        } else if self.enabled && done.is_multiple_of(500) && done > 0 {
-            eprintln!(
-                "[{:>4.0}s] kernel: build {done}/~{total} steps",
-                self.started.elapsed().as_secs_f64()
-            );
-        }
+        (self.0)(BuildEvent::Steps { done, total })
     }
     pub(super) fn finish(&self) {
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
-        }
+        (self.0)(BuildEvent::Done)
     }
 }
 
@@ -157,10 +131,13 @@ fn free_mb(dir: &Path) -> Option<u64> {
     Some(st.blocks_available() as u64 * st.fragment_size() as u64 / (1024 * 1024))
 }
 
-/// Build (or find in the cache) the UML kernel.
-pub fn build(opts: &BuildOptions) -> Result<BuildOutcome, KernelError> {
+/// Build (or find in the cache) the UML kernel; `report` hears of the build's phases and steps.
+pub fn build(
+    opts: &BuildOptions,
+    report: &dyn Fn(BuildEvent),
+) -> Result<BuildOutcome, KernelError> {
     let t0 = Instant::now();
-    let progress = Progress::new(opts.progress);
+    let progress = Progress(report);
     let kernels = manifest::kernels_dir(&opts.cache);
     std::fs::create_dir_all(&kernels).map_err(io(format!("create {}", kernels.display())))?;
     let frag_hash = hex(&Sha256::digest(super::recipe().as_bytes()));
@@ -188,8 +165,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutcome, KernelError> {
             let p = std::fs::canonicalize(p).map_err(|_| KernelError::NotATree(p.clone()))?;
             if p.is_dir() {
                 // A tree is built where it is, with `make O=` (see tree.rs).
-                progress.finish();
-                return super::tree::build_tree(opts, &p);
+                return super::tree::build_tree(opts, &p, report);
             } else {
                 let name = p.to_string_lossy();
                 if !(name.contains(".tar")) {
@@ -311,10 +287,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutcome, KernelError> {
         std::fs::read_to_string(tree.join(".config")).map_err(io("read .config".into()))?;
     let bad = config_mismatches(&wanted, &config);
     if !bad.is_empty() {
-        eprintln!(
-            "kernel: warning: options not as the fragment asked: {}",
-            bad.join(", ")
-        );
+        progress.0(BuildEvent::ConfigMismatch(&bad));
     }
 
     progress.phase("build");

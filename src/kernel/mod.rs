@@ -12,7 +12,7 @@ pub mod tree;
 
 use std::path::{Path, PathBuf};
 
-pub use build::{BuildOptions, build};
+pub use build::{BuildEvent, BuildOptions, build};
 pub use manifest::Manifest;
 
 /// The configuration fragment, compiled in so that the binary alone can build its kernel.

@@ -25,7 +25,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::build::{self, BuildOptions, BuildOutcome, Progress};
+use super::build::{self, BuildEvent, BuildOptions, BuildOutcome, Progress};
 use super::manifest::{self, Manifest};
 use super::{FRAGMENT, KernelError, PATCHES, source};
 use crate::util;
@@ -156,7 +156,7 @@ pub fn needed_changes(fragment: &[(String, char)], config: &str) -> Vec<(String,
 /// waits for the first.
 struct BuildLock(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
 
-fn lock(dir: &Path) -> Result<BuildLock, KernelError> {
+fn lock(dir: &Path, progress: Progress) -> Result<BuildLock, KernelError> {
     use nix::fcntl::{Flock, FlockArg};
     let path = dir.join("lock");
     let f = std::fs::OpenOptions::new()
@@ -168,10 +168,7 @@ fn lock(dir: &Path) -> Result<BuildLock, KernelError> {
     match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
         Ok(l) => Ok(BuildLock(l)),
         Err((f, _)) => {
-            eprintln!(
-                "kernel: another build of this tree is running ({}); waiting for it",
-                path.display()
-            );
+            progress.0(BuildEvent::Waiting(&path));
             Flock::lock(f, FlockArg::LockExclusive)
                 .map(BuildLock)
                 .map_err(|(_, e)| KernelError::Io {
@@ -183,7 +180,11 @@ fn lock(dir: &Path) -> Result<BuildLock, KernelError> {
 }
 
 /// Build the developer's tree (see the module's documentation).
-pub fn build_tree(opts: &BuildOptions, tree: &Path) -> Result<BuildOutcome, KernelError> {
+pub fn build_tree(
+    opts: &BuildOptions,
+    tree: &Path,
+    report: &dyn Fn(BuildEvent),
+) -> Result<BuildOutcome, KernelError> {
     let t0 = Instant::now();
     let tree = std::fs::canonicalize(tree).map_err(|_| KernelError::NotATree(tree.into()))?;
     let v = source::tree_version(&tree)?;
@@ -198,9 +199,9 @@ pub fn build_tree(opts: &BuildOptions, tree: &Path) -> Result<BuildOutcome, Kern
     let dir = tree_dir(&opts.cache, &tree);
     let bdir = dir.join("build");
     std::fs::create_dir_all(&bdir).map_err(io(format!("create {}", bdir.display())))?;
-    let _lock = lock(&dir)?;
+    let progress = Progress(report);
+    let _lock = lock(&dir, progress)?;
     let _ = std::fs::write(dir.join("source"), tree.as_os_str().as_bytes());
-    let progress = Progress::new(opts.progress);
     let mut notes = Vec::new();
 
     for (name, text) in PATCHES {

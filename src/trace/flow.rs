@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::trace::hit::{Hit, Summary, clock_text, packet_line};
-use crate::trace::session::{self, TraceError, TraceOptions};
+use crate::trace::session::{self, Notice, TraceError, TraceOptions};
 
 /// What stays the same for one IPv4 packet from hop to hop, NAT included: addresses and ports
 /// may be rewritten, the identification, protocol and length are not (ICMP: its type too).
@@ -286,9 +286,9 @@ pub struct FlowResult {
     pub errors: Vec<String>,
 }
 
-/// Traces every machine at once (a thread each) until the duration ends or Ctrl-C; `ready` is
-/// told when all are tracing.
-pub fn run(opts: &FlowOptions, ready: &mut dyn FnMut(&str)) -> Result<FlowResult, TraceError> {
+/// Traces every machine at once (a thread each) until the duration ends or Ctrl-C; `notice`
+/// hears the machines' warnings, and [`Notice::Ready`] when all are tracing.
+pub fn run(opts: &FlowOptions, notice: &mut dyn FnMut(Notice)) -> Result<FlowResult, TraceError> {
     let options: Vec<TraceOptions> = opts
         .machines
         .iter()
@@ -307,7 +307,7 @@ pub fn run(opts: &FlowOptions, ready: &mut dyn FnMut(&str)) -> Result<FlowResult
         journeys.add(h);
         Ok(())
     };
-    let (summaries, errors) = run_traces(&options, ready, &mut sink);
+    let (summaries, errors) = run_traces(&options, notice, &mut sink);
     Ok(FlowResult {
         journeys: journeys.finish(),
         summaries,
@@ -316,28 +316,34 @@ pub fn run(opts: &FlowOptions, ready: &mut dyn FnMut(&str)) -> Result<FlowResult
 }
 
 /// Runs one trace per machine, each on a thread of its own; `sink` gets every hit on the
-/// calling thread, in the order they arrive. One machine's failure stops the others. Returns
-/// the summaries of the traces that ran and the errors.
+/// calling thread, in the order they arrive; `notice` the machines' warnings, and one
+/// [`Notice::Ready`] when all are tracing. One machine's failure stops the others. Returns the
+/// summaries of the traces that ran and the errors.
 pub fn run_traces(
     options: &[TraceOptions],
-    ready: &mut dyn FnMut(&str),
+    notice: &mut dyn FnMut(Notice),
     sink: &mut dyn FnMut(&Hit) -> Result<(), session::SinkError>,
 ) -> (Vec<Summary>, Vec<String>) {
+    /// What a machine's thread tells the caller's thread before the hits flow.
+    enum Early {
+        Notice(Notice),
+        Failed(String),
+    }
     let (tx, rx) = mpsc::channel::<Hit>();
-    let (rtx, rrx) = mpsc::channel::<String>();
+    let (rtx, rrx) = mpsc::channel::<Early>();
     let mut handles = Vec::new();
     for to in options {
         let to = to.clone();
         let tx = tx.clone();
         let rtx = rtx.clone();
         handles.push(std::thread::spawn(move || {
-            let mut ready = |m: &str| {
-                let _ = rtx.send(m.to_string());
+            let mut notice = |n: Notice| {
+                let _ = rtx.send(Early::Notice(n));
             };
             let mut sink = |h: &Hit| tx.send(h.clone()).map_err(|_| session::SinkError::Stop);
-            let r = session::run(&to, &mut ready, &mut sink);
+            let r = session::run(&to, &mut notice, &mut sink);
             if let Err(e) = &r {
-                let _ = rtx.send(format!("error: {e}"));
+                let _ = rtx.send(Early::Failed(e.to_string()));
             }
             r
         }));
@@ -347,19 +353,21 @@ pub fn run_traces(
     let mut errors = Vec::new();
     let mut ready_count = 0;
     for m in rrx.iter() {
-        if let Some(e) = m.strip_prefix("error: ") {
-            errors.push(e.to_string());
-            // One machine failed: the others stop too.
-            session::request_stop();
-        } else {
-            ready_count += 1;
+        match m {
+            Early::Failed(e) => {
+                errors.push(e);
+                // One machine failed: the others stop too.
+                session::request_stop();
+            }
+            Early::Notice(Notice::Ready(_)) => ready_count += 1,
+            Early::Notice(w) => notice(w),
         }
         if ready_count + errors.len() == options.len() {
             break;
         }
     }
     if errors.is_empty() {
-        ready(&format!("tracing {ready_count} machines"));
+        notice(Notice::Ready(format!("tracing {ready_count} machines")));
     }
     for h in rx.iter() {
         match sink(&h) {

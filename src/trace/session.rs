@@ -528,10 +528,22 @@ pub fn prepare(opts: &TraceOptions) -> Result<Prepared, TraceError> {
     })
 }
 
-/// Runs a trace; `sink` gets each hit as it is read. `ready` is called once the probes are in.
+/// What a trace tells its caller besides its hits; the caller shows it (the library never
+/// writes to the terminal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// The probes are in: what is traced, on which machine, and how.
+    Ready(String),
+    /// What the user should know: a function traced another way or not at all, a kernel
+    /// without umldbg's patch.
+    Warning(String),
+}
+
+/// Runs a trace; `sink` gets each hit as it is read; `notice` hears of functions left out and,
+/// once the probes are in, [`Notice::Ready`].
 pub fn run(
     opts: &TraceOptions,
-    ready: &mut dyn FnMut(&str),
+    notice: &mut dyn FnMut(Notice),
     sink: &mut dyn FnMut(&Hit) -> Result<(), SinkError>,
 ) -> Result<Summary, TraceError> {
     let filter = match &opts.filter {
@@ -674,10 +686,10 @@ pub fn run(
                 live[i] = false;
                 let t = &targets[i];
                 if !opts.discovers() {
-                    eprintln!(
-                        "umldbg: {}: {} cannot take a probe ({e}); tracing with breakpoints instead",
+                    notice(Notice::Warning(format!(
+                        "{}: {} cannot take a probe ({e}); tracing with breakpoints instead",
                         opts.umid, t.func.name
-                    );
+                    )));
                     stop_mode = true;
                 } else {
                     summary.skipped.push(format!("{}: {e}", t.func.name));
@@ -709,15 +721,15 @@ pub fn run(
     }
     summary.functions = live.iter().filter(|l| **l).count();
     for s in &summary.skipped {
-        eprintln!("umldbg: {}: not probed: {s}", opts.umid);
+        notice(Notice::Warning(format!("{}: not probed: {s}", opts.umid)));
     }
     summary.mode = if stop_mode { "stop" } else { "probe" }.into();
     if stop_mode && !tracee.kernel_patched() {
-        eprintln!(
-            "umldbg: warning: {}'s kernel lacks umldbg's patch 0001: if this tracer is killed while a thread \
+        notice(Notice::Warning(format!(
+            "warning: {}'s kernel lacks umldbg's patch 0001: if this tracer is killed while a thread \
              stands on a breakpoint, the machine panics (rebuild with `umldbg kernel build`)",
             opts.umid
-        );
+        )));
     }
     let mut clock = TscClock::new(Duration::from_millis(10));
     let mut live_mem = LiveMemory::new(pid);
@@ -902,10 +914,10 @@ pub fn run(
     if let (Some(_), Some(mut rd)) = (ring, reader.take()) {
         let lease = tracee.detach_keep_probes().map_err(run_err)?;
         summary.arm_seconds = t_attach.elapsed().as_secs_f64();
-        ready(&format!(
+        notice(Notice::Ready(format!(
             "tracing {} function(s) on {} with probes",
             summary.functions, opts.umid
-        ));
+        )));
         started = Instant::now();
         let mut batch = Vec::new();
         let mut unfollow = Vec::new();
@@ -1014,11 +1026,11 @@ pub fn run(
         }
         tracee.resume().map_err(run_err)?;
         summary.arm_seconds = t_attach.elapsed().as_secs_f64();
-        ready(&format!(
+        notice(Notice::Ready(format!(
             "tracing {} function(s) on {} with breakpoints",
             targets.len(),
             opts.umid
-        ));
+        )));
         started = Instant::now();
         let by_addr: HashMap<u64, &Target> = targets.iter().map(|t| (t.func.addr, t)).collect();
         ended_by = loop {
