@@ -5,7 +5,9 @@ mod cli;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+use cli::global::{Global, Opt};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -18,7 +20,7 @@ struct Cli {
     #[arg(long, global = true, env = "UMLDBG_CACHE")]
     cache: Option<PathBuf>,
     /// The machine a debug command talks to (default: the only attached machine)
-    #[arg(long, global = true, value_parser = umldbg::uml::ids::parse_umid)]
+    #[arg(long, id = "global_umid", global = true, value_parser = umldbg::uml::ids::parse_umid)]
     umid: Option<String>,
     /// UML's directory of pid files and sockets (as UML's uml_dir=; default ~/.uml)
     #[arg(long, global = true, value_name = "DIR")]
@@ -128,54 +130,60 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = match Cli::try_parse() {
+    let matches = match Cli::command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => return cli::usage::report(e),
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,
         Err(e) => return cli::usage::report(e),
     };
-    if let Some(d) = &cli.uml_dir {
-        let d = std::path::absolute(d).unwrap_or_else(|_| d.clone());
-        // SAFETY: no other thread runs yet. Every command, and the lab supervisors and daemons
-        // this process starts, then look machines up under the same directory.
-        unsafe { std::env::set_var("UMLDBG_UML_DIR", d) };
+    let g = Global::new(&matches, cli.cache, cli.umid, cli.uml_dir, cli.json);
+    if matches.value_source("uml_dir") == Some(clap::parser::ValueSource::CommandLine) {
+        // SAFETY: no other thread runs yet. The lab supervisors and session daemons this
+        // process starts look machines up under the same directory.
+        unsafe { std::env::set_var("UMLDBG_UML_DIR", &g.uml_dir) };
     }
     init_diagnostics(cli.verbose);
-    let cache = cli.cache.clone().unwrap_or_else(umldbg::util::cache_dir);
-    let target = cli::debug::Target {
-        umid: cli.umid.clone(),
-        uml_dir: cli.uml_dir.clone(),
-        json: cli.json,
-    };
-    let json = cli.json;
-    let res: anyhow::Result<ExitCode> = match cli.cmd {
-        Cmd::Kernel(k) => cli::kernel::run(k, cache, json).map(|()| ExitCode::SUCCESS),
-        Cmd::Image(c) => cli::image::run(c, cache, json).map(|()| ExitCode::SUCCESS),
-        Cmd::Doctor => cli::doctor::run(&cache).map(|ok| {
+    use Opt::{Cache, Json, Umid, UmlDir};
+    let res: anyhow::Result<ExitCode> = (|| match cli.cmd {
+        Cmd::Kernel(k) => {
+            cli::kernel::run(k, g.takes("kernel", &[Cache, Json])?).map(|()| ExitCode::SUCCESS)
+        }
+        Cmd::Image(c) => {
+            cli::image::run(c, g.takes("image", &[Cache, Json])?).map(|()| ExitCode::SUCCESS)
+        }
+        Cmd::Doctor => cli::doctor::run(&g.takes("doctor", &[Cache, UmlDir])?.cache).map(|ok| {
             if ok {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
             }
         }),
-        Cmd::Lab(c) => cli::lab::run(c, cache, json).map(code),
-        Cmd::Ko(KoCmd::Info(mut a)) => {
-            a.json = json;
-            cli::ko::run(a).map(|()| ExitCode::SUCCESS)
+        Cmd::Lab(c) => {
+            let (name, takes): (&str, &[Opt]) = match &c {
+                cli::lab::LabCmd::Graph { .. } => ("lab graph", &[Cache]),
+                _ => ("lab", &[Cache, Json, UmlDir]),
+            };
+            cli::lab::run(c, g.takes(name, takes)?).map(code)
         }
-        Cmd::Ptype(mut a) => {
-            a.json = json;
-            a.cache = Some(cache);
-            cli::ptype::run(a).map(|()| ExitCode::SUCCESS)
+        Cmd::Ko(KoCmd::Info(a)) => {
+            cli::ko::run(a, g.takes("ko info", &[Json])?).map(|()| ExitCode::SUCCESS)
         }
-        Cmd::Symfile(a) => cli::symfile::run(a).map(|()| ExitCode::SUCCESS),
-        Cmd::Attach(a) => cli::debug::attach(a, target, cache).map(code),
-        Cmd::Debug(d) => cli::debug::run(d, target).map(code),
-        Cmd::Shell { umid_arg } => cli::shell::run(
-            umid_arg.or(cli.umid.clone()),
-            cli.uml_dir
-                .clone()
-                .unwrap_or_else(umldbg::uml::instance::default_uml_dir),
-        )
-        .map(code),
+        Cmd::Ptype(a) => {
+            cli::ptype::run(a, g.takes("ptype", &[Cache, Json])?).map(|()| ExitCode::SUCCESS)
+        }
+        Cmd::Symfile(a) => {
+            g.takes("symfile", &[])?;
+            cli::symfile::run(a).map(|()| ExitCode::SUCCESS)
+        }
+        Cmd::Attach(a) => {
+            cli::debug::attach(a, g.takes("attach", &[Cache, UmlDir, Json])?).map(code)
+        }
+        Cmd::Debug(d) => cli::debug::run(d, g.takes("debug", &[Umid, UmlDir, Json])?).map(code),
+        Cmd::Shell { umid_arg } => {
+            cli::shell::run(umid_arg, g.takes("shell", &[Umid, UmlDir])?).map(code)
+        }
         Cmd::DaemonGuard {
             uml_pid,
             gdb_pid,
@@ -187,28 +195,25 @@ fn main() -> ExitCode {
             Ok(o) => Ok(code(umldbg::daemon::daemon_main(o))),
             Err(e) => Err(anyhow::anyhow!("daemon-run: bad options: {e}")),
         },
-        Cmd::Serve(mut a) => {
-            a.uml_dir = cli.uml_dir.clone();
-            cli::serve::run(a, cache).map(code)
+        Cmd::Serve(a) => cli::serve::run(a, g.takes("serve", &[Cache, UmlDir])?).map(code),
+        Cmd::Ide(a) => cli::ide::run(a, g.takes("ide", &[Cache, Umid, UmlDir])?).map(code),
+        Cmd::Trace(a) => {
+            cli::trace::run_trace(a, g.takes("trace", &[Cache, UmlDir, Json])?).map(code)
         }
-        Cmd::Ide(mut a) => {
-            a.umid = cli.umid.clone();
-            a.uml_dir = cli.uml_dir.clone();
-            cli::ide::run(a, cache).map(code)
+        Cmd::Flow(a) => cli::trace::run_flow(a, g.takes("flow", &[Cache, Json])?).map(code),
+        Cmd::Exec(a) => {
+            g.takes("exec", &[])?;
+            cli::lab::exec(a).map(code)
         }
-        Cmd::Trace(mut a) => {
-            a.json |= json;
-            a.uml_dir = cli.uml_dir.clone();
-            cli::trace::run_trace(a, cache).map(code)
+        Cmd::Console { umid } => {
+            g.takes("console", &[])?;
+            cli::lab::console(&umid).map(code)
         }
-        Cmd::Flow(mut a) => {
-            a.json |= json;
-            cli::trace::run_flow(a, cache).map(code)
+        Cmd::Capture(a) => {
+            g.takes("capture", &[])?;
+            cli::lab::capture(a).map(code)
         }
-        Cmd::Exec(a) => cli::lab::exec(a).map(code),
-        Cmd::Console { umid } => cli::lab::console(&umid).map(code),
-        Cmd::Capture(a) => cli::lab::capture(a).map(code),
-    };
+    })();
     match res {
         Ok(code) => code,
         Err(e) => {

@@ -125,3 +125,38 @@ fn debug_commands_without_a_session_say_so() {
         stderr(&o)
     );
 }
+
+/// A global option a command has no use for is refused by name, before the command runs,
+/// instead of being dropped without a word (`console --json`, `kernel --umid`).
+#[test]
+fn global_options_a_command_does_not_take_are_refused() {
+    for (args, flag, cmd) in [
+        (
+            &["console", "cb-nothing", "--json"][..],
+            "--json",
+            "console",
+        ),
+        (
+            &["--umid", "cb-nothing", "kernel", "path"][..],
+            "--umid",
+            "kernel",
+        ),
+        (
+            &["exec", "--uml-dir", "/nonexistent", "cb-nothing"][..],
+            "--uml-dir",
+            "exec",
+        ),
+        (&["lab", "graph", "--json"][..], "--json", "lab graph"),
+    ] {
+        let o = umldbg(args);
+        assert!(!o.status.success(), "{args:?}");
+        let e = stderr(&o);
+        assert_eq!(e.lines().count(), 1, "{e}");
+        assert!(
+            e.starts_with(&format!("umldbg: {flag} means nothing to `umldbg {cmd}`")),
+            "{e}"
+        );
+    }
+    // The same options where they mean something are taken.
+    assert!(umldbg(&["kernel", "path", "--json"]).status.success());
+}

@@ -11,21 +11,7 @@ use umldbg::daemon::client::{self, Connection};
 use umldbg::daemon::protocol::{Request, Response};
 use umldbg::daemon::{self, AttachOptions};
 
-/// Which session a debug command talks to, and how it prints.
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub umid: Option<String>,
-    pub uml_dir: Option<PathBuf>,
-    pub json: bool,
-}
-
-impl Target {
-    fn uml_dir(&self) -> PathBuf {
-        self.uml_dir
-            .clone()
-            .unwrap_or_else(umldbg::uml::instance::default_uml_dir)
-    }
-}
+use super::global::Global;
 
 #[derive(Args, Debug)]
 pub struct AttachArgs {
@@ -117,10 +103,11 @@ pub enum DebugCmd {
     Status,
 }
 
-pub fn attach(a: AttachArgs, t: Target, cache: PathBuf) -> anyhow::Result<i32> {
+pub fn attach(a: AttachArgs, t: &Global) -> anyhow::Result<i32> {
+    let cache = t.cache.clone();
     let opts = AttachOptions {
         umid: a.umid,
-        uml_dir: t.uml_dir(),
+        uml_dir: t.uml_dir.clone(),
         gdb: a.gdb,
         module_paths: a
             .module_path
@@ -137,14 +124,14 @@ pub fn attach(a: AttachArgs, t: Target, cache: PathBuf) -> anyhow::Result<i32> {
 }
 
 /// Send one request to the session of `t` and return the response.
-pub fn request(t: &Target, req: &Request) -> anyhow::Result<Response> {
-    let dir = t.uml_dir();
+pub fn request(t: &Global, req: &Request) -> anyhow::Result<Response> {
+    let dir = t.uml_dir.clone();
     let umid = client::pick(&dir, t.umid.as_deref())?;
     let mut c = Connection::open(&dir, &umid)?;
     Ok(c.request(req)?)
 }
 
-pub fn run(cmd: DebugCmd, t: Target) -> anyhow::Result<i32> {
+pub fn run(cmd: DebugCmd, t: &Global) -> anyhow::Result<i32> {
     let req = match cmd {
         DebugCmd::Load {
             module,
@@ -212,7 +199,7 @@ pub fn run(cmd: DebugCmd, t: Target) -> anyhow::Result<i32> {
     };
     // The daemon checks every request too; checking here says it before connecting.
     req.check().map_err(anyhow::Error::msg)?;
-    let r = request(&t, &req)?;
+    let r = request(t, &req)?;
     print_response(&r, t.json)
 }
 

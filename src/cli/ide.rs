@@ -12,12 +12,6 @@ use umldbg::stub::target::MachineInfo;
 pub struct IdeArgs {
     #[command(subcommand)]
     pub kind: IdeKind,
-    /// The machine (main passes the global --umid; default: the only running machine)
-    #[arg(skip)]
-    pub umid: Option<String>,
-    /// UML's directory of pid files (main passes the global --uml-dir; default ~/.uml)
-    #[arg(skip)]
-    pub uml_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -114,12 +108,10 @@ fn merge_into(
     Ok(())
 }
 
-pub fn run(a: IdeArgs, cache: PathBuf) -> anyhow::Result<i32> {
-    let uml_dir = a
-        .uml_dir
-        .clone()
-        .unwrap_or_else(umldbg::uml::instance::default_uml_dir);
-    let umid = pick_umid(a.umid.clone(), &uml_dir)?;
+pub fn run(a: IdeArgs, g: &super::global::Global) -> anyhow::Result<i32> {
+    let cache = g.cache.clone();
+    let uml_dir = g.uml_dir.clone();
+    let umid = pick_umid(g.umid.clone(), &uml_dir)?;
     let module_paths = match &a.kind {
         IdeKind::Vscode { module_path, .. } | IdeKind::Gdbinit { module_path, .. } => {
             module_path.clone()

@@ -1,10 +1,9 @@
 //! `umldbg image build|list|path|prune`.
 
-use std::path::PathBuf;
-
 use anyhow::Context;
 use clap::Subcommand;
 
+use super::global::Global;
 use umldbg::image::{self, BuildOptions, Progress, manifest, recipe};
 
 #[derive(Subcommand, Debug)]
@@ -105,7 +104,8 @@ pub fn ensure_for_lab(cache: &std::path::Path, names: &[String]) -> anyhow::Resu
     Ok(())
 }
 
-pub fn run(cmd: ImageCmd, cache: PathBuf, json: bool) -> anyhow::Result<()> {
+pub fn run(cmd: ImageCmd, g: &Global) -> anyhow::Result<()> {
+    let (cache, json) = (g.cache.clone(), g.json);
     match cmd {
         ImageCmd::Build {
             name,

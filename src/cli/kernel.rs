@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
+use super::global::Global;
 use umldbg::kernel::{self, BuildEvent, BuildOptions, manifest};
 
 #[derive(Subcommand, Debug)]
@@ -108,7 +109,8 @@ impl Drawer {
     }
 }
 
-pub fn run(cmd: KernelCmd, cache: PathBuf, json: bool) -> anyhow::Result<()> {
+pub fn run(cmd: KernelCmd, g: &Global) -> anyhow::Result<()> {
+    let (cache, json) = (g.cache.clone(), g.json);
     match cmd {
         KernelCmd::Build(a) => {
             let jobs = a.jobs.unwrap_or_else(|| {

@@ -11,18 +11,15 @@ use umldbg::kmod::{MappedFile, ModuleInfo, SymbolKind};
 pub struct KoInfoArgs {
     /// The module file (`.ko`).
     pub file: PathBuf,
-    /// Print the whole description as JSON.
-    #[arg(skip)]
-    pub json: bool,
     /// Also list section, file and untyped symbols.
     #[arg(long)]
     pub all_symbols: bool,
 }
 
-pub fn run(args: KoInfoArgs) -> anyhow::Result<()> {
+pub fn run(args: KoInfoArgs, g: &super::global::Global) -> anyhow::Result<()> {
     let file = MappedFile::open(&args.file)?;
     let info = ModuleInfo::parse(&file).with_context(|| format!("{}", args.file.display()))?;
-    let text = if args.json {
+    let text = if g.json {
         serde_json::to_string_pretty(&info)? + "\n"
     } else {
         render(&info, &args)

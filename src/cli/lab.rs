@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 
+use super::global::Global;
 use umldbg::lab::client::{self, LabError};
 use umldbg::lab::spec::LabSpec;
 use umldbg::lab::state::{self, LabState};
@@ -135,7 +136,8 @@ fn only_lab() -> anyhow::Result<String> {
     }
 }
 
-pub fn run(cmd: LabCmd, cache: PathBuf, json: bool) -> anyhow::Result<i32> {
+pub fn run(cmd: LabCmd, g: &Global) -> anyhow::Result<i32> {
+    let (cache, json) = (g.cache.clone(), g.json);
     match cmd {
         LabCmd::Up(a) => {
             let mut spec = load_spec_warn(a.path.as_deref())?;

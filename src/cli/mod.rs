@@ -2,6 +2,7 @@
 
 pub mod debug;
 pub mod doctor;
+pub mod global;
 pub mod ide;
 pub mod image;
 pub mod kernel;

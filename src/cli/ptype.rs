@@ -14,18 +14,12 @@ pub struct PtypeArgs {
     /// Kernel image with DWARF; default: the newest kernel built by `umldbg kernel build`.
     #[arg(long)]
     pub kernel: Option<PathBuf>,
-    /// Print the layout as JSON.
-    #[arg(skip)]
-    pub json: bool,
-    /// Cache directory (the global `--cache`); default `$UMLDBG_CACHE` or `~/.cache/umldbg`.
-    #[arg(skip)]
-    pub cache: Option<PathBuf>,
 }
 
-pub fn run(args: PtypeArgs) -> anyhow::Result<()> {
+pub fn run(args: PtypeArgs, g: &super::global::Global) -> anyhow::Result<()> {
     let kernel = match &args.kernel {
         Some(k) => k.clone(),
-        None => default_kernel(args.cache.clone().unwrap_or_else(umldbg::util::cache_dir))?,
+        None => default_kernel(g.cache.clone())?,
     };
     let joined = args.name.join(" ");
     let name = joined.trim();
@@ -34,12 +28,9 @@ pub fn run(args: PtypeArgs) -> anyhow::Result<()> {
         .or_else(|| name.strip_prefix("union "))
         .unwrap_or(name)
         .trim();
-    let store = match &args.cache {
-        Some(dir) => LayoutStore::new(dir),
-        None => LayoutStore::default(),
-    };
+    let store = LayoutStore::new(&g.cache);
     let loaded = store.layout(&kernel, name)?;
-    let text = if args.json {
+    let text = if g.json {
         serde_json::to_string_pretty(&loaded.layout)? + "\n"
     } else {
         loaded.layout.to_string()

@@ -38,9 +38,6 @@ pub struct ServeArgs {
     /// Exit when the first client leaves (what IDE tasks use)
     #[arg(long)]
     pub once: bool,
-    /// UML's directory of pid files (main passes the global --uml-dir; default ~/.uml)
-    #[arg(skip)]
-    pub uml_dir: Option<PathBuf>,
 }
 
 /// Block the termination signals in every thread and handle them in one: the current client's
@@ -62,13 +59,11 @@ fn handle_signals(control: Arc<Control>) {
     });
 }
 
-pub fn run(a: ServeArgs, cache: PathBuf) -> anyhow::Result<i32> {
+pub fn run(a: ServeArgs, g: &super::global::Global) -> anyhow::Result<i32> {
+    let cache = g.cache.clone();
     // Before any thread exists, so that every thread has it blocked (see server::block_sigchld).
     server::block_sigchld().map_err(anyhow::Error::msg)?;
-    let uml_dir = a
-        .uml_dir
-        .clone()
-        .unwrap_or_else(umldbg::uml::instance::default_uml_dir);
+    let uml_dir = g.uml_dir.clone();
     let (inst, info, warnings) = MachineInfo::discover(&a.umid, &uml_dir, &cache, &a.module_path)
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("serve {}", a.umid))?;

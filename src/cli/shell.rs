@@ -1,7 +1,6 @@
 //! `umldbg shell [UMID]`: an interactive prompt on a session, with history, completion of
 //! commands and kernel symbol names, and stop events printed while the user types.
 
-use std::path::PathBuf;
 use std::sync::Mutex;
 
 use anyhow::Context as _;
@@ -180,8 +179,9 @@ impl Highlighter for ShellHelper {}
 impl Validator for ShellHelper {}
 impl Helper for ShellHelper {}
 
-pub fn run(umid: Option<String>, uml_dir: PathBuf) -> anyhow::Result<i32> {
-    let umid = client::pick(&uml_dir, umid.as_deref())?;
+pub fn run(umid: Option<String>, g: &super::global::Global) -> anyhow::Result<i32> {
+    let uml_dir = g.uml_dir.clone();
+    let umid = client::pick(&uml_dir, umid.or(g.umid.clone()).as_deref())?;
     let mut conn = Connection::open(&uml_dir, &umid)?;
     let completion = Connection::open(&uml_dir, &umid)?;
     let mut events = Connection::open(&uml_dir, &umid)?;

@@ -76,9 +76,6 @@ pub struct TraceArgs {
     /// Only the summary, no line per hit
     #[arg(long, short)]
     pub quiet: bool,
-    /// UML's directory of pid files (main passes the global --uml-dir; default ~/.uml)
-    #[arg(skip)]
-    pub uml_dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -114,10 +111,6 @@ fn duration(s: Option<f64>) -> anyhow::Result<Option<Duration>> {
     }
 }
 
-fn uml_dir(d: Option<PathBuf>) -> PathBuf {
-    d.unwrap_or_else(umldbg::uml::instance::default_uml_dir)
-}
-
 /// Writes to stdout; a closed stdout ends the trace quietly.
 /// A trace's notices on stderr: warnings as they come, then the start.
 fn show_notice(n: session::Notice) {
@@ -139,7 +132,7 @@ struct Plan {
     filter: Option<String>,
 }
 
-fn plan(a: &TraceArgs) -> anyhow::Result<Plan> {
+fn plan(a: &TraceArgs, g: &super::global::Global) -> anyhow::Result<Plan> {
     let mut words = a.words.clone();
     let (machines, uml_dir) = match &a.lab {
         Some(lab) => lab_machines((!lab.is_empty()).then(|| lab.clone()))?,
@@ -154,7 +147,7 @@ fn plan(a: &TraceArgs) -> anyhow::Result<Plan> {
                     .map_err(|e| anyhow::anyhow!("trace: machine `{s}`: {e}"))?;
                 list.push((umid.clone(), umid));
             }
-            (list, uml_dir(a.uml_dir.clone()))
+            (list, g.uml_dir.clone())
         }
     };
     let discovers = a.all_skb || a.match_re.is_some();
@@ -188,8 +181,9 @@ fn plan(a: &TraceArgs) -> anyhow::Result<Plan> {
     })
 }
 
-pub fn run_trace(a: TraceArgs, cache: PathBuf) -> anyhow::Result<i32> {
-    let p = plan(&a)?;
+pub fn run_trace(a: TraceArgs, g: &super::global::Global) -> anyhow::Result<i32> {
+    let cache = g.cache.clone();
+    let p = plan(&a, g)?;
     let several = p.machines.len() > 1;
     let options: Vec<TraceOptions> = p
         .machines
@@ -220,7 +214,7 @@ pub fn run_trace(a: TraceArgs, cache: PathBuf) -> anyhow::Result<i32> {
         })
         .collect();
     if a.list {
-        return list(&options, a.json);
+        return list(&options, a.json || g.json);
     }
     let mut pcap = match &a.pcap {
         Some(p) => {
@@ -235,7 +229,7 @@ pub fn run_trace(a: TraceArgs, cache: PathBuf) -> anyhow::Result<i32> {
     session::install_stop_handlers();
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
-    let json = a.json;
+    let json = a.json || g.json;
     let quiet = a.quiet;
     let filtered = p.filter.is_some();
     let pcap_path = a.pcap.clone();
@@ -420,7 +414,8 @@ fn lab_machines(lab: Option<String>) -> anyhow::Result<(Vec<(String, String)>, P
     Ok((machines, st.uml_dir.clone()))
 }
 
-pub fn run_flow(a: FlowArgs, cache: PathBuf) -> anyhow::Result<i32> {
+pub fn run_flow(a: FlowArgs, g: &super::global::Global) -> anyhow::Result<i32> {
+    let cache = g.cache.clone();
     let (machines, uml_dir) = lab_machines(a.lab.clone())?;
     let functions = if a.functions.is_empty() {
         flow::DEFAULT_FUNCTIONS
@@ -446,7 +441,7 @@ pub fn run_flow(a: FlowArgs, cache: PathBuf) -> anyhow::Result<i32> {
         .collect();
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
-    if a.json {
+    if a.json || g.json {
         for j in &journeys {
             let _ = writeln!(out, "{}", serde_json::to_string(j).unwrap_or_default());
         }

@@ -135,7 +135,7 @@ fn guest_console(
 
 #[derive(Debug, thiserror::Error)]
 pub enum AttachError {
-    #[error("{0}")]
+    #[error(transparent)]
     Instance(#[from] crate::uml::instance::InstanceError),
     #[error(
         "{umid} is already attached by the session of daemon pid {pid}: use it, or `umldbg detach --umid {umid}`"

@@ -20,7 +20,7 @@ pub enum LabError {
     NotRoot,
     #[error("/dev/net/tun is missing: load the tun module (modprobe tun)")]
     NoTun,
-    #[error("{0}")]
+    #[error(transparent)]
     Kernel(#[from] crate::kernel::KernelError),
     #[error("lab {0} is already up (supervisor pid {1}); `umldbg lab down {0}` first")]
     AlreadyUp(String, i32),
@@ -42,7 +42,7 @@ pub enum LabError {
     Socket(String, String, std::io::Error),
     #[error("{0}")]
     Io(String),
-    #[error("{0}")]
+    #[error(transparent)]
     BadName(#[from] crate::uml::ids::IdError),
     #[error("taking lab {0} down needs root (try sudo): nothing was stopped or removed")]
     DownNotRoot(String),

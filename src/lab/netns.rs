@@ -13,7 +13,7 @@ pub enum NetnsError {
         "network namespace {0} already exists: a lab of that name is up or was not cleaned up; run `umldbg lab down {1}`"
     )]
     Exists(String, String),
-    #[error("{0}")]
+    #[error(transparent)]
     Cmd(#[from] CmdError),
     #[error("open /run/netns/{ns}: {source}")]
     Open { ns: String, source: std::io::Error },

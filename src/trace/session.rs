@@ -86,9 +86,9 @@ impl TraceOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
-    #[error("{0}")]
+    #[error(transparent)]
     Instance(#[from] crate::uml::instance::InstanceError),
-    #[error("{0}")]
+    #[error(transparent)]
     Id(#[from] crate::uml::ids::IdError),
     #[error(transparent)]
     Resolve(#[from] crate::trace::functions::ResolveError),

@@ -534,7 +534,7 @@ pub enum FindError {
         CONSOLE_LINES.join(", ")
     )]
     NoPty,
-    #[error("{0}")]
+    #[error(transparent)]
     Mconsole(#[from] MconsoleError),
     #[error("{}", .0.iter().map(|(line, e)| format!("{line}: {e}")).collect::<Vec<_>>().join("; "))]
     NoShell(Vec<(String, ConsoleError)>),
