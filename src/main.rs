@@ -105,9 +105,11 @@ fn code(c: i32) -> ExitCode {
 }
 
 /// The library's `tracing` events on stderr: warnings by default, more with -v, or as RUST_LOG
-/// says.
-fn init_diagnostics(verbose: u8) {
+/// says. A background process (a lab's supervisor, a session daemon) has its stderr in its log
+/// file beside its state (`lab status` and `status` name it): it logs from `info` on, with time.
+fn init_diagnostics(verbose: u8, background: bool) {
     let level = match verbose {
+        _ if background => "info",
         0 => "warn",
         1 => "info",
         2 => "debug",
@@ -115,12 +117,15 @@ fn init_diagnostics(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("umldbg={level}")));
-    let _ = tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .without_time()
-        .try_init();
+        .with_target(false);
+    let _ = if background {
+        fmt.try_init()
+    } else {
+        fmt.without_time().try_init()
+    };
 }
 
 fn main() -> ExitCode {
@@ -144,7 +149,13 @@ fn main() -> ExitCode {
         // process starts look machines up under the same directory.
         unsafe { std::env::set_var("UMLDBG_UML_DIR", &g.uml_dir) };
     }
-    init_diagnostics(cli.verbose);
+    let background = matches!(
+        cli.cmd,
+        Cmd::DaemonRun { .. }
+            | Cmd::DaemonGuard { .. }
+            | Cmd::Lab(cli::lab::LabCmd::Supervise { .. })
+    );
+    init_diagnostics(cli.verbose, background);
     use Opt::{Cache, Json, Umid, UmlDir};
     let res: anyhow::Result<ExitCode> = (|| match cli.cmd {
         Cmd::Kernel(k) => {

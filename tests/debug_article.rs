@@ -173,7 +173,14 @@ fn symbols_follow_modules_loaded_later_and_breakpoints_survive_forks() {
     let o = umldbg(&["attach", "tdf-no-such-machine"]);
     assert!(!o.status.success());
     assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", stderr(&o));
-    assert!(s.ok(&["status"]).contains("session on"));
+    let st = s.ok(&["status"]);
+    assert!(st.contains("session on"), "{st}");
+    // The daemon's log, named by status, is there.
+    let log = st
+        .lines()
+        .find_map(|l| l.strip_prefix("log "))
+        .unwrap_or_else(|| panic!("status names no log: {st}"));
+    assert!(std::path::Path::new(log).is_file(), "{log}");
 }
 
 /// 300 UDP datagrams from A to B through R's REJECT rule.

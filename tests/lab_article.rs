@@ -26,6 +26,11 @@ fn article_lab_forwards_nats_rejects_and_cleans_up() {
         .map(|m| m["pid"].as_i64().unwrap())
         .collect();
     assert_eq!(pids.len(), 3);
+    // The supervisor's log, named by status, is where it writes.
+    let log = me["log"]
+        .as_str()
+        .expect("status names the supervisor's log");
+    assert!(std::path::Path::new(log).is_file(), "{log}");
 
     // A pings B through R: one hop, so the replies arrive with ttl 63.
     let out = lab.must("A", "ping -c 2 -W 3 192.168.20.2");

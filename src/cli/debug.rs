@@ -199,7 +199,17 @@ pub fn run(cmd: DebugCmd, t: &Global) -> anyhow::Result<i32> {
     };
     // The daemon checks every request too; checking here says it before connecting.
     req.check().map_err(anyhow::Error::msg)?;
-    let r = request(t, &req)?;
+    let mut r = request(t, &req)?;
+    if matches!(req, Request::Status) && r.ok {
+        // Where the session daemon's log is (gdb's last words, the daemon's diagnostics).
+        let umid = client::pick(&t.uml_dir, t.umid.as_deref())?;
+        let log = t.uml_dir.join(&umid).join("umldbg.log");
+        if let Some(serde_json::Value::Object(m)) = r.data.as_mut() {
+            m.insert("log".into(), serde_json::json!(log));
+        }
+        let text = r.text.get_or_insert_default();
+        text.push_str(&format!("\nlog {}", log.display()));
+    }
     print_response(&r, t.json)
 }
 

@@ -215,6 +215,7 @@ pub fn run(cmd: LabCmd, g: &Global) -> anyhow::Result<i32> {
                     .map(|(st, sup, alive)| {
                         serde_json::json!({
                             "name": st.name, "netns": st.netns, "supervisor_alive": sup,
+                            "log": state::lab_dir(&st.name).join("supervisor.log"),
                             "machines": st.machines.iter().zip(alive).map(|(m, a)| serde_json::json!({
                                 "umid": m.umid, "hostname": m.hostname, "pid": m.pid, "alive": a,
                                 "addresses": m.addresses,
@@ -229,14 +230,15 @@ pub fn run(cmd: LabCmd, g: &Global) -> anyhow::Result<i32> {
             } else {
                 for (st, sup, alive) in &all {
                     println!(
-                        "lab {} (namespace {}, supervisor {})",
+                        "lab {} (namespace {}, supervisor {}, log {})",
                         st.name,
                         st.netns,
                         if *sup {
                             "running"
                         } else {
                             "GONE: run `umldbg lab down` to clean up"
-                        }
+                        },
+                        state::lab_dir(&st.name).join("supervisor.log").display()
                     );
                     for (m, a) in st.machines.iter().zip(alive) {
                         println!(
