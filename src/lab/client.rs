@@ -212,27 +212,29 @@ pub fn up_on(
 pub fn request(lab: &str, req: &Request) -> Result<(Reply, UnixStream), LabError> {
     crate::uml::ids::check_lab_name(lab)?;
     let sock = state::lab_dir(lab).join(state::SOCKET);
-    let mut s = UnixStream::connect(&sock).map_err(|e| {
-        // Say what happened and what to do, not "Connection refused".
-        match LabState::read(&state::lab_dir(lab)) {
-            Some(st) if !marks::supervisor_runs(st.supervisor_pid, lab) => {
-                LabError::SupervisorGone(lab.into(), st.supervisor_pid)
-            }
-            _ => LabError::Socket(lab.into(), sock.display().to_string(), e),
+    // Say what happened and what to do, not "Connection refused" (or "reset": a supervisor
+    // killed with a connection in its backlog).
+    let failed = |e: std::io::Error| match LabState::read(&state::lab_dir(lab)) {
+        Some(st) if !marks::supervisor_runs(st.supervisor_pid, lab) => {
+            LabError::SupervisorGone(lab.into(), st.supervisor_pid)
         }
-    })?;
+        _ => LabError::Socket(lab.into(), sock.display().to_string(), e),
+    };
+    let mut s = UnixStream::connect(&sock).map_err(failed)?;
     let mut line = serde_json::to_string(req).expect("request serialises");
     line.push('\n');
-    s.write_all(line.as_bytes())
-        .map_err(|e| LabError::Socket(lab.into(), sock.display().to_string(), e))?;
+    s.write_all(line.as_bytes()).map_err(failed)?;
     let mut reply = Vec::new();
     let mut byte = [0u8; 1];
     loop {
         match s.read(&mut byte) {
+            Ok(0) if reply.is_empty() => {
+                return Err(failed(std::io::ErrorKind::UnexpectedEof.into()));
+            }
             Ok(0) => break,
             Ok(_) if byte[0] == b'\n' => break,
             Ok(_) => reply.push(byte[0]),
-            Err(e) => return Err(LabError::Socket(lab.into(), sock.display().to_string(), e)),
+            Err(e) => return Err(failed(e)),
         }
     }
     let r: Reply = serde_json::from_slice(&reply)
