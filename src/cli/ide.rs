@@ -85,14 +85,14 @@ fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
 /// Merge into one VS Code file, keeping a backup when the old text had comments.
 fn merge_into(
     path: &Path,
-    merge: impl Fn(Option<&str>) -> Result<ide::vscode::Merged, String>,
+    merge: impl Fn(Option<&str>) -> Result<ide::vscode::Merged, ide::vscode::MergeError>,
 ) -> anyhow::Result<()> {
     let old = match umldbg::util::read_regular_to_string(path, umldbg::util::MAX_LAB_FILE) {
         Ok(t) => Some(t),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
     };
-    let m = merge(old.as_deref()).map_err(anyhow::Error::msg)?;
+    let m = merge(old.as_deref())?;
     if m.lost_comments {
         let bak = path.with_extension("json.bak");
         std::fs::write(&bak, old.as_deref().unwrap_or(""))

@@ -55,15 +55,31 @@ pub fn serve_task(s: &Setup) -> Value {
     })
 }
 
+/// Why a VS Code file cannot take our configuration; the user's file is left as it was.
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    #[error("{file}: not JSON even without comments: {error}")]
+    NotJson {
+        file: &'static str,
+        error: serde_json::Error,
+    },
+    #[error("{file}: \"{key}\" is not an array")]
+    NotAnArray {
+        file: &'static str,
+        key: &'static str,
+    },
+}
+
 /// Put `item` into the array `key` of `doc`, replacing the element whose `id_key` equals
 /// `item`'s. A document that is not an object becomes one.
 fn upsert(
     doc: &mut Value,
-    key: &str,
+    key: &'static str,
     id_key: &str,
     item: Value,
     version: &str,
-) -> Result<(), String> {
+    file: &'static str,
+) -> Result<(), MergeError> {
     if !doc.is_object() {
         *doc = json!({});
     }
@@ -71,7 +87,7 @@ fn upsert(
     obj.entry("version").or_insert_with(|| json!(version));
     let arr = obj.entry(key).or_insert_with(|| json!([]));
     let Some(arr) = arr.as_array_mut() else {
-        return Err(format!("\"{key}\" is not an array"));
+        return Err(MergeError::NotAnArray { file, key });
     };
     let id = item[id_key].clone();
     match arr.iter_mut().find(|e| e[id_key] == id) {
@@ -91,23 +107,23 @@ pub struct Merged {
 
 fn merge(
     old: Option<&str>,
-    key: &str,
+    key: &'static str,
     id_key: &str,
     item: Value,
     version: &str,
-    file: &str,
-) -> Result<Merged, String> {
+    file: &'static str,
+) -> Result<Merged, MergeError> {
     let (mut doc, lost_comments) = match old {
         None => (json!({}), false),
         Some(t) if t.trim().is_empty() => (json!({}), false),
         Some(t) => {
             let (strict, removed) = super::jsonc::to_strict(t);
             let v: Value = serde_json::from_str(&strict)
-                .map_err(|e| format!("{file}: not JSON even without comments: {e}"))?;
+                .map_err(|error| MergeError::NotJson { file, error })?;
             (v, removed)
         }
     };
-    upsert(&mut doc, key, id_key, item, version).map_err(|e| format!("{file}: {e}"))?;
+    upsert(&mut doc, key, id_key, item, version, file)?;
     let mut text = serde_json::to_string_pretty(&doc).expect("JSON value serialises");
     text.push('\n');
     Ok(Merged {
@@ -117,7 +133,7 @@ fn merge(
 }
 
 /// `launch.json` with our configuration merged in.
-pub fn merge_launch(old: Option<&str>, s: &Setup) -> Result<Merged, String> {
+pub fn merge_launch(old: Option<&str>, s: &Setup) -> Result<Merged, MergeError> {
     merge(
         old,
         "configurations",
@@ -129,7 +145,7 @@ pub fn merge_launch(old: Option<&str>, s: &Setup) -> Result<Merged, String> {
 }
 
 /// `tasks.json` with our task merged in.
-pub fn merge_tasks(old: Option<&str>, s: &Setup) -> Result<Merged, String> {
+pub fn merge_tasks(old: Option<&str>, s: &Setup) -> Result<Merged, MergeError> {
     merge(old, "tasks", "label", serve_task(s), "2.0.0", "tasks.json")
 }
 
@@ -220,9 +236,13 @@ mod tests {
 
     #[test]
     fn garbage_is_refused_with_the_file_name() {
-        let e = merge_tasks(Some("{tasks: nope"), &setup()).unwrap_err();
+        let e = merge_tasks(Some("{tasks: nope"), &setup())
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("tasks.json: not JSON"), "{e}");
-        let e = merge_launch(Some("{\"configurations\": 3}"), &setup()).unwrap_err();
+        let e = merge_launch(Some("{\"configurations\": 3}"), &setup())
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "launch.json: \"configurations\" is not an array");
     }
 }
