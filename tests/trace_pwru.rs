@@ -389,3 +389,341 @@ fn a_packet_natted_by_r_is_followed_past_the_rewrite() {
     );
     lab.assert_all_alive();
 }
+
+/// The hits of one machine in the order they happened (the host's TSC).
+fn by_time<'a>(hits: &[&'a serde_json::Value]) -> Vec<&'a serde_json::Value> {
+    let mut v = hits.to_vec();
+    v.sort_by_key(|h| h["tsc"].as_u64().unwrap());
+    v
+}
+
+/// The innermost caller in a hit's `--stack`, without its offset.
+fn caller(h: &serde_json::Value) -> &str {
+    h["stack"]
+        .as_array()
+        .and_then(|s| s.first())
+        .and_then(|f| f.as_str())
+        .and_then(|f| f.split('+').next())
+        .unwrap_or("")
+}
+
+/// A machine's interface's MAC address, as the kernel reports it.
+fn mac(lab: &Lab, m: &str, dev: &str) -> String {
+    lab.must(m, &format!("cat /sys/class/net/{dev}/address"))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn a_udp_port_dropped_by_r_is_followed_from_as_socket_to_the_netfilter_drop_and_icmp_and_tcp_beside_it_are_not_reported()
+ {
+    let lab = Lab::article("tpd-");
+    // R drops one UDP port on the way from A to B; everything else goes through.
+    lab.must(
+        "R",
+        "iptables-legacy -A FORWARD -p udp --dport 7777 -j DROP",
+    );
+    let t = start(&[
+        "--lab",
+        &lab.name,
+        "--all-skb",
+        "--json",
+        "--stack",
+        "udp and dst port 7777",
+    ]);
+    // At the same time: a ping to B, TCP connections to B's port 7777 (B refuses them: a SYN
+    // and a RST each way), and three datagrams to UDP port 7777, from one socket.
+    let out = lab.must(
+        "A",
+        "ping -c 4 -i 0.2 -W 2 192.168.20.2 > /tmp/tpd-ping.out 2>&1 &
+python3 -c \"
+import socket, time
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind(('0.0.0.0', 40777))
+for i in range(3):
+    t = socket.socket()
+    t.settimeout(3)
+    try:
+        t.connect(('192.168.20.2', 7777))
+    except OSError as e:
+        print('tcp', e.errno)
+    u.sendto(b'dropped-by-r-%d' % i, ('192.168.20.2', 7777))
+    time.sleep(0.2)
+\"
+wait; cat /tmp/tpd-ping.out",
+    );
+    // The other traffic really was there: ICMP through R and back, TCP refused by B.
+    assert!(out.contains("4 received"), "{out}");
+    assert_eq!(out.matches("tcp 111").count(), 3, "{out}");
+    let v = t.stop();
+    let all = hits(&v);
+    // Only the UDP datagrams to port 7777: no ICMP, no TCP (not even to the same port).
+    for h in &all {
+        let skb = &h["skb"];
+        assert!(skb.get("icmp").is_none(), "ICMP reported: {h}");
+        assert!(skb.get("tcp").is_none(), "TCP reported: {h}");
+        assert_eq!(skb["ipv4"]["protocol"], 17, "{h}");
+        assert_eq!(skb["udp"]["dport"], 7777, "{h}");
+        assert_eq!(skb["udp"]["sport"], 40777, "{h}");
+    }
+    let a = by_time(&on(&all, "MachineA"));
+    let r = by_time(&on(&all, "MachineR"));
+    let b = on(&all, "MachineB");
+    assert!(b.is_empty(), "B saw the dropped port: {:?}", functions(&b));
+
+    // A: from the socket's send path down to the device.
+    let fa = functions(&a);
+    let first = a.first().expect("no hit on A");
+    assert!(
+        first["function"] == "udp_send_skb" || caller(first) == "udp_send_skb",
+        "A's first hit is not UDP's send path: {first}"
+    );
+    let at = |hits: &[&serde_json::Value], f: &str| {
+        hits.iter()
+            .position(|h| h["function"] == f)
+            .unwrap_or_else(|| panic!("{f} missing: {:?}", functions(hits)))
+    };
+    assert!(at(&a, "ip_output") < at(&a, "ip_finish_output2"), "{fa:?}");
+    assert!(
+        at(&a, "ip_finish_output2") < at(&a, "__dev_queue_xmit"),
+        "{fa:?}"
+    );
+    assert!(fa.iter().any(|f| f == "vector_net_start_xmit"), "{fa:?}");
+    assert!(
+        a.iter().all(|h| h["end"] != "dropped"),
+        "A dropped it: {fa:?}"
+    );
+
+    // R: received, routed, forwarded, and dropped by the FORWARD hook's rule: the kernel's
+    // reason, given where netfilter drops (nf_hook_slow, called from ip_forward).
+    let fr = functions(&r);
+    let drops: Vec<&&serde_json::Value> = r.iter().filter(|h| h["end"] == "dropped").collect();
+    assert_eq!(drops.len(), 3, "not one drop per datagram on R: {fr:?}");
+    for drop in &drops {
+        assert_eq!(drop["function"], "sk_skb_reason_drop", "{drop}");
+        assert_eq!(drop["reason"], "NETFILTER_DROP", "{drop}");
+        let stack: Vec<&str> = drop["stack"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_str().unwrap())
+            .collect();
+        assert!(stack[0].starts_with("nf_hook_slow+"), "{stack:?}");
+        assert!(stack[1].starts_with("ip_forward+"), "{stack:?}");
+        // The same packet and skb that R received and forwarded, in that order.
+        let story: Vec<&&serde_json::Value> =
+            r.iter().filter(|h| h["packet"] == drop["packet"]).collect();
+        let names: Vec<&str> = story
+            .iter()
+            .map(|h| h["function"].as_str().unwrap())
+            .collect();
+        let pos = |f: &str| {
+            names
+                .iter()
+                .position(|x| *x == f)
+                .unwrap_or_else(|| panic!("{f} not in R's story: {names:?}"))
+        };
+        assert!(pos("ip_rcv_core") < pos("ip_forward"), "{names:?}");
+        // The FORWARD hook runs after ip_forward's entry (PREROUTING's came before it).
+        let hook = names[pos("ip_forward")..]
+            .iter()
+            .position(|x| *x == "nf_hook_slow")
+            .map(|i| i + pos("ip_forward"))
+            .unwrap_or_else(|| panic!("no FORWARD hook: {names:?}"));
+        assert!(hook < pos("sk_skb_reason_drop"), "{names:?}");
+        let fwd = story[pos("ip_forward")];
+        assert_eq!(fwd["skb_addr"], drop["skb_addr"]);
+        // Nothing of it leaves R.
+        for f in ["ip_output", "ip_finish_output2", "__dev_queue_xmit"] {
+            assert!(!names.contains(&f), "{f} after the drop: {names:?}");
+        }
+    }
+
+    // Each datagram's journey: A, then R, ending in the drop there.
+    let journeys: Vec<&serde_json::Value> = v
+        .iter()
+        .filter_map(|x| x.get("journey"))
+        .filter(|j| j["key"]["protocol"] == 17)
+        .collect();
+    let dropped_journeys = journeys
+        .iter()
+        .filter(|j| {
+            let steps = j["steps"].as_array().unwrap();
+            steps.first().is_some_and(|s| s["machine"] == "MachineA")
+                && steps
+                    .iter()
+                    .any(|s| s["machine"] == "MachineR" && s["end"] == "dropped: NETFILTER_DROP")
+                && steps.iter().all(|s| s["machine"] != "MachineB")
+        })
+        .count();
+    assert_eq!(dropped_journeys, 3, "{journeys:?}");
+
+    let summaries = v
+        .iter()
+        .find_map(|x| x.get("summaries"))
+        .and_then(|s| s.as_array())
+        .unwrap();
+    for s in summaries {
+        assert_eq!(s["lost"], 0, "{s}");
+        let want = if s["machine"] == "MachineB" { 0 } else { 3 };
+        assert_eq!(s["packets"], want, "{s}");
+        // The ping and the TCP packets passed the probes and were left out in the kernel.
+        assert!(s["unselected_hits"].as_u64().unwrap() > 0, "{s}");
+    }
+    lab.assert_all_alive();
+}
+
+#[test]
+fn a_ping_to_an_address_r_has_no_route_for_ends_in_rs_no_route_drop() {
+    let lab = Lab::article("tpr-");
+    // R forgets its default route: 192.168.40.0/24 (in no lab subnet) has no route there. A
+    // still sends it to R (its default route); nothing leaves the lab's namespace either way.
+    lab.must("R", "ip route del default");
+    let t = start(&[
+        &format!("{},{}", lab.umid("A"), lab.umid("R")),
+        "--all-skb",
+        "--json",
+        "--stack",
+        "icmp and host 192.168.40.2",
+    ]);
+    let (_, out) = lab.sh("A", "ping -c 1 -W 3 192.168.40.2");
+    assert!(out.contains("Destination Net Unreachable"), "{out}");
+    let v = t.stop();
+    let all = hits(&v);
+    let a = by_time(&on(&all, &lab.umid("A")));
+    let r = by_time(&on(&all, &lab.umid("R")));
+    // A sends it out: no drop there.
+    let fa = functions(&a);
+    for f in ["ip_output", "__dev_queue_xmit"] {
+        assert!(fa.iter().any(|x| x == f), "{f} not on A: {fa:?}");
+    }
+    assert!(a.iter().all(|h| h["end"] != "dropped"), "{fa:?}");
+    // R: the input route lookup fails, ip_error answers and drops it with the kernel's reason
+    // for a forwarded packet without a route.
+    let fr = functions(&r);
+    let drop = r
+        .iter()
+        .find(|h| h["end"] == "dropped")
+        .unwrap_or_else(|| panic!("no drop on R: {fr:?}"));
+    assert_eq!(drop["function"], "sk_skb_reason_drop", "{drop}");
+    assert_eq!(drop["reason"], "IP_INNOROUTES", "{drop}");
+    assert_eq!(caller(drop), "ip_error", "{drop}");
+    assert_eq!(drop["skb"]["ipv4"]["dst"], "192.168.40.2");
+    assert_eq!(drop["skb"]["icmp"]["type"], 8);
+    let story: Vec<&str> = r
+        .iter()
+        .filter(|h| h["packet"] == drop["packet"])
+        .map(|h| h["function"].as_str().unwrap())
+        .collect();
+    let pos = |f: &str| {
+        story
+            .iter()
+            .position(|x| *x == f)
+            .unwrap_or_else(|| panic!("{f} not in R's story: {story:?}"))
+    };
+    assert!(pos("ip_rcv_core") < pos("ip_route_input_slow"), "{story:?}");
+    assert!(pos("ip_route_input_slow") < pos("ip_error"), "{story:?}");
+    assert!(pos("ip_error") < pos("sk_skb_reason_drop"), "{story:?}");
+    assert!(!story.contains(&"ip_forward"), "{story:?}");
+    let summaries = v
+        .iter()
+        .find_map(|x| x.get("summaries"))
+        .and_then(|s| s.as_array())
+        .unwrap();
+    for s in summaries {
+        assert_eq!(s["lost"], 0, "{s}");
+    }
+    lab.assert_all_alive();
+}
+
+#[test]
+fn a_hits_json_fields_are_what_a_sent_and_what_b_received() {
+    let lab = Lab::article("tpj-");
+    let (a_mac, b_mac) = (mac(&lab, "A", "eth0"), mac(&lab, "B", "eth0"));
+    let (r_lan_a, r_lan_b) = (mac(&lab, "R", "eth0"), mac(&lab, "R", "eth2"));
+    let (a, b) = (lab.umid("A"), lab.umid("B"));
+    let t = start(&[
+        &format!("{a},{b}"),
+        "--all-skb",
+        "--json",
+        "udp and port 7000",
+    ]);
+    // One datagram with a mark, a TOS and a payload of our own, from a port of our own.
+    let payload = "umldbg-json-fields-check-0123456789";
+    lab.must(
+        "A",
+        &format!(
+            "python3 -c \"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, 0x2a)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0xb8)
+s.bind(('0.0.0.0', 40700))
+s.sendto(b'{payload}', ('192.168.20.2', 7000))
+\""
+        ),
+    );
+    let v = t.stop();
+    let all = hits(&v);
+    let udp_len = 8 + payload.len() as u64;
+    let ip_len = 20 + udp_len;
+    let payload_hex: String = payload.bytes().map(|c| format!("{c:02x}")).collect();
+    let check = |h: &serde_json::Value, ttl: u64, mark: u64, len: u64| {
+        let s = &h["skb"];
+        assert_eq!(h["skb_addr"], s["addr"], "{h}");
+        assert_eq!(s["protocol"], 0x800, "{h}");
+        assert_eq!(s["protocol_name"], "IPv4", "{h}");
+        assert_eq!(s["dev"], "eth0", "{h}");
+        assert_eq!(s["mark"], mark, "{h}");
+        assert_eq!(s["len"], len, "{h}");
+        let ip = &s["ipv4"];
+        assert_eq!(ip["src"], "192.168.10.2", "{h}");
+        assert_eq!(ip["dst"], "192.168.20.2", "{h}");
+        assert_eq!(ip["protocol"], 17, "{h}");
+        assert_eq!(ip["protocol_name"], "UDP", "{h}");
+        assert_eq!(ip["tot_len"], ip_len, "{h}");
+        assert_eq!(ip["ttl"], ttl, "{h}");
+        assert_eq!(ip["dscp"], 0xb8 >> 2, "{h}");
+        assert_eq!(ip["ecn"], 0, "{h}");
+        assert_eq!(ip["checksum_ok"], true, "{h}");
+        let u = &s["udp"];
+        assert_eq!(u["sport"], 40700, "{h}");
+        assert_eq!(u["dport"], 7000, "{h}");
+        assert_eq!(u["len"], udp_len, "{h}");
+        assert_eq!(s["payload_len"], payload.len(), "{h}");
+        assert_eq!(s["payload_hex"], payload_hex.as_str(), "{h}");
+    };
+    // On A, as the device gets it: A's mark, an Ethernet header from A to R's side of lan-a,
+    // the frame's length.
+    let sent = on(&all, &a)
+        .into_iter()
+        .find(|h| h["function"] == "dev_hard_start_xmit")
+        .unwrap_or_else(|| panic!("no dev_hard_start_xmit on A: {:?}", functions(&all)));
+    check(sent, 64, 0x2a, 14 + ip_len);
+    assert_eq!(sent["skb"]["eth"]["src"], a_mac.as_str(), "{sent}");
+    assert_eq!(sent["skb"]["eth"]["dst"], r_lan_a.as_str(), "{sent}");
+    assert_eq!(sent["skb"]["eth"]["type"], 0x800, "{sent}");
+    // On B, as IP gets it: one hop less, no mark (marks do not cross the wire), R's side of
+    // lan-b as the sender, the IP packet's length, the same IP id.
+    let got = on(&all, &b)
+        .into_iter()
+        .find(|h| h["function"] == "ip_rcv_core")
+        .unwrap_or_else(|| panic!("no ip_rcv_core on B: {:?}", functions(&all)));
+    check(got, 63, 0, ip_len);
+    assert_eq!(got["skb"]["eth"]["src"], r_lan_b.as_str(), "{got}");
+    assert_eq!(got["skb"]["eth"]["dst"], b_mac.as_str(), "{got}");
+    assert_eq!(got["skb"]["ipv4"]["id"], sent["skb"]["ipv4"]["id"]);
+    assert_eq!(got["skb"]["pkt_type_name"], "HOST", "{got}");
+    // Every hit is the one packet, numbered 1 on each machine; B has no socket on the port.
+    for h in &all {
+        assert_eq!(h["packet"], 1, "{h}");
+        assert_eq!(h["skb"]["udp"]["sport"], 40700, "{h}");
+    }
+    let drop = all
+        .iter()
+        .find(|h| h["end"] == "dropped")
+        .unwrap_or_else(|| panic!("no drop on B: {:?}", functions(&all)));
+    assert_eq!(drop["machine"], b.as_str());
+    assert_eq!(drop["reason"], "NO_SOCKET");
+    lab.assert_all_alive();
+}

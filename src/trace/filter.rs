@@ -135,9 +135,10 @@ pub fn releases(function: &str) -> bool {
     matches!(function, "kfree_skbmem" | "napi_skb_cache_put")
 }
 
-/// Functions whose skb argument is being filled in (a new or recycled skb, a clone being made):
-/// at their entry it still holds whatever the memory held before, so they never select a packet
-/// nor follow one by the stale buffer address.
+/// Functions whose skb argument is being filled in (a new or recycled skb, a clone being made,
+/// a locally sent packet whose data or headers are still being written): at their entry it
+/// still holds whatever the memory held before, so they never select a packet nor follow one
+/// by the stale buffer address.
 pub fn fills(function: &str) -> bool {
     matches!(
         function,
@@ -148,6 +149,20 @@ pub fn fills(function: &str) -> bool {
             | "__finalize_skb_around"
             | "__build_skb_around"
             | "kmalloc_reserve"
+            // The `getfrag` callbacks of ip_append_data copy a socket's data (for raw and
+            // ping sockets, the ICMP header too) into a recycled buffer before any header is
+            // written: a ping built where the last UDP datagram was looked like it.
+            | "ip_generic_getfrag"
+            | "raw_getfrag"
+            | "ping_getfrag"
+            | "icmp_glue_bits"
+            | "ip_reply_glue_bits"
+            | "raw6_getfrag"
+            | "icmpv6_getfrag"
+            // Called on a UDP datagram after its IP header and before its UDP header.
+            | "ip_select_ident_segs"
+            | "udp_send_skb"
+            | "udp_v6_send_skb"
     )
 }
 
@@ -368,6 +383,45 @@ mod tests {
         assert_eq!(
             t.select(0x400, 0x900, 84, "__copy_skb_header", 0, || true),
             Selected::No
+        );
+    }
+
+    #[test]
+    fn a_ping_built_in_the_buffer_of_a_selected_udp_datagram_is_not_selected_by_its_stale_bytes() {
+        // The UDP datagram was followed and freed; the ping's skb (same addresses, recycled)
+        // still shows the datagram's headers while its data is copied in.
+        let mut t = Tracker::default();
+        assert_eq!(
+            t.select(0x100, 0x900, 61, "ip_send_skb", 0, || true),
+            Selected::New(1)
+        );
+        t.release(0x100, 0x900);
+        t.forget(0x900);
+        assert_eq!(
+            t.select(0x100, 0x900, 0, "skb_put", 0, || false),
+            Selected::No
+        );
+        for f in ["raw_getfrag", "ip_generic_getfrag", "ip_select_ident_segs"] {
+            assert!(fills(f), "{f}");
+            assert_eq!(
+                t.select(0x100, 0x900, 84, f, 0, || true),
+                Selected::No,
+                "{f}"
+            );
+        }
+        // Once its headers are written, the filter judges the ping itself.
+        assert_eq!(
+            t.select(0x100, 0x900, 84, "ip_send_skb", 0, || false),
+            Selected::No
+        );
+        // A followed packet stays followed through them.
+        assert_eq!(
+            t.select(0x300, 0xa00, 61, "ip_output", 0, || true),
+            Selected::New(2)
+        );
+        assert_eq!(
+            t.select(0x300, 0xa00, 61, "ip_select_ident_segs", 0, || false),
+            Selected::Again(2)
         );
     }
 }
