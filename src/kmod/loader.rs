@@ -12,22 +12,7 @@ use std::time::SystemTime;
 
 use memmap2::Mmap;
 
-/// Error while opening or mapping a file.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error("cannot open {}: {source}", path.display())]
-    Open {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{} is not a regular file", path.display())]
-    NotAFile { path: PathBuf },
-    #[error("cannot map {} into memory: {source}", path.display())]
-    Map {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-}
+pub use umldbg_codec::kmod::LoadError;
 
 /// A file's bytes, mapped read-only for as long as this value lives.
 pub struct MappedFile {

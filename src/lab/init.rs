@@ -3,19 +3,22 @@
 //! The guest's root is the host's `/`, read-only over hostfs; everything the guest writes goes to
 //! tmpfs. After its startup the script prints a ready marker and then serves commands on its
 //! console (`con0`, a pair of pipes owned by the lab supervisor). A request is one line:
-//! `RUN <id> <timeout> <base64 of a shell script>` for a short script, or
-//! `FILE <id> <timeout> <path>` for a longer one that the supervisor wrote under the cache, which
-//! the guest reads through its hostfs root. The reply is the command's output between
-//! `\x01B<id>\n` and `\x01E<id> <exit status>\n`. Base64 keeps arbitrary commands (quotes, pipes,
-//! newlines) intact through the guest's tty; the file form keeps request lines short, because the
-//! guest tty's input buffer holds 4 KiB and a longer line loses bytes.
+//! `RUN <id> <nonce> <timeout> <base64 of a shell script>` for a short script, or
+//! `FILE <id> <nonce> <timeout> <path>` for a longer one that the supervisor wrote under the
+//! cache, which the guest reads through its hostfs root. The reply is the command's output, in
+//! base64, between `\x01B<id>\n` and `\x01E<id> <nonce> <exit status>\n`. Base64 keeps arbitrary
+//! commands (quotes, pipes, newlines) intact through the guest's tty; the file form keeps request
+//! lines short, because the guest tty's input buffer holds 4 KiB and a longer line loses bytes.
+//! The framing (request lines and the framer of replies) is the codec crate's
+//! `umldbg_codec::console`, shared with the pty console of `uml::console`.
 
 use std::fmt::Write as _;
 
 use super::spec::MachineSpec;
 
-/// Printed once the machine's startup has run and its console serves commands.
-pub const READY: &str = "\x01READY";
+pub use umldbg_codec::console::{
+    ConsoleEvent, ConsoleFramer, INLINE_MAX, Nonce, READY, file_request, run_request,
+};
 
 /// Shell quoting for one word (single quotes, with embedded quotes escaped).
 pub fn sh_quote(s: &str) -> String {
@@ -334,168 +337,6 @@ pub fn startup_errors(output: &str, labels: &[(String, String)]) -> Vec<String> 
     v.into_iter().map(|(a, m)| format!("{a}: {m}")).collect()
 }
 
-/// Scripts up to this size travel inline; the line stays well under the tty's 4 KiB buffer.
-pub const INLINE_MAX: usize = 1536;
-
-/// One console request line for a script short enough to travel inline.
-pub fn run_request(id: u64, nonce: Nonce, timeout_s: u64, script: &str) -> Option<String> {
-    (script.len() <= INLINE_MAX).then(|| {
-        format!(
-            "RUN {id} {nonce} {timeout_s} {}\n",
-            base64(script.as_bytes())
-        )
-    })
-}
-
-/// The request line for a script the supervisor wrote to `path` (a path the guest can read).
-pub fn file_request(id: u64, nonce: Nonce, timeout_s: u64, path: &str) -> String {
-    format!("FILE {id} {nonce} {timeout_s} {path}\n")
-}
-
-/// The per-command secret that ends a command's frame. The guest's init learns it from the
-/// request line and prints it only after the command has exited, so nothing the command prints
-/// can end its own frame early (or end another command's).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Nonce(pub u64);
-
-impl Nonce {
-    pub fn random() -> Nonce {
-        use std::io::Read as _;
-        let mut b = [0u8; 8];
-        let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
-        if read.is_err() {
-            // No urandom (a broken chroot): a clock still differs per command.
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            b = (t.as_nanos() as u64).to_le_bytes();
-        }
-        Nonce(u64::from_le_bytes(b))
-    }
-}
-
-impl std::fmt::Display for Nonce {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:016x}", self.0)
-    }
-}
-
-use crate::util::{base64, base64_decode};
-
-/// What the console framer found in the guest's output.
-#[derive(Debug, PartialEq, Eq)]
-pub enum ConsoleEvent {
-    Ready,
-    /// Output of command `id`, exactly the bytes it wrote.
-    Output(u64, Vec<u8>),
-    Done(u64, i32),
-    /// Anything outside a frame (kernel messages, startup output), and lines inside a frame that
-    /// are not the frame's own (a guest program writing to the console directly).
-    Stray(Vec<u8>),
-}
-
-/// Sans-IO framer over the console byte stream.
-///
-/// A command's output comes after it has exited, base64-encoded, between `\x01B<id>` and
-/// `\x01E<id> <nonce> <status>`: no byte a guest program writes can look like a marker inside
-/// the frame, and only an end marker with the command's nonce ends it. The framer is told each
-/// command's nonce before its request is sent ([`ConsoleFramer::expect`]).
-#[derive(Default)]
-pub struct ConsoleFramer {
-    buf: Vec<u8>,
-    current: Option<u64>,
-    nonces: std::collections::HashMap<u64, Nonce>,
-}
-
-/// Longest line the framer holds while waiting for its newline; longer runs are passed on.
-const MAX_LINE: usize = 64 * 1024;
-
-impl ConsoleFramer {
-    /// The nonce that will end command `id`'s frame.
-    pub fn expect(&mut self, id: u64, nonce: Nonce) {
-        self.nonces.insert(id, nonce);
-    }
-
-    /// Forget a command (its caller gave up on it).
-    pub fn forget(&mut self, id: u64) {
-        self.nonces.remove(&id);
-        if self.current == Some(id) {
-            self.current = None;
-        }
-    }
-
-    pub fn push(&mut self, bytes: &[u8]) -> Vec<ConsoleEvent> {
-        self.buf.extend_from_slice(bytes);
-        let mut ev = Vec::new();
-        loop {
-            let Some(nl) = self.buf.iter().position(|&b| b == b'\n') else {
-                // No whole line. Outside a frame, pass on what cannot start a marker (a prompt
-                // without a newline, say); inside one, wait for the line's end.
-                if self.current.is_none() {
-                    let keep = match self.buf.iter().position(|&b| b == 1) {
-                        Some(p) if self.buf.len() - p <= MAX_LINE => p,
-                        _ => self.buf.len(),
-                    };
-                    if keep > 0 {
-                        let data: Vec<u8> = self.buf.drain(..keep).collect();
-                        ev.push(ConsoleEvent::Stray(data));
-                    }
-                } else if self.buf.len() > MAX_LINE {
-                    let data: Vec<u8> = self.buf.drain(..).collect();
-                    ev.push(ConsoleEvent::Stray(data));
-                }
-                break;
-            };
-            let line: Vec<u8> = self.buf.drain(..=nl).collect();
-            self.line(line, &mut ev);
-        }
-        ev
-    }
-
-    fn line(&mut self, line: Vec<u8>, ev: &mut Vec<ConsoleEvent>) {
-        let body = line[..line.len() - 1]
-            .strip_suffix(b"\r")
-            .unwrap_or(&line[..line.len() - 1]);
-        if let Some(marker) = body.strip_prefix(b"\x01") {
-            let text = String::from_utf8_lossy(marker);
-            let mut it = text.split(' ');
-            match (it.next(), self.current) {
-                (Some("READY"), None) => return ev.push(ConsoleEvent::Ready),
-                (Some(b), None) if b.starts_with('B') => {
-                    if let Ok(id) = b[1..].parse::<u64>()
-                        && self.nonces.contains_key(&id)
-                    {
-                        self.current = Some(id);
-                        return;
-                    }
-                }
-                (Some(e), Some(cur)) if e.starts_with('E') => {
-                    let id = e[1..].parse::<u64>().ok();
-                    let nonce = it.next().and_then(|n| u64::from_str_radix(n, 16).ok());
-                    let rc = it.next().and_then(|r| r.parse::<i32>().ok());
-                    if let (Some(id), Some(n), Some(rc)) = (id, nonce, rc)
-                        && id == cur
-                        && self.nonces.get(&id) == Some(&Nonce(n))
-                    {
-                        self.nonces.remove(&id);
-                        self.current = None;
-                        return ev.push(ConsoleEvent::Done(id, rc));
-                    }
-                }
-                _ => {}
-            }
-            return ev.push(ConsoleEvent::Stray(line));
-        }
-        match self.current {
-            Some(id) => match base64_decode(body) {
-                Some(data) => ev.push(ConsoleEvent::Output(id, data)),
-                None => ev.push(ConsoleEvent::Stray(line)),
-            },
-            None => ev.push(ConsoleEvent::Stray(line)),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -519,38 +360,6 @@ mod tests {
         assert_eq!(sh_quote("a b"), "'a b'");
         assert_eq!(sh_quote("it's"), "'it'\\''s'");
         assert_eq!(sh_quote(""), "''");
-    }
-
-    #[test]
-    fn base64_matches_known_values() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"echo 'x'\n"), "ZWNobyAneCcK");
-    }
-
-    fn frame(id: u64, nonce: Nonce, out: &[u8], rc: i32) -> Vec<u8> {
-        let mut v = format!("\x01B{id}\n").into_bytes();
-        for chunk in out.chunks(57) {
-            v.extend_from_slice(base64(chunk).as_bytes());
-            v.push(b'\n');
-        }
-        v.extend_from_slice(format!("\x01E{id} {nonce} {rc}\n").as_bytes());
-        v
-    }
-
-    fn collect(ev: Vec<ConsoleEvent>) -> (Vec<u8>, Vec<(u64, i32)>, Vec<u8>) {
-        let (mut out, mut done, mut stray) = (Vec::new(), Vec::new(), Vec::new());
-        for e in ev {
-            match e {
-                ConsoleEvent::Output(_, d) => out.extend(d),
-                ConsoleEvent::Done(id, rc) => done.push((id, rc)),
-                ConsoleEvent::Stray(d) => stray.extend(d),
-                ConsoleEvent::Ready => stray.extend_from_slice(b"<READY>"),
-            }
-        }
-        (out, done, stray)
     }
 
     #[test]
@@ -594,68 +403,5 @@ plain output: line 4: not an error
             sysctl_errors(out),
             vec!["sysctl net.ipv4.nope: no such key in this kernel"]
         );
-    }
-
-    #[test]
-    fn framer_splits_frames_across_chunks() {
-        let mut f = ConsoleFramer::default();
-        let n = Nonce(0xfeed);
-        f.expect(7, n);
-        let mut all = b"boot noise\n\x01READY\n".to_vec();
-        all.extend(frame(7, n, b"hello\nworld\n", 3));
-        let mut ev = Vec::new();
-        for c in all.chunks(5) {
-            ev.extend(f.push(c));
-        }
-        let (out, done, stray) = collect(ev);
-        assert_eq!(out, b"hello\nworld\n");
-        assert_eq!(done, vec![(7, 3)]);
-        assert_eq!(stray, b"boot noise\n<READY>");
-    }
-
-    #[test]
-    fn every_byte_value_comes_back_exactly() {
-        let data: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
-        let mut f = ConsoleFramer::default();
-        f.expect(1, Nonce(42));
-        let (out, done, stray) = collect(f.push(&frame(1, Nonce(42), &data, 0)));
-        assert_eq!(out, data);
-        assert_eq!(done, vec![(1, 0)]);
-        assert!(stray.is_empty());
-    }
-
-    #[test]
-    fn an_end_marker_without_the_nonce_does_not_end_the_frame() {
-        let mut f = ConsoleFramer::default();
-        f.expect(3, Nonce(0xabc));
-        let mut s = b"\x01B3\n".to_vec();
-        // A guest program writing straight to the console, guessing the id.
-        s.extend_from_slice(b"\x01E3 0000000000000000 0\n\x01E3 0\n");
-        s.extend_from_slice(base64(b"real").as_bytes());
-        s.extend_from_slice(format!("\n\x01E3 {} 5\n", Nonce(0xabc)).as_bytes());
-        let (out, done, stray) = collect(f.push(&s));
-        assert_eq!(out, b"real");
-        assert_eq!(done, vec![(3, 5)]);
-        assert!(String::from_utf8_lossy(&stray).contains("E3 0\n"));
-    }
-
-    #[test]
-    fn a_begin_marker_of_an_unknown_command_is_stray() {
-        let mut f = ConsoleFramer::default();
-        let (out, done, stray) = collect(f.push(b"\x01B9\nabc\n\x01E9 0 0\n"));
-        assert!(out.is_empty() && done.is_empty());
-        assert_eq!(stray, b"\x01B9\nabc\n\x01E9 0 0\n");
-    }
-
-    #[test]
-    fn a_prompt_without_newline_is_passed_on_at_once() {
-        let mut f = ConsoleFramer::default();
-        let (_, _, stray) = collect(f.push(b"login: "));
-        assert_eq!(stray, b"login: ");
-        // A possible marker start is held until its line ends.
-        let (_, _, stray) = collect(f.push(b"x\x01REA"));
-        assert_eq!(stray, b"x");
-        let (_, _, stray) = collect(f.push(b"DY\n"));
-        assert_eq!(stray, b"<READY>");
     }
 }

@@ -2,49 +2,34 @@
 //! gives `/dev/pts/N`): run a shell script there and get its output and exit status.
 //!
 //! This is how umldbg reads `/sys/module` on a machine started by hand; lab machines have their
-//! lab supervisor instead (`crate::lab`). One request is one line typed at the shell:
+//! lab supervisor instead (`crate::lab`). Both speak the one console framing of the codec crate
+//! (`umldbg_codec::console`): here the request is typed at the shell as the lines of
+//! [`shell_lines`], which make the shell print the same frame a lab machine's init prints
+//! (`\x01B<id>`, the output in base64, `\x01E<id> <nonce> <status>`), and a long script goes in
+//! acknowledged parts because the guest tty keeps at most 4 KiB of typed input. Each request has
+//! a random id and nonce, so the tail of an earlier request that timed out, or of another
+//! process's, is never taken for this one's output.
 //!
-//! ```text
-//! printf '\001umldbg:B:%s\n' T; sh -c "$(printf %s 'BASE64' | base64 -d)" </dev/null 2>&1; printf '\001umldbg:E:%s:%d\n' T $?
-//! ```
-//!
-//! The markers are built by `printf` from escapes, so the guest tty's echo of the line (ttys echo
-//! input by default) never contains them: whatever comes before the start marker, prompts and
-//! echo included, is dropped, and the token `T` is new for every request, so the tail of an
-//! earlier request that timed out is never taken for this one's output. The script travels in
-//! base64 so quotes, pipes and newlines cross the tty unharmed. The guest tty keeps at most
-//! 4 KiB of typed input, so a script whose base64 is longer than [`INLINE_MAX`] is sent as
-//! several short lines that each append to a shell variable and answer with an acknowledgement
-//! marker before the next line goes.
-//!
-//! [`Exchange`] is the sans-IO part: it builds the lines and parses what comes back.
-//! [`PtyConsole`] owns the pty. Keep one open for as long as it is used: the guest hangs the
-//! line up when the host side closes, and the next open of the line gets a new pty.
+//! [`Exchange`] is the sans-IO part (in the codec crate). [`PtyConsole`] owns the pty. Keep one
+//! open for as long as it is used: the guest hangs the line up when the host side closes, and the
+//! next open of the line gets a new pty.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::mconsole::{CONSOLE_LINES, Mconsole, MconsoleError};
 
-/// Base64 text up to this length travels in the request line itself; the line, its echo and the
-/// prompt then stay far below the guest tty's 4 KiB input buffer.
-pub const INLINE_MAX: usize = 1400;
-/// Base64 characters per line when a script is sent in parts.
-pub const CHUNK: usize = 1024;
-/// Longer scripts are refused: they would take many round trips, and `sh -c` takes one argument
-/// of at most 128 KiB.
-pub const SCRIPT_MAX: usize = 64 * 1024;
+pub use umldbg_codec::console::{
+    CHUNK, Exchange, FramingError, INLINE_MAX, Nonce, Progress, SCRIPT_MAX, ScriptOutput,
+    random_id, shell_lines,
+};
+
 /// How long [`PtyConsole::probe`] waits for a shell to answer.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
-
-const MARK: &str = "umldbg:";
-/// The shell variable that collects a script sent in parts.
-const VAR: &str = "__umldbg_script";
 
 /// Failures of a console. Each names the pty, so that the user knows which line is meant.
 #[derive(Debug, thiserror::Error)]
@@ -96,211 +81,9 @@ pub enum ConsoleError {
         "console line {line} is on a pty, but it has none at the moment (the guest has not opened it again since it hung up)"
     )]
     NoPty { line: String },
-    #[error("a script of {len} bytes is too long to send over a console (at most {SCRIPT_MAX})")]
-    TooLong { len: usize },
+    #[error(transparent)]
+    Framing(#[from] FramingError),
 }
-
-/// The result of a script that ran to its end.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScriptOutput {
-    pub status: i32,
-    /// Standard output and error, with the tty's `\r\n` turned back into `\n`.
-    pub output: String,
-}
-
-/// What the bytes pushed into an [`Exchange`] completed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Progress {
-    /// Nothing of ours yet.
-    Pending,
-    /// The shell took part `n` of a script sent in parts: send the next line.
-    Acked(usize),
-    /// The shell began to run the script.
-    Started,
-    /// The script ended.
-    Done(ScriptOutput),
-}
-
-/// Sans-IO: the lines that carry one script to a shell on a tty, and the parser of what the tty
-/// sends back.
-#[derive(Debug)]
-pub struct Exchange {
-    token: String,
-    lines: Vec<String>,
-    /// Bytes not parsed yet (an incomplete marker line).
-    pending: Vec<u8>,
-    acked: usize,
-    started: bool,
-    output: Vec<u8>,
-    done: Option<ScriptOutput>,
-}
-
-static NEXT_TOKEN: AtomicU64 = AtomicU64::new(0);
-
-/// A token no earlier request of any process has used (pid, time, counter).
-pub fn new_token() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    format!(
-        "{:x}-{:x}-{}",
-        std::process::id(),
-        nanos,
-        NEXT_TOKEN.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-impl Exchange {
-    /// The exchange for `script` under `token` (letters, digits and `-` only).
-    pub fn new(script: &str, token: &str) -> Result<Exchange, ConsoleError> {
-        if script.len() > SCRIPT_MAX {
-            return Err(ConsoleError::TooLong { len: script.len() });
-        }
-        debug_assert!(
-            token
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        );
-        let b64 = base64(script.as_bytes());
-        let marker = |kind: &str| format!("printf '\\001{MARK}{kind}:%s\\n' {token}");
-        let run = |arg: &str| {
-            format!(
-                "{}; sh -c \"$(printf %s {arg} | base64 -d)\" </dev/null 2>&1; printf '\\001{MARK}E:%s:%d\\n' {token} $?",
-                marker("B")
-            )
-        };
-        // No Ctrl-U or other control byte to clear the line first: a shell reading a raw tty
-        // would take it for part of the command.
-        let mut lines = Vec::new();
-        if b64.len() <= INLINE_MAX {
-            lines.push(format!("{}\n", run(&format!("'{b64}'"))));
-        } else {
-            for (i, chunk) in b64.as_bytes().chunks(CHUNK).enumerate() {
-                let chunk = std::str::from_utf8(chunk).expect("base64 is ASCII");
-                let prev = if i == 0 {
-                    String::new()
-                } else {
-                    format!("${VAR}")
-                };
-                lines.push(format!(
-                    "{VAR}={prev}'{chunk}'; printf '\\001{MARK}A:%s:%d\\n' {token} {i}\n"
-                ));
-            }
-            lines.push(format!("{}; {VAR}=\n", run(&format!("\"${VAR}\""))));
-        }
-        Ok(Exchange {
-            token: token.to_string(),
-            lines,
-            pending: Vec::new(),
-            acked: 0,
-            started: false,
-            output: Vec::new(),
-            done: None,
-        })
-    }
-
-    /// The lines to type, in order; line `i + 1` goes once part `i` is acknowledged.
-    pub fn lines(&self) -> &[String] {
-        &self.lines
-    }
-
-    /// Whether the shell has begun to run the script.
-    pub fn started(&self) -> bool {
-        self.started
-    }
-
-    /// How many leading lines the shell has acknowledged (parts of a long script).
-    pub fn acked(&self) -> usize {
-        self.acked
-    }
-
-    /// Feed bytes read from the tty; returns the furthest step they completed.
-    pub fn push(&mut self, bytes: &[u8]) -> Progress {
-        self.pending.extend_from_slice(bytes);
-        let mut progress = Progress::Pending;
-        while self.done.is_none() {
-            let Some(pos) = self.pending.iter().position(|&b| b == 1) else {
-                let all = std::mem::take(&mut self.pending);
-                self.plain(&all);
-                break;
-            };
-            if pos > 0 {
-                let head: Vec<u8> = self.pending.drain(..pos).collect();
-                self.plain(&head);
-            }
-            let Some(nl) = self.pending.iter().position(|&b| b == b'\n') else {
-                // A marker line not yet whole, unless it cannot be one of ours.
-                let could_be = self.pending.len() <= 1 + MARK.len() + 2 + self.token.len() + 16;
-                if could_be {
-                    break;
-                }
-                let all = std::mem::take(&mut self.pending);
-                self.plain(&all);
-                break;
-            };
-            let line: Vec<u8> = self.pending.drain(..=nl).collect();
-            match self.marker(&line) {
-                Some(p) => progress = p,
-                None => self.plain(&line),
-            }
-        }
-        if let Some(d) = &self.done {
-            progress = Progress::Done(d.clone());
-        }
-        progress
-    }
-
-    /// The result, once [`Exchange::push`] has returned [`Progress::Done`].
-    pub fn result(&self) -> Option<&ScriptOutput> {
-        self.done.as_ref()
-    }
-
-    fn plain(&mut self, bytes: &[u8]) {
-        if self.started {
-            self.output.extend_from_slice(bytes);
-        }
-    }
-
-    /// Our marker in `line` (which starts with `\x01` and ends with `\n`), or None.
-    fn marker(&mut self, line: &[u8]) -> Option<Progress> {
-        let text = std::str::from_utf8(&line[1..]).ok()?;
-        let text = text.trim_end_matches('\n').trim_end_matches('\r');
-        let rest = text.strip_prefix(MARK)?;
-        let (kind, rest) = rest.split_once(':')?;
-        let (token, arg) = match rest.split_once(':') {
-            Some((t, a)) => (t, Some(a)),
-            None => (rest, None),
-        };
-        if token != self.token {
-            return None;
-        }
-        match (kind, arg) {
-            ("A", Some(n)) => {
-                let n: usize = n.parse().ok()?;
-                self.acked = self.acked.max(n + 1);
-                Some(Progress::Acked(n))
-            }
-            ("B", None) => {
-                self.started = true;
-                self.output.clear();
-                Some(Progress::Started)
-            }
-            ("E", Some(rc)) if self.started => {
-                let status = rc.parse().ok()?;
-                let raw = String::from_utf8_lossy(&self.output);
-                self.done = Some(ScriptOutput {
-                    status,
-                    output: raw.replace("\r\n", "\n"),
-                });
-                Some(Progress::Done(self.done.clone().expect("just set")))
-            }
-            _ => None,
-        }
-    }
-}
-
-use crate::util::base64;
 
 /// Processes other than `except` that hold `path` open, with their command names.
 pub fn holders(path: &Path, except: i32) -> Vec<(i32, String)> {
@@ -396,7 +179,7 @@ impl PtyConsole {
 
     /// Runs `script` with `sh -c` in the guest; its output and exit status.
     pub fn run(&mut self, script: &str, timeout: Duration) -> Result<ScriptOutput, ConsoleError> {
-        let mut ex = Exchange::new(script, &new_token())?;
+        let mut ex = Exchange::new(script, random_id(), Nonce::random())?;
         let deadline = Instant::now() + timeout;
         let lines = ex.lines().to_vec();
         let mut buf = vec![0u8; 64 * 1024];
@@ -592,109 +375,6 @@ pub fn find_shell(mc: &Mconsole, deadline: Instant) -> Result<(String, PtyConsol
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// What a Debian guest's `sh -i` on ttyS0 sent back for `echo hi` (recorded on UML 7.2):
-    /// the echo of the line, the markers, CRLF line ends, the next prompt.
-    const ECHOING: &[u8] = b"printf '\\001umldbg:B:%s\\n' t1; sh -c \"$(printf %s 'ZWNobyBoaQ==' | base64 -d)\" </dev/null 2>&1; printf '\\001umldbg:E:%s:%d\\n' t1 $?\r\n\x01umldbg:B:t1\r\nhi\r\n\x01umldbg:E:t1:0\r\n# ";
-
-    #[test]
-    fn echoed_line_and_prompt_are_dropped() {
-        let mut ex = Exchange::new("echo hi", "t1").unwrap();
-        assert_eq!(
-            ex.push(ECHOING),
-            Progress::Done(ScriptOutput {
-                status: 0,
-                output: "hi\n".into()
-            })
-        );
-    }
-
-    #[test]
-    fn markers_split_across_reads() {
-        let mut ex = Exchange::new("echo hi", "t1").unwrap();
-        let mut last = Progress::Pending;
-        for b in ECHOING.chunks(3) {
-            let p = ex.push(b);
-            if p != Progress::Pending {
-                last = p;
-            }
-        }
-        assert!(ex.started());
-        assert_eq!(ex.result().unwrap().output, "hi\n");
-        assert!(matches!(last, Progress::Done(_)));
-    }
-
-    #[test]
-    fn tty_without_echo_and_no_final_newline() {
-        let mut ex = Exchange::new("printf x; exit 3", "t2").unwrap();
-        let p = ex.push(b"\x01umldbg:B:t2\nx\x01umldbg:E:t2:3\n$ ");
-        assert_eq!(
-            p,
-            Progress::Done(ScriptOutput {
-                status: 3,
-                output: "x".into()
-            })
-        );
-    }
-
-    #[test]
-    fn other_tokens_and_stray_control_bytes_are_not_ours() {
-        let mut ex = Exchange::new("true", "new").unwrap();
-        // The tail of an earlier request that timed out, then ours with a \x01 in its output.
-        let p = ex.push(
-            b"late\r\n\x01umldbg:E:old:130\r\n\x01umldbg:B:new\r\na\x01b\r\n\x01umldbg:E:new:0\r\n",
-        );
-        assert_eq!(
-            p,
-            Progress::Done(ScriptOutput {
-                status: 0,
-                output: "a\x01b\n".into()
-            })
-        );
-    }
-
-    #[test]
-    fn end_before_start_is_ignored() {
-        let mut ex = Exchange::new("true", "t").unwrap();
-        assert_eq!(ex.push(b"\x01umldbg:E:t:0\r\n"), Progress::Pending);
-        assert!(ex.result().is_none());
-    }
-
-    #[test]
-    fn short_script_is_one_line_and_never_contains_the_markers() {
-        let ex = Exchange::new("cat /proc/kallsyms", "tok-1").unwrap();
-        assert_eq!(ex.lines().len(), 1);
-        let line = &ex.lines()[0];
-        assert!(line.ends_with('\n'));
-        assert!(!line.bytes().any(|b| b.is_ascii_control() && b != b'\n'));
-        assert!(!line.contains("umldbg:B:tok-1"));
-        assert!(line.len() < 2048);
-    }
-
-    #[test]
-    fn long_script_goes_in_acknowledged_parts() {
-        let script = "echo 0123456789abcdef\n".repeat(200); // 4200 bytes, 5600 in base64
-        let mut ex = Exchange::new(&script, "tk").unwrap();
-        let n = ex.lines().len();
-        assert_eq!(n, 5600usize.div_ceil(CHUNK) + 1);
-        assert!(ex.lines().iter().all(|l| l.len() < CHUNK + 200));
-        // The parts put the whole base64 back together.
-        let joined: String = ex.lines()[..n - 1]
-            .iter()
-            .map(|l| l.split('\'').nth(1).unwrap())
-            .collect();
-        assert_eq!(joined, base64(script.as_bytes()));
-        assert_eq!(ex.push(b"\x01umldbg:A:tk:0\r\n"), Progress::Acked(0));
-        assert_eq!(ex.acked(), 1);
-        ex.push(b"# \x01umldbg:A:tk:1\r\n# ");
-        assert_eq!(ex.acked(), 2);
-    }
-
-    #[test]
-    fn too_long_is_refused() {
-        let e = Exchange::new(&"x".repeat(SCRIPT_MAX + 1), "t").unwrap_err();
-        assert!(e.to_string().contains("too long"), "{e}");
-    }
 
     #[test]
     fn no_answer_names_the_pty_and_the_login_prompt() {
