@@ -388,7 +388,8 @@ mod tests {
     }
 
     /// A fake guest: a real `sh -i` on the master side of a pty pair, we on the slave side. Its
-    /// tty does not echo (the recorded fixtures above cover echo); a long script goes in parts.
+    /// tty does not echo (`fixtures/console/pty-shell.transcript` covers echo); a long script goes in
+    /// parts.
     #[test]
     fn runs_scripts_on_a_real_shell_behind_a_pty() {
         let pty = nix::pty::openpty(None, None).unwrap();
