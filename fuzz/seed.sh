@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Fill fuzz/corpus/<target>/ with seed inputs from fixtures/kmod (real and broken modules, the
-# layouts.elf DWARF fixture) and a kallsyms sample, then run one target:
+# Fill fuzz/corpus/<target>/ with seed inputs (fixtures/kmod's real and broken modules and the
+# layouts.elf DWARF fixture, a kallsyms sample, console transcripts, GDB/MI output, mconsole
+# datagrams), then run one target:
 #
 #   fuzz/seed.sh kmod_parse -max_total_time=600
 #
@@ -18,24 +19,18 @@ case "$target" in
             [ -f "$f" ] && cp "$f" "$corpus/seed-$(basename "$f")"
         done
         ;;
-    stub_packets)
-        # A recorded gdb session, and the packets LLDB and gdb's fast paths use (0xff separates
-        # chunks between which the fake machine may stop).
-        cp ../fixtures/stub/gdb13-session.client "$corpus/seed-gdb13-session"
-        pkt() { printf '$%s#%02x' "$1" "$(printf '%s' "$1" | od -An -tu1 | tr -s ' ' '\n' | awk '{s += $1} END {print s % 256}')"; }
-        {
-            for p in 'qSupported:multiprocess+;swbreak+;xmlRegisters=i386' QStartNoAckMode \
-                'qXfer:threads:read::0,fff' 'qRegisterInfo0' 'qRegisterInfo38' 'qRegisterInfo39' \
-                'qXfer:libraries-svr4:read::0,fff' 'qXfer:features:read:target.xml:0,fff' \
-                '_M1000,rwx' 'M500000000000,4:01020304' 'm500000000000,4' '_m500000000000' \
-                'qRcmd,6c736d6f64' 'qRcmd,626f677573' 'Z0,60000020,1' 'vCont;c'; do
-                pkt "$p"
-            done
-            printf '\377'
-            for p in 'z0,60000020,1' 'vCont;s:p64.64' 'Z0,60000020,1' 'vCont;c'; do pkt "$p"; done
-            printf '\377\003\377'
-            pkt D
-        } >"$corpus/seed-fast-paths"
+    console_framing)
+        # Recorded console transcripts, and frames of the commands the target expects (0xfe
+        # separates the reads the bytes arrive in).
+        cp ../fixtures/console/*.transcript "$corpus/"
+        printf 'boot\n\001READY\n\001B2\naGkK\n\376\001E2 000000000000feed 0\n# ' >"$corpus/seed-frame"
+        printf '\001A2 0\r\n\001B2\r\nYQFiDQo=\r\n\001E2 000000000000feed 4\r\n' >"$corpus/seed-pty"
+        ;;
+    gdbmi_lines)
+        for f in ../fixtures/gdbmi/*.mi; do cp "$f" "$corpus/seed-$(basename "$f")"; done
+        ;;
+    mconsole_reply)
+        for f in ../fixtures/mconsole/*.bin; do cp "$f" "$corpus/seed-$(basename "$f")"; done
         ;;
     kallsyms_symfile)
         printf '0000000060000000 T _stext\n0000000060000010 t helper\n0000000060100000 D jiffies\n0000000060200000 b buf\n0000000000000000 A zero\n0000000070000000 t reject_tg\t[ipt_REJECT]\n' >"$corpus/seed-kallsyms"

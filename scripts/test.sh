@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --tests
-cargo test --release --locked -- --test-threads=2
+cargo test --release --locked --workspace -- --test-threads=2

@@ -5,6 +5,11 @@
 //! gdb over GDB/MI (`gdbmi`), the debug session daemon (`daemon`), packet decoding (`net`) and the
 //! gdb remote-protocol server with its ptrace run-control (`stub`), tracing
 //! at line rate (`trace`), debugger configurations (`ide`) and root filesystem images (`image`).
+//!
+//! What only turns bytes into values (the GDB/MI parser, the mconsole codec, the console framing,
+//! the packet decoders, the `.ko` and DWARF parsers) is the workspace's codec crate,
+//! `umldbg_codec`; `gdbmi`, `net`, `kmod`, `dwarf` and `uml::mconsole` re-export it and add the
+//! I/O around it.
 
 pub mod daemon;
 pub mod dwarf;

@@ -11,13 +11,13 @@ fuzz_target!(|data: &[u8]| {
         &["sk_buff", "iphdr", "s", "inner"][..],
         &["no_such_struct"][..],
     ] {
-        if let Ok(layouts) = umldbg::dwarf::build_layouts(data, names) {
+        if let Ok(layouts) = umldbg_codec::dwarf::build_layouts(data, names) {
             for l in layouts.values() {
                 let _ = l.to_string();
             }
         }
     }
-    if let Ok(net) = umldbg::dwarf::build_net_layouts(data) {
-        let _ = umldbg::dwarf::skb_layout(&net);
+    if let Ok(net) = umldbg_codec::dwarf::build_net_layouts(data) {
+        let _ = umldbg_codec::dwarf::skb_layout(&net);
     }
 });

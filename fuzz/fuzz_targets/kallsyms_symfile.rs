@@ -7,7 +7,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok(entries) = umldbg::kmod::kallsyms::parse(text) {
-        let _ = umldbg::kmod::symfile::write_symfile(&entries);
+    if let Ok(entries) = umldbg_codec::kmod::kallsyms::parse(text) {
+        let _ = umldbg_codec::kmod::symfile::write_symfile(&entries);
     }
 });

@@ -2,15 +2,15 @@
 //! size of a line. A measurement, not a timed test:
 //!
 //! ```text
-//! cargo bench --bench gdbmi_parse
+//! cargo bench -p umldbg-codec --bench gdbmi_parse
 //! ```
 
 use std::time::{Duration, Instant};
 
-use umldbg::gdbmi::{LineFramer, parse_line};
+use umldbg_codec::gdbmi::{LineFramer, parse_line};
 
 fn fixture_text() -> Vec<u8> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/gdbmi");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/gdbmi");
     let mut text = std::fs::read(dir.join("run.mi")).unwrap();
     text.extend(std::fs::read(dir.join("attach.mi")).unwrap());
     text

@@ -1,12 +1,12 @@
 //! A timing, not a test: how long one skb takes to read and decode from an in-memory fake guest,
 //! and to serialise or render. Run with
-//! `cargo bench --bench net_decode`.
+//! `cargo bench -p umldbg-codec --bench net_decode`.
 
 use std::hint::black_box;
 use std::time::Instant;
 
-use umldbg::net::skb::{MemoryReader, read_skb};
-use umldbg::net::{FieldLoc, SkbLayout};
+use umldbg_codec::net::skb::{MemoryReader, read_skb};
+use umldbg_codec::net::{FieldLoc, SkbLayout};
 
 /// Three flat regions, as a `process_vm_readv` reader would see them, minus the syscall.
 struct Mem {
@@ -78,12 +78,12 @@ fn setup() -> (SkbLayout, Mem) {
     let mut ip = vec![
         0x45, 0, 0, 84, 0x10, 0xe1, 0x40, 0, 63, 1, 0, 0, 192, 168, 10, 2, 192, 168, 20, 2,
     ];
-    let sum = umldbg::net::wire::internet_checksum(&[&ip]);
+    let sum = umldbg_codec::net::wire::internet_checksum(&[&ip]);
     ip[10..12].copy_from_slice(&sum.to_be_bytes());
     frame.extend(ip);
     let mut icmp = vec![8, 0, 0, 0, 0, 77, 0, 1];
     icmp.extend((0..56u8).map(|i| 0x10 + i));
-    let sum = umldbg::net::wire::internet_checksum(&[&icmp]);
+    let sum = umldbg_codec::net::wire::internet_checksum(&[&icmp]);
     icmp[2..4].copy_from_slice(&sum.to_be_bytes());
     frame.extend(icmp);
 
@@ -137,7 +137,7 @@ fn skb_decode_timing() {
     time("view.render(true)", n, || v.render(true));
     let frame = v.linear[64..].to_vec();
     time("decode_ethernet (bytes only)", n, || {
-        umldbg::net::decode_ethernet(&frame)
+        umldbg_codec::net::decode_ethernet(&frame)
     });
 }
 

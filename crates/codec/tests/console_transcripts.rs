@@ -82,18 +82,17 @@ fn expected(name: &str) -> Vec<Expected> {
         .collect()
 }
 
+/// Per command: its id, output and status (None while it runs).
+type Got = Vec<(u64, Vec<u8>, Option<i32>)>;
+
 /// Every reply of the transcript through one framer fed `chunks`; per command id its output and
 /// status, and the stray bytes.
-fn replay(
-    chunks: &[Vec<u8>],
-    commands: &[Expected],
-) -> (Vec<(u64, Vec<u8>, Option<i32>)>, Vec<u8>) {
+fn replay(chunks: &[Vec<u8>], commands: &[Expected]) -> (Got, Vec<u8>) {
     let mut f = ConsoleFramer::default();
     for c in commands {
         f.expect(c.id, c.nonce);
     }
-    let mut got: Vec<(u64, Vec<u8>, Option<i32>)> =
-        commands.iter().map(|c| (c.id, Vec::new(), None)).collect();
+    let mut got: Got = commands.iter().map(|c| (c.id, Vec::new(), None)).collect();
     let mut stray = Vec::new();
     for chunk in chunks {
         for e in f.push(chunk) {

@@ -45,12 +45,20 @@ impl ModuleDebug {
     }
 }
 
+/// A unit of a module's `.debug_info` that gimli cannot read.
+#[derive(Debug, thiserror::Error)]
+#[error(".debug_info unit {unit_index}: {source}")]
+pub(crate) struct DebugInfoError {
+    unit_index: usize,
+    source: gimli::Error,
+}
+
 /// Read sources and function lines. `Err` carries gimli's message with the unit it broke in.
 pub(crate) fn read_debug(
     debug: &DebugSections,
     sections: &[Section],
     placement: &Placement,
-) -> Result<ModuleDebug, String> {
+) -> Result<ModuleDebug, DebugInfoError> {
     let dwarf = gimli::Dwarf::load(|id| -> Result<R<'_>, std::convert::Infallible> {
         let data = debug.data.get(id.name()).map(Vec::as_slice).unwrap_or(&[]);
         Ok(EndianSlice::new(data, LittleEndian))
@@ -69,9 +77,9 @@ pub(crate) fn read_debug(
         let header = match headers.next() {
             Ok(Some(h)) => h,
             Ok(None) => break,
-            Err(e) => return Err(format!(".debug_info unit {unit_index}: {e}")),
+            Err(source) => return Err(DebugInfoError { unit_index, source }),
         };
-        let context = |e: gimli::Error| format!(".debug_info unit {unit_index}: {e}");
+        let context = |source: gimli::Error| DebugInfoError { unit_index, source };
         let unit = dwarf.unit(header).map_err(context)?;
         if unit_index == 0 {
             out.dwarf_version = unit.header.version();

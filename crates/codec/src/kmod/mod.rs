@@ -154,7 +154,7 @@ impl ModuleInfo {
             Ok(None) => None,
             Err(e) => {
                 warnings.push(format!(
-                    "debug sections unreadable, source lines omitted: {e}"
+                    "debug sections unreadable, source lines omitted: object: {e}"
                 ));
                 None
             }

@@ -71,8 +71,8 @@ pub(crate) fn relocated_debug_sections(
     bytes: &[u8],
     symbol_values: &[(u32, u64)],
     placement: &Placement,
-) -> Result<Option<DebugSections>, String> {
-    let file = ElfFile64::<LittleEndian>::parse(bytes).map_err(|e| format!("object: {e}"))?;
+) -> Result<Option<DebugSections>, object::Error> {
+    let file = ElfFile64::<LittleEndian>::parse(bytes)?;
     let mut out = DebugSections::default();
     for section in file.sections() {
         let Ok(name) = section.name() else { continue };
