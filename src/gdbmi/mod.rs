@@ -9,7 +9,8 @@
 //! * [`types`]: typed views of records (stop events, frames, breakpoints, symbols) with the JSON
 //!   form the CLI and the socket print.
 //!
-//! And the IO shell: [`process`], the gdb child process.
+//! And the IO shell: [`process`], gdb as a child process or over any byte stream, and
+//! [`replay`], a recorded transcript played back as such a stream.
 
 pub mod command;
 pub mod cstring;
@@ -17,6 +18,7 @@ pub mod framer;
 pub mod parse;
 pub mod process;
 pub mod record;
+pub mod replay;
 pub mod types;
 
 pub use command::{Arg, BreakOptions, Command, CommandError, PrintValues};
