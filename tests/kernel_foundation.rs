@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -40,8 +39,6 @@ fn cached_kernel_boots_read_only_and_prints_uname() {
         marker.display()
     );
 }
-
-use std::os::unix::process::CommandExt;
 
 fn tempdir(tag: &str) -> std::path::PathBuf {
     // Not under /tmp: that is where a guest sees its own tmpfs, which would hide the init script's

@@ -6,7 +6,7 @@
 //! gets its symbols before its init function runs, and loses them when it goes. Those stops are
 //! handled here and resumed at once; the user never sees them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -173,7 +173,8 @@ pub struct Session {
     /// A stop that no `wait` has reported yet.
     unreported: Option<StopInfo>,
     waiters: Vec<oneshot::Sender<Response>>,
-    internal: HashMap<u32, Internal>,
+    /// The session's own breakpoints, in number order (detach deletes them in a fixed order).
+    internal: BTreeMap<u32, Internal>,
     user_bps: BTreeMap<u32, String>,
     pub modules: BTreeMap<String, LoadedSymbols>,
     events_rx: broadcast::Receiver<AsyncEvent>,
@@ -283,7 +284,7 @@ impl Session {
             state: RunState::Stopped(StopInfo::attached()),
             unreported: None,
             waiters: Vec::new(),
-            internal: HashMap::new(),
+            internal: BTreeMap::new(),
             user_bps: BTreeMap::new(),
             modules: BTreeMap::new(),
             events_rx,
