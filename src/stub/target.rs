@@ -873,7 +873,7 @@ impl<R: RunControl> UmlTarget<R> {
             unreported: Some(p),
         } = &self.state
         {
-            let p = p.clone();
+            let p = *p;
             self.transition(RunState::Stopped);
             return Ok(Some(p));
         }
