@@ -243,66 +243,14 @@ fn killing_gdb_or_the_daemon_never_brings_the_machine_down() {
 
 #[test]
 fn hand_started_machine_gets_module_sections_from_kernel_memory() {
-    use std::io::{BufRead, BufReader};
-    use std::os::unix::process::CommandExt;
-    let linux = kernel_path("linux");
-    let modules = kernel_path("modules_dir");
-    let root = modules.ancestors().nth(3).unwrap().to_path_buf();
-    let dir = umldbg::util::cache_dir()
-        .join("test-tmp")
-        .join(format!("hand-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let init = dir.join("init.sh");
-    std::fs::write(
-        &init,
-        format!(
-            "#!/bin/sh\nexport PATH=/usr/sbin:/usr/bin:/sbin:/bin\nmount -t proc proc /proc\nmount -t sysfs sysfs /sys\n\
-             /sbin/modprobe -d {} ipt_REJECT\necho TEXT=$(cat /sys/module/ipt_REJECT/sections/.text)\n\
-             while :; do sleep 3600; done\n",
-            root.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&init, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let umid = format!("tdh-hand-{}", std::process::id());
-    let mut child = std::process::Command::new(&linux)
-        .args([
-            "mem=64M",
-            &format!("umid={umid}"),
-            "rootfstype=hostfs",
-            "rootflags=/",
-            "ro",
-        ])
-        .arg(format!("init={}", init.display()))
-        .args(["con0=fd:0,fd:1", "con=null", "loglevel=2"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let pid = child.id() as i32;
-    // Whatever happens below, the machine goes when the test ends.
-    struct Kill(i32, String);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = umldbg(&["--umid", &self.1, "detach"]);
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(self.0),
-                nix::sys::signal::SIGKILL,
-            );
-            let _ = std::fs::remove_dir_all(umldbg::util::home_dir().join(".uml").join(&self.1));
-        }
-    }
-    let _kill = Kill(pid, umid.clone());
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let text = lines
-        .find_map(|l| {
-            l.ok()
-                .and_then(|l| l.strip_prefix("TEXT=").map(str::to_string))
-        })
-        .expect("the machine printed ipt_REJECT's .text");
-    let text = u64::from_str_radix(text.trim().trim_start_matches("0x"), 16).unwrap();
+    // No shell on a console: module addresses can only come from kernel memory.
+    let m = common::hand::HandMachine::boot(common::hand::Boot {
+        tag: "mem",
+        init: "",
+        console_shell: false,
+        ipt_reject: true,
+    });
+    let (umid, text) = (m.umid.clone(), m.text);
 
     let o = umldbg(&["attach", &umid]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -320,5 +268,4 @@ fn hand_started_machine_gets_module_sections_from_kernel_memory() {
     let out = ok(&["--umid", &umid, "break", "reject_tg"]);
     assert!(out.contains("reject_tg"), "{out}");
     ok(&["--umid", &umid, "detach"]);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -3,12 +3,11 @@
 //! with every module's symbols.
 
 mod common;
-mod serve_common;
 
 use std::time::Duration;
 
+use common::serve::*;
 use common::*;
-use serve_common::*;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

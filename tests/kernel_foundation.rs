@@ -3,64 +3,27 @@
 
 mod common;
 
-use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 
 #[test]
 fn cached_kernel_boots_read_only_and_prints_uname() {
-    let linux = kernel_path("linux");
     let version = kernel()["version"].as_str().unwrap().to_string();
-    let dir = tempdir("boot");
-    let init = dir.join("init.sh");
-    let marker = dir.join("host-file-written-by-guest");
-    std::fs::write(
-        &init,
-        format!(
-            "#!/bin/sh\nexport PATH=/usr/sbin:/usr/bin:/sbin:/bin\nmount -t proc proc /proc\n\
-             echo \"UNAME=$(uname -r)\"\n\
-             if echo x > {m} 2>/dev/null; then echo WRITE=ok; else echo WRITE=refused; fi\n\
-             echo o > /proc/sysrq-trigger\nsleep 30\n",
-            m = marker.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&init, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let umid = format!("t-boot-{}", std::process::id());
     let t0 = Instant::now();
-    let mut child = Command::new(&linux)
-        .args([
-            "mem=64M",
-            &format!("umid={umid}"),
-            "rootfstype=hostfs",
-            "rootflags=/",
-            "ro",
-        ])
-        .arg(format!("init={}", init.display()))
-        .args(["con0=fd:0,fd:1", "con=null", "loglevel=2"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .expect("start linux");
-    let pid = child.id() as i32;
-    let mut out = String::new();
-    let mut so = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let _ = so.read_to_string(&mut out);
-        out
+    let mut m = common::hand::HandMachine::boot(common::hand::Boot {
+        tag: "boot",
+        init: "echo \"UNAME=$(uname -r)\"\n\
+               if echo x > {dir}/host-file-written-by-guest 2>/dev/null; then echo WRITE=ok; else echo WRITE=refused; fi\n\
+               echo o > /proc/sysrq-trigger\nsleep 30",
+        console_shell: false,
+        ipt_reject: false,
     });
-    let status = wait_for("the machine to halt", Duration::from_secs(20), || {
-        child.try_wait().unwrap()
-    });
+    let marker = m.dir.join("host-file-written-by-guest");
+    let status = m.wait_exit(Duration::from_secs(20));
     let elapsed = t0.elapsed();
-    // Whatever happened, nothing of this machine may outlive the test.
-    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
-    let _ = std::fs::remove_dir_all(umldbg::util::home_dir().join(".uml").join(&umid));
-    let out = reader.join().unwrap();
+    let out = m.log().join("\n");
     eprintln!("booted and halted in {elapsed:?}, status {status}");
     assert!(
         out.contains(&format!("UNAME={version}")),
@@ -75,10 +38,7 @@ fn cached_kernel_boots_read_only_and_prints_uname() {
         "the guest wrote {} on the host",
         marker.display()
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
-
-use std::os::unix::process::CommandExt;
 
 fn tempdir(tag: &str) -> std::path::PathBuf {
     // Not under /tmp: that is where a guest sees its own tmpfs, which would hide the init script's

@@ -2,12 +2,11 @@
 //! machines, real iptables, modules as shared libraries.
 
 mod common;
-mod serve_common;
 
 use std::time::Duration;
 
+use common::serve::*;
 use common::*;
-use serve_common::*;
 
 fn section(lab: &Lab, m: &str, module: &str, sec: &str) -> u64 {
     let out = lab.must(m, &format!("cat /sys/module/{module}/sections/{sec}"));

@@ -4,12 +4,11 @@
 //! live on, untraced, with its text intact.
 
 mod common;
-mod serve_common;
 
 use std::time::Duration;
 
+use common::serve::*;
 use common::*;
-use serve_common::*;
 
 #[test]
 fn killing_the_server_never_brings_the_machine_down() {

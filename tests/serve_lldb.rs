@@ -3,12 +3,11 @@
 //! modules from the SVR4 library list, and evaluates expressions in memory the server keeps.
 
 mod common;
-mod serve_common;
 
 use std::time::Duration;
 
+use common::serve::*;
 use common::*;
-use serve_common::*;
 
 fn section(lab: &Lab, m: &str, module: &str, sec: &str) -> u64 {
     let out = lab.must(m, &format!("cat /sys/module/{module}/sections/{sec}"));

@@ -211,6 +211,9 @@ pub fn run(umid: Option<String>, g: &super::global::Global) -> anyhow::Result<i3
                         format!("module {name} unloaded: symbols dropped")
                     }
                     Event::Exited { reason } => format!("session over: {reason}"),
+                    Event::Lagged { missed } => {
+                        format!("{missed} event(s) missed; the session's state follows")
+                    }
                     Event::Running => continue,
                 };
                 if printer.print(format!("{text}\n")).is_err() {

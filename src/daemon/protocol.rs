@@ -344,6 +344,11 @@ pub enum Event {
     Exited {
         reason: String,
     },
+    /// The subscriber fell behind and `missed` events were dropped for it; the next event is
+    /// the session's state now (`stopped` with the stop, `running`, or `exited`).
+    Lagged {
+        missed: u64,
+    },
 }
 
 #[cfg(test)]

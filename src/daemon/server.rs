@@ -10,7 +10,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::protocol::{
-    Event, LineSplitter, MAX_REQUEST_LINE, RawLine, Request, Response, parse_line,
+    Event, LineSplitter, MAX_REQUEST_LINE, RawLine, Request, Response, StopInfo, parse_line,
 };
 use super::session::Msg;
 
@@ -88,7 +88,13 @@ async fn connection(
             loop {
                 match rx.recv().await {
                     Ok(ev) => send_line(&mut w, &ev).await?,
-                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    // Never lose a stop silently: say so, then where the session is now.
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        send_line(&mut w, &Event::Lagged { missed }).await?;
+                        if let Some(now) = current_state(&tx).await {
+                            send_line(&mut w, &now).await?;
+                        }
+                    }
                     Err(broadcast::error::RecvError::Closed) => return Ok(()),
                 }
             }
@@ -119,6 +125,29 @@ async fn connection(
         send_line(&mut w, &resp).await?;
     }
     Ok(())
+}
+
+/// The session's state as an event, for a subscriber that lost events: its stop, `running`, or
+/// `exited` with the reason; None when the session does not answer.
+pub async fn current_state(tx: &mpsc::Sender<Msg>) -> Option<Event> {
+    let (rtx, rrx) = oneshot::channel();
+    tx.send(Msg::Request(Request::Status, rtx)).await.ok()?;
+    let r = tokio::time::timeout(Duration::from_secs(10), rrx)
+        .await
+        .ok()?
+        .ok()?;
+    let data = r.data?;
+    let stop = data
+        .get("stop")
+        .cloned()
+        .and_then(|s| serde_json::from_value::<StopInfo>(s).ok());
+    match data.get("state").and_then(|s| s.as_str())? {
+        "stopped" => stop.map(Event::Stopped),
+        "gone" => Some(Event::Exited {
+            reason: stop.map(|s| s.reason).unwrap_or_else(|| "gone".into()),
+        }),
+        _ => Some(Event::Running),
+    }
 }
 
 /// Remove a socket file that no daemon answers on.

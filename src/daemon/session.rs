@@ -6,7 +6,7 @@
 //! gets its symbols before its init function runs, and loses them when it goes. Those stops are
 //! handled here and resumed at once; the user never sees them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +16,13 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use super::journal::Journal;
 use super::modules::{self, GuestModule, Source};
 use super::protocol::{Event, FrameInfo, Request, Response, StopInfo};
-use crate::gdbmi::{AsyncEvent, BreakOptions, Command, Gdb, GdbError, StopEvent, StopReason};
+use crate::gdbmi::{
+    AsyncEvent, BreakOptions, Command, Gdb, GdbConfig, GdbError, StopEvent, StopReason,
+};
+
+/// When set, the session writes gdb's GDB/MI transcript to this file (see
+/// [`crate::gdbmi::replay`]; the tests' fixtures in `fixtures/gdbmi/session/` come from it).
+pub const RECORD_ENV: &str = "UMLDBG_GDBMI_RECORD";
 
 /// UML's own signals: gdb must pass them to the kernel without stopping or printing.
 pub const UML_SIGNALS: &[&str] = &[
@@ -53,12 +59,63 @@ pub struct SessionConfig {
     pub journal: PathBuf,
 }
 
-/// What the machine is doing, as far as the session knows.
-#[derive(Debug, Clone)]
+/// What the machine is doing, as far as the session knows. Only [`Session::transition`]
+/// changes it; `Gone` is final.
+#[derive(Debug)]
 enum RunState {
     Running,
+    /// Running a `step`, `next` or `finish` whose client waits for its stop; the session serves
+    /// other requests meanwhile.
+    Stepping(Step),
     Stopped(StopInfo),
     Gone(String),
+}
+
+impl RunState {
+    fn name(&self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Stepping(_) => "stepping",
+            RunState::Stopped(_) => "stopped",
+            RunState::Gone(_) => "gone",
+        }
+    }
+}
+
+/// A step in flight: who waits for its stop, and until when.
+#[derive(Debug)]
+struct Step {
+    what: &'static str,
+    reply: oneshot::Sender<Response>,
+    deadline: tokio::time::Instant,
+}
+
+/// How long a step, next or finish may run before its client is told the machine runs on.
+pub const STEP_LIMIT: Duration = Duration::from_secs(30);
+
+/// What moves the session from one [`RunState`] to another.
+#[derive(Debug)]
+enum Transition {
+    /// gdb runs the machine (`-exec-continue` accepted, `*running` seen). A step in flight
+    /// stays in flight: its own `*running` is no news.
+    Resumed,
+    /// gdb accepted a step for this client.
+    StepStarted(Step),
+    /// A stop the user sees: it answers a stepping client (with gdb's `frame` text when there
+    /// is one) and the waiters, or waits for the next `wait`.
+    Stopped {
+        info: StopInfo,
+        frame: Option<String>,
+    },
+    /// The session stopped the machine itself (an interrupt, or for a moment to change
+    /// breakpoints): nobody's stop, but a step in flight is over.
+    Paused,
+    /// A step whose stop did not come within [`STEP_LIMIT`]: the machine runs on.
+    StepExpired,
+    /// gdb or the machine is gone: breakpoint bytes left in kernel text are put back.
+    Ended(String),
+    /// Detached: gdb took its breakpoints out itself.
+    Detached(String),
 }
 
 /// Symbols the session gave gdb for one module.
@@ -71,10 +128,27 @@ pub struct LoadedSymbols {
     pub source: Source,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Internal {
     ModuleLoad,
     ModuleFree,
+}
+
+impl Internal {
+    /// The kernel function the breakpoint is on.
+    fn location(self) -> &'static str {
+        match self {
+            Internal::ModuleLoad => "do_init_module",
+            Internal::ModuleFree => "free_module",
+        }
+    }
+}
+
+/// The machine's state as gdb tells it after events were lost.
+enum Resynced {
+    Running,
+    Stopped(Box<StopEvent>),
+    Unknown,
 }
 
 /// A message to the session task.
@@ -99,7 +173,8 @@ pub struct Session {
     /// A stop that no `wait` has reported yet.
     unreported: Option<StopInfo>,
     waiters: Vec<oneshot::Sender<Response>>,
-    internal: HashMap<u32, Internal>,
+    /// The session's own breakpoints, in number order (detach deletes them in a fixed order).
+    internal: BTreeMap<u32, Internal>,
     user_bps: BTreeMap<u32, String>,
     pub modules: BTreeMap<String, LoadedSymbols>,
     events_rx: broadcast::Receiver<AsyncEvent>,
@@ -129,7 +204,21 @@ impl Session {
         tx: mpsc::Sender<Msg>,
         events_tx: broadcast::Sender<Event>,
     ) -> Result<(Session, String), String> {
-        let gdb = Gdb::spawn(&cfg.gdb_path, &[]).await.map_err(gdb_err)?;
+        let mut config = GdbConfig::new(&cfg.gdb_path);
+        config.record = std::env::var_os(RECORD_ENV).map(PathBuf::from);
+        let gdb = Gdb::spawn_with(config).await.map_err(gdb_err)?;
+        Session::start_with(gdb, cfg, guest_modules, tx, events_tx).await
+    }
+
+    /// [`Session::start`] over a gdb that runs already, or over any GDB/MI byte stream
+    /// ([`Gdb::over`]; a recorded transcript played back by [`crate::gdbmi::replay`]).
+    pub async fn start_with(
+        gdb: Gdb,
+        cfg: SessionConfig,
+        guest_modules: Option<Vec<GuestModule>>,
+        tx: mpsc::Sender<Msg>,
+        events_tx: broadcast::Sender<Event>,
+    ) -> Result<(Session, String), String> {
         let gdb = Arc::new(gdb);
         let events_rx = gdb.events();
         for (k, v) in [
@@ -195,7 +284,7 @@ impl Session {
             state: RunState::Stopped(StopInfo::attached()),
             unreported: None,
             waiters: Vec::new(),
-            internal: HashMap::new(),
+            internal: BTreeMap::new(),
             user_bps: BTreeMap::new(),
             modules: BTreeMap::new(),
             events_rx,
@@ -222,11 +311,12 @@ impl Session {
                 Err(e) => problems.push(e),
             }
         }
-        for (loc, kind) in [
-            ("do_init_module", Internal::ModuleLoad),
-            ("free_module", Internal::ModuleFree),
-        ] {
-            if let Ok(bp) = s.gdb.break_insert(loc, &BreakOptions::default()).await {
+        for kind in [Internal::ModuleLoad, Internal::ModuleFree] {
+            if let Ok(bp) = s
+                .gdb
+                .break_insert(kind.location(), &BreakOptions::default())
+                .await
+            {
                 s.internal.insert(bp.number, kind);
                 s.journal_bp(&bp);
             }
@@ -245,7 +335,6 @@ impl Session {
             summary.push_str(&format!("\n  warning: {p}"));
         }
         if s.cfg.stopped {
-            s.state = RunState::Stopped(StopInfo::attached());
             summary.push_str("\nthe machine is stopped: `umldbg continue` resumes it");
         } else {
             s.resume().await?;
@@ -267,7 +356,13 @@ impl Session {
             match tokio::time::timeout_at(deadline, self.events_rx.recv()).await {
                 Ok(Ok(AsyncEvent::Stopped(_))) | Err(_) => return,
                 Ok(Err(broadcast::error::RecvError::Closed)) => return,
-                _ => continue,
+                // The attach stop was among the lost: the machine is stopped all the same
+                // (`-target-attach` answered after it stopped).
+                Ok(Err(broadcast::error::RecvError::Lagged(n))) => {
+                    tracing::warn!("{n} gdb event(s) lost while attaching");
+                    return;
+                }
+                Ok(Ok(_)) => continue,
             }
         }
     }
@@ -415,13 +510,118 @@ impl Session {
             .cmd(Command::exec_continue())
             .await
             .map_err(gdb_err)?;
-        self.state = RunState::Running;
+        self.transition(Transition::Resumed);
         Ok(())
+    }
+
+    /// Whether the machine runs (freely or for a step).
+    fn is_running(&self) -> bool {
+        matches!(self.state, RunState::Running | RunState::Stepping(_))
+    }
+
+    /// The one place where the session's state changes, and where everyone who waits on a
+    /// change (a stepping client, `wait`ers, event subscribers) is told of it.
+    fn transition(&mut self, t: Transition) {
+        if let RunState::Gone(_) = self.state {
+            return;
+        }
+        // A step in flight is taken out; any other state stays until the new one is set.
+        let step = match &self.state {
+            RunState::Stepping(_) => match std::mem::replace(&mut self.state, RunState::Running) {
+                RunState::Stepping(step) => Some(step),
+                _ => None,
+            },
+            _ => None,
+        };
+        self.state = match t {
+            Transition::Resumed => match step {
+                Some(step) => RunState::Stepping(step),
+                None => RunState::Running,
+            },
+            Transition::StepStarted(new) => {
+                if let Some(old) = step {
+                    let _ = old.reply.send(Response::err(format!(
+                        "{} was replaced by {}",
+                        old.what, new.what
+                    )));
+                }
+                RunState::Stepping(new)
+            }
+            Transition::Stopped { info, frame } => {
+                let _ = self.events_tx.send(Event::Stopped(info.clone()));
+                let data = serde_json::to_value(&info).unwrap_or_default();
+                let answered = step.is_some() || !self.waiters.is_empty();
+                if let Some(step) = step {
+                    let text = match frame {
+                        Some(t) if !t.trim().is_empty() => t.trim_end().to_string(),
+                        _ => info.render(),
+                    };
+                    let _ = step.reply.send(Response::ok_data(text, data.clone()));
+                }
+                for w in self.waiters.drain(..) {
+                    let _ = w.send(Response::ok_data(info.render(), data.clone()));
+                }
+                self.unreported = if answered { None } else { Some(info.clone()) };
+                RunState::Stopped(info)
+            }
+            Transition::Paused => {
+                if let Some(step) = step {
+                    let _ = step.reply.send(Response::err(format!(
+                        "{} was interrupted before it stopped by itself (see `umldbg status`)",
+                        step.what
+                    )));
+                }
+                RunState::Stopped(StopInfo::attached())
+            }
+            Transition::StepExpired => match step {
+                Some(step) => {
+                    let _ = step.reply.send(Response::ok_text(format!(
+                        "{} did not stop within {} s; the machine is running",
+                        step.what,
+                        STEP_LIMIT.as_secs()
+                    )));
+                    RunState::Running
+                }
+                None => std::mem::replace(&mut self.state, RunState::Running),
+            },
+            Transition::Ended(why) => {
+                // gdb died with breakpoints possibly inserted in a running kernel: put the
+                // bytes back.
+                let n = self.journal.repair().unwrap_or(0);
+                self.journal.clear();
+                let why = if n > 0 {
+                    format!("{why}; restored {n} breakpoint byte(s) in kernel text")
+                } else {
+                    why
+                };
+                self.end(step, why)
+            }
+            Transition::Detached(why) => {
+                self.journal.clear();
+                self.end(step, why)
+            }
+        };
+    }
+
+    /// The last words of a session: every waiter and subscriber hears why it ended.
+    fn end(&mut self, step: Option<Step>, why: String) -> RunState {
+        let _ = self.events_tx.send(Event::Exited {
+            reason: why.clone(),
+        });
+        if let Some(step) = step {
+            let _ = step
+                .reply
+                .send(Response::err(format!("the session is over: {why}")));
+        }
+        for w in self.waiters.drain(..) {
+            let _ = w.send(Response::err(format!("the session is over: {why}")));
+        }
+        RunState::Gone(why)
     }
 
     /// Stop a running machine for a moment; returns whether it was running.
     async fn pause(&mut self) -> Result<bool, String> {
-        if !matches!(self.state, RunState::Running) {
+        if !self.is_running() {
             return Ok(false);
         }
         self.gdb
@@ -435,11 +635,11 @@ impl Session {
                     let ours = matches!(ev.reason, Some(StopReason::SignalReceived))
                         && ev.signal_name.as_deref() == Some("SIGINT");
                     if ours {
-                        self.state = RunState::Stopped(StopInfo::attached());
+                        self.transition(Transition::Paused);
                         return Ok(true);
                     }
                     // A real stop raced with the interrupt: keep it for the user, stay stopped.
-                    if let Some(kind) = ev.bkptno.and_then(|n| self.internal.get(&n).copied()) {
+                    if let Some(kind) = self.internal_of(&ev) {
                         self.handle_internal(kind).await;
                         self.gdb
                             .cmd(Command::exec_interrupt())
@@ -451,13 +651,76 @@ impl Session {
                     return Ok(false);
                 }
                 Ok(Ok(AsyncEvent::Exited(e))) => {
-                    self.state = RunState::Gone(format!("gdb exited ({e})"));
+                    self.transition(Transition::Ended(format!("gdb exited ({e})")));
                     return Err(format!("gdb exited ({e})"));
                 }
-                Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
+                // The interrupt's stop may be among the lost: ask gdb where the machine is. A
+                // stop found that way cannot be told from a breakpoint's: it is the user's.
+                Ok(Err(broadcast::error::RecvError::Lagged(n))) => {
+                    if let Resynced::Stopped(ev) = self.gdb_state(n).await {
+                        if let Some(kind) = self.internal_of(&ev) {
+                            self.handle_internal(kind).await;
+                            self.gdb
+                                .cmd(Command::exec_interrupt())
+                                .await
+                                .map_err(gdb_err)?;
+                            continue;
+                        }
+                        self.record_user_stop(&ev).await;
+                        return Ok(false);
+                    }
+                }
+                Ok(Ok(_)) => continue,
                 Ok(Err(_)) => return Err("gdb is gone".into()),
                 Err(_) => return Err("the machine did not stop within 10 s of an interrupt".into()),
             }
+        }
+    }
+
+    /// Which of the session's own breakpoints a stop is at: by number, or for a stop re-read
+    /// after lost events (no number), by function.
+    fn internal_of(&self, ev: &StopEvent) -> Option<Internal> {
+        if let Some(n) = ev.bkptno {
+            return self.internal.get(&n).copied();
+        }
+        let func = ev.frame.as_ref()?.func.as_deref()?;
+        self.internal
+            .values()
+            .copied()
+            .find(|k| k.location() == func)
+    }
+
+    /// Where the machine is, asked of gdb (`-thread-info`), after `missed` events were lost:
+    /// a stop among them must not be lost with them.
+    async fn gdb_state(&self, missed: u64) -> Resynced {
+        tracing::warn!("{missed} gdb event(s) lost; reading the machine's state from gdb");
+        let Ok(r) = self.gdb.cmd(Command::new("-thread-info")).await else {
+            return Resynced::Unknown;
+        };
+        let threads = r.results.get("threads").and_then(|t| t.as_list());
+        let mut running = false;
+        for t in threads.iter().flat_map(|l| l.values()) {
+            let Some(t) = t.as_tuple() else { continue };
+            match t.get_str("state") {
+                Some("stopped") => {
+                    let frame = t
+                        .get("frame")
+                        .and_then(|f| f.as_tuple())
+                        .and_then(|f| crate::gdbmi::Frame::from_results(f).ok());
+                    return Resynced::Stopped(Box::new(StopEvent {
+                        frame,
+                        thread_id: t.get_str("id").map(str::to_owned),
+                        ..StopEvent::default()
+                    }));
+                }
+                Some("running") => running = true,
+                _ => {}
+            }
+        }
+        if running {
+            Resynced::Running
+        } else {
+            Resynced::Unknown
         }
     }
 
@@ -582,21 +845,27 @@ impl Session {
 
     async fn record_user_stop(&mut self, ev: &StopEvent) {
         let info = self.stop_info(ev).await;
-        self.state = RunState::Stopped(info.clone());
-        let _ = self.events_tx.send(Event::Stopped(info.clone()));
-        if self.waiters.is_empty() {
-            self.unreported = Some(info);
-        } else {
-            let data = serde_json::to_value(&info).unwrap_or_default();
-            for w in self.waiters.drain(..) {
-                let _ = w.send(Response::ok_data(info.render(), data.clone()));
-            }
-        }
+        // A step's client reads where it is the way gdb's CLI shows it.
+        let frame = match self.state {
+            RunState::Stepping(_) => self.gdb.console("frame").await.ok(),
+            _ => None,
+        };
+        self.transition(Transition::Stopped { info, frame });
     }
 
     /// Serve until detach or until gdb or the machine is gone.
     pub async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
         loop {
+            let step_deadline = match &self.state {
+                RunState::Stepping(step) => Some(step.deadline),
+                _ => None,
+            };
+            let step_expired = async {
+                match step_deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 msg = rx.recv() => {
                     let Some(msg) = msg else { break };
@@ -607,12 +876,13 @@ impl Session {
                 ev = self.events_rx.recv() => {
                     match ev {
                         Ok(ev) => self.on_event(ev).await,
-                        Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Lagged(n)) => self.on_lagged(n).await,
                         Err(broadcast::error::RecvError::Closed) => {
-                            self.gone("gdb is gone".into());
+                            self.transition(Transition::Ended("gdb is gone".into()));
                         }
                     }
                 }
+                () = step_expired => self.transition(Transition::StepExpired),
             }
             if let RunState::Gone(why) = &self.state {
                 // Later commands find no session; this file tells them why.
@@ -625,48 +895,46 @@ impl Session {
         }
     }
 
-    fn gone(&mut self, why: String) {
-        if matches!(self.state, RunState::Gone(_)) {
-            return;
+    /// gdb's events were lost (the session fell behind): a stop among them is found by asking
+    /// gdb, and a resume by the same question.
+    async fn on_lagged(&mut self, missed: u64) {
+        match self.gdb_state(missed).await {
+            Resynced::Stopped(ev) if self.is_running() => {
+                if let Some(kind) = self.internal_of(&ev) {
+                    self.handle_internal(kind).await;
+                    let _ = self.resume().await;
+                } else {
+                    self.record_user_stop(&ev).await;
+                }
+            }
+            Resynced::Running if matches!(self.state, RunState::Stopped(_)) => {
+                self.transition(Transition::Resumed);
+            }
+            _ => {}
         }
-        // gdb died with breakpoints possibly inserted in a running kernel: put the bytes back.
-        let n = self.journal.repair().unwrap_or(0);
-        self.journal.clear();
-        let why = if n > 0 {
-            format!("{why}; restored {n} breakpoint byte(s) in kernel text")
-        } else {
-            why
-        };
-        let _ = self.events_tx.send(Event::Exited {
-            reason: why.clone(),
-        });
-        for w in self.waiters.drain(..) {
-            let _ = w.send(Response::err(format!("the session is over: {why}")));
-        }
-        self.state = RunState::Gone(why);
     }
 
     async fn on_event(&mut self, ev: AsyncEvent) {
         match ev {
             AsyncEvent::Stopped(ev) => {
                 if ev.reason.as_ref().is_some_and(|r| r.is_exit()) {
-                    self.gone(format!(
+                    self.transition(Transition::Ended(format!(
                         "the machine exited ({})",
                         ev.reason.as_ref().map(|r| r.as_str()).unwrap_or("?")
-                    ));
+                    )));
                     return;
                 }
-                if let Some(kind) = ev.bkptno.and_then(|n| self.internal.get(&n).copied()) {
+                if let Some(kind) = self.internal_of(&ev) {
                     self.handle_internal(kind).await;
                     let _ = self.resume().await;
                     return;
                 }
                 self.record_user_stop(&ev).await;
             }
-            AsyncEvent::Running { .. } if !matches!(self.state, RunState::Gone(_)) => {
-                self.state = RunState::Running;
+            AsyncEvent::Running { .. } => self.transition(Transition::Resumed),
+            AsyncEvent::Exited(e) => {
+                self.transition(Transition::Ended(format!("gdb exited ({e})")))
             }
-            AsyncEvent::Exited(e) => self.gone(format!("gdb exited ({e})")),
             _ => {}
         }
     }
@@ -717,6 +985,10 @@ impl Session {
                         } else {
                             self.waiters.push(reply);
                         }
+                        false
+                    }
+                    Request::Step | Request::Next | Request::Finish => {
+                        self.start_step(req, reply).await;
                         false
                     }
                     Request::Load {
@@ -856,7 +1128,9 @@ impl Session {
                 Err(e) => Response::err(short(&e)),
             },
             Request::Continue => match self.state {
-                RunState::Running => Response::ok_text("the machine is already running"),
+                RunState::Running | RunState::Stepping(_) => {
+                    Response::ok_text("the machine is already running")
+                }
                 _ => {
                     self.unreported = None;
                     match self.resume().await {
@@ -866,7 +1140,7 @@ impl Session {
                 }
             },
             Request::Interrupt => {
-                if !matches!(self.state, RunState::Running) {
+                if !self.is_running() {
                     return Response::ok_text("the machine is already stopped");
                 }
                 match self.pause().await {
@@ -883,62 +1157,9 @@ impl Session {
                     Err(e) => Response::err(e),
                 }
             }
-            Request::Step | Request::Next | Request::Finish => {
-                if matches!(self.state, RunState::Running) {
-                    return Response::err(
-                        "the machine is running: `umldbg interrupt` or wait for a breakpoint first",
-                    );
-                }
-                let (cmd, what) = match req {
-                    Request::Step => (Command::exec_step(), "step"),
-                    Request::Next => (Command::exec_next(), "next"),
-                    _ => (Command::exec_finish(), "finish"),
-                };
-                self.unreported = None;
-                if let Err(e) = self.gdb.cmd(cmd).await {
-                    return Response::err(format!("{what}: {}", short(&e)));
-                }
-                // The step's stop arrives as an event; wait for it here.
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-                loop {
-                    match tokio::time::timeout_at(deadline, self.events_rx.recv()).await {
-                        Ok(Ok(AsyncEvent::Stopped(ev))) => {
-                            if let Some(kind) =
-                                ev.bkptno.and_then(|n| self.internal.get(&n).copied())
-                            {
-                                self.handle_internal(kind).await;
-                                let _ = self.resume().await;
-                                continue;
-                            }
-                            let info = self.stop_info(&ev).await;
-                            self.state = RunState::Stopped(info.clone());
-                            let _ = self.events_tx.send(Event::Stopped(info.clone()));
-                            let text = match self.gdb.console("frame").await {
-                                Ok(t) if !t.trim().is_empty() => t,
-                                _ => info.render(),
-                            };
-                            return Response::ok_data(
-                                text.trim_end().to_string(),
-                                serde_json::to_value(&info).unwrap_or_default(),
-                            );
-                        }
-                        Ok(Ok(AsyncEvent::Exited(e))) => {
-                            self.gone(format!("gdb exited ({e})"));
-                            return Response::err("gdb exited");
-                        }
-                        Ok(_) => continue,
-                        Err(_) => {
-                            self.state = RunState::Running;
-                            return Response::ok_text(format!(
-                                "{what} did not stop within 30 s; the machine is running"
-                            ));
-                        }
-                    }
-                }
-            }
             Request::Bt => self.stopped_console("bt").await,
             Request::Print { expr } => {
-                if matches!(self.state, RunState::Running) {
+                if self.is_running() {
                     return Response::err(
                         "the machine is running: print needs a stop (`umldbg wait` or `umldbg interrupt`)",
                     );
@@ -961,7 +1182,7 @@ impl Session {
                 }
             }
             Request::Gdb { command } => {
-                let running = matches!(self.state, RunState::Running);
+                let running = self.is_running();
                 let r = if running {
                     self.with_stopped(async |s: &mut Session| s.gdb.console(&command).await)
                         .await
@@ -980,14 +1201,44 @@ impl Session {
                 Response::ok_data(v.join("\n"), serde_json::json!(v))
             }
             Request::Detach { reason } => self.detach(reason).await,
-            Request::Events | Request::Wait { .. } | Request::Load { .. } => {
-                Response::err("not handled here")
-            }
+            Request::Events
+            | Request::Wait { .. }
+            | Request::Load { .. }
+            | Request::Step
+            | Request::Next
+            | Request::Finish => Response::err("not handled here"),
         }
     }
 
+    /// `step`, `next`, `finish`: gdb runs the step and the client's answer comes with its stop
+    /// (or after [`STEP_LIMIT`]), through [`Session::transition`]; the session serves other
+    /// requests (`status`, `interrupt`) meanwhile.
+    async fn start_step(&mut self, req: Request, reply: oneshot::Sender<Response>) {
+        if self.is_running() {
+            let _ = reply.send(Response::err(
+                "the machine is running: `umldbg interrupt` or wait for a breakpoint first",
+            ));
+            return;
+        }
+        let (cmd, what) = match req {
+            Request::Step => (Command::exec_step(), "step"),
+            Request::Next => (Command::exec_next(), "next"),
+            _ => (Command::exec_finish(), "finish"),
+        };
+        self.unreported = None;
+        if let Err(e) = self.gdb.cmd(cmd).await {
+            let _ = reply.send(Response::err(format!("{what}: {}", short(&e))));
+            return;
+        }
+        self.transition(Transition::StepStarted(Step {
+            what,
+            reply,
+            deadline: tokio::time::Instant::now() + STEP_LIMIT,
+        }));
+    }
+
     async fn stopped_console(&mut self, cmd: &str) -> Response {
-        if matches!(self.state, RunState::Running) {
+        if self.is_running() {
             return Response::err(format!(
                 "the machine is running: {cmd} needs a stop (`umldbg wait` or `umldbg interrupt`)"
             ));
@@ -999,7 +1250,7 @@ impl Session {
     }
 
     async fn skb_request(&mut self, expr: Option<String>, raw: bool, hex: bool) -> Response {
-        if matches!(self.state, RunState::Running) {
+        if self.is_running() {
             return Response::err(
                 "the machine is running: skb needs a stop (`umldbg wait` or `umldbg interrupt`)",
             );
@@ -1067,16 +1318,14 @@ impl Session {
     }
 
     fn status(&self) -> Response {
-        let (state, stop) = match &self.state {
-            RunState::Running => ("running", None),
-            RunState::Stopped(i) => ("stopped", Some(i.clone())),
-            RunState::Gone(w) => (
-                "gone",
-                Some(StopInfo {
-                    reason: w.clone(),
-                    ..StopInfo::attached()
-                }),
-            ),
+        let state = self.state.name();
+        let stop = match &self.state {
+            RunState::Running | RunState::Stepping(_) => None,
+            RunState::Stopped(i) => Some(i.clone()),
+            RunState::Gone(w) => Some(StopInfo {
+                reason: w.clone(),
+                ..StopInfo::attached()
+            }),
         };
         let mods: Vec<_> = self.modules.values().cloned().collect();
         let data = serde_json::json!({
@@ -1122,15 +1371,8 @@ impl Session {
         self.text_lock = None;
         let r = self.gdb.cmd(Command::target_detach()).await;
         let _ = self.gdb.cmd(Command::gdb_exit()).await;
-        self.journal.clear();
         let why = reason.unwrap_or_else(|| "detached".into());
-        let _ = self.events_tx.send(Event::Exited {
-            reason: why.clone(),
-        });
-        for w in self.waiters.drain(..) {
-            let _ = w.send(Response::err(format!("the session is over: {why}")));
-        }
-        self.state = RunState::Gone(why);
+        self.transition(Transition::Detached(why));
         match r {
             Ok(_) => Response::ok_text(format!(
                 "detached from {}; the machine keeps running",
@@ -1146,7 +1388,7 @@ impl Session {
         module_path: Vec<PathBuf>,
         reply: oneshot::Sender<Response>,
     ) {
-        if !matches!(self.state, RunState::Running) {
+        if !self.is_running() {
             let _ = reply.send(Response::err("the machine is stopped; the guest loads modules while it runs: `umldbg continue` first"));
             return;
         }
@@ -1193,7 +1435,7 @@ impl Session {
         build: Option<PathBuf>,
         reply: oneshot::Sender<Response>,
     ) {
-        if !matches!(self.state, RunState::Running) {
+        if !self.is_running() {
             let _ = reply.send(Response::err("the machine is stopped; the guest swaps modules while it runs: `umldbg continue` first"));
             return;
         }

@@ -22,8 +22,8 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStderr};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -52,6 +52,9 @@ pub struct GdbConfig {
     pub timeout: Duration,
     /// Capacity of the event channel; a subscriber that falls further behind gets `Lagged`.
     pub event_capacity: usize,
+    /// Write every line sent to gdb (`> `) and read from it (`< `) to this file, in the order
+    /// they passed: a transcript that [`super::replay`] plays back without gdb.
+    pub record: Option<PathBuf>,
 }
 
 impl GdbConfig {
@@ -61,6 +64,7 @@ impl GdbConfig {
             extra_args: Vec::new(),
             timeout: Duration::from_secs(30),
             event_capacity: 1024,
+            record: None,
         }
     }
 }
@@ -120,6 +124,12 @@ pub enum GdbError {
         msg: String,
         /// mi3's `code` field, e.g. `undefined-command`.
         code: Option<String>,
+    },
+    #[error("cannot write the GDB/MI transcript {}", path.display())]
+    Record {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
     },
     #[error("gdb gave no answer to `{command}` within {timeout:?}")]
     Timeout { command: String, timeout: Duration },
@@ -266,9 +276,7 @@ impl Gdb {
         Gdb::spawn_with(config).await
     }
 
-    /// Start gdb and prepare the session: `mi-async on` (so `-exec-interrupt` and breakpoint
-    /// changes work while the target runs; it must be set before attaching), no confirmation
-    /// questions, no paging or line wrapping in console output.
+    /// Start gdb and prepare the session (see [`Gdb::prepare`]).
     pub async fn spawn_with(config: GdbConfig) -> Result<Gdb, GdbError> {
         let path = config.gdb_path.clone();
         let mut cmd = tokio::process::Command::new(&path);
@@ -302,28 +310,81 @@ impl Gdb {
             });
         };
 
+        let recorder = match &config.record {
+            Some(p) => Some(Recorder::create(p)?),
+            None => None,
+        };
+        let ends = Ends {
+            child: Some(child),
+            stderr: Some(stderr),
+            recorder,
+        };
+        let gdb = Gdb::start(stdout, stdin, ends, pid, path.clone(), &config);
+        gdb.prepare().await?;
+        Ok(gdb)
+    }
+
+    /// A gdb session over any byte stream that speaks GDB/MI: gdb's output is read from `reader`,
+    /// commands go to `writer`. There is no process to wait for: the session ends when `reader`
+    /// ends. A recorded transcript played back by [`super::replay`] is one such stream, so code
+    /// that holds a [`Gdb`] can be tested without gdb.
+    pub async fn over<R, W>(reader: R, writer: W, config: GdbConfig) -> Result<Gdb, GdbError>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let recorder = match &config.record {
+            Some(p) => Some(Recorder::create(p)?),
+            None => None,
+        };
+        let ends = Ends {
+            child: None,
+            stderr: None,
+            recorder,
+        };
+        let gdb = Gdb::start(reader, writer, ends, None, config.gdb_path.clone(), &config);
+        gdb.prepare().await?;
+        Ok(gdb)
+    }
+
+    fn start<R, W>(
+        reader: R,
+        writer: W,
+        ends: Ends,
+        pid: Option<u32>,
+        path: PathBuf,
+        config: &GdbConfig,
+    ) -> Gdb
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let shared = Arc::new(Shared::default());
         let (events, _) = broadcast::channel(config.event_capacity.max(1));
         let (requests, request_rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(owner_task(
-            child,
-            stdin,
-            stdout,
-            stderr,
+            ends,
+            writer,
+            reader,
             request_rx,
             events.clone(),
             shared.clone(),
         ));
-        let gdb = Gdb {
+        Gdb {
             requests,
             events,
             shared,
             pid,
-            path: path.clone(),
+            path,
             timeout: config.timeout,
             task: Some(task),
-        };
+        }
+    }
 
+    /// The settings every session starts with: `mi-async on` (so `-exec-interrupt` and
+    /// breakpoint changes work while the target runs; it must be set before attaching), no
+    /// confirmation questions, no paging or line wrapping in console output.
+    async fn prepare(&self) -> Result<(), GdbError> {
         for setup in [
             Command::gdb_set("mi-async", "on"),
             Command::gdb_set("confirm", "off"),
@@ -331,14 +392,14 @@ impl Gdb {
             Command::gdb_set("height", "0"),
             Command::gdb_set("width", "0"),
         ] {
-            if let Err(err) = gdb.cmd(setup).await {
+            if let Err(err) = self.cmd(setup).await {
                 return Err(GdbError::Startup {
-                    path,
+                    path: self.path.clone(),
                     source: Box::new(err),
                 });
             }
         }
-        Ok(gdb)
+        Ok(())
     }
 
     /// gdb's process id.
@@ -499,19 +560,60 @@ impl Drop for Gdb {
     }
 }
 
+/// What the owner task holds besides gdb's input and output: the process (none for a stream
+/// that is not a child of ours), its stderr, and the transcript being recorded.
+struct Ends {
+    child: Option<Child>,
+    stderr: Option<ChildStderr>,
+    recorder: Option<Recorder>,
+}
+
+/// Writes a transcript: `> ` before each line sent to gdb, `< ` before each line read.
+struct Recorder {
+    file: std::fs::File,
+}
+
+impl Recorder {
+    fn create(path: &Path) -> Result<Recorder, GdbError> {
+        std::fs::File::create(path)
+            .map(|file| Recorder { file })
+            .map_err(|source| GdbError::Record {
+                path: path.to_path_buf(),
+                source,
+            })
+    }
+
+    fn line(&mut self, dir: &str, line: &[u8]) {
+        use std::io::Write;
+        let mut out = Vec::with_capacity(line.len() + 3);
+        out.extend_from_slice(dir.as_bytes());
+        out.extend_from_slice(line.strip_suffix(b"\n").unwrap_or(line));
+        out.push(b'\n');
+        // A transcript is an aid: a full disk must not end the session.
+        let _ = self.file.write_all(&out);
+    }
+}
+
 /// Owns gdb: assigns tokens, reads and dispatches every line, and records how gdb ended.
-async fn owner_task(
-    mut child: Child,
-    stdin: ChildStdin,
-    mut stdout: ChildStdout,
-    stderr: ChildStderr,
+async fn owner_task<R, W>(
+    ends: Ends,
+    stdin: W,
+    mut stdout: R,
     mut requests: mpsc::UnboundedReceiver<Request>,
     events: broadcast::Sender<AsyncEvent>,
     shared: Arc<Shared>,
-) {
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let Ends {
+        child,
+        stderr,
+        mut recorder,
+    } = ends;
     let (lines_tx, lines_rx) = mpsc::unbounded_channel::<String>();
     let writer = tokio::spawn(writer_task(stdin, lines_rx));
-    let stderr_task = tokio::spawn(stderr_task(stderr, shared.clone()));
+    let stderr_task = stderr.map(|e| tokio::spawn(stderr_task(e, shared.clone())));
 
     let mut dispatcher = Dispatcher {
         pending: BTreeMap::new(),
@@ -545,6 +647,9 @@ async fn owner_task(
                             },
                         );
                         tracing::trace!(target: "umldbg::gdbmi", "> {}", line.trim_end());
+                        if let Some(r) = recorder.as_mut() {
+                            r.line("> ", line.as_bytes());
+                        }
                         // If the writer is gone gdb closed its stdin; the EOF on stdout that
                         // follows fails this command with gdb's exit status.
                         let _ = lines_tx.send(line);
@@ -557,6 +662,9 @@ async fn owner_task(
                     Ok(n) => {
                         framer.push(&buf[..n]);
                         while let Some(line) = framer.next_line() {
+                            if let (Some(r), Ok(l)) = (recorder.as_mut(), &line) {
+                                r.line("< ", l);
+                            }
                             dispatcher.line(line);
                         }
                     }
@@ -575,19 +683,24 @@ async fn owner_task(
     // gdb has closed its output or we were told to stop: collect the exit status, killing it if
     // it does not go away by itself.
     drop(lines_tx);
-    let status = match tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
-        Ok(Ok(status)) => Some(status),
-        _ => {
-            let _ = child.start_kill();
-            child.wait().await.ok()
-        }
+    let status = match child {
+        Some(mut child) => match tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
+            Ok(Ok(status)) => Some(status),
+            _ => {
+                let _ = child.start_kill();
+                child.wait().await.ok()
+            }
+        },
+        None => None,
     };
     let info = status.map(ExitInfo::from).unwrap_or(ExitInfo {
         code: None,
         signal: None,
     });
     // Give the stderr reader a moment to store gdb's last words for the error message.
-    let _ = tokio::time::timeout(Duration::from_millis(500), stderr_task).await;
+    if let Some(t) = stderr_task {
+        let _ = tokio::time::timeout(Duration::from_millis(500), t).await;
+    }
     writer.abort();
     *lock(&shared.exit) = Some(info);
     tracing::debug!(target: "umldbg::gdbmi", "gdb {info}");
@@ -597,7 +710,10 @@ async fn owner_task(
     let _ = events.send(AsyncEvent::Exited(info));
 }
 
-async fn writer_task(mut stdin: ChildStdin, mut lines: mpsc::UnboundedReceiver<String>) {
+async fn writer_task<W: AsyncWrite + Unpin>(
+    mut stdin: W,
+    mut lines: mpsc::UnboundedReceiver<String>,
+) {
     while let Some(line) = lines.recv().await {
         if let Err(err) = stdin.write_all(line.as_bytes()).await {
             tracing::debug!(target: "umldbg::gdbmi", "writing to gdb: {err}");

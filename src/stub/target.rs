@@ -408,6 +408,24 @@ struct BreakpointStep {
 /// UML's fixup went elsewhere) is stopped where it is.
 const STEP_LIMIT: Duration = Duration::from_secs(2);
 
+/// What the machine is doing, as the target sees it. Only [`UmlTarget::transition`] changes
+/// it; `Exited` is final.
+#[derive(Debug, Clone)]
+enum RunState {
+    /// Stopped, and gdb knows it (or is being told).
+    Stopped,
+    /// Running freely (or one thread, for a trap-flag step) until a stop gdb must hear about.
+    Running,
+    /// One thread running to the temporary breakpoints of a step.
+    Stepping(BreakpointStep),
+    /// A stop that happened while starting to resume (a single step, a library change seen at
+    /// the last stop): the machine counts as running until [`UmlTarget::poll`] reports it.
+    Pending(StopReason),
+    /// The machine is gone; `unreported` is its exit when a single step saw it and
+    /// [`UmlTarget::poll`] has not told gdb yet.
+    Exited { unreported: Option<StopReason> },
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Resume {
     Continue,
@@ -432,15 +450,11 @@ pub struct UmlTarget<R: RunControl> {
     /// The byte under every breakpoint we inserted, to show gdb the text as it is.
     originals: HashMap<u64, u8>,
     resume: Resume,
-    /// A stop that happened while starting to resume (a single step).
-    pending: Option<StopReason>,
-    stepping: Option<BreakpointStep>,
+    state: RunState,
     /// Single steps done with the trap flag (instructions with no computable successor).
     pub trap_steps: u64,
     /// Single steps done with temporary breakpoints.
     pub breakpoint_steps: u64,
-    running: bool,
-    exited: bool,
     libs: Vec<Library>,
     missing: Vec<String>,
     xml: Vec<u8>,
@@ -480,12 +494,9 @@ impl<R: RunControl> UmlTarget<R> {
             hooks: BTreeMap::new(),
             originals: HashMap::new(),
             resume: Resume::Continue,
-            pending: None,
-            stepping: None,
+            state: RunState::Stopped,
             trap_steps: 0,
             breakpoint_steps: 0,
-            running: false,
-            exited: false,
             libs: Vec::new(),
             missing: Vec::new(),
             xml: Vec::new(),
@@ -521,11 +532,43 @@ impl<R: RunControl> UmlTarget<R> {
     }
 
     pub fn is_running(&self) -> bool {
-        self.running
+        matches!(
+            self.state,
+            RunState::Running
+                | RunState::Stepping(_)
+                | RunState::Pending(_)
+                | RunState::Exited {
+                    unreported: Some(_)
+                }
+        )
     }
 
     pub fn has_exited(&self) -> bool {
-        self.exited
+        matches!(self.state, RunState::Exited { .. })
+    }
+
+    /// The one place the run state changes. Nothing leaves `Exited`: a stop to report on an
+    /// exited machine is kept for [`UmlTarget::poll`], a stop to forget is forgotten; leaving a
+    /// breakpoint step takes its temporary breakpoints out.
+    fn transition(&mut self, next: RunState) {
+        if let RunState::Exited { unreported } = &mut self.state {
+            match next {
+                RunState::Pending(p) => *unreported = Some(p),
+                RunState::Stopped => *unreported = None,
+                _ => {}
+            }
+            return;
+        }
+        let prev = std::mem::replace(&mut self.state, next);
+        if let RunState::Stepping(st) = prev
+            && !matches!(self.state, RunState::Stepping(_))
+        {
+            for a in st.temps {
+                if !self.inserted(a) {
+                    let _ = self.remove(a);
+                }
+            }
+        }
     }
 
     pub fn libraries(&self) -> &[Library] {
@@ -742,7 +785,7 @@ impl<R: RunControl> UmlTarget<R> {
 
     /// Start what the last resume packet asked for.
     fn start(&mut self) -> Result<(), String> {
-        self.running = true;
+        self.transition(RunState::Running);
         match self.resume {
             Resume::Step(tid) => {
                 if !self.rc().trap_steps_are_safe() && self.start_breakpoint_step(tid)? {
@@ -751,13 +794,13 @@ impl<R: RunControl> UmlTarget<R> {
                 self.trap_steps += 1;
                 let ev = self.rc_mut().single_step(tid).map_err(errs)?;
                 let stop = self.map_stop(ev);
-                self.pending = Some(match stop {
+                self.transition(RunState::Pending(match stop {
                     Some(s) => s,
                     None => StopReason::SignalWithThread {
                         tid: tid_of(tid),
                         signal: Signal::SIGTRAP,
                     },
-                });
+                }));
                 Ok(())
             }
             Resume::Continue => {
@@ -766,7 +809,7 @@ impl<R: RunControl> UmlTarget<R> {
                     // report it now; gdb re-reads the list and continues again.
                     let tid = self.last_tid.unwrap_or_else(|| self.rc().pid());
                     self.library_events += 1;
-                    self.pending = Some(StopReason::Library(tid_of(tid)));
+                    self.transition(RunState::Pending(StopReason::Library(tid_of(tid))));
                     return Ok(());
                 }
                 self.flush_kept()?;
@@ -801,47 +844,52 @@ impl<R: RunControl> UmlTarget<R> {
             temps.push(t);
         }
         self.breakpoint_steps += 1;
-        self.stepping = Some(BreakpointStep {
+        self.transition(RunState::Stepping(BreakpointStep {
             tid,
             targets,
             temps,
             started: Instant::now(),
             interrupted: false,
-        });
+        }));
         // Only this thread runs, as gdb asks for a step: the others stay stopped instead of
         // being resumed and interrupted again around every step.
         self.rc_mut().resume_thread(tid).map_err(errs)?;
         Ok(true)
     }
 
-    /// Take out a breakpoint step's temporary breakpoints (at any stop).
+    /// Take out a breakpoint step's temporary breakpoints (at any stop); the machine still
+    /// counts as running until its stop is seen.
     fn end_step(&mut self) {
-        if let Some(st) = self.stepping.take() {
-            for a in st.temps {
-                if !self.inserted(a) {
-                    let _ = self.remove(a);
-                }
-            }
+        if let RunState::Stepping(_) = self.state {
+            self.transition(RunState::Running);
         }
     }
 
     /// Wait up to `timeout` for the machine to stop in a way gdb must hear about. Our own
     /// hooks are handled here: they resume the machine unless gdb's library list changed.
     pub fn poll(&mut self, timeout: Duration) -> Result<Option<StopReason>, Fatal> {
-        if let Some(p) = self.pending.take() {
-            self.running = false;
+        if let RunState::Pending(p)
+        | RunState::Exited {
+            unreported: Some(p),
+        } = &self.state
+        {
+            let p = *p;
+            self.transition(RunState::Stopped);
             return Ok(Some(p));
         }
-        if !self.running {
+        if !self.is_running() {
             return Ok(None);
         }
         let end = Instant::now() + timeout;
         loop {
-            if let Some(st) = self.stepping.as_mut()
-                && !st.interrupted
-                && st.started.elapsed() > STEP_LIMIT
-            {
-                st.interrupted = true;
+            let cut_short = match &mut self.state {
+                RunState::Stepping(st) if !st.interrupted && st.started.elapsed() > STEP_LIMIT => {
+                    st.interrupted = true;
+                    true
+                }
+                _ => false,
+            };
+            if cut_short {
                 self.rc_mut()
                     .interrupt()
                     .map_err(|e| Fatal(format!("stopping a long step: {e}")))?;
@@ -852,7 +900,10 @@ impl<R: RunControl> UmlTarget<R> {
                 .wait(Some(left))
                 .map_err(|e| Fatal(format!("waiting for the machine: {e}")))?;
             let Some(ev) = ev else { return Ok(None) };
-            let step = self.stepping.clone();
+            let step = match &self.state {
+                RunState::Stepping(st) => Some(st.clone()),
+                _ => None,
+            };
             let stop = match &step {
                 Some(st) => self.map_step_stop(st, ev),
                 None => self.map_stop(ev),
@@ -866,8 +917,7 @@ impl<R: RunControl> UmlTarget<R> {
                         self.stop_machine().map_err(Fatal)?;
                     }
                 }
-                self.end_step();
-                self.running = false;
+                self.transition(RunState::Stopped);
                 return Ok(Some(stop));
             }
             self.rc_mut()
@@ -966,7 +1016,7 @@ impl<R: RunControl> UmlTarget<R> {
                 })
             }
             StopEvent::Exited { code, signal } => {
-                self.exited = true;
+                self.transition(RunState::Exited { unreported: None });
                 Some(match (code, signal) {
                     (_, Some(s)) => StopReason::Terminated(Signal(s as u8)),
                     (c, None) => StopReason::Exited(c.unwrap_or(0) as u8),
@@ -977,7 +1027,7 @@ impl<R: RunControl> UmlTarget<R> {
 
     /// Ctrl-C from gdb: stop the machine; the stop comes through [`poll`](Self::poll).
     pub fn interrupt(&mut self) -> Result<(), Fatal> {
-        if !self.running || self.pending.is_some() {
+        if !matches!(self.state, RunState::Running | RunState::Stepping(_)) {
             return Ok(());
         }
         self.rc_mut()
@@ -987,15 +1037,18 @@ impl<R: RunControl> UmlTarget<R> {
 
     /// Stop the machine if it runs (its stop is not reported to anybody).
     fn stop_quietly(&mut self) -> Result<(), String> {
-        self.pending = None;
+        match self.state {
+            RunState::Pending(_) => self.transition(RunState::Running),
+            RunState::Exited { .. } => self.transition(RunState::Stopped),
+            _ => {}
+        }
         let r = self.stop_machine();
         self.end_step();
         r
     }
 
     fn stop_machine(&mut self) -> Result<(), String> {
-        if !self.running || self.exited {
-            self.running = false;
+        if !self.is_running() || self.has_exited() {
             return Ok(());
         }
         self.rc_mut().interrupt().map_err(errs)?;
@@ -1007,18 +1060,18 @@ impl<R: RunControl> UmlTarget<R> {
                 .map_err(errs)?
             {
                 Some(StopEvent::Exited { .. }) => {
-                    self.exited = true;
+                    self.transition(RunState::Exited { unreported: None });
                     break;
                 }
                 Some(_) => {
-                    self.running = false;
+                    self.transition(RunState::Stopped);
                     return Ok(());
                 }
                 None => {}
             }
         }
-        self.running = false;
-        if self.exited {
+        self.transition(RunState::Stopped);
+        if self.has_exited() {
             Ok(())
         } else {
             Err("the machine did not stop within 10 s".into())
@@ -1028,7 +1081,7 @@ impl<R: RunControl> UmlTarget<R> {
     /// End the session: stop the machine, take every breakpoint out, detach. The machine runs
     /// on. Returns how many of gdb's breakpoints were removed (our hooks are not counted).
     pub fn finish(mut self) -> Result<usize, String> {
-        if self.exited {
+        if self.has_exited() {
             return Ok(0);
         }
         self.stop_quietly()?;
@@ -1080,7 +1133,7 @@ impl<R: RunControl> UmlTarget<R> {
         let started = Instant::now();
         let mut last_tick = Instant::now();
         self.rc_mut().resume().map_err(errs)?;
-        self.running = true;
+        self.transition(RunState::Running);
         let result = loop {
             if let Some(v) = done() {
                 break Ok(v);
@@ -1099,8 +1152,7 @@ impl<R: RunControl> UmlTarget<R> {
             {
                 None => {}
                 Some(StopEvent::Exited { .. }) => {
-                    self.exited = true;
-                    self.running = false;
+                    self.transition(RunState::Exited { unreported: None });
                     return Err("the machine exited".into());
                 }
                 Some(StopEvent::Breakpoint { tid, addr }) if self.hooks.contains_key(&addr) => {
@@ -1457,7 +1509,7 @@ impl<R: RunControl> MultiThreadBase for UmlTarget<R> {
 
 impl<R: RunControl> MultiThreadResume for UmlTarget<R> {
     fn resume(&mut self) -> Result<(), Fatal> {
-        if self.exited {
+        if self.has_exited() {
             return Err(Fatal("the machine has exited".into()));
         }
         self.start()

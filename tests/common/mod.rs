@@ -2,6 +2,9 @@
 //! taken down on drop (also when a test fails), polling with deadlines instead of sleeps.
 #![allow(dead_code)]
 
+pub mod hand;
+pub mod serve;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};

@@ -1,5 +1,5 @@
 //! Helpers of the `umldbg serve` tests with real UML machines: the server as a child process
-//! (stopped on drop), stock gdb in batch mode. Included with `mod serve_common;`.
+//! (stopped on drop), stock gdb in batch mode. `use common::serve::*;` after `mod common;`.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -8,9 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_umldbg")
-}
+use super::bin;
 
 /// `umldbg serve` running for the life of the value.
 pub struct Server {
