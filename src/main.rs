@@ -213,11 +213,11 @@ fn main() -> ExitCode {
         }
         Cmd::Flow(a) => cli::trace::run_flow(a, g.takes("flow", &[Cache, Json])?).map(code),
         Cmd::Exec(a) => {
-            g.takes("exec", &[])?;
+            g.takes("exec", &[UmlDir])?.machine_is_there(&a.umid)?;
             cli::lab::exec(a).map(code)
         }
         Cmd::Console { umid } => {
-            g.takes("console", &[])?;
+            g.takes("console", &[UmlDir])?.machine_is_there(&umid)?;
             cli::lab::console(&umid).map(code)
         }
         Cmd::Capture(a) => {

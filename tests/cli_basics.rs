@@ -142,9 +142,17 @@ fn global_options_a_command_does_not_take_are_refused() {
             "kernel",
         ),
         (
-            &["exec", "--uml-dir", "/nonexistent", "cb-nothing"][..],
+            &[
+                "symfile",
+                "--uml-dir",
+                "/x",
+                "--kallsyms",
+                "k",
+                "--output",
+                "o",
+            ][..],
             "--uml-dir",
-            "exec",
+            "symfile",
         ),
         (&["lab", "graph", "--json"][..], "--json", "lab graph"),
     ] {
@@ -159,4 +167,14 @@ fn global_options_a_command_does_not_take_are_refused() {
     }
     // The same options where they mean something are taken.
     assert!(umldbg(&["kernel", "path", "--json"]).status.success());
+    // exec with --uml-dir looks for the machine there.
+    let o = umldbg(&[
+        "exec",
+        "--uml-dir",
+        "/nonexistent",
+        "cb-nothing",
+        "--",
+        "true",
+    ]);
+    assert!(stderr(&o).starts_with("umldbg: no machine cb-nothing under --uml-dir /nonexistent"));
 }

@@ -79,6 +79,18 @@ impl Global {
         }
     }
 
+    /// With `--uml-dir` given, a command that finds its machine through the machine's lab
+    /// (exec, console) checks that the machine is one of that directory's.
+    pub fn machine_is_there(&self, umid: &str) -> anyhow::Result<()> {
+        if self.given.uml_dir && !self.uml_dir.join(umid).join("pid").is_file() {
+            anyhow::bail!(
+                "no machine {umid} under --uml-dir {}: check the umid, or leave --uml-dir out",
+                self.uml_dir.display()
+            );
+        }
+        Ok(())
+    }
+
     /// Refuse a global option the user typed that `command` does not take.
     pub fn takes(&self, command: &str, takes: &[Opt]) -> anyhow::Result<&Global> {
         let typed = [
