@@ -727,3 +727,93 @@ s.sendto(b'{payload}', ('192.168.20.2', 7000))
     assert_eq!(drop["reason"], "NO_SOCKET");
     lab.assert_all_alive();
 }
+
+#[test]
+fn a_clone_freed_by_the_neighbour_queue_does_not_end_the_packet_it_was_cloned_from() {
+    let lab = Lab::article("tpc-");
+    // R knows no next hop yet: each first packet each way waits in the neighbour's queue for
+    // ARP, and neigh_probe clones it for arp_solicit and frees the clone at once.
+    lab.must("R", "ip neigh flush all");
+    let t = start(&[&lab.umid("R"), "--all-skb", "--json", "icmp"]);
+    let out = lab.must("A", "ping -c 4 -i 0.3 -W 3 192.168.20.2");
+    assert!(out.contains("4 received"), "{out}");
+    let v = t.stop();
+    let all = by_time(&hits(&v));
+    let mut stories: std::collections::BTreeMap<u64, Vec<&serde_json::Value>> = Default::default();
+    for h in &all {
+        let n = h["packet"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("a hit of no packet: {h}"));
+        stories.entry(n).or_default().push(h);
+    }
+    let summary = v.iter().find_map(|x| x.get("summary")).unwrap();
+    assert_eq!(summary["lost"], 0, "{summary}");
+    // Every echo request and every reply, each once, each forwarded: none hidden by the
+    // address a freed clone (or packet) gave back, no clone counted as a packet of its own.
+    let mut seen: Vec<(u64, u64)> = Vec::new();
+    for (n, s) in &stories {
+        let icmp = &s[0]["skb"]["icmp"];
+        let kind = (
+            icmp["type"].as_u64().unwrap(),
+            icmp["seq"].as_u64().unwrap(),
+        );
+        assert!(
+            s.iter().any(|h| h["function"] == "ip_forward"),
+            "packet {n} {kind:?} not forwarded: {:?}",
+            functions(s)
+        );
+        seen.push(kind);
+    }
+    seen.sort();
+    let want: Vec<(u64, u64)> = [0, 8]
+        .iter()
+        .flat_map(|t| (1..=4).map(move |q| (*t, q)))
+        .collect();
+    assert_eq!(seen, want, "{:?}", stories.keys());
+    assert_eq!(summary["packets"], 8, "{summary}");
+    // The first request: cloned while it waited, the clone freed with its own end, the
+    // request itself sent on afterwards and ending at its real free.
+    let first = stories
+        .values()
+        .find(|s| s[0]["skb"]["icmp"]["type"] == 8 && s[0]["skb"]["icmp"]["seq"] == 1)
+        .unwrap();
+    let names = functions(first);
+    let orig = first
+        .iter()
+        .find(|h| h["function"] == "ip_forward")
+        .unwrap()["skb_addr"]
+        .clone();
+    let clone_end = first
+        .iter()
+        .position(|h| h["skb_addr"] != orig && h["end"] == "freed")
+        .unwrap_or_else(|| panic!("no clone freed while the request waited: {names:?}"));
+    assert!(
+        first[..clone_end]
+            .iter()
+            .any(|h| h["function"] == "arp_solicit" && h["skb_addr"] != orig),
+        "{names:?}"
+    );
+    let ends: Vec<usize> = (0..first.len())
+        .filter(|&i| first[i]["skb_addr"] == orig && first[i].get("end").is_some())
+        .collect();
+    assert_eq!(ends.len(), 1, "not one end of the request's skb: {names:?}");
+    let end = ends[0];
+    let sent = first
+        .iter()
+        .position(|h| h["function"] == "vector_net_start_xmit" && h["skb_addr"] == orig)
+        .unwrap_or_else(|| panic!("the request never left R: {names:?}"));
+    assert!(clone_end < sent && sent < end, "{names:?}");
+    assert_eq!(first[end]["end"], "freed", "{}", first[end]);
+    // The end is the last of the story on the request's skb, save the freeing it starts.
+    for h in &first[end + 1..] {
+        let f = h["function"].as_str().unwrap();
+        assert!(
+            h["skb_addr"] != orig
+                || f.contains("free")
+                || f.contains("release")
+                || f.contains("put"),
+            "{f} on the request after its end: {names:?}"
+        );
+    }
+    lab.assert_all_alive();
+}

@@ -110,17 +110,30 @@ pub enum Selected {
     AfterEnd(u64),
 }
 
-/// The packets followed so far on one machine: skb and buffer addresses to their story, and
-/// the stories whose end (a drop or a consume) has been seen while the kernel is still freeing
-/// their skb.
+/// A followed skb: its packet's story and the data buffer it was last seen with.
+#[derive(Debug, Clone, Copy)]
+struct Followed {
+    story: u64,
+    head: u64,
+}
+
+/// The packets followed so far on one machine: skbs and data buffers to their story.
+///
+/// A story can have several skbs at once: clones share the data buffer of the skb they were
+/// made from (`skb_clone`, as the neighbour code does for `arp_solicit` while a packet waits
+/// for its next hop's address), each with its own life. So the end of a story (a drop or a
+/// consume) and the giving back of the memory are per skb: freeing a clone ends the clone
+/// only, the buffer stays followed while another skb of the story uses it, and an skb address
+/// given back is free for the next packet, which the filter judges afresh (what a recycled skb
+/// still shows of its old packet is only seen by the functions that fill it, see [`fills`]).
 #[derive(Debug, Default)]
 pub struct Tracker {
-    by_addr: HashMap<u64, u64>,
+    skbs: HashMap<u64, Followed>,
+    /// Data buffers (`head`) to their story.
+    heads: HashMap<u64, u64>,
+    /// skbs whose end (a drop or a consume) has been seen while the kernel is still freeing
+    /// them.
     ending: std::collections::HashSet<u64>,
-    /// skb addresses given back while followed, not yet seen reinitialised (length 0): until
-    /// then a hit there shows the old packet's bytes (a recycled skb at the entry of the
-    /// function that clears it), which must not select it again.
-    released: std::collections::HashSet<u64>,
     /// Each story's last hit (ns), for [`Tracker::expire`].
     last_hit: HashMap<u64, u128>,
     next: u64,
@@ -167,85 +180,101 @@ pub fn fills(function: &str) -> bool {
 }
 
 impl Tracker {
-    /// The story of the skb at `skb` with buffer `head` if it is followed; else, when `matches`
-    /// says its packet is selected, a new story that follows both addresses.
-    /// `len` is the skb's length at the hit; `function` the function hit (see [`fills`]).
+    /// The story of the skb at `skb` with buffer `head` if either is followed (an skb not seen
+    /// before on a followed buffer is a clone of the packet); else, when `matches` says its
+    /// packet is selected, a new story that follows both addresses. `function` is the
+    /// function hit (see [`fills`]).
     pub fn select(
         &mut self,
         skb: u64,
         head: u64,
-        len: u32,
         function: &str,
         time_ns: u128,
         matches: impl FnOnce() -> bool,
     ) -> Selected {
         if fills(function) {
-            return match self.by_addr.get(&skb) {
-                Some(&s) if self.ending.contains(&s) => Selected::AfterEnd(s),
-                Some(&s) => Selected::Again(s),
+            return match self.skbs.get(&skb) {
+                Some(f) if self.ending.contains(&skb) => Selected::AfterEnd(f.story),
+                Some(f) => Selected::Again(f.story),
                 None => Selected::No,
             };
         }
-        if let Some(&s) = self.by_addr.get(&skb).or_else(|| self.by_addr.get(&head)) {
-            self.by_addr.insert(skb, s);
-            if head != 0 {
-                self.by_addr.insert(head, s);
-            }
-            self.last_hit.insert(s, time_ns);
-            if self.ending.contains(&s) {
+        let known = self.skbs.get(&skb).map(|f| f.story).or_else(|| {
+            (head != 0)
+                .then(|| self.heads.get(&head).copied())
+                .flatten()
+        });
+        if let Some(s) = known {
+            self.follow(skb, head, s, time_ns);
+            if self.ending.contains(&skb) {
                 return Selected::AfterEnd(s);
             }
             return Selected::Again(s);
-        }
-        if self.released.contains(&skb) {
-            if len != 0 {
-                return Selected::No;
-            }
-            self.released.remove(&skb);
         }
         if !matches() {
             return Selected::No;
         }
         self.next += 1;
         let s = self.next;
-        self.by_addr.insert(skb, s);
-        if head != 0 {
-            self.by_addr.insert(head, s);
-        }
-        self.last_hit.insert(s, time_ns);
+        self.follow(skb, head, s, time_ns);
         Selected::New(s)
     }
 
-    /// The packet's story ended (dropped or consumed); the freeing that follows still belongs
-    /// to it.
+    fn follow(&mut self, skb: u64, head: u64, story: u64, time_ns: u128) {
+        let was = self.skbs.insert(skb, Followed { story, head });
+        if head != 0 {
+            self.heads.insert(head, story);
+        }
+        // A buffer the skb left (a head expanded or replaced) goes once no skb uses it; the
+        // kernel frees it, too (`skb_free_head`).
+        if let Some(w) = was
+            && w.head != head
+        {
+            self.drop_head_if_unused(w.head, w.story);
+        }
+        self.last_hit.insert(story, time_ns);
+    }
+
+    /// Stops following `head` for `story` when no followed skb names it any more.
+    fn drop_head_if_unused(&mut self, head: u64, story: u64) {
+        if head != 0
+            && self.heads.get(&head) == Some(&story)
+            && !self.skbs.values().any(|f| f.head == head)
+        {
+            self.heads.remove(&head);
+        }
+    }
+
+    /// The story of the skb ended here (dropped or consumed): the freeing that follows still
+    /// belongs to it. Other skbs of the story (the packet it was cloned from, its clones) go
+    /// on.
     pub fn end(&mut self, skb: u64) {
-        if let Some(&s) = self.by_addr.get(&skb) {
-            self.ending.insert(s);
+        if self.skbs.contains_key(&skb) {
+            self.ending.insert(skb);
         }
     }
 
-    /// The kernel gave the skb's memory back: its addresses may carry another packet from now
-    /// on (a clone on the same buffer keeps the story).
+    /// The kernel gave the skb's memory back: its address may carry another packet from now
+    /// on. Its buffer stays followed while another skb of the story (a clone, or the packet
+    /// a freed clone was made from) still uses it.
     pub fn release(&mut self, skb: u64, head: u64) {
-        if let Some(s) = self.by_addr.remove(&skb) {
-            if self.released.len() > 65536 {
-                self.released.clear();
-            }
-            self.released.insert(skb);
-            if self.by_addr.get(&head) == Some(&s) {
-                self.by_addr.remove(&head);
-            }
-            if !self.by_addr.values().any(|v| *v == s) {
-                self.ending.remove(&s);
-                self.last_hit.remove(&s);
-            }
+        self.ending.remove(&skb);
+        let Some(f) = self.skbs.remove(&skb) else {
+            return;
+        };
+        self.drop_head_if_unused(head, f.story);
+        self.drop_head_if_unused(f.head, f.story);
+        if !self.skbs.values().any(|o| o.story == f.story)
+            && !self.heads.values().any(|s| *s == f.story)
+        {
+            self.last_hit.remove(&f.story);
         }
     }
 
-    /// The kernel freed a data buffer (`skb_free_head`): it may carry another packet from now
-    /// on, whatever skb still names it.
+    /// The kernel freed a data buffer (`skb_free_head`: the last skb on it let go): it may
+    /// carry another packet from now on, whatever skb still names it.
     pub fn forget(&mut self, addr: u64) {
-        self.by_addr.remove(&addr);
+        self.heads.remove(&addr);
     }
 
     /// Lets go of the stories whose last hit is older than [`IDLE_NS`] before `now_ns`;
@@ -261,22 +290,31 @@ impl Tracker {
             return Vec::new();
         }
         self.last_hit.retain(|s, _| !old.contains(s));
-        self.ending.retain(|s| !old.contains(s));
-        let addrs: Vec<u64> = self
-            .by_addr
+        let skbs: Vec<u64> = self
+            .skbs
+            .iter()
+            .filter(|(_, f)| old.contains(&f.story))
+            .map(|(a, _)| *a)
+            .collect();
+        let heads: Vec<u64> = self
+            .heads
             .iter()
             .filter(|(_, s)| old.contains(s))
             .map(|(a, _)| *a)
             .collect();
-        for a in &addrs {
-            self.by_addr.remove(a);
+        for a in &skbs {
+            self.skbs.remove(a);
+            self.ending.remove(a);
         }
-        addrs
+        for a in &heads {
+            self.heads.remove(a);
+        }
+        skbs.into_iter().chain(heads).collect()
     }
 
     /// Whether `addr` (an skb or a buffer) is followed.
     pub fn follows(&self, addr: u64) -> bool {
-        self.by_addr.contains_key(&addr)
+        self.skbs.contains_key(&addr) || self.heads.contains_key(&addr)
     }
 
     /// The compiled programs, for the in-kernel filter: (Ethernet, raw IP).
@@ -284,9 +322,9 @@ impl Tracker {
         (f.ethernet.as_ref(), f.raw_ip.as_ref())
     }
 
-    /// Packets followed now.
+    /// Addresses (skbs and buffers) followed now.
     pub fn followed(&self) -> usize {
-        self.by_addr.len()
+        self.skbs.len() + self.heads.len()
     }
 }
 
@@ -344,46 +382,114 @@ mod tests {
     #[test]
     fn a_followed_skb_stays_selected_through_rewrites_and_clones() {
         let mut t = Tracker::default();
-        assert_eq!(
-            t.select(0x100, 0x900, 84, "f", 0, || true),
-            Selected::New(1)
-        );
+        assert_eq!(t.select(0x100, 0x900, "f", 0, || true), Selected::New(1));
         // After NAT the packet no longer matches; it is followed by its address.
-        assert_eq!(
-            t.select(0x100, 0x900, 84, "f", 0, || false),
-            Selected::Again(1)
-        );
+        assert_eq!(t.select(0x100, 0x900, "f", 0, || false), Selected::Again(1));
         // A clone: another skb on the same buffer.
-        assert_eq!(
-            t.select(0x200, 0x900, 84, "f", 0, || false),
-            Selected::Again(1)
-        );
-        assert_eq!(t.select(0x300, 0xa00, 84, "f", 0, || false), Selected::No);
+        assert_eq!(t.select(0x200, 0x900, "f", 0, || false), Selected::Again(1));
+        assert_eq!(t.select(0x300, 0xa00, "f", 0, || false), Selected::No);
         t.end(0x100);
         // The rest of the freeing belongs to the story.
         assert_eq!(
-            t.select(0x100, 0x900, 84, "f", 0, || false),
+            t.select(0x100, 0x900, "f", 0, || false),
             Selected::AfterEnd(1)
         );
         t.release(0x100, 0x900);
-        // The clone still carries it.
+        // The clone still carries it, to its own end.
+        assert_eq!(t.select(0x200, 0x900, "f", 0, || false), Selected::Again(1));
+        assert!(t.follows(0x900) && !t.follows(0x100));
+        // The old address, recycled: while it is being filled it still shows the old packet,
+        // which selects nothing; once filled, the filter judges the new packet.
         assert_eq!(
-            t.select(0x200, 0xb00, 84, "f", 0, || false),
-            Selected::AfterEnd(1)
+            t.select(0x100, 0xc00, "__build_skb_around", 0, || true),
+            Selected::No
         );
-        // The old address, recycled: its stale bytes do not count until it is reinitialised.
-        assert_eq!(t.select(0x100, 0xc00, 84, "f", 0, || true), Selected::No);
-        assert_eq!(t.select(0x100, 0xc00, 0, "f", 0, || false), Selected::No);
-        assert_eq!(
-            t.select(0x100, 0xc00, 84, "f", 0, || true),
-            Selected::New(2)
-        );
+        assert_eq!(t.select(0x100, 0xc00, "f", 0, || false), Selected::No);
+        assert_eq!(t.select(0x100, 0xc00, "f", 0, || true), Selected::New(2));
         assert!(releases("kfree_skbmem") && !releases("skb_release_data"));
         // A clone being made at a stale address on a followed buffer: not this packet (yet).
         assert_eq!(
-            t.select(0x400, 0x900, 84, "__copy_skb_header", 0, || true),
+            t.select(0x400, 0x900, "__copy_skb_header", 0, || true),
             Selected::No
         );
+    }
+
+    /// R forwards a ping to B before it knows B's MAC address: the request waits in the
+    /// neighbour's queue, and `neigh_probe` clones it for `arp_solicit` and consumes the clone
+    /// at once. Freeing the clone ended the request's whole story (its later hits counted as
+    /// after its end, its real free showed no end), and the address the clone gave back was
+    /// refused to the next packet there (the reply) until a hit showed it empty, which the
+    /// in-kernel filter never records.
+    #[test]
+    fn a_clone_freed_by_the_neighbour_queue_does_not_end_the_packet_it_was_cloned_from() {
+        let (request, clone, buf) = (0x1000, 0x2000, 0x9000);
+        let mut t = Tracker::default();
+        assert_eq!(
+            t.select(request, buf, "ip_rcv_core", 0, || true),
+            Selected::New(1)
+        );
+        for f in ["ip_forward", "__neigh_event_send", "skb_clone"] {
+            assert_eq!(t.select(request, buf, f, 1, || false), Selected::Again(1));
+        }
+        // skb_clone: the new skb, still stale while it is filled, then on the shared buffer.
+        assert_eq!(
+            t.select(clone, buf, "__copy_skb_header", 2, || false),
+            Selected::No
+        );
+        assert_eq!(
+            t.select(clone, buf, "arp_solicit", 3, || false),
+            Selected::Again(1)
+        );
+        // consume_skb(clone): the clone's end; the data reference it drops is not the last,
+        // so the buffer is not freed (no skb_free_head), only the clone's memory.
+        assert_eq!(
+            t.select(clone, buf, "sk_skb_reason_drop", 4, || false),
+            Selected::Again(1)
+        );
+        t.end(clone);
+        for f in ["skb_release_all", "skb_release_data", "kfree_skbmem"] {
+            assert_eq!(t.select(clone, buf, f, 5, || false), Selected::AfterEnd(1));
+        }
+        t.release(clone, buf);
+        assert!(!t.follows(clone));
+        assert!(t.follows(request) && t.follows(buf));
+        // The ARP reply came: the request leaves R, still its own story, not after its end.
+        for f in [
+            "neigh_resolve_output",
+            "__dev_queue_xmit",
+            "vector_net_start_xmit",
+        ] {
+            assert_eq!(t.select(request, buf, f, 6, || false), Selected::Again(1));
+        }
+        // Its real free is its end.
+        assert_eq!(
+            t.select(request, buf, "sk_skb_reason_drop", 7, || false),
+            Selected::Again(1)
+        );
+        t.end(request);
+        assert_eq!(
+            t.select(request, buf, "skb_free_head", 8, || false),
+            Selected::AfterEnd(1)
+        );
+        t.forget(buf);
+        assert_eq!(
+            t.select(request, buf, "kfree_skbmem", 8, || false),
+            Selected::AfterEnd(1)
+        );
+        t.release(request, buf);
+        assert_eq!(t.followed(), 0);
+        // The reply arrives in an skb at an address given back (slab reuse): judged afresh,
+        // once it is filled.
+        for (addr, story) in [(clone, 2), (request, 3)] {
+            assert_eq!(
+                t.select(addr, 0xa000 + addr, "__build_skb_around", 9, || true),
+                Selected::No
+            );
+            assert_eq!(
+                t.select(addr, 0xa000 + addr, "ip_rcv_core", 10, || true),
+                Selected::New(story)
+            );
+        }
     }
 
     #[test]
@@ -392,35 +498,28 @@ mod tests {
         // still shows the datagram's headers while its data is copied in.
         let mut t = Tracker::default();
         assert_eq!(
-            t.select(0x100, 0x900, 61, "ip_send_skb", 0, || true),
+            t.select(0x100, 0x900, "ip_send_skb", 0, || true),
             Selected::New(1)
         );
         t.release(0x100, 0x900);
         t.forget(0x900);
-        assert_eq!(
-            t.select(0x100, 0x900, 0, "skb_put", 0, || false),
-            Selected::No
-        );
+        assert_eq!(t.select(0x100, 0x900, "skb_put", 0, || false), Selected::No);
         for f in ["raw_getfrag", "ip_generic_getfrag", "ip_select_ident_segs"] {
             assert!(fills(f), "{f}");
-            assert_eq!(
-                t.select(0x100, 0x900, 84, f, 0, || true),
-                Selected::No,
-                "{f}"
-            );
+            assert_eq!(t.select(0x100, 0x900, f, 0, || true), Selected::No, "{f}");
         }
         // Once its headers are written, the filter judges the ping itself.
         assert_eq!(
-            t.select(0x100, 0x900, 84, "ip_send_skb", 0, || false),
+            t.select(0x100, 0x900, "ip_send_skb", 0, || false),
             Selected::No
         );
         // A followed packet stays followed through them.
         assert_eq!(
-            t.select(0x300, 0xa00, 61, "ip_output", 0, || true),
+            t.select(0x300, 0xa00, "ip_output", 0, || true),
             Selected::New(2)
         );
         assert_eq!(
-            t.select(0x300, 0xa00, 61, "ip_select_ident_segs", 0, || false),
+            t.select(0x300, 0xa00, "ip_select_ident_segs", 0, || false),
             Selected::Again(2)
         );
     }

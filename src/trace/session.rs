@@ -808,7 +808,7 @@ pub fn run(
                 _ => 0,
             };
             let mut tracker = tracker.borrow_mut();
-            let sel = tracker.select(skb, head, len, &t.func.name, time_ns, || match raw {
+            let sel = tracker.select(skb, head, &t.func.name, time_ns, || match raw {
                 Some((sb, head, start, data)) => {
                     let (mac, net, data_off) = headers_of(sb, l, head);
                     len > 0
