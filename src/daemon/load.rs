@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use tokio::sync::{mpsc, oneshot};
 
 use super::GuestConsole;
-use super::modules::{self, GuestModule};
+use crate::guest::modules::{self, GuestModule};
 use super::protocol::Response;
 use super::session::{LoadedSymbols, Msg};
 use crate::kmod::ModuleInfo;

@@ -5,12 +5,12 @@
 pub mod client;
 pub mod journal;
 pub mod load;
-pub mod modules;
 pub mod protocol;
 pub mod server;
 pub mod session;
-pub mod skb;
-pub mod symbols;
+
+// Moved to the guest layer; the old paths stay for the daemon's own files.
+pub use crate::guest::{modules, skb, symbols};
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
@@ -309,15 +309,15 @@ async fn start(opts: &AttachOptions) -> Result<Started, String> {
     // `umldbg trace` can hold the machine's text with probes and no ptrace at all: the text lock
     // (held for the life of this process) keeps a gdb session and a trace apart, and bytes a
     // killed tracer and its guard both left behind are put back before gdb sees the text.
-    let journal = crate::stub::guard::journal_path(&opts.uml_dir, &opts.umid);
-    let text_lock = crate::stub::guard::TextLock::take(&journal).map_err(|holder| {
+    let journal = crate::ptrace::guard::journal_path(&opts.uml_dir, &opts.umid);
+    let text_lock = crate::ptrace::guard::TextLock::take(&journal).map_err(|holder| {
         format!(
             "{} is being traced by umldbg process {}: stop that trace first",
             opts.umid,
             holder.map(|p| p.to_string()).unwrap_or_else(|| "?".into())
         )
     })?;
-    match crate::stub::guard::TraceJournal::open(&journal, pid).repair() {
+    match crate::ptrace::guard::TraceJournal::open(&journal, pid).repair() {
         Ok(fixed) if !fixed.is_empty() => notes.push(format!(
             "put back {} byte(s) a killed tracer left in kernel text",
             fixed.len()

@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::daemon::modules::GuestModule;
+use crate::guest::modules::GuestModule;
 use crate::dwarf::StructLayout;
 
 /// Reads guest (= UML process) memory.
