@@ -141,9 +141,13 @@ fn char_literal_len(b: &[u8], i: usize) -> Option<usize> {
         return Some(end + 3);
     }
     // One UTF-8 character, then the closing quote.
-    let s = std::str::from_utf8(&b[i + 1..(i + 5).min(b.len())]).ok().or_else(|| {
-        (1..4).rev().find_map(|k| std::str::from_utf8(&b[i + 1..(i + 1 + k).min(b.len())]).ok())
-    })?;
+    let s = std::str::from_utf8(&b[i + 1..(i + 5).min(b.len())])
+        .ok()
+        .or_else(|| {
+            (1..4)
+                .rev()
+                .find_map(|k| std::str::from_utf8(&b[i + 1..(i + 1 + k).min(b.len())]).ok())
+        })?;
     let ch = s.chars().next()?;
     let n = ch.len_utf8();
     (b.get(i + 1 + n) == Some(&b'\'')).then_some(n + 2)
@@ -243,7 +247,8 @@ fn references(text: &str, here: &[String], is_mod_file: bool) -> Vec<(usize, Vec
             let abs = offset + at;
             let before = line[..abs].chars().next_back();
             let next = at + 7;
-            if before.is_some_and(|c| is_ident(c) || c == '$') || (before == Some(':') && is_crate) {
+            if before.is_some_and(|c| is_ident(c) || c == '$') || (before == Some(':') && is_crate)
+            {
                 // `$crate::`, `foo_crate::`, `x::crate` (not ours).
                 rest = &rest[next..];
                 offset += next;
@@ -413,7 +418,8 @@ fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>>
             match mark.get(m.as_str()).copied().unwrap_or(Mark::New) {
                 Mark::Open => {
                     let start = stack.iter().position(|s| *s == m)?;
-                    let mut cyc: Vec<String> = stack[start..].iter().map(|s| s.to_string()).collect();
+                    let mut cyc: Vec<String> =
+                        stack[start..].iter().map(|s| s.to_string()).collect();
                     cyc.push(m.clone());
                     return Some(cyc);
                 }
@@ -482,7 +488,10 @@ fn all_edges() -> Vec<Edge> {
         let mut members: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
         members.sort();
         for m in members {
-            let name = m.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = m
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             edges.extend(crate_edges(&m.join("src"), &format!("{name}::")));
         }
     }
@@ -509,7 +518,10 @@ fn top_level_modules_have_no_cycle() {
     let (tops, g) = top_graph(&edges);
     let mut listing = String::new();
     for (k, vs) in &g {
-        listing.push_str(&format!("  {k} -> {}\n", vs.iter().cloned().collect::<Vec<_>>().join(", ")));
+        listing.push_str(&format!(
+            "  {k} -> {}\n",
+            vs.iter().cloned().collect::<Vec<_>>().join(", ")
+        ));
     }
     eprintln!("top-level modules:\n{listing}");
     if let Some(c) = find_cycle(&g) {
@@ -527,7 +539,10 @@ fn files_inside_lab_have_no_cycle() {
     let g = graph_of(inner.iter());
     let mut listing = String::new();
     for (k, vs) in &g {
-        listing.push_str(&format!("  {k} -> {}\n", vs.iter().cloned().collect::<Vec<_>>().join(", ")));
+        listing.push_str(&format!(
+            "  {k} -> {}\n",
+            vs.iter().cloned().collect::<Vec<_>>().join(", ")
+        ));
     }
     eprintln!("files inside {BY_FILE:?}:\n{listing}");
     if let Some(c) = find_cycle(&g) {

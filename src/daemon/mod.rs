@@ -34,51 +34,7 @@ pub struct AttachOptions {
     pub console: Option<PathBuf>,
 }
 
-/// Where the session runs shell commands on the guest (reading `/sys/module`, `modprobe`,
-/// `/proc/kallsyms`).
-#[derive(Debug, Clone)]
-pub enum GuestConsole {
-    /// A lab machine: its lab supervisor owns the console.
-    Lab { umid: String, lab: String },
-    /// A shell on a host pty, kept open for the session's life (closing it hangs the line up).
-    Pty {
-        console: std::sync::Arc<std::sync::Mutex<crate::uml::console::PtyConsole>>,
-        path: PathBuf,
-        /// How it was found: "given with --console", "ssl0 per mconsole".
-        origin: String,
-    },
-}
-
-impl GuestConsole {
-    /// Runs `script` in the guest; its exit status and output.
-    pub fn run(&self, script: &str, timeout_s: u64) -> Result<(i32, String), String> {
-        match self {
-            GuestConsole::Lab { umid, .. } => {
-                let r =
-                    crate::lab::client::exec(umid, script, timeout_s).map_err(|e| e.to_string())?;
-                match (r.ok, r.status) {
-                    (true, Some(rc)) => Ok((rc, r.output.unwrap_or_default())),
-                    _ => Err(r.error.unwrap_or_else(|| "console error".into())),
-                }
-            }
-            GuestConsole::Pty { console, .. } => {
-                let mut c = console.lock().unwrap_or_else(|p| p.into_inner());
-                c.run(script, Duration::from_secs(timeout_s))
-                    .map(|o| (o.status, o.output))
-                    .map_err(|e| e.to_string())
-            }
-        }
-    }
-
-    /// Which console this is, for summaries: `lab article's console`, `/dev/pts/3, given with
-    /// --console`.
-    pub fn describe(&self) -> String {
-        match self {
-            GuestConsole::Lab { lab, .. } => format!("lab {lab}'s console"),
-            GuestConsole::Pty { path, origin, .. } => format!("{}, {origin}", path.display()),
-        }
-    }
-}
+pub use crate::guest::shell::{GuestConsole, GuestShell};
 
 /// The console of a machine: its lab's, the pty given with `--console`, or a pty that mconsole
 /// names and where a shell answers. None with the reason when there is none; an error only when
@@ -97,16 +53,9 @@ fn guest_console(
                 opts.umid
             ));
         }
-        return Ok(Some(GuestConsole::Lab {
-            umid: opts.umid.clone(),
-            lab,
-        }));
+        return Ok(Some(GuestConsole::lab(&opts.umid, &lab)));
     }
-    let pty = |c: PtyConsole, origin: String| GuestConsole::Pty {
-        path: c.path().to_owned(),
-        console: std::sync::Arc::new(std::sync::Mutex::new(c)),
-        origin,
-    };
+    let pty = GuestConsole::pty;
     if let Some(p) = &opts.console {
         let mut c = PtyConsole::open(p).map_err(|e| e.to_string())?;
         c.probe(console::PROBE_TIMEOUT).map_err(|e| e.to_string())?;

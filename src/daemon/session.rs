@@ -14,9 +14,10 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::journal::Journal;
-use crate::guest::modules::{self, GuestModule, Source};
 use super::protocol::{Event, FrameInfo, Request, Response, StopInfo};
 use crate::gdbmi::{AsyncEvent, BreakOptions, Command, Gdb, GdbError, StopEvent, StopReason};
+use crate::guest::modules::{self, GuestModule, Source};
+use crate::guest::shell::GuestShell;
 
 /// UML's own signals: gdb must pass them to the kernel without stopping or printing.
 pub const UML_SIGNALS: &[&str] = &[
@@ -1490,7 +1491,8 @@ async fn kallsyms_symbol_file(cfg: &SessionConfig) -> Result<PathBuf, String> {
     };
     let (rc, text) = tokio::task::spawn_blocking(move || console.run("cat /proc/kallsyms", 60))
         .await
-        .map_err(|e| e.to_string())??;
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
     if rc != 0 {
         return Err(format!(
             "`cat /proc/kallsyms` on {} ({}) exited {rc}",

@@ -5,6 +5,8 @@
 //!
 //! Nothing here knows a frontend: the layer test (`tests/layers.rs`) keeps it so.
 
+pub mod load;
 pub mod modules;
+pub mod shell;
 pub mod skb;
 pub mod symbols;

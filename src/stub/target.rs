@@ -35,8 +35,8 @@ use gdbstub_arch::x86::reg::X86_64CoreRegs;
 
 use super::libraries::{self, FileSection, Library, ModuleOffsets};
 use super::monitor::{self, Command};
-use crate::ptrace::runctl::{RunError, StopEvent, Tracee};
 use crate::guest::modules::GuestModule;
+use crate::ptrace::runctl::{RunError, StopEvent, Tracee};
 
 pub type StopReason = MultiThreadStopReason<u64>;
 
@@ -1214,7 +1214,7 @@ impl<R: RunControl> UmlTarget<R> {
         };
         let md = self.info.modules_dir.clone();
         let resolved =
-            match crate::daemon::load::resolve(arg, &self.info.module_paths, md.as_deref()) {
+            match crate::guest::load::resolve(arg, &self.info.module_paths, md.as_deref()) {
                 Ok(r) => r,
                 Err(e) => return Err(format!("monitor load: {e}")),
             };
@@ -1222,7 +1222,7 @@ impl<R: RunControl> UmlTarget<R> {
         let cache = self.info.cache.clone();
         let r2 = resolved.clone();
         std::thread::spawn(move || {
-            let _ = tx.send(crate::daemon::load::load_in_guest(&umid, &r2, &cache, None));
+            let _ = tx.send(crate::guest::load::load_in_guest(&umid, &r2, &cache, None));
         });
         out(&format!(
             "loading {} in the guest (the machine runs meanwhile)...",
