@@ -6,4 +6,5 @@
 //! Nothing here knows a frontend: the layer test (`tests/layers.rs`) keeps it so.
 
 pub mod guard;
+pub mod mem;
 pub mod runctl;
