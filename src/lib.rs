@@ -14,12 +14,14 @@
 pub mod daemon;
 pub mod dwarf;
 pub mod gdbmi;
+pub mod guest;
 pub mod ide;
 pub mod image;
 pub mod kernel;
 pub mod kmod;
 pub mod lab;
 pub mod net;
+pub mod ptrace;
 pub mod stub;
 pub mod trace;
 pub mod uml;

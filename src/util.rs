@@ -237,3 +237,40 @@ mod tests {
         assert_eq!(seconds("t", 1.5).unwrap().as_millis(), 1500);
     }
 }
+
+/// Where in a source file something is. `column` is absent for line-oriented formats (lab.conf).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub file: std::path::PathBuf,
+    pub line: usize,
+    pub column: Option<usize>,
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file.display(), self.line)?;
+        if let Some(c) = self.column {
+            write!(f, ":{c}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Location {
+    /// The line and column (1-based, in characters) of byte `offset` of `text`.
+    pub fn from_offset(file: &std::path::Path, text: &str, offset: usize) -> Location {
+        let mut offset = offset.min(text.len());
+        while !text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let before = &text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = before[line_start..].chars().count() + 1;
+        Location {
+            file: file.to_owned(),
+            line,
+            column: Some(column),
+        }
+    }
+}

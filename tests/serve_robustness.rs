@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use umldbg::stub::runctl::StopEvent;
+use umldbg::ptrace::runctl::StopEvent;
 use umldbg::stub::server::Session;
 use umldbg::stub::target::fake::{FakeMachine, zero_regs};
 use umldbg::stub::target::{MachineInfo, UmlTarget};

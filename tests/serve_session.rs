@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use umldbg::ptrace::runctl::StopEvent;
 use umldbg::stub::libraries::ModuleOffsets;
-use umldbg::stub::runctl::StopEvent;
 use umldbg::stub::server::{self, Phase, Session, packet};
 use umldbg::stub::target::fake::{FakeMachine, zero_regs};
 use umldbg::stub::target::{Hook, MachineInfo, ModuleTracking, UmlTarget};

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::Args;
 
-use umldbg::stub::runctl::Tracee;
-use umldbg::stub::runctl::tracer_of;
+use umldbg::ptrace::runctl::Tracee;
+use umldbg::ptrace::runctl::tracer_of;
 use umldbg::stub::server::{self, Control, Listen, Listener};
 use umldbg::stub::target::{MachineInfo, UmlTarget};
 
@@ -87,7 +87,7 @@ pub fn run(a: ServeArgs, g: &super::global::Global) -> anyhow::Result<i32> {
     let address = listener.address();
     let control = Arc::new(Control::default());
     handle_signals(control.clone());
-    let journal = umldbg::stub::guard::journal_path(&uml_dir, &a.umid);
+    let journal = umldbg::ptrace::guard::journal_path(&uml_dir, &a.umid);
     // The kernel's GDB scripts want the image under the name vmlinux (see MachineInfo::vmlinux).
     let vmlinux = info.vmlinux();
     let umid = a.umid.clone();

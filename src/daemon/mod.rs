@@ -5,12 +5,12 @@
 pub mod client;
 pub mod journal;
 pub mod load;
-pub mod modules;
 pub mod protocol;
 pub mod server;
 pub mod session;
-pub mod skb;
-pub mod symbols;
+
+// Moved to the guest layer; the old paths stay for the daemon's own files.
+pub use crate::guest::{modules, skb, symbols};
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
@@ -34,51 +34,7 @@ pub struct AttachOptions {
     pub console: Option<PathBuf>,
 }
 
-/// Where the session runs shell commands on the guest (reading `/sys/module`, `modprobe`,
-/// `/proc/kallsyms`).
-#[derive(Debug, Clone)]
-pub enum GuestConsole {
-    /// A lab machine: its lab supervisor owns the console.
-    Lab { umid: String, lab: String },
-    /// A shell on a host pty, kept open for the session's life (closing it hangs the line up).
-    Pty {
-        console: std::sync::Arc<std::sync::Mutex<crate::uml::console::PtyConsole>>,
-        path: PathBuf,
-        /// How it was found: "given with --console", "ssl0 per mconsole".
-        origin: String,
-    },
-}
-
-impl GuestConsole {
-    /// Runs `script` in the guest; its exit status and output.
-    pub fn run(&self, script: &str, timeout_s: u64) -> Result<(i32, String), String> {
-        match self {
-            GuestConsole::Lab { umid, .. } => {
-                let r =
-                    crate::lab::client::exec(umid, script, timeout_s).map_err(|e| e.to_string())?;
-                match (r.ok, r.status) {
-                    (true, Some(rc)) => Ok((rc, r.output.unwrap_or_default())),
-                    _ => Err(r.error.unwrap_or_else(|| "console error".into())),
-                }
-            }
-            GuestConsole::Pty { console, .. } => {
-                let mut c = console.lock().unwrap_or_else(|p| p.into_inner());
-                c.run(script, Duration::from_secs(timeout_s))
-                    .map(|o| (o.status, o.output))
-                    .map_err(|e| e.to_string())
-            }
-        }
-    }
-
-    /// Which console this is, for summaries: `lab article's console`, `/dev/pts/3, given with
-    /// --console`.
-    pub fn describe(&self) -> String {
-        match self {
-            GuestConsole::Lab { lab, .. } => format!("lab {lab}'s console"),
-            GuestConsole::Pty { path, origin, .. } => format!("{}, {origin}", path.display()),
-        }
-    }
-}
+pub use crate::guest::shell::{GuestConsole, GuestShell};
 
 /// The console of a machine: its lab's, the pty given with `--console`, or a pty that mconsole
 /// names and where a shell answers. None with the reason when there is none; an error only when
@@ -97,16 +53,9 @@ fn guest_console(
                 opts.umid
             ));
         }
-        return Ok(Some(GuestConsole::Lab {
-            umid: opts.umid.clone(),
-            lab,
-        }));
+        return Ok(Some(GuestConsole::lab(&opts.umid, &lab)));
     }
-    let pty = |c: PtyConsole, origin: String| GuestConsole::Pty {
-        path: c.path().to_owned(),
-        console: std::sync::Arc::new(std::sync::Mutex::new(c)),
-        origin,
-    };
+    let pty = GuestConsole::pty;
     if let Some(p) = &opts.console {
         let mut c = PtyConsole::open(p).map_err(|e| e.to_string())?;
         c.probe(console::PROBE_TIMEOUT).map_err(|e| e.to_string())?;
@@ -309,15 +258,15 @@ async fn start(opts: &AttachOptions) -> Result<Started, String> {
     // `umldbg trace` can hold the machine's text with probes and no ptrace at all: the text lock
     // (held for the life of this process) keeps a gdb session and a trace apart, and bytes a
     // killed tracer and its guard both left behind are put back before gdb sees the text.
-    let journal = crate::stub::guard::journal_path(&opts.uml_dir, &opts.umid);
-    let text_lock = crate::stub::guard::TextLock::take(&journal).map_err(|holder| {
+    let journal = crate::ptrace::guard::journal_path(&opts.uml_dir, &opts.umid);
+    let text_lock = crate::ptrace::guard::TextLock::take(&journal).map_err(|holder| {
         format!(
             "{} is being traced by umldbg process {}: stop that trace first",
             opts.umid,
             holder.map(|p| p.to_string()).unwrap_or_else(|| "?".into())
         )
     })?;
-    match crate::stub::guard::TraceJournal::open(&journal, pid).repair() {
+    match crate::ptrace::guard::TraceJournal::open(&journal, pid).repair() {
         Ok(fixed) if !fixed.is_empty() => notes.push(format!(
             "put back {} byte(s) a killed tracer left in kernel text",
             fixed.len()

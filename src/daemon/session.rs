@@ -14,11 +14,12 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::journal::Journal;
-use super::modules::{self, GuestModule, Source};
 use super::protocol::{Event, FrameInfo, Request, Response, StopInfo};
 use crate::gdbmi::{
     AsyncEvent, BreakOptions, Command, Gdb, GdbConfig, GdbError, StopEvent, StopReason,
 };
+use crate::guest::modules::{self, GuestModule, Source};
+use crate::guest::shell::GuestShell;
 
 /// When set, the session writes gdb's GDB/MI transcript to this file (see
 /// [`crate::gdbmi::replay`]; the tests' fixtures in `fixtures/gdbmi/session/` come from it).
@@ -181,13 +182,13 @@ pub struct Session {
     events_tx: broadcast::Sender<Event>,
     tx: mpsc::Sender<Msg>,
     journal: Journal,
-    symbols: Arc<crate::daemon::symbols::SymbolIndex>,
-    skb: Option<crate::daemon::skb::SkbReader>,
+    symbols: Arc<crate::guest::symbols::SymbolIndex>,
+    skb: Option<crate::guest::skb::SkbReader>,
     /// The frame's `struct sk_buff *` found when the stop was recorded; `None` once anything
     /// may have moved the frame (a raw gdb command, run control), so `skb` looks again.
     stop_skb: Option<u64>,
     /// The machine's text lock (shared with `umldbg trace` and `serve`), held until detach.
-    pub text_lock: Option<crate::stub::guard::TextLock>,
+    pub text_lock: Option<crate::ptrace::guard::TextLock>,
     /// A module `load --replace` is swapping: its symbols come from the job, not the loader.
     replacing: Option<String>,
 }
@@ -247,7 +248,7 @@ impl Session {
                     cfg.image.display()
                 )
             })?;
-        let symbols = Arc::new(crate::daemon::symbols::SymbolIndex::from_image(&cfg.image));
+        let symbols = Arc::new(crate::guest::symbols::SymbolIndex::from_image(&cfg.image));
         let mut notes = cfg.notes.clone();
         if symbols.is_empty() {
             // A stripped image (a distribution's UML): names from the guest's /proc/kallsyms.
@@ -278,7 +279,7 @@ impl Session {
             .await
             .map_err(|e| format!("attach to pid {}: {e}", cfg.pid))?;
         // The attach stop arrives as an event; it is not the user's.
-        let skb = crate::daemon::skb::SkbReader::new(&cfg.image, &cfg.cache, cfg.pid).ok();
+        let skb = crate::guest::skb::SkbReader::new(&cfg.image, &cfg.cache, cfg.pid).ok();
         let mut s = Session {
             gdb,
             state: RunState::Stopped(StopInfo::attached()),
@@ -1732,7 +1733,8 @@ async fn kallsyms_symbol_file(cfg: &SessionConfig) -> Result<PathBuf, String> {
     };
     let (rc, text) = tokio::task::spawn_blocking(move || console.run("cat /proc/kallsyms", 60))
         .await
-        .map_err(|e| e.to_string())??;
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
     if rc != 0 {
         return Err(format!(
             "`cat /proc/kallsyms` on {} ({}) exited {rc}",

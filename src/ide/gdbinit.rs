@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::daemon::modules::{GuestModule, add_symbol_file_command};
+use crate::guest::modules::{GuestModule, add_symbol_file_command};
 
 /// Signals UML's kernel uses for itself (page faults, timers, I/O, its helpers).
 pub const UML_SIGNALS: &[&str] = &[

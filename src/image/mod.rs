@@ -22,7 +22,7 @@ pub use build::{BuildOptions, Built, Progress, build};
 pub use manifest::Manifest;
 pub use recipe::{BOOT_STUB, Recipe};
 
-use crate::lab::spec::Location;
+use crate::util::Location;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {

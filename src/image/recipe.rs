@@ -28,7 +28,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::ImageError;
-use crate::lab::spec::Location;
+use crate::util::Location;
 
 /// Bumped whenever the way an image is made from a recipe changes, so old images are rebuilt.
 pub const FORMAT: u32 = 2;

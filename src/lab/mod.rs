@@ -5,6 +5,7 @@ pub mod client;
 pub mod graph;
 pub mod init;
 pub mod kathara;
+pub mod load;
 pub mod marks;
 pub mod netns;
 pub mod sandbox;

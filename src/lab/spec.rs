@@ -250,42 +250,7 @@ pub struct DomainSpec {
     pub host_address: Option<IfAddr>,
 }
 
-/// Where in a source file something is. `column` is absent for line-oriented formats (lab.conf).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Location {
-    pub file: PathBuf,
-    pub line: usize,
-    pub column: Option<usize>,
-}
-
-impl fmt::Display for Location {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.file.display(), self.line)?;
-        if let Some(c) = self.column {
-            write!(f, ":{c}")?;
-        }
-        Ok(())
-    }
-}
-
-impl Location {
-    /// The line and column (1-based, in characters) of byte `offset` of `text`.
-    pub fn from_offset(file: &Path, text: &str, offset: usize) -> Location {
-        let mut offset = offset.min(text.len());
-        while !text.is_char_boundary(offset) {
-            offset -= 1;
-        }
-        let before = &text[..offset];
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        let column = before[line_start..].chars().count() + 1;
-        Location {
-            file: file.to_owned(),
-            line,
-            column: Some(column),
-        }
-    }
-}
+pub use crate::util::Location;
 
 /// Something in a lab source that was accepted but not used (an unsupported Kathará option).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -758,47 +723,6 @@ impl LabSpec {
         spec.sort_with(&mut map);
         spec.validate_with(&map)?;
         Ok((spec, warnings))
-    }
-
-    /// Loads a lab from a `.toml` file or a Kathará/Netkit directory (one holding `lab.conf`,
-    /// or that `lab.conf` itself). Warnings about unused options go to the log: show them to a
-    /// user with [`LabSpec::load_with_warnings`].
-    pub fn load(path: &Path) -> Result<LabSpec, SpecError> {
-        let (spec, warnings) = LabSpec::load_with_warnings(path)?;
-        for w in warnings {
-            tracing::warn!("{w}");
-        }
-        Ok(spec)
-    }
-
-    /// As [`LabSpec::load`], returning the warnings for the caller to show.
-    pub fn load_with_warnings(path: &Path) -> Result<(LabSpec, Vec<Warning>), SpecError> {
-        let dir = if path.is_dir() {
-            Some(path.to_owned())
-        } else if path.file_name().is_some_and(|n| n == "lab.conf") {
-            Some(
-                path.parent()
-                    .map_or_else(|| PathBuf::from("."), Path::to_owned),
-            )
-        } else {
-            None
-        };
-        if let Some(dir) = dir {
-            if !dir.join("lab.conf").is_file() {
-                return Err(SpecError::NotALab {
-                    path: path.to_owned(),
-                });
-            }
-            let lab = crate::lab::kathara::load_dir(&dir)?;
-            return Ok((lab.spec, lab.warnings));
-        }
-        let text = crate::util::read_regular_to_string(path, crate::util::MAX_LAB_FILE).map_err(
-            |source| SpecError::Read {
-                path: path.to_owned(),
-                source,
-            },
-        )?;
-        LabSpec::from_toml_str_with_warnings(&text, path)
     }
 
     /// Checks that the lab can be built. Specs from [`LabSpec::load`] are already checked (with

@@ -20,8 +20,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::daemon::modules::GuestModule;
 use crate::dwarf::StructLayout;
+use crate::guest::modules::GuestModule;
 
 /// Reads guest (= UML process) memory.
 pub trait Memory {

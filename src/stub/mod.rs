@@ -5,10 +5,8 @@
 //! and the journal that keep a killed tracer's breakpoints from crashing the machine. The
 //! server (`server`, `target`, `libraries`, `monitor`) speaks gdb's remote protocol over them.
 
-pub mod guard;
 pub mod libraries;
 pub mod monitor;
 pub mod registers;
-pub mod runctl;
 pub mod server;
 pub mod target;

@@ -2,7 +2,7 @@
 //! whose host threads are gdb's threads and whose loaded modules are gdb's libraries.
 //!
 //! Run control goes through the small [`RunControl`] trait, which the ptrace run-control
-//! ([`super::runctl::Tracee`]) implements and [`fake::FakeMachine`] imitates, so the whole
+//! ([`crate::ptrace::runctl::Tracee`]) implements and [`fake::FakeMachine`] imitates, so the whole
 //! gdb session layer runs in tests and under the fuzzer without a kernel.
 //!
 //! Two internal breakpoints, on `do_init_module` and `free_module`, tell when the guest loads or
@@ -35,8 +35,8 @@ use gdbstub_arch::x86::reg::X86_64CoreRegs;
 
 use super::libraries::{self, FileSection, Library, ModuleOffsets};
 use super::monitor::{self, Command};
-use super::runctl::{RunError, StopEvent, Tracee};
-use crate::daemon::modules::GuestModule;
+use crate::guest::modules::GuestModule;
+use crate::ptrace::runctl::{RunError, StopEvent, Tracee};
 
 pub type StopReason = MultiThreadStopReason<u64>;
 
@@ -317,7 +317,7 @@ impl MachineInfo {
             .tracking
             .as_ref()
             .ok_or("no module tracking for this kernel")?;
-        let mut pm = crate::daemon::skb::ProcessMemory { pid };
+        let mut pm = crate::guest::skb::ProcessMemory { pid };
         let mut mem = |a: u64, l: usize| pm.read(a, l).ok();
         libraries::walk_modules(&mut mem, &tr.offsets, tr.head, None).map_err(errs)
     }
@@ -328,7 +328,7 @@ impl MachineInfo {
             .modules_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from("/nonexistent"));
-        crate::daemon::modules::find_module_file(name, &self.module_paths, &md)
+        crate::guest::modules::find_module_file(name, &self.module_paths, &md)
     }
 }
 
@@ -339,7 +339,7 @@ impl MachineInfo {
 pub fn step_targets(bytes: &[u8], pc: u64) -> Option<Vec<u64>> {
     // The length from run control's decoder (which also refuses VEX and invalid opcodes); the
     // control flow from the opcode.
-    let insn = super::runctl::decode(bytes).ok()?;
+    let insn = crate::ptrace::runctl::decode(bytes).ok()?;
     let b = insn.bytes();
     let next = pc.wrapping_add(b.len() as u64);
     let mut i = 0;
@@ -464,7 +464,7 @@ pub struct UmlTarget<R: RunControl> {
     /// Section ranges of each module, to drop breakpoints in a module that goes.
     ranges: BTreeMap<String, Vec<(u64, u64)>>,
     last_tid: Option<i32>,
-    skb: Option<crate::daemon::skb::SkbReader>,
+    skb: Option<crate::guest::skb::SkbReader>,
     /// Memory handed to the client with `_M` (LLDB's expression results), kept here and never
     /// in the machine: see [`UmlTarget::allocate`].
     client_memory: BTreeMap<u64, Vec<u8>>,
@@ -1216,7 +1216,7 @@ impl<R: RunControl> UmlTarget<R> {
     fn skb_text(&mut self, addr: Option<u64>) -> Result<String, String> {
         if self.skb.is_none() {
             let pid = self.rc().pid();
-            match crate::daemon::skb::SkbReader::new(&self.info.image, &self.info.cache, pid) {
+            match crate::guest::skb::SkbReader::new(&self.info.image, &self.info.cache, pid) {
                 Ok(r) => self.skb = Some(r),
                 Err(e) => {
                     return Err(format!(
@@ -1266,7 +1266,7 @@ impl<R: RunControl> UmlTarget<R> {
         };
         let md = self.info.modules_dir.clone();
         let resolved =
-            match crate::daemon::load::resolve(arg, &self.info.module_paths, md.as_deref()) {
+            match crate::guest::load::resolve(arg, &self.info.module_paths, md.as_deref()) {
                 Ok(r) => r,
                 Err(e) => return Err(format!("monitor load: {e}")),
             };
@@ -1274,7 +1274,7 @@ impl<R: RunControl> UmlTarget<R> {
         let cache = self.info.cache.clone();
         let r2 = resolved.clone();
         std::thread::spawn(move || {
-            let _ = tx.send(crate::daemon::load::load_in_guest(&umid, &r2, &cache, None));
+            let _ = tx.send(crate::guest::load::load_in_guest(&umid, &r2, &cache, None));
         });
         out(&format!(
             "loading {} in the guest (the machine runs meanwhile)...",
@@ -1293,7 +1293,7 @@ impl<R: RunControl> UmlTarget<R> {
                     .iter()
                     .find_map(|l| match l {
                         Library::Module { name, text, .. }
-                            if crate::daemon::modules::same_module_name(name, &resolved.name) =>
+                            if crate::guest::modules::same_module_name(name, &resolved.name) =>
                         {
                             Some(text.map_or("-".to_owned(), |t| format!("{t:#x}")))
                         }
@@ -1654,7 +1654,7 @@ pub mod fake {
     use std::time::Duration;
 
     use super::RunControl;
-    use crate::stub::runctl::StopEvent;
+    use crate::ptrace::runctl::StopEvent;
 
     #[derive(Debug, thiserror::Error)]
     #[error("fake machine: {0}")]

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::daemon::modules::{GuestModule, find_module_file};
+use crate::guest::modules::{GuestModule, find_module_file};
 
 /// One function to trace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,7 +154,7 @@ impl SymbolTable {
             }]);
         }
         let near =
-            crate::daemon::symbols::near_names(name, self.funcs.keys().map(String::as_str), 5);
+            crate::guest::symbols::near_names(name, self.funcs.keys().map(String::as_str), 5);
         Err(ResolveError::Unknown {
             name: name.to_string(),
             near,
@@ -229,7 +229,7 @@ pub fn modules_dir_of(image: &Path) -> Option<PathBuf> {
     Some(m.modules_dir)
 }
 
-/// The section listing of every module (the format of `daemon::modules::parse_listing`) with
+/// The section listing of every module (the format of `guest::modules::parse_listing`) with
 /// bash's `$(<file)`, which reads without a fork: 0.1 s where a `cat` per file takes seconds.
 /// (dash's `read` cannot be used: it reads a byte at a time, and the section files, binary
 /// attributes, answer such reads with one byte.)
@@ -239,13 +239,13 @@ const FAST_LISTING: &str = r#"for d in /sys/module/*/sections; do m=${d%/section
 pub fn guest_modules(umid: &str) -> Result<Vec<GuestModule>, String> {
     let script = format!(
         "if command -v bash >/dev/null 2>&1; then bash -c '{FAST_LISTING}'; else\n{}\nfi",
-        crate::daemon::modules::LISTING_SCRIPT
+        crate::guest::modules::LISTING_SCRIPT
     );
     let r = crate::lab::client::exec(umid, &script, 30).map_err(|e| e.to_string())?;
     if !r.ok {
         return Err(r.error.unwrap_or_else(|| "module listing failed".into()));
     }
-    Ok(crate::daemon::modules::parse_listing(
+    Ok(crate::guest::modules::parse_listing(
         r.output.as_deref().unwrap_or(""),
     ))
 }

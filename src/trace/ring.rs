@@ -856,7 +856,7 @@ mod tests {
         let mut at = 0;
         let mut pushes = 0i32;
         while at < code.len() {
-            let i = crate::stub::runctl::decode(&code[at..]).expect("decodes");
+            let i = crate::ptrace::runctl::decode(&code[at..]).expect("decodes");
             match code[at] {
                 0x9c | 0x50..=0x57 => pushes += 1,
                 0x9d | 0x58..=0x5f => pushes -= 1,

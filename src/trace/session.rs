@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use crate::net::layout::SkbLayout;
 use crate::net::skb::{MemoryReader, SkbOptions, SkbView, read_skb_with};
-use crate::stub::guard::journal_path;
-use crate::stub::runctl::{RunError, StopEvent, Tracee};
+use crate::ptrace::guard::journal_path;
+use crate::ptrace::runctl::{RunError, StopEvent, Tracee};
 use crate::trace::args::{self, SkbDwarf};
 use crate::trace::filter::{PacketFilter, Selected, Tracker};
 use crate::trace::functions::{
@@ -422,7 +422,7 @@ pub fn end_of(
 /// file mapping whose name depends on where UML made it (`/dev/shm`, a deleted `/tmp` file in
 /// the sandbox), so everything from the image up to 64 GiB above it counts.
 fn kernel_range(pid: i32) -> (u64, u64) {
-    let maps = crate::stub::runctl::mappings(pid);
+    let maps = crate::ptrace::runctl::mappings(pid);
     let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
         .map(|p| {
             p.to_string_lossy()
@@ -934,7 +934,7 @@ pub fn run(
             }
             batch.clear();
             if let Err(e) = rd.poll(&mut batch) {
-                if e.process_gone() || !crate::stub::guard::process_running(pid) {
+                if e.process_gone() || !crate::ptrace::guard::process_running(pid) {
                     break 'outer "exited";
                 }
                 result = Err(TraceError::Other(e.to_string()));
@@ -944,7 +944,7 @@ pub fn run(
                 if last_alive_check.elapsed() > Duration::from_millis(200) {
                     last_alive_check = Instant::now();
                     clock.refine();
-                    if !crate::stub::guard::process_running(pid) {
+                    if !crate::ptrace::guard::process_running(pid) {
                         break 'outer "exited";
                     }
                 }

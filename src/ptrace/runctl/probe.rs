@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use super::insn::{self, displaced, relocate_body};
 use super::{Inner, NOP, RunError, STUB_SIZE, Stop, StubArea, Tracee, pt, raw_waitpid};
-use crate::stub::guard::{Guard, TraceJournal, restore_bytes};
+use crate::ptrace::guard::{Guard, TraceJournal, restore_bytes};
 
 /// Bytes of the `jmp rel32` written at a probed function's entry.
 pub const PROBE_JMP: usize = 5;
@@ -518,7 +518,7 @@ impl Inner {
 pub struct ProbeLease {
     pid: i32,
     int3_first: bool,
-    _lock: Option<crate::stub::guard::TextLock>,
+    _lock: Option<crate::ptrace::guard::TextLock>,
     probes: BTreeMap<u64, Probe>,
     guard: Option<Guard>,
     journal: TraceJournal,

@@ -55,7 +55,7 @@ pub use insn::{InsnError, decode, relocate};
 pub use probe::{PROBE_JMP, ProbeInfo, ProbeLease, Scratch, mappings};
 pub use stubs::{STUB_SIZE, StubArea};
 
-use crate::stub::guard::{Guard, GuardError, TextLock, TraceJournal};
+use crate::ptrace::guard::{Guard, GuardError, TextLock, TraceJournal};
 
 const INT3: u8 = 0xcc;
 const NOP: u8 = 0x90;
@@ -302,7 +302,7 @@ fn pt(req: libc::c_uint, tid: i32, addr: u64, data: u64) -> Result<libc::c_long,
 impl Inner {
     /// Attaches to every thread of `pid` (PTRACE_SEIZE, no EXITKILL: the machine outlives the
     /// tracer), stops them all, and starts the guard. `journal` is the machine's trace journal
-    /// (see [`crate::stub::guard::journal_path`]); bytes a dead tracer left in are repaired first.
+    /// (see [`crate::ptrace::guard::journal_path`]); bytes a dead tracer left in are repaired first.
     fn attach(pid: i32, journal: &Path) -> Result<Inner, RunError> {
         let tids = thread_ids(pid).map_err(|_| RunError::NoProcess(pid))?;
         for &t in &tids {
@@ -1446,7 +1446,7 @@ impl Tracee {
     /// Attaches to every thread of `pid` with PTRACE_SEIZE (no PTRACE_O_EXITKILL: the machine
     /// outlives the tracer) and stops them all; starts the guard. Refuses a process that another
     /// debugger traces, naming it. `journal` is the machine's trace journal
-    /// ([`crate::stub::guard::journal_path`]); bytes a dead tracer left in are repaired first.
+    /// ([`crate::ptrace::guard::journal_path`]); bytes a dead tracer left in are repaired first.
     pub fn attach(pid: i32, journal: &Path) -> Result<Tracee, RunError> {
         Ok(Tracee {
             inner: std::cell::RefCell::new(Inner::attach(pid, journal)?),

@@ -597,8 +597,8 @@ impl TraceJournal {
         for e in &self.data.entries {
             let done = if e.bytes.len() > 1 {
                 restore_bytes(self.data.pid, e.addr, &e.bytes, &e.patched, false)?
-            } else if crate::daemon::journal::peek(self.data.pid, e.addr)? == INT3 {
-                crate::daemon::journal::poke(self.data.pid, e.addr, e.original)?;
+            } else if crate::ptrace::mem::peek(self.data.pid, e.addr)? == INT3 {
+                crate::ptrace::mem::poke(self.data.pid, e.addr, e.original)?;
                 true
             } else {
                 false
