@@ -274,3 +274,9 @@ impl Location {
         }
     }
 }
+
+/// The wait after the `n`th failed `accept` in a row (EMFILE, ENFILE, ENOBUFS: errors that do
+/// not go away at once, so trying again at once would spin a core): 10 ms, doubling, at most 1 s.
+pub fn accept_backoff(n: u32) -> std::time::Duration {
+    std::time::Duration::from_millis((10u64 << n.saturating_sub(1).min(7)).min(1000))
+}

@@ -125,18 +125,7 @@ impl Journal {
 /// breakpoints in kernel text when it is killed, or when the daemon is killed and gdb's next
 /// write to its closed output pipe raises SIGPIPE; the kernel patch gives the guard two seconds.
 pub fn guard_main(uml_pid: i32, gdb_pid: i32, journal: &Path) -> i32 {
-    // SAFETY: pidfd_open has no memory arguments.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, gdb_pid, 0) } as i32;
-    if fd >= 0 {
-        let mut p = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd; -1 waits until gdb exits.
-        while unsafe { libc::poll(&mut p, 1, -1) } < 0 {}
-    }
-    // fd < 0: gdb is already gone.
+    crate::ptrace::guard::wait_gone(gdb_pid, &crate::ptrace::guard::pidfd_open);
     let j = Journal::open(journal, uml_pid);
     match j.repair() {
         Ok(n) if n > 0 => eprintln!(

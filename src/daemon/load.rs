@@ -582,7 +582,8 @@ pub fn swap_script(name: &str, staged: &Path, depends: &[String], put_back: &Put
         PutBack::Insmod(p) => format!("insmod {}", q(&p.display().to_string())),
         PutBack::None => "false".into(),
     };
-    let deps = depends.join(" ");
+    // Names passed is_module_name already; quoted all the same, as every guest shell word is.
+    let deps = depends.iter().map(|d| q(d)).collect::<Vec<_>>().join(" ");
     // Process creation is slow in a guest (a few milliseconds to tens of milliseconds each, more
     // on a loaded host): what the shell can do itself (globs, `case`, `read` on ordinary files,
     // counting) it does, and the module's listing follows in the same run.

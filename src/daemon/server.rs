@@ -20,9 +20,23 @@ pub async fn serve(
     events: broadcast::Sender<Event>,
 ) {
     let me = nix::unistd::geteuid().as_raw();
+    let mut failures = 0u32;
     loop {
-        let Ok((conn, _)) = listener.accept().await else {
-            continue;
+        let conn = match listener.accept().await {
+            Ok((conn, _)) => {
+                failures = 0;
+                conn
+            }
+            Err(e) => {
+                // EMFILE and its kind do not go away by themselves at once: trying again at once
+                // would spin a core while the clients already connected wait.
+                failures += 1;
+                if failures == 1 {
+                    tracing::warn!("session socket: accept failed ({e}); trying again, slower");
+                }
+                tokio::time::sleep(crate::util::accept_backoff(failures)).await;
+                continue;
+            }
         };
         match conn.peer_cred() {
             Ok(c) if c.uid() == 0 || c.uid() == me => {}

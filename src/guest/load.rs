@@ -124,19 +124,22 @@ pub fn load_in_guest_on(
     _installed_dir: Option<&Path>,
 ) -> Result<Vec<GuestModule>, String> {
     let exec = |script: &str, timeout| exec(console, umid, script, timeout);
+    // Names passed is_module_name in resolve(); quoted all the same, as every guest shell word is.
+    let q = crate::lab::init::sh_quote;
     let loaded = exec(
         &format!(
             "[ -d /sys/module/{}/sections ] && echo yes || echo no",
-            r.name
+            q(&r.name)
         ),
         20,
     )?;
     if loaded.trim() != "yes" {
         if r.installed {
-            exec(&format!("modprobe {}", r.name), 60)?;
+            exec(&format!("modprobe {}", q(&r.name)), 60)?;
         } else {
             if !r.depends.is_empty() {
-                exec(&format!("modprobe -a {}", r.depends.join(" ")), 60)?;
+                let deps: Vec<String> = r.depends.iter().map(|d| q(d)).collect();
+                exec(&format!("modprobe -a {}", deps.join(" ")), 60)?;
             }
             let stage = crate::lab::state::machine_stage_dir(cache, umid);
             std::fs::create_dir_all(&stage).map_err(|e| format!("{}: {e}", stage.display()))?;

@@ -245,6 +245,44 @@ pub fn process_running(pid: i32) -> bool {
     }
 }
 
+/// Opens a pidfd for `pid` (`pidfd_open(2)`): the seam the tests of [`wait_gone`] replace.
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open has no memory arguments.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Returns once `pid` has exited (or is a zombie). A pidfd is waited on when `open` gives one;
+/// when it cannot (EMFILE, ENOSYS: anything but ESRCH, which means the process is gone), or
+/// when a wait ends with an error or a wake that is not the process's exit, `/proc/<pid>/stat`
+/// is read every 100 ms instead: the process's exit is never assumed.
+pub fn wait_gone(pid: i32, open: &dyn Fn(i32) -> io::Result<OwnedFd>) {
+    match open(pid) {
+        Ok(fd) => loop {
+            let mut p = libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd; -1 waits until the process exits.
+            let n = unsafe { libc::poll(&mut p, 1, -1) };
+            if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            break;
+        },
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return,
+        Err(_) => {}
+    }
+    while process_running(pid) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// Puts `original` back at `addr` where `patched` (or, for one byte, an `int3`) still is:
 /// `int3` first, then the tail, then the first byte. Raw calls only (runs in the guard).
 ///
@@ -691,6 +729,53 @@ impl TraceJournal {
 
 #[cfg(test)]
 mod tests {
+    /// A process that lives until killed, and a thread waiting for it with `open`: whether the
+    /// wait had ended after `ms` milliseconds (the process is then killed and reaped).
+    fn wait_ended_early(open: fn(i32) -> std::io::Result<std::os::fd::OwnedFd>, ms: u64) -> bool {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            super::wait_gone(pid, &open);
+            let _ = tx.send(());
+        });
+        let early = rx
+            .recv_timeout(std::time::Duration::from_millis(ms))
+            .is_ok();
+        child.kill().unwrap();
+        // The zombie counts as gone: the wait ends before the reaping.
+        rx.recv_timeout(std::time::Duration::from_secs(5))
+            .map(|_| ())
+            .or_else(|e| if early { Ok(()) } else { Err(e) })
+            .expect("the wait ends once the process is gone");
+        child.wait().unwrap();
+        early
+    }
+
+    #[test]
+    fn guard_keeps_bytes_while_gdb_lives_when_pidfd_open_fails_with_emfile() {
+        // Before: any pidfd_open failure was taken for "gdb is gone", and the bytes restored
+        // under a live gdb.
+        let emfile = |_| Err(std::io::Error::from_raw_os_error(libc::EMFILE));
+        assert!(!wait_ended_early(emfile, 400));
+    }
+
+    #[test]
+    fn guard_wait_on_a_wake_that_is_not_the_exit_falls_back_instead_of_ending() {
+        // A descriptor that polls readable at once, as an error or a stray wake would: before,
+        // the guard took any return of poll but an error for gdb's exit (and spun on errors).
+        let ready = |_| std::fs::File::open("/dev/null").map(std::os::fd::OwnedFd::from);
+        assert!(!wait_ended_early(ready, 400));
+    }
+
+    #[test]
+    fn guard_wait_ends_with_the_process_on_a_real_pidfd() {
+        assert!(!wait_ended_early(super::pidfd_open, 200));
+    }
+
     use super::*;
 
     #[test]

@@ -1088,8 +1088,22 @@ pub fn serve<R: RunControl>(
     let l2 = listener.clone();
     let b2 = busy.clone();
     std::thread::spawn(move || {
+        let mut failures = 0u32;
         loop {
-            let Ok(s) = l2.accept() else { continue };
+            let s = match l2.accept() {
+                Ok(s) => {
+                    failures = 0;
+                    s
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures == 1 {
+                        tracing::warn!("serve: accept failed ({e}); trying again, slower");
+                    }
+                    std::thread::sleep(crate::util::accept_backoff(failures));
+                    continue;
+                }
+            };
             let current = b2.lock().map(|g| g.clone()).unwrap_or(None);
             if let Some(who) = current {
                 let why = busy_text(&who);
