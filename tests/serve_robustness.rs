@@ -129,3 +129,14 @@ fn random_byte_streams_never_panic_and_leave_no_breakpoint() {
         drive(&s);
     }
 }
+
+/// Regression: `finish` returned on a failed stop before taking the breakpoints out, so a client
+/// that set one, stepped into a machine that would not stop and left, left the int3 in the text.
+#[test]
+fn finish_after_a_failed_stop_still_removes_the_breakpoints() {
+    let mut data = packet("Z0,60000020,1");
+    data.extend(packet("vCont;c"));
+    data.push(0xff);
+    data.extend(packet("vCont;s:p64.64"));
+    drive(&data);
+}

@@ -1084,7 +1084,9 @@ impl<R: RunControl> UmlTarget<R> {
         if self.has_exited() {
             return Ok(0);
         }
-        self.stop_quietly()?;
+        // A machine that would not stop still has its breakpoints taken out: returning here
+        // would leave int3s in its text with no tracer to handle them.
+        let stopped = self.stop_quietly();
         // Each address once: gdb may have a breakpoint where one of our hooks is.
         let addrs: BTreeSet<u64> = self
             .user_bps
@@ -1108,6 +1110,7 @@ impl<R: RunControl> UmlTarget<R> {
         self.hooks.clear();
         let rc = self.rc.take().expect("run control");
         rc.detach().map_err(|e| format!("detaching: {e}"))?;
+        stopped?;
         match first_err {
             Some(e) => Err(e),
             None => Ok(n),
