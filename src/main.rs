@@ -85,13 +85,6 @@ enum Cmd {
     /// (internal) the session daemon started by attach
     #[command(hide = true, name = "daemon-run")]
     DaemonRun { options: String },
-    /// (internal) the watchdog that restores breakpoint bytes if a session's gdb dies
-    #[command(hide = true, name = "daemon-guard")]
-    DaemonGuard {
-        uml_pid: i32,
-        gdb_pid: i32,
-        journal: PathBuf,
-    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -151,9 +144,7 @@ fn main() -> ExitCode {
     }
     let background = matches!(
         cli.cmd,
-        Cmd::DaemonRun { .. }
-            | Cmd::DaemonGuard { .. }
-            | Cmd::Lab(cli::lab::LabCmd::Supervise { .. })
+        Cmd::DaemonRun { .. } | Cmd::Lab(cli::lab::LabCmd::Supervise { .. })
     );
     init_diagnostics(cli.verbose, background);
     use Opt::{Cache, Json, Umid, UmlDir};
@@ -195,13 +186,6 @@ fn main() -> ExitCode {
         Cmd::Shell { umid_arg } => {
             cli::shell::run(umid_arg, g.takes("shell", &[Umid, UmlDir])?).map(code)
         }
-        Cmd::DaemonGuard {
-            uml_pid,
-            gdb_pid,
-            journal,
-        } => Ok(code(umldbg::daemon::journal::guard_main(
-            uml_pid, gdb_pid, &journal,
-        ))),
         Cmd::DaemonRun { options } => match serde_json::from_str(&options) {
             Ok(o) => Ok(code(umldbg::daemon::daemon_main(o))),
             Err(e) => Err(anyhow::anyhow!("daemon-run: bad options: {e}")),

@@ -91,7 +91,7 @@ fn module_built_out_of_tree_loads_from_host_tmp_with_its_dependencies() {
     );
     lab.must("R", "iptables-legacy -A FORWARD -p icmp -j REJECT");
     s.ok(&["break", "reject_tg"]);
-    let _ping = spawn_sh(&lab.umid("A"), "ping -c 5 -i 0.5 -W 5 192.168.20.2");
+    let mut ping = spawn_sh(&lab.umid("A"), "ping -c 5 -i 0.5 -W 5 192.168.20.2");
     let stop = s.json(&["wait", "--timeout", "60"]);
     assert_eq!(stop["function"], "reject_tg", "{stop}");
     let files: Vec<&str> = stop["backtrace"]
@@ -109,6 +109,8 @@ fn module_built_out_of_tree_loads_from_host_tmp_with_its_dependencies() {
     s.ok(&["continue"]);
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = ping.kill();
+    let _ = ping.wait();
 }
 
 #[test]
@@ -210,6 +212,12 @@ fn killing_gdb_or_the_daemon_never_brings_the_machine_down() {
             same.then_some(())
         });
         let st = s.json(&["status"]);
+        let uml_pid = st["pid"].as_i64().unwrap() as i32;
+        let breaks = s.json(&["breaks"]);
+        let addr = breaks[0]["addr"]
+            .as_str()
+            .and_then(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16).ok())
+            .unwrap_or_else(|| panic!("no address in {breaks}"));
         let victim = if round % 2 == 0 {
             st["gdb_pid"].as_i64()
         } else {
@@ -224,6 +232,20 @@ fn killing_gdb_or_the_daemon_never_brings_the_machine_down() {
             (!umldbg(&["--umid", &r, "status"]).status.success()).then_some(())
         });
         std::mem::forget(s);
+        // The guard (watching gdb) puts the byte back once gdb is gone, whichever was killed.
+        let text_byte = || {
+            use std::os::unix::fs::FileExt;
+            let mut b = [0u8; 1];
+            std::fs::File::open(format!("/proc/{uml_pid}/mem"))
+                .and_then(|f| f.read_exact_at(&mut b, addr))
+                .map(|()| b[0])
+                .unwrap()
+        };
+        wait_for(
+            "reject_tg's first byte to be back",
+            Duration::from_secs(10),
+            || (text_byte() != 0xcc).then_some(()),
+        );
         // Then traffic through the path where the breakpoint sat.
         lab.must("A", UDP_BURST);
     }

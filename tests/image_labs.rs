@@ -41,7 +41,7 @@ fn article_scenario_in_image_mode_stops_at_reject_tg_with_the_packet() {
     let s = Attached::new(&lab.umid("R"));
     s.ok(&["load", "ipt_REJECT"]);
     s.ok(&["break", "reject_tg"]);
-    let _ping = spawn_sh(&lab.umid("A"), "ping -c 5 -i 0.5 -W 5 192.168.20.2");
+    let mut ping = spawn_sh(&lab.umid("A"), "ping -c 5 -i 0.5 -W 5 192.168.20.2");
     let stop = s.json(&["wait", "--timeout", "60"]);
     assert_eq!(stop["function"], "reject_tg", "{stop}");
     assert_eq!(stop["skb"]["ipv4"]["dst"], "192.168.20.2", "{stop}");
@@ -60,6 +60,8 @@ fn article_scenario_in_image_mode_stops_at_reject_tg_with_the_packet() {
         "the image is no longer valid: {}",
         stderr(&o)
     );
+    let _ = ping.kill();
+    let _ = ping.wait();
 }
 
 #[test]

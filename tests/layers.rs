@@ -86,10 +86,9 @@ fn strip(src: &str) -> String {
                 blank(&mut out, b[i]);
                 i += 1;
             }
-            for _ in 0..close.len().min(b.len() - i) {
-                out.push(b' ');
-                i += 1;
-            }
+            let n = close.len().min(b.len() - i);
+            out.resize(out.len() + n, b' ');
+            i += n;
         } else if c == b'"' {
             out.push(b' ');
             i += 1;
@@ -172,12 +171,12 @@ fn module_path(rel: &Path) -> Vec<String> {
 /// The node a module path belongs to. `files` lists the file modules of the `BY_FILE` modules.
 fn node(path: &[String], files: &BTreeSet<String>) -> Option<String> {
     let top = path.first()?;
-    if BY_FILE.contains(&top.as_str()) {
-        if let Some(second) = path.get(1) {
-            let n = format!("{top}/{second}");
-            if files.contains(&n) {
-                return Some(n);
-            }
+    if BY_FILE.contains(&top.as_str())
+        && let Some(second) = path.get(1)
+    {
+        let n = format!("{top}/{second}");
+        if files.contains(&n) {
+            return Some(n);
         }
     }
     Some(top.clone())
@@ -228,9 +227,8 @@ fn group_heads(s: &str) -> Vec<String> {
 }
 
 /// The module paths a stripped source text names, with their line numbers. `here` is the file's
-/// own module path; `is_mod_file` says whether it is a `mod.rs`/`lib.rs` (where `super` goes one
-/// level less far).
-fn references(text: &str, here: &[String], is_mod_file: bool) -> Vec<(usize, Vec<String>, String)> {
+/// own module path (a `mod.rs` of `a` is `[a]`, a file `a/b.rs` is `[a, b]`).
+fn references(text: &str, here: &[String]) -> Vec<(usize, Vec<String>, String)> {
     let mut found = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let mut rest = line;
@@ -275,10 +273,9 @@ fn references(text: &str, here: &[String], is_mod_file: bool) -> Vec<(usize, Vec
                     tail = t;
                 }
                 let mut base: Vec<String> = here.to_vec();
-                let levels = if is_mod_file { ups } else { ups };
                 // A file `a/b.rs` is module [a, b]: `super` is [a]. A `mod.rs` of [a] is module
                 // [a]: `super` is []. Both drop one segment per `super`.
-                for _ in 0..levels {
+                for _ in 0..ups {
                     base.pop();
                 }
                 let heads = if let Some(group) = tail.strip_prefix('{') {
@@ -372,8 +369,7 @@ fn crate_edges(src: &Path, prefix: &str) -> Vec<Edge> {
             Ok(t) => strip(&t),
             Err(e) => panic!("{}: {e}", f.display()),
         };
-        let is_mod = rel.file_name().is_some_and(|n| n == "mod.rs");
-        for (line, target, path) in references(&text, &here, is_mod) {
+        for (line, target, path) in references(&text, &here) {
             let Some(to) = node(&target, &by_file) else {
                 continue;
             };
@@ -596,7 +592,6 @@ fn references_read_groups_and_super() {
     let r = references(
         "use crate::{uml::ids::X, util};\nuse super::kathara::K;\nlet x = crate::image::y();\n$crate::no",
         &here,
-        false,
     );
     let paths: Vec<Vec<String>> = r.into_iter().map(|(_, p, _)| p).collect();
     assert_eq!(

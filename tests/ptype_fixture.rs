@@ -167,7 +167,8 @@ fn unknown_name_suggests_near_ones() {
 
 #[test]
 fn bad_images_give_typed_errors() {
-    let cases: [(&str, fn(&DwarfError) -> bool); 4] = [
+    type IsKind = fn(&DwarfError) -> bool;
+    let cases: [(&str, IsKind); 4] = [
         ("notelf.txt", |e| matches!(e, DwarfError::Elf(_))),
         ("i386.o", |e| matches!(e, DwarfError::Elf(_))),
         ("umldbg_test.nodebug.ko", |e| {

@@ -81,7 +81,7 @@ fn config(scratch: &Scratch, pid: i32, stopped: bool) -> SessionConfig {
         notes: Vec::new(),
         stopped,
         cache: scratch.0.join("cache"),
-        journal: scratch.0.join("umldbg.journal"),
+        journal: scratch.0.join("umldbg.trace-journal"),
     }
 }
 

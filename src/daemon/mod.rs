@@ -3,11 +3,11 @@
 //! socket beside the machine's mconsole socket.
 
 pub mod client;
-pub mod journal;
 pub mod load;
 pub mod protocol;
 pub mod server;
 pub mod session;
+pub mod text;
 
 // Moved to the guest layer; the old paths stay for the daemon's own files.
 pub use crate::guest::{modules, skb, symbols};
@@ -327,7 +327,7 @@ async fn start(opts: &AttachOptions) -> Result<Started, String> {
         notes,
         stopped: opts.stopped,
         cache: opts.cache.clone(),
-        journal: opts.uml_dir.join(&opts.umid).join("umldbg.journal"),
+        journal: journal.clone(),
     };
     let (mut session, summary) =
         session::Session::start(cfg, guest_modules, tx.clone(), events.clone()).await?;

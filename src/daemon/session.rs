@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::journal::Journal;
 use super::protocol::{Event, FrameInfo, Request, Response, StopInfo};
+use super::text::TextGuard;
 use crate::gdbmi::{
     AsyncEvent, BreakOptions, Command, Gdb, GdbConfig, GdbError, StopEvent, StopReason,
 };
@@ -181,7 +181,7 @@ pub struct Session {
     events_rx: broadcast::Receiver<AsyncEvent>,
     events_tx: broadcast::Sender<Event>,
     tx: mpsc::Sender<Msg>,
-    journal: Journal,
+    text: TextGuard,
     symbols: Arc<crate::guest::symbols::SymbolIndex>,
     skb: Option<crate::guest::skb::SkbReader>,
     /// The frame's `struct sk_buff *` found when the stop was recorded; `None` once anything
@@ -265,15 +265,10 @@ impl Session {
             .map_err(|e| format!("loading {}: {e}", sym.display()))?;
             symbols.add_module(&sym, "kallsyms");
         }
-        let journal = Journal::open(&cfg.journal, cfg.pid);
-        if let Some(gp) = gdb.pid() {
-            super::journal::spawn_guard(cfg.pid, gp, &cfg.journal)
-                .map_err(|e| format!("start the breakpoint guard: {e}"))?;
-        }
-        if let Ok(n) = journal.repair()
-            && n > 0
-        {
-            tracing::warn!("restored {n} breakpoint bytes left by an earlier session");
+        let text = TextGuard::new(cfg.pid, &cfg.journal, gdb.pid())?;
+        let n = text.repair();
+        if n > 0 {
+            tracing::warn!("restored {n} breakpoint byte(s) left by an earlier session");
         }
         gdb.cmd_timeout(Command::target_attach(cfg.pid as u32), long)
             .await
@@ -291,7 +286,7 @@ impl Session {
             events_rx,
             events_tx,
             tx,
-            journal,
+            text,
             symbols,
             skb,
             stop_skb: None,
@@ -501,9 +496,7 @@ impl Session {
                 .iter()
                 .filter_map(|l| l.addr.as_deref().and_then(parse_addr)),
         );
-        for a in addrs {
-            self.journal.record(bp.number, a);
-        }
+        self.text.record(bp.number, &addrs);
     }
 
     async fn resume(&mut self) -> Result<(), String> {
@@ -588,8 +581,7 @@ impl Session {
             Transition::Ended(why) => {
                 // gdb died with breakpoints possibly inserted in a running kernel: put the
                 // bytes back.
-                let n = self.journal.repair().unwrap_or(0);
-                self.journal.clear();
+                let n = self.text.gdb_gone();
                 let why = if n > 0 {
                     format!("{why}; restored {n} breakpoint byte(s) in kernel text")
                 } else {
@@ -598,7 +590,7 @@ impl Session {
                 self.end(step, why)
             }
             Transition::Detached(why) => {
-                self.journal.clear();
+                self.text.detached();
                 self.end(step, why)
             }
         };
@@ -1089,7 +1081,7 @@ impl Session {
                 match r {
                     Ok(Ok(_)) => {
                         self.user_bps.remove(&id);
-                        self.journal.forget(id);
+                        self.text.forget(id);
                         Response::ok_text(format!("deleted breakpoint {id}"))
                     }
                     Ok(Err(e)) => Response::err(short(&e)),
@@ -1591,7 +1583,7 @@ impl Session {
                 .await
                 .map_err(gdb_err)?;
             self.user_bps.remove(&bp.number);
-            self.journal.forget(bp.number);
+            self.text.forget(bp.number);
         }
         Ok(out)
     }

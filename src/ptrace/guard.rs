@@ -1,5 +1,5 @@
-//! The breakpoint guard: a watchdog process that puts a dead tracer's `int3` bytes back, and the
-//! trace journal that the next attach repairs from.
+//! The kernel-text guard, the one safety net of every frontend: a watchdog process that puts a
+//! dead tracer's `int3` bytes back, and the journal that the next attach repairs from.
 //!
 //! A tracer can be killed with SIGKILL at any moment. The host then detaches the kernel's
 //! threads and they run on into whatever `int3` is still in their text; our UML kernel waits up
@@ -11,12 +11,19 @@
 //! the host does before it detaches the tracees, so the guard is already at work when the kernel
 //! meets the trap.
 //!
+//! The tracer is either this process (the tracer of `trace` and `serve`), or another process it
+//! drives (gdb, under the gdb/MI daemon): then the guard also watches that process, and it is
+//! the watched process's exit that sets it to work. The daemon's end alone does not: gdb then
+//! reads end-of-file, detaches and takes its breakpoints out itself, and when it dies instead,
+//! the guard is still there.
+//!
 //! The child runs between `fork` and `_exit` without allocating or locking (the tracer may have
 //! other threads holding the allocator's lock at the fork): fixed arrays on its stack, paths
 //! prepared before the fork, raw `libc` calls only.
 //!
-//! The journal keeps the same facts on disk (`~/.uml/<umid>/umldbg.trace-journal`) with the
-//! stub cursor (see `runctl/stubs.rs`), for a tracer and a guard that both died.
+//! The journal keeps the same facts on disk (`~/.uml/<umid>/umldbg.trace-journal`, one format
+//! for every frontend, tied to the kernel's pid) with the stub cursor (see `runctl/stubs.rs`),
+//! for a tracer and a guard that both died.
 
 use std::ffi::CString;
 use std::io;
@@ -48,6 +55,8 @@ pub enum GuardError {
     },
     #[error("the breakpoint guard holds at most {GUARD_MAX} breakpoints")]
     Full,
+    #[error("process {0}, which the breakpoint guard was to watch, is already gone")]
+    WatchedGone(i32),
 }
 
 /// The tracer's end of a running guard.
@@ -69,7 +78,47 @@ impl Guard {
     /// `int3` (only a kernel with patch 0001 waits such a trap out; without it the bytes are
     /// written in one go).
     pub fn spawn_with(target: i32, int3_first: bool) -> Result<Guard, GuardError> {
+        Guard::fork(target, int3_first, None)
+    }
+
+    /// A guard for breakpoints that another process (`watched`: gdb) writes into `target`. The
+    /// guard restores them once `watched` has exited without [`Guard::dismiss`]; the end of this
+    /// process alone does not set it to work. `open` gives the pidfd it waits on
+    /// ([`pidfd_open`]; the tests hand in failing ones): when it fails other than with ESRCH,
+    /// or the descriptor wakes while the process still runs, the guard reads
+    /// `/proc/<watched>/stat` every 100 ms instead. It never takes the process for gone.
+    pub fn watching(
+        target: i32,
+        watched: i32,
+        open: &dyn Fn(i32) -> io::Result<OwnedFd>,
+    ) -> Result<Guard, GuardError> {
+        let pidfd = match open(watched) {
+            Ok(fd) => Some(fd),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                return Err(GuardError::WatchedGone(watched));
+            }
+            Err(_) => None,
+        };
+        Guard::fork(target, true, Some((watched, pidfd)))
+    }
+
+    fn fork(
+        target: i32,
+        int3_first: bool,
+        watch: Option<(i32, Option<OwnedFd>)>,
+    ) -> Result<Guard, GuardError> {
         let mem = CString::new(format!("/proc/{target}/mem")).expect("no NUL in a path");
+        let (watched_stat, pidfd) = match &watch {
+            Some((pid, fd)) => (
+                Some(CString::new(format!("/proc/{pid}/stat")).expect("no NUL in a path")),
+                fd.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1),
+            ),
+            None => (None, -1),
+        };
+        let stat_ptr = watched_stat
+            .as_ref()
+            .map(|c| c.as_ptr())
+            .unwrap_or(std::ptr::null());
         let mut fds = [0i32; 2];
         // A socket rather than a pipe: a dead guard then shows as EPIPE from send(MSG_NOSIGNAL)
         // instead of a SIGPIPE that would kill the tracer with its breakpoints in.
@@ -103,13 +152,14 @@ impl Guard {
                 libc::close(wr);
                 let pid = libc::fork();
                 if pid == 0 {
-                    guard_main(rd, mem.as_ptr(), int3_first);
+                    guard_main(rd, mem.as_ptr(), int3_first, stat_ptr, pidfd);
                 }
                 libc::_exit(if pid < 0 { 1 } else { 0 });
             }
         }
         // SAFETY: rd is ours and no longer needed; wr is ours and owned from here on.
         unsafe { libc::close(rd) };
+        drop(watch); // the guard has its own copy of the pidfd
         let sock = unsafe { OwnedFd::from_raw_fd(wr) };
         let mut st = 0;
         // SAFETY: reaping the short-lived middle child.
@@ -256,30 +306,29 @@ pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Returns once `pid` has exited (or is a zombie). A pidfd is waited on when `open` gives one;
-/// when it cannot (EMFILE, ENOSYS: anything but ESRCH, which means the process is gone), or
-/// when a wait ends with an error or a wake that is not the process's exit, `/proc/<pid>/stat`
-/// is read every 100 ms instead: the process's exit is never assumed.
-pub fn wait_gone(pid: i32, open: &dyn Fn(i32) -> io::Result<OwnedFd>) {
-    match open(pid) {
-        Ok(fd) => loop {
-            let mut p = libc::pollfd {
-                fd: fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd; -1 waits until the process exits.
-            let n = unsafe { libc::poll(&mut p, 1, -1) };
-            if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            break;
-        },
-        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return,
-        Err(_) => {}
-    }
-    while process_running(pid) {
-        std::thread::sleep(std::time::Duration::from_millis(100));
+/// Whether the process whose `/proc/<pid>/stat` is `stat` has exited (gone, or a zombie).
+/// Raw calls and a stack buffer only (runs in the guard).
+///
+/// # Safety
+/// `stat` is a NUL-terminated path.
+unsafe fn exited_raw(stat: *const libc::c_char) -> bool {
+    // SAFETY: open, read and close of our own descriptor into a stack buffer.
+    unsafe {
+        let fd = libc::open(stat, libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return true;
+        }
+        let mut buf = [0u8; 512];
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        if n <= 0 {
+            return true;
+        }
+        // "pid (comm) S ...": the state follows the last ')'; comm may hold ')' itself.
+        match buf[..n as usize].iter().rposition(|&c| c == b')') {
+            Some(i) if i + 2 < n as usize => matches!(buf[i + 2], b'Z' | b'X'),
+            _ => false,
+        }
     }
 }
 
@@ -356,29 +405,52 @@ pub fn restore_bytes(
 
 /// The guard process. Only raw, async-signal-safe calls; no allocation; never returns.
 ///
+/// It reads the tracer's messages until the channel closes, then restores what is armed unless
+/// it was dismissed. With a watched process (`stat` not null) it is that process's exit that
+/// counts: the channel's end only ends the messages. `pidfd` (or -1) is the watched process's
+/// pidfd; without one, or after a wake of it while the process still runs, `stat` is read every
+/// 100 ms.
+///
 /// # Safety
-/// Must be called in a freshly forked child, with `rd` the read end of the guard pipe and `mem`
-/// a NUL-terminated path prepared before the fork.
+/// Must be called in a freshly forked child, with `rd` the guard's end of the channel, `mem` a
+/// NUL-terminated path prepared before the fork, `stat` null or another such path, and `pidfd`
+/// -1 or a descriptor this child inherited.
 #[allow(clippy::needless_range_loop)] // fixed arrays, no iterator state: see the module doc
-unsafe fn guard_main(rd: libc::c_int, mem: *const libc::c_char, int3_first: bool) -> ! {
+unsafe fn guard_main(
+    rd: libc::c_int,
+    mem: *const libc::c_char,
+    int3_first: bool,
+    stat: *const libc::c_char,
+    pidfd: libc::c_int,
+) -> ! {
     // SAFETY (whole body): plain libc calls on descriptors and stack buffers this child owns.
     unsafe {
         // Out of the tracer's session: Ctrl-C and a hangup of its terminal are not for us.
         libc::setsid();
         let name = c"umldbg-guard";
         libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0);
-        // Keep only the pipe (as fd 3) and the tracee's memory; nothing of the tracer's
-        // (its stdout pipe above all) may stay open here.
-        if rd != 3 {
-            libc::dup2(rd, 3);
+        // Keep only the channel (as fd 3), the pidfd (as fd 4) and the tracee's memory; nothing
+        // of the tracer's (its stdout pipe above all) may stay open here. Both go above 9 first
+        // so that neither dup2 closes the other.
+        let chan = libc::fcntl(rd, libc::F_DUPFD, 10);
+        let pfd = if pidfd >= 0 {
+            libc::fcntl(pidfd, libc::F_DUPFD, 10)
+        } else {
+            -1
+        };
+        libc::dup2(chan, 3);
+        let mut pidfd = -1;
+        if pfd >= 0 {
+            libc::dup2(pfd, 4);
+            pidfd = 4;
         }
-        libc::close_range(4, u32::MAX, 0);
+        libc::close_range(5, u32::MAX, 0);
         let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
         if null >= 0 {
             libc::dup2(null, 0);
             libc::dup2(null, 1);
             libc::dup2(null, 2);
-            if null > 3 {
+            if null > 4 {
                 libc::close(null);
             }
         }
@@ -386,24 +458,68 @@ unsafe fn guard_main(rd: libc::c_int, mem: *const libc::c_char, int3_first: bool
         let me = libc::getpid().to_le_bytes();
         libc::send(3, me.as_ptr().cast(), 4, libc::MSG_NOSIGNAL);
 
+        let watching = !stat.is_null();
         let mut addrs = [0u64; GUARD_MAX];
         let mut lens = [0u8; GUARD_MAX];
         let mut orig = [[0u8; GUARD_BYTES]; GUARD_MAX];
         let mut patched = [[0u8; GUARD_BYTES]; GUARD_MAX];
         let mut n = 0usize;
         let mut clean = false;
+        let mut open = true;
         let mut buf = [0u8; REC * 64];
         let mut have = 0usize;
         loop {
+            if clean || (!open && !watching) {
+                break;
+            }
+            let mut fds = [
+                libc::pollfd {
+                    fd: if open { 3 } else { -1 },
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: pidfd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            let timeout = if watching && pidfd < 0 { 100 } else { -1 };
+            let r = libc::poll(fds.as_mut_ptr(), 2, timeout);
+            if r < 0 {
+                if *libc::__errno_location() == libc::EINTR {
+                    continue;
+                }
+                // poll itself failing: no more waiting on descriptors.
+                pidfd = -1;
+                if !watching {
+                    break;
+                }
+                libc::usleep(100_000);
+            }
+            if watching && (fds[1].revents != 0 || pidfd < 0) {
+                if exited_raw(stat) {
+                    break;
+                }
+                if fds[1].revents != 0 {
+                    // A wake that is not the exit: read /proc from here on.
+                    pidfd = -1;
+                }
+            }
+            if !open || fds[0].revents == 0 {
+                continue;
+            }
             let r = libc::read(3, buf.as_mut_ptr().add(have).cast(), buf.len() - have);
             if r < 0 {
                 if *libc::__errno_location() == libc::EINTR {
                     continue;
                 }
-                break;
+                open = false;
+                continue;
             }
             if r == 0 {
-                break;
+                open = false;
+                continue;
             }
             have += r as usize;
             let mut at = 0;
@@ -729,54 +845,117 @@ impl TraceJournal {
 
 #[cfg(test)]
 mod tests {
-    /// A process that lives until killed, and a thread waiting for it with `open`: whether the
-    /// wait had ended after `ms` milliseconds (the process is then killed and reaped).
-    fn wait_ended_early(open: fn(i32) -> std::io::Result<std::os::fd::OwnedFd>, ms: u64) -> bool {
-        let mut child = std::process::Command::new("sleep")
+    use super::*;
+
+    /// A guard over a byte of this test process, watching a `sleep` that stands for gdb and
+    /// opening its pidfd with `open`; the tracer's end is dropped at once, as when the daemon is
+    /// killed. Returns whether the byte was still an `int3` after `ms` milliseconds (while the
+    /// watched process lives), and checks that it is back once the watched process has exited.
+    fn kept_while_the_watched_process_lives(
+        cell: &'static [u8; 1],
+        open: fn(i32) -> io::Result<OwnedFd>,
+        ms: u64,
+    ) -> bool {
+        use std::os::unix::fs::FileExt;
+        let addr = cell.as_ptr() as u64;
+        let original = cell[0];
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/proc/self/mem")
+            .unwrap();
+        let mut gdb = std::process::Command::new("sleep")
             .arg("30")
             .spawn()
             .unwrap();
-        let pid = child.id() as i32;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            super::wait_gone(pid, &open);
-            let _ = tx.send(());
-        });
-        let early = rx
-            .recv_timeout(std::time::Duration::from_millis(ms))
-            .is_ok();
-        child.kill().unwrap();
-        // The zombie counts as gone: the wait ends before the reaping.
-        rx.recv_timeout(std::time::Duration::from_secs(5))
-            .map(|_| ())
-            .or_else(|e| if early { Ok(()) } else { Err(e) })
-            .expect("the wait ends once the process is gone");
-        child.wait().unwrap();
-        early
+        let mut g = Guard::watching(std::process::id() as i32, gdb.id() as i32, &open).unwrap();
+        let guard_pid = g.pid();
+        g.arm(addr, original).unwrap();
+        f.write_all_at(&[INT3], addr).unwrap();
+        drop(g);
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, addr).unwrap();
+        let kept = b[0] == INT3 && process_running(guard_pid);
+        gdb.kill().unwrap();
+        gdb.wait().unwrap();
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while process_running(guard_pid) && std::time::Instant::now() < end {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        f.read_exact_at(&mut b, addr).unwrap();
+        assert_eq!(
+            b[0], original,
+            "the guard restores once the watched process is gone"
+        );
+        assert!(!process_running(guard_pid), "and then exits");
+        kept
     }
 
     #[test]
     fn guard_keeps_bytes_while_gdb_lives_when_pidfd_open_fails_with_emfile() {
         // Before: any pidfd_open failure was taken for "gdb is gone", and the bytes restored
         // under a live gdb.
-        let emfile = |_| Err(std::io::Error::from_raw_os_error(libc::EMFILE));
-        assert!(!wait_ended_early(emfile, 400));
+        static CELL: [u8; 1] = [0x55];
+        let emfile = |_| Err(io::Error::from_raw_os_error(libc::EMFILE));
+        assert!(kept_while_the_watched_process_lives(&CELL, emfile, 400));
     }
 
     #[test]
     fn guard_wait_on_a_wake_that_is_not_the_exit_falls_back_instead_of_ending() {
         // A descriptor that polls readable at once, as an error or a stray wake would: before,
         // the guard took any return of poll but an error for gdb's exit (and spun on errors).
-        let ready = |_| std::fs::File::open("/dev/null").map(std::os::fd::OwnedFd::from);
-        assert!(!wait_ended_early(ready, 400));
+        static CELL: [u8; 1] = [0x41];
+        let ready = |_| std::fs::File::open("/dev/null").map(OwnedFd::from);
+        assert!(kept_while_the_watched_process_lives(&CELL, ready, 400));
     }
 
     #[test]
     fn guard_wait_ends_with_the_process_on_a_real_pidfd() {
-        assert!(!wait_ended_early(super::pidfd_open, 200));
+        static CELL: [u8; 1] = [0x53];
+        assert!(kept_while_the_watched_process_lives(&CELL, pidfd_open, 200));
     }
 
-    use super::*;
+    #[test]
+    fn a_dismissed_watching_guard_leaves_the_bytes_when_the_watched_process_ends() {
+        use std::os::unix::fs::FileExt;
+        static CELL: [u8; 1] = [0x57];
+        let addr = CELL.as_ptr() as u64;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/proc/self/mem")
+            .unwrap();
+        let mut gdb = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let mut g =
+            Guard::watching(std::process::id() as i32, gdb.id() as i32, &pidfd_open).unwrap();
+        let guard_pid = g.pid();
+        g.arm(addr, 0x57).unwrap();
+        f.write_all_at(&[INT3], addr).unwrap();
+        g.dismiss().unwrap();
+        gdb.kill().unwrap();
+        gdb.wait().unwrap();
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while process_running(guard_pid) && std::time::Instant::now() < end {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, addr).unwrap();
+        assert_eq!(b[0], INT3);
+        f.write_all_at(&[0x57], addr).unwrap();
+    }
+
+    #[test]
+    fn watching_a_process_that_is_gone_is_refused() {
+        let mut p = std::process::Command::new("true").spawn().unwrap();
+        let pid = p.id() as i32;
+        p.wait().unwrap();
+        let e = Guard::watching(std::process::id() as i32, pid, &pidfd_open).unwrap_err();
+        assert!(e.to_string().contains("already gone"), "{e}");
+    }
 
     #[test]
     fn journal_round_trip_and_other_pid() {

@@ -1,7 +1,7 @@
 //! The one reader and writer of a process's memory through `/proc/<pid>/mem` (text included:
 //! writes go through to read-only mappings, which is how breakpoint bytes are put back).
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 /// A read or write of another process's memory that failed.
@@ -24,26 +24,62 @@ fn mem_path(pid: i32) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/mem"))
 }
 
+/// `/proc/<pid>/mem` opened once, for a tracer that reads and writes at line rate.
+#[derive(Debug)]
+pub struct Mem {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl Mem {
+    /// Opens `pid`'s memory for reading and, with `write`, writing.
+    pub fn open(pid: i32, write: bool) -> Result<Mem, MemError> {
+        let path = mem_path(pid);
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(write)
+            .open(&path)
+        {
+            Ok(file) => Ok(Mem { path, file }),
+            Err(source) => Err(MemError {
+                path,
+                addr: 0,
+                source,
+            }),
+        }
+    }
+
+    /// Reads `buf.len()` bytes at `addr`.
+    pub fn read_at(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        self.file
+            .read_exact_at(buf, addr)
+            .map_err(|source| self.error(addr, source))
+    }
+
+    /// Writes `bytes` at `addr` (text too).
+    pub fn write_at(&self, addr: u64, bytes: &[u8]) -> Result<(), MemError> {
+        self.file
+            .write_all_at(bytes, addr)
+            .map_err(|source| self.error(addr, source))
+    }
+
+    fn error(&self, addr: u64, source: std::io::Error) -> MemError {
+        MemError {
+            path: self.path.clone(),
+            addr,
+            source,
+        }
+    }
+}
+
 /// Reads `buf.len()` bytes of `pid`'s memory at `addr`.
 pub fn read(pid: i32, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
-    let path = mem_path(pid);
-    let r = (|| {
-        let mut f = std::fs::File::open(&path)?;
-        f.seek(SeekFrom::Start(addr))?;
-        f.read_exact(buf)
-    })();
-    r.map_err(|source| MemError { path, addr, source })
+    Mem::open(pid, false)?.read_at(addr, buf)
 }
 
 /// Writes `bytes` into `pid`'s memory at `addr`.
 pub fn write(pid: i32, addr: u64, bytes: &[u8]) -> Result<(), MemError> {
-    let path = mem_path(pid);
-    let r = (|| {
-        let mut f = std::fs::OpenOptions::new().write(true).open(&path)?;
-        f.seek(SeekFrom::Start(addr))?;
-        f.write_all(bytes)
-    })();
-    r.map_err(|source| MemError { path, addr, source })
+    Mem::open(pid, true)?.write_at(addr, bytes)
 }
 
 /// One byte of `pid`'s memory.

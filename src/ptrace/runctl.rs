@@ -45,9 +45,7 @@ mod probe;
 mod stubs;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -56,6 +54,7 @@ pub use probe::{PROBE_JMP, ProbeInfo, ProbeLease, Scratch, mappings};
 pub use stubs::{STUB_SIZE, StubArea};
 
 use crate::ptrace::guard::{Guard, GuardError, TextLock, TraceJournal};
+use crate::ptrace::mem::Mem;
 
 const INT3: u8 = 0xcc;
 const NOP: u8 = 0x90;
@@ -208,7 +207,7 @@ pub struct Tracee {
 struct Inner {
     pid: i32,
     threads: BTreeMap<i32, Thread>,
-    mem: File,
+    mem: Mem,
     breakpoints: BTreeMap<u64, Breakpoint>,
     probes: BTreeMap<u64, probe::Probe>,
     /// The int3 of each trap probe (in its stub) to the probed function.
@@ -321,17 +320,13 @@ impl Inner {
         let mut stubs = StubArea::from_image(Path::new(&format!("/proc/{pid}/exe")))
             .map_err(RunError::Stubs)?;
         stubs.set_cursor(journal.next_stub());
-        let mem = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(format!("/proc/{pid}/mem"))
-            .map_err(|source| RunError::Memory {
-                op: "open the memory of",
-                pid,
-                addr: 0,
-                len: 0,
-                source,
-            })?;
+        let mem = Mem::open(pid, true).map_err(|e| RunError::Memory {
+            op: "open the memory of",
+            pid,
+            addr: 0,
+            len: 0,
+            source: e.source,
+        })?;
         let patched = kernel_waits_for_stray_traps(Path::new(&format!("/proc/{pid}/exe")));
         let guard = Guard::spawn_with(pid, patched)?;
         let mut t = Inner {
@@ -444,27 +439,25 @@ impl Inner {
     fn raw_read(&self, addr: u64, len: usize) -> Result<Vec<u8>, RunError> {
         let mut buf = vec![0u8; len];
         self.mem
-            .read_exact_at(&mut buf, addr)
-            .map_err(|source| RunError::Memory {
+            .read_at(addr, &mut buf)
+            .map_err(|e| RunError::Memory {
                 op: "read",
                 pid: self.pid,
                 addr,
                 len,
-                source,
+                source: e.source,
             })?;
         Ok(buf)
     }
 
     fn raw_write(&self, addr: u64, data: &[u8]) -> Result<(), RunError> {
-        self.mem
-            .write_all_at(data, addr)
-            .map_err(|source| RunError::Memory {
-                op: "write",
-                pid: self.pid,
-                addr,
-                len: data.len(),
-                source,
-            })
+        self.mem.write_at(addr, data).map_err(|e| RunError::Memory {
+            op: "write",
+            pid: self.pid,
+            addr,
+            len: data.len(),
+            source: e.source,
+        })
     }
 
     /// Reads memory; breakpoint bytes read as the original instruction bytes.
@@ -480,15 +473,14 @@ impl Inner {
     /// Reads into `buf` without the breakpoint shadowing (for the hot path: packet data).
     fn read_into(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), RunError> {
         self.counters.mem_reads += 1;
-        self.mem
-            .read_exact_at(buf, addr)
-            .map_err(|source| RunError::Memory {
-                op: "read",
-                pid: self.pid,
-                addr,
-                len: buf.len(),
-                source,
-            })
+        let len = buf.len();
+        self.mem.read_at(addr, buf).map_err(|e| RunError::Memory {
+            op: "read",
+            pid: self.pid,
+            addr,
+            len,
+            source: e.source,
+        })
     }
 
     /// Writes memory through `/proc/<pid>/mem` (text too). Bytes under a breakpoint become its

@@ -577,19 +577,13 @@ impl ProbeLease {
 }
 
 fn read_bytes(pid: i32, addr: u64, len: usize) -> Option<Vec<u8>> {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
     let mut b = vec![0u8; len];
-    f.read_exact_at(&mut b, addr).ok()?;
+    crate::ptrace::mem::read(pid, addr, &mut b).ok()?;
     Some(b)
 }
 
 fn write_bytes(pid: i32, addr: u64, data: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(format!("/proc/{pid}/mem"))?;
-    f.write_all_at(data, addr)
+    Ok(crate::ptrace::mem::write(pid, addr, data)?)
 }
 
 /// Seizes and stops every thread of `pid` (no guard, no journal): for short edits of text.
