@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Record real GDB/MI transcripts for the golden tests (tests/gdbmi_golden.rs).
+# Record real GDB/MI transcripts for the golden tests (crates/codec/tests/gdbmi_golden.rs).
 #
 # Compiles fixtures/gdbmi/prog.c with gcc -g in a temporary directory, drives gdb through MI one
 # command at a time (each command waits for its own ^result, so the transcript is what a client
 # sees, in gdb's order), and writes for each session:
 #   fixtures/gdbmi/<session>.in   the commands sent
 #   fixtures/gdbmi/<session>.mi   gdb's raw output
-# Then run `UMLDBG_BLESS=1 cargo test --test gdbmi_golden` to write the expected <session>.json.
+# Then run `UMLDBG_BLESS=1 cargo test -p umldbg-codec --test gdbmi_golden` to write the expected <session>.json.
 #
 # Usage: scripts/record-mi-fixture.sh [GDB]      (default: gdb from PATH)
 set -euo pipefail

@@ -2,9 +2,9 @@
 //! an error naming the line, never a panic), of the line framer, and of the typed views on
 //! shapes the recorded transcripts do not contain.
 
-use umldbg::gdbmi::parse::{MAX_DEPTH, ParseErrorKind};
-use umldbg::gdbmi::types::{ELIDED_VALUE, parse_exit_code};
-use umldbg::gdbmi::{
+use umldbg_codec::gdbmi::parse::{MAX_DEPTH, ParseErrorKind};
+use umldbg_codec::gdbmi::types::{ELIDED_VALUE, parse_exit_code};
+use umldbg_codec::gdbmi::{
     AsyncKind, AsyncRecord, Backtrace, Breakpoint, FrameError, FunctionSymbol, LineFramer, List,
     Record, ResultClass, ResultRecord, Results, StopEvent, StopReason, StreamKind, StreamRecord,
     Token, Value, parse_line, parse_str,
@@ -359,7 +359,7 @@ impl XorShift {
 
 #[test]
 fn no_panic_on_mutated_real_lines() {
-    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/gdbmi");
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/gdbmi");
     let mut lines = Vec::new();
     for name in ["run.mi", "attach.mi"] {
         let bytes = std::fs::read(fixtures.join(name)).unwrap();

@@ -5,21 +5,21 @@
 //! test parses every line, checks that writing the record back gives gdb's exact line, extracts
 //! the typed views a client would (stop events, breakpoints, backtraces, values, symbols, console
 //! text) and compares the whole as JSON text with `<name>.json`.
-//! `UMLDBG_BLESS=1 cargo test --test gdbmi_golden` rewrites the expected files.
+//! `UMLDBG_BLESS=1 cargo test -p umldbg-codec --test gdbmi_golden` rewrites the expected files.
 
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value as Json, json};
-use umldbg::gdbmi::types::evaluated_value;
-use umldbg::gdbmi::{
+use umldbg_codec::gdbmi::types::evaluated_value;
+use umldbg_codec::gdbmi::{
     AsyncKind, Backtrace, Breakpoint, FunctionSymbol, LineFramer, Record, ResultClass, Results,
     StopEvent, StreamKind, parse_line,
 };
 
 fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/gdbmi")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/gdbmi")
 }
 
 fn transcripts() -> Vec<PathBuf> {
@@ -192,7 +192,7 @@ fn check_transcript(mi_path: &Path) -> Result<(), String> {
     }
     let want = fs::read_to_string(&json_path).map_err(|e| {
         format!(
-            "{}: {e} (run UMLDBG_BLESS=1 cargo test --test gdbmi_golden)",
+            "{}: {e} (run UMLDBG_BLESS=1 cargo test -p umldbg-codec --test gdbmi_golden)",
             json_path.display()
         )
     })?;

@@ -3,13 +3,13 @@
 
 use std::path::Path;
 
-use umldbg::uml::mconsole::{
+use umldbg_codec::mconsole::{
     CodecError, Reassembler, Reply, decode_reply, decode_request, encode_reply, encode_request,
 };
 
 fn fixture(name: &str) -> Vec<u8> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/mconsole")
+        .join("../../fixtures/mconsole")
         .join(name);
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }

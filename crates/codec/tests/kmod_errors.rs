@@ -3,11 +3,11 @@
 
 use std::path::PathBuf;
 
-use umldbg::kmod::{KmodError, ModuleInfo};
+use umldbg_codec::kmod::{KmodError, ModuleInfo};
 
 fn read(name: &str) -> Vec<u8> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/kmod")
+        .join("../../fixtures/kmod")
         .join(name);
     std::fs::read(&p)
         .unwrap_or_else(|e| panic!("{}: {e} (run scripts/build-test-module.sh)", p.display()))

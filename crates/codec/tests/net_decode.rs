@@ -2,16 +2,16 @@
 //! each checked against tcpdump's reading (kept as comments in the `.hex` files), against golden
 //! JSON and text renderings, and mutated into every malformed case the decoders must survive.
 //!
-//! Re-bless the golden files with `UMLDBG_BLESS=1 cargo test --test net_decode`.
+//! Re-bless the golden files with `UMLDBG_BLESS=1 cargo test -p umldbg-codec --test net_decode`.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
-use umldbg::net::warning::{Layer, Warning};
-use umldbg::net::{self, Packet, arp, icmp, ipv4, tcp, udp};
+use umldbg_codec::net::warning::{Layer, Warning};
+use umldbg_codec::net::{self, Packet, arp, icmp, ipv4, tcp, udp};
 
 fn fixture_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/net")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/net")
 }
 
 /// Bytes of `fixtures/net/NAME.hex`: whitespace-separated hex, `#` starts a comment line.
