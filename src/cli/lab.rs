@@ -432,12 +432,8 @@ pub fn exec(a: ExecArgs) -> anyhow::Result<i32> {
         ),
     };
     let r = client::exec(&a.umid, &script, a.timeout)?;
-    let exact = r
-        .output_b64
-        .as_deref()
-        .and_then(|b| umldbg::util::base64_decode(b.as_bytes()));
-    let out = exact.or_else(|| r.output.as_ref().map(|o| o.clone().into_bytes()));
-    if let Some(out) = out {
+    let out = r.bytes();
+    if !out.is_empty() {
         let mut so = std::io::stdout().lock();
         so.write_all(&out)
             .and_then(|_| so.flush())

@@ -52,7 +52,7 @@ impl GuestShell for LabShell {
         let r = crate::lab::client::exec(&self.umid, script, timeout_s)
             .map_err(|e| err(e.to_string()))?;
         match (r.ok, r.status) {
-            (true, Some(rc)) => Ok((rc, r.output.unwrap_or_default())),
+            (true, Some(rc)) => Ok((rc, r.text())),
             _ => Err(err(r.error.unwrap_or_else(|| "console error".into()))),
         }
     }

@@ -59,9 +59,10 @@ pub struct Reply {
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<i32>,
+    /// Text the supervisor writes (a restart's report).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
-    /// The output's exact bytes, base64 (`output` is the same as text, invalid UTF-8 replaced).
+    /// What a command on a machine printed, its exact bytes in base64 (see [`Reply::bytes`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output_b64: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -81,6 +82,23 @@ impl Reply {
             ok: false,
             error: Some(msg.into()),
             ..Default::default()
+        }
+    }
+
+    /// The output's exact bytes (empty when there is none).
+    pub fn bytes(&self) -> Vec<u8> {
+        match (&self.output_b64, &self.output) {
+            (Some(b), _) => crate::util::base64_decode(b.as_bytes()).unwrap_or_default(),
+            (None, Some(t)) => t.clone().into_bytes(),
+            (None, None) => Vec::new(),
+        }
+    }
+
+    /// The output as text, invalid UTF-8 replaced.
+    pub fn text(&self) -> String {
+        match &self.output {
+            Some(t) if self.output_b64.is_none() => t.clone(),
+            _ => String::from_utf8_lossy(&self.bytes()).into_owned(),
         }
     }
 }
@@ -475,7 +493,7 @@ fn after_boot(
                 let id = next_id.fetch_add(1, Ordering::SeqCst);
                 sc.spawn(move || {
                     let r = m.exec(id, &init::sysctl_script(&ms.sysctls), 30);
-                    let bad = init::sysctl_errors(r.output.as_deref().unwrap_or_default());
+                    let bad = init::sysctl_errors(&r.text());
                     if !bad.is_empty() {
                         return Err(format!("machine {}: {}", ms.umid, bad.join("; ")));
                     }
@@ -559,7 +577,7 @@ fn run_startup(ms: &super::spec::MachineSpec, m: &Machine, id: u64, mdir: &Path)
     let folder = ms.folder.as_ref().map(|f| f.display().to_string());
     let run = init::startup_runner(folder.as_deref(), &files);
     let r = m.exec(id, &run, STARTUP_TIMEOUT);
-    let out = r.output.clone().unwrap_or_default();
+    let out = r.text();
     let _ = std::fs::write(mdir.join(format!("{}.startup.log", ms.umid)), &out);
     let mut reports: Vec<String> = init::startup_errors(&out, &labels)
         .into_iter()
@@ -602,7 +620,7 @@ fn run_shutdowns_of(sup: &Supervisor, spec: &LabSpec, machines: &[Arc<Machine>])
             .dir
             .join("machines")
             .join(format!("{}.shutdown.log", m.umid));
-        let _ = std::fs::write(log, r.output.unwrap_or_default());
+        let _ = std::fs::write(log, r.bytes());
     }
 }
 
@@ -955,7 +973,6 @@ impl Machine {
         // The guest's `timeout` ends the command; allow for it to answer.
         match rx.recv_timeout(Duration::from_secs(timeout.max(1) + 5)) {
             Ok((rc, out)) => {
-                let output = String::from_utf8_lossy(&out).into_owned();
                 let output_b64 = Some(crate::util::base64(&out));
                 if rc == 124 || rc == 130 || rc == 137 {
                     return Reply {
@@ -965,15 +982,13 @@ impl Machine {
                             self.umid
                         )),
                         status: Some(rc),
-                        output: Some(output),
                         output_b64,
-                        machines: None,
+                        ..Default::default()
                     };
                 }
                 Reply {
                     ok: true,
                     status: Some(rc),
-                    output: Some(output),
                     output_b64,
                     ..Default::default()
                 }
@@ -1497,8 +1512,7 @@ fn read_macs(sup: &Supervisor, m: &Machine, names: &[&str]) -> Vec<String> {
     let id = sup.next_id.fetch_add(1, Ordering::SeqCst);
     let r = m.exec(id, &script, 5);
     let macs: Vec<String> = r
-        .output
-        .unwrap_or_default()
+        .text()
         .lines()
         .map(str::trim)
         .filter(|l| l.len() == 17 && l.bytes().filter(|&b| b == b':').count() == 5)

@@ -245,9 +245,7 @@ pub fn guest_modules(umid: &str) -> Result<Vec<GuestModule>, String> {
     if !r.ok {
         return Err(r.error.unwrap_or_else(|| "module listing failed".into()));
     }
-    Ok(crate::guest::modules::parse_listing(
-        r.output.as_deref().unwrap_or(""),
-    ))
+    Ok(crate::guest::modules::parse_listing(&r.text()))
 }
 
 #[cfg(test)]
