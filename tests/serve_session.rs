@@ -313,7 +313,7 @@ fn detach_removes_every_byte_and_leaves_the_machine_attached_to_nobody() {
     let (end, removed) = s.finish();
     assert_eq!(end, server::End::Detached);
     // gdb's one breakpoint; the two module hooks are the server's and not counted.
-    assert_eq!(removed, Ok(1));
+    assert!(matches!(removed, Ok(1)), "{removed:?}");
     let st = m.state();
     assert!(st.breakpoints.is_empty() && st.detached);
     assert_eq!(st.mem[&LOAD_HOOK], 0x90);
@@ -560,7 +560,10 @@ fn a_client_breakpoint_on_the_module_hook_gets_both_stops() {
     out.take();
     ask(&mut s, &out, "D");
     let (_, removed) = s.finish();
-    assert_eq!(removed, Ok(0), "no error about a breakpoint removed twice");
+    assert!(
+        matches!(removed, Ok(0)),
+        "no error about a breakpoint removed twice: {removed:?}"
+    );
     assert!(m.state().breakpoints.is_empty());
 }
 
@@ -811,7 +814,7 @@ fn the_machine_exiting_ends_the_session_with_its_status() {
     assert_eq!(s.phase(), Phase::Over);
     let (end, removed) = s.finish();
     assert_eq!(end, server::End::MachineExited("signal 9".into()));
-    assert_eq!(removed, Ok(0));
+    assert!(matches!(removed, Ok(0)), "{removed:?}");
 }
 
 #[test]

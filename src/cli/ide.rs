@@ -119,7 +119,6 @@ pub fn run(a: IdeArgs, g: &super::global::Global) -> anyhow::Result<i32> {
         IdeKind::Clion { .. } => Vec::new(),
     };
     let (inst, info, warnings) = MachineInfo::discover(&umid, &uml_dir, &cache, &module_paths)
-        .map_err(anyhow::Error::msg)
         .with_context(|| format!("ide: machine {umid}"))?;
     for w in &warnings {
         eprintln!("warning: {w}");
@@ -157,7 +156,6 @@ pub fn run(a: IdeArgs, g: &super::global::Global) -> anyhow::Result<i32> {
             let pid = inst.pid.get();
             let mods = info
                 .modules_from_process(pid)
-                .map_err(anyhow::Error::msg)
                 .context("reading the module list")?;
             let with_files: Vec<ide::gdbinit::ModuleSymbols> = mods
                 .into_iter()

@@ -10,7 +10,7 @@ use clap::Args;
 
 use umldbg::ptrace::runctl::Tracee;
 use umldbg::ptrace::runctl::tracer_of;
-use umldbg::stub::server::{self, Control, Listen, Listener};
+use umldbg::stub::server::{self, Control, Listen, Listener, ServeError};
 use umldbg::stub::target::{MachineInfo, UmlTarget};
 
 #[derive(Args, Debug)]
@@ -62,10 +62,9 @@ fn handle_signals(control: Arc<Control>) {
 pub fn run(a: ServeArgs, g: &super::global::Global) -> anyhow::Result<i32> {
     let cache = g.cache.clone();
     // Before any thread exists, so that every thread has it blocked (see server::block_sigchld).
-    server::block_sigchld().map_err(anyhow::Error::msg)?;
+    server::block_sigchld()?;
     let uml_dir = g.uml_dir.clone();
     let (inst, info, warnings) = MachineInfo::discover(&a.umid, &uml_dir, &cache, &a.module_path)
-        .map_err(anyhow::Error::msg)
         .with_context(|| format!("serve {}", a.umid))?;
     let pid = inst.pid.get();
     if let Some((t, name)) = tracer_of(pid) {
@@ -91,14 +90,19 @@ pub fn run(a: ServeArgs, g: &super::global::Global) -> anyhow::Result<i32> {
     // The kernel's GDB scripts want the image under the name vmlinux (see MachineInfo::vmlinux).
     let vmlinux = info.vmlinux();
     let umid = a.umid.clone();
-    let mut make_target = move || -> Result<UmlTarget<Tracee>, String> {
-        if let Some((t, name)) = tracer_of(pid) {
-            return Err(format!(
-                "{umid} is now traced by process {t} ({name}): another debugger"
-            ));
+    let mut make_target = move || -> Result<UmlTarget<Tracee>, ServeError> {
+        if let Some((tracer, name)) = tracer_of(pid) {
+            return Err(ServeError::TracedByOther {
+                umid: umid.clone(),
+                tracer,
+                name,
+            });
         }
-        let tracee = Tracee::attach(pid, &journal)
-            .map_err(|e| format!("attach to {umid} (pid {pid}): {e}"))?;
+        let tracee = Tracee::attach(pid, &journal).map_err(|source| ServeError::Attach {
+            umid: umid.clone(),
+            pid,
+            source,
+        })?;
         let mut info = info.clone();
         info.maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
         Ok(UmlTarget::new(tracee, info))
@@ -115,7 +119,6 @@ pub fn run(a: ServeArgs, g: &super::global::Global) -> anyhow::Result<i32> {
     };
     server::serve(listener, a.once, control, &mut make_target, busy, |l| {
         eprintln!("umldbg serve: {l}")
-    })
-    .map_err(anyhow::Error::msg)?;
+    })?;
     Ok(0)
 }

@@ -195,7 +195,7 @@ fn staged_name(name: &str, build_id: Option<&str>) -> String {
 }
 
 async fn replace_one(ctx: &JobContext, arg: &str) -> Result<(String, serde_json::Value), String> {
-    let r = resolve(arg, &ctx.search, ctx.modules_dir.as_deref())?;
+    let r = resolve(arg, &ctx.search, ctx.modules_dir.as_deref()).map_err(|e| e.to_string())?;
     let bytes = std::fs::read(&r.file).map_err(|e| format!("{}: {e}", r.file.display()))?;
     let new_id = crate::kmod::elf_build_id(&bytes);
     let console = ctx.console.clone();
@@ -204,6 +204,7 @@ async fn replace_one(ctx: &JobContext, arg: &str) -> Result<(String, serde_json:
     let listing = blocking(move || {
         exec(&console, &umid, &modules::listing_script_for(&name), 30)
             .map(|t| modules::parse_listing(&t))
+            .map_err(|e| e.to_string())
     })
     .await?;
     let before = listing
@@ -218,7 +219,10 @@ async fn replace_one(ctx: &JobContext, arg: &str) -> Result<(String, serde_json:
             ctx.cache.clone(),
             r.clone(),
         );
-        let mods = blocking(move || load_in_guest_on(&console, &umid, &rr, &cache, None)).await?;
+        let mods = blocking(move || {
+            load_in_guest_on(&console, &umid, &rr, &cache, None).map_err(|e| e.to_string())
+        })
+        .await?;
         let m = mods
             .into_iter()
             .find(|m| modules::same_module_name(&m.name, &r.name))
@@ -318,6 +322,7 @@ async fn replace_one(ctx: &JobContext, arg: &str) -> Result<(String, serde_json:
             let listing = blocking(move || {
                 exec(&console, &umid2, &modules::listing_script_for(&n), 30)
                     .map(|t| modules::parse_listing(&t))
+                    .map_err(|e| e.to_string())
             })
             .await
             .unwrap_or_default();

@@ -1394,7 +1394,7 @@ impl Session {
         let resolved = match super::load::resolve(&file, &search, self.cfg.modules_dir.as_deref()) {
             Ok(r) => r,
             Err(e) => {
-                let _ = reply.send(Response::err(e));
+                let _ = reply.send(Response::err(e.to_string()));
                 return;
             }
         };
@@ -1409,7 +1409,8 @@ impl Session {
                 &resolved,
                 &cache,
                 installed.as_deref(),
-            );
+            )
+            .map_err(|e| e.to_string());
             let _ = tx.blocking_send(Msg::LoadConsoleDone {
                 file: resolved.file.clone(),
                 name: resolved.name.clone(),

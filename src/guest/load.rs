@@ -13,8 +13,52 @@
 use std::path::{Path, PathBuf};
 
 use super::modules::{self, GuestModule};
-use super::shell::{GuestConsole, GuestShell};
-use crate::kmod::ModuleInfo;
+use super::shell::{GuestConsole, GuestShell, ShellError};
+use crate::kmod::{KmodError, ModuleInfo};
+
+/// Why a module could not be found, read or loaded, naming the argument, file or machine.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{arg}: no such file here, in --module-path or among the kernel's modules")]
+    NotFoundAnywhere { arg: String },
+    #[error("{arg}: no such file")]
+    NoSuchFile { arg: String },
+    #[error("module {name}: no {name}.ko in --module-path or among the kernel's modules")]
+    NoSuchModule { name: String },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    ModInfo {
+        path: PathBuf,
+        #[source]
+        source: KmodError,
+    },
+    #[error(
+        "{}: module name {name:?} is not one the kernel accepts (letters, digits, _ and -, at most 55)",
+        path.display()
+    )]
+    BadName { path: PathBuf, name: String },
+    #[error("copy {} to {}: {source}", from.display(), to.display())]
+    Copy {
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Shell(#[from] ShellError),
+    #[error("`{command}` on {umid} exited {status}: {output}")]
+    Failed {
+        command: String,
+        umid: String,
+        status: i32,
+        output: String,
+    },
+}
 
 /// A module file that `load` will use.
 #[derive(Debug, Clone)]
@@ -31,7 +75,7 @@ pub fn resolve(
     arg: &str,
     search: &[PathBuf],
     modules_dir: Option<&Path>,
-) -> Result<Resolved, String> {
+) -> Result<Resolved, LoadError> {
     let as_path = Path::new(arg);
     let file = if arg.ends_with(".ko") || arg.contains('/') {
         let mut cands = vec![as_path.to_path_buf()];
@@ -44,31 +88,47 @@ pub fn resolve(
                 // A bare `ipt_REJECT.ko` may name an installed module.
                 let stem = as_path.file_stem().and_then(|s| s.to_str()).unwrap_or(arg);
                 match (as_path.components().count() == 1, modules_dir) {
-                    (true, Some(md)) => modules::find_module_file(stem, search, md).ok_or_else(|| {
-                        format!("{arg}: no such file here, in --module-path or among the kernel's modules")
-                    })?,
-                    _ => return Err(format!("{arg}: no such file")),
+                    (true, Some(md)) => modules::find_module_file(stem, search, md).ok_or_else(
+                        || LoadError::NotFoundAnywhere {
+                            arg: arg.to_owned(),
+                        },
+                    )?,
+                    _ => {
+                        return Err(LoadError::NoSuchFile {
+                            arg: arg.to_owned(),
+                        });
+                    }
                 }
             }
         }
     } else {
         let md = modules_dir.unwrap_or(Path::new("/nonexistent"));
-        modules::find_module_file(arg, search, md).ok_or_else(|| {
-            format!("module {arg}: no {arg}.ko in --module-path or among the kernel's modules")
+        modules::find_module_file(arg, search, md).ok_or_else(|| LoadError::NoSuchModule {
+            name: arg.to_owned(),
         })?
     };
-    let file = std::fs::canonicalize(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-    let bytes = crate::util::read_regular_file(&file, crate::util::MAX_ELF_FILE)
-        .map_err(|e| format!("{}: {e}", file.display()))?;
-    let info = ModuleInfo::parse(&bytes).map_err(|e| format!("{}: {e}", file.display()))?;
+    let file = std::fs::canonicalize(&file).map_err(|source| LoadError::Io {
+        path: file.clone(),
+        source,
+    })?;
+    let bytes = crate::util::read_regular_file(&file, crate::util::MAX_ELF_FILE).map_err(
+        |source| LoadError::Io {
+            path: file.clone(),
+            source,
+        },
+    )?;
+    let info = ModuleInfo::parse(&bytes).map_err(|source| LoadError::ModInfo {
+        path: file.clone(),
+        source,
+    })?;
     // The name becomes a file name in the stage directory and a word of guest shell commands:
     // only what the kernel itself accepts as a module name.
     for n in std::iter::once(&info.name).chain(info.depends().iter()) {
         if !is_module_name(n) {
-            return Err(format!(
-                "{}: module name {n:?} is not one the kernel accepts (letters, digits, _ and -, at most 55)",
-                file.display()
-            ));
+            return Err(LoadError::BadName {
+                path: file.clone(),
+                name: n.clone(),
+            });
         }
     }
     let installed = modules_dir.is_some_and(|md| file.starts_with(md));
@@ -93,14 +153,15 @@ pub fn exec(
     umid: &str,
     script: &str,
     timeout: u64,
-) -> Result<String, String> {
-    match console.run(script, timeout).map_err(|e| e.to_string())? {
+) -> Result<String, LoadError> {
+    match console.run(script, timeout)? {
         (0, out) => Ok(out),
-        (rc, out) => Err(format!(
-            "`{}` on {umid} exited {rc}: {}",
-            script.lines().next().unwrap_or(""),
-            out.trim()
-        )),
+        (status, out) => Err(LoadError::Failed {
+            command: script.lines().next().unwrap_or("").to_owned(),
+            umid: umid.to_owned(),
+            status,
+            output: out.trim().to_owned(),
+        }),
     }
 }
 
@@ -110,7 +171,7 @@ pub fn load_in_guest(
     r: &Resolved,
     cache: &Path,
     installed_dir: Option<&Path>,
-) -> Result<Vec<GuestModule>, String> {
+) -> Result<Vec<GuestModule>, LoadError> {
     let console = GuestConsole::of_lab_machine(umid);
     load_in_guest_on(&console, umid, r, cache, installed_dir)
 }
@@ -122,7 +183,7 @@ pub fn load_in_guest_on(
     r: &Resolved,
     cache: &Path,
     _installed_dir: Option<&Path>,
-) -> Result<Vec<GuestModule>, String> {
+) -> Result<Vec<GuestModule>, LoadError> {
     let exec = |script: &str, timeout| exec(console, umid, script, timeout);
     // Names passed is_module_name in resolve(); quoted all the same, as every guest shell word is.
     let q = crate::lab::init::sh_quote;
@@ -142,10 +203,16 @@ pub fn load_in_guest_on(
                 exec(&format!("modprobe -a {}", deps.join(" ")), 60)?;
             }
             let stage = crate::lab::state::machine_stage_dir(cache, umid);
-            std::fs::create_dir_all(&stage).map_err(|e| format!("{}: {e}", stage.display()))?;
+            std::fs::create_dir_all(&stage).map_err(|source| LoadError::Io {
+                path: stage.clone(),
+                source,
+            })?;
             let staged = stage.join(format!("{}.ko", r.name));
-            std::fs::copy(&r.file, &staged)
-                .map_err(|e| format!("copy {} to {}: {e}", r.file.display(), staged.display()))?;
+            std::fs::copy(&r.file, &staged).map_err(|source| LoadError::Copy {
+                from: r.file.clone(),
+                to: staged.clone(),
+                source,
+            })?;
             exec(
                 &format!(
                     "insmod {}",

@@ -5,7 +5,8 @@
 use std::path::Path;
 
 use crate::net::layout::SkbLayout;
-use crate::net::skb::{self, MemoryReader};
+use crate::dwarf::DwarfError;
+use crate::net::skb::{self, MemoryReader, SkbError};
 
 /// Reads a process's memory with `process_vm_readv`.
 pub struct ProcessMemory {
@@ -66,12 +67,9 @@ pub struct SkbReader {
 
 impl SkbReader {
     /// The layout comes from the kernel image's DWARF, through the layout cache.
-    pub fn new(image: &Path, cache: &Path, pid: i32) -> Result<SkbReader, String> {
+    pub fn new(image: &Path, cache: &Path, pid: i32) -> Result<SkbReader, DwarfError> {
         let store = crate::dwarf::LayoutStore::new(cache);
-        let layout = store
-            .net_layouts(image)
-            .and_then(|l| l.skb())
-            .map_err(|e| e.to_string())?;
+        let layout = store.net_layouts(image).and_then(|l| l.skb())?;
         Ok(SkbReader {
             layout,
             mem: ProcessMemory { pid },
@@ -85,8 +83,8 @@ impl SkbReader {
         }
     }
 
-    pub fn read(&mut self, addr: u64) -> Result<Decoded, String> {
-        let v = skb::read_skb(addr, &self.layout, &mut self.mem).map_err(|e| e.to_string())?;
+    pub fn read(&mut self, addr: u64) -> Result<Decoded, SkbError> {
+        let v = skb::read_skb(addr, &self.layout, &mut self.mem)?;
         let json = serde_json::to_value(&v).unwrap_or_default();
         let text = v.render(false);
         let with_hex = v.render(true);

@@ -24,8 +24,21 @@ pub enum Command {
     Load(String),
 }
 
+/// A monitor command that cannot be parsed; the text is what gdb's console shows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("monitor load: which module? (monitor load FILE.ko)")]
+    LoadWhich,
+    #[error("monitor {verb}: too many arguments (see monitor help)")]
+    TooManyArguments { verb: String },
+    #[error("unknown monitor command {verb:?}; try monitor help")]
+    Unknown { verb: String },
+    #[error("{input:?} is not a hex address (e.g. 0x6a1c2e00)")]
+    NotAnAddress { input: String },
+}
+
 /// Parse what gdb sends for `monitor ...` (hex-decoded by gdbstub, not necessarily UTF-8).
-pub fn parse(cmd: &[u8]) -> Result<Command, String> {
+pub fn parse(cmd: &[u8]) -> Result<Command, ParseError> {
     let text = String::from_utf8_lossy(cmd);
     let mut words = text.split_whitespace();
     let Some(verb) = words.next() else {
@@ -38,26 +51,27 @@ pub fn parse(cmd: &[u8]) -> Result<Command, String> {
         ("skb", []) => Ok(Command::Skb(None)),
         ("skb", [a]) => parse_addr(a).map(|a| Command::Skb(Some(a))),
         ("load", [f]) => Ok(Command::Load((*f).to_owned())),
-        ("load", []) => Err("monitor load: which module? (monitor load FILE.ko)".into()),
-        ("help" | "lsmod" | "skb" | "load", _) => Err(format!(
-            "monitor {verb}: too many arguments (see monitor help)"
-        )),
-        _ => Err(format!(
-            "unknown monitor command {verb:?}; try monitor help"
-        )),
+        ("load", []) => Err(ParseError::LoadWhich),
+        ("help" | "lsmod" | "skb" | "load", _) => Err(ParseError::TooManyArguments {
+            verb: verb.to_owned(),
+        }),
+        _ => Err(ParseError::Unknown {
+            verb: verb.to_owned(),
+        }),
     }
 }
 
 /// `0x...` or bare hex, as kernel and gdb output give addresses; decimal with a `#` prefix is
 /// not worth the ambiguity.
-pub fn parse_addr(s: &str) -> Result<u64, String> {
+pub fn parse_addr(s: &str) -> Result<u64, ParseError> {
     let t = s.trim();
     let hex = t
         .strip_prefix("0x")
         .or_else(|| t.strip_prefix("0X"))
         .unwrap_or(t);
-    u64::from_str_radix(hex, 16)
-        .map_err(|_| format!("{t:?} is not a hex address (e.g. 0x6a1c2e00)"))
+    u64::from_str_radix(hex, 16).map_err(|_| ParseError::NotAnAddress {
+        input: t.to_owned(),
+    })
 }
 
 /// `monitor lsmod`: one line per module, the host shared libraries last.
@@ -123,14 +137,15 @@ mod tests {
     #[test]
     fn bad_commands_say_what_is_wrong() {
         assert_eq!(
-            parse(b"frob").unwrap_err(),
+            parse(b"frob").unwrap_err().to_string(),
             "unknown monitor command \"frob\"; try monitor help"
         );
-        assert!(parse(b"skb zz").unwrap_err().contains("not a hex address"));
-        assert!(parse(b"load").unwrap_err().contains("which module"));
+        assert!(parse(b"skb zz").unwrap_err().to_string().contains("not a hex address"));
+        assert!(parse(b"load").unwrap_err().to_string().contains("which module"));
         assert!(
             parse(b"lsmod x")
                 .unwrap_err()
+                .to_string()
                 .contains("too many arguments")
         );
         assert!(parse(&[0xff, 0xfe]).is_err());

@@ -25,7 +25,7 @@ use gdbstub::conn::Connection;
 use gdbstub::stub::state_machine::GdbStubStateMachine;
 use gdbstub::stub::{DisconnectReason, GdbStubBuilder};
 
-use super::target::{RunControl, StopReason, UmlTarget};
+use super::target::{MachineError, RunControl, StopReason, UmlTarget};
 
 /// Packet buffer of gdbstub, advertised to gdb as PacketSize.
 pub const PACKET_SIZE: usize = 0x4000;
@@ -306,16 +306,17 @@ fn xfer_range(s: &[u8]) -> Option<(usize, usize)> {
 fn fresh<R: RunControl, W: Write>(
     sink: &Rc<RefCell<Sink<W>>>,
     target: &mut UmlTarget<R>,
-) -> Result<Machine<R, W>, String> {
+) -> Result<Machine<R, W>, ServeError> {
     let stub = GdbStubBuilder::new(Conn(sink.clone()))
         .packet_buffer_size(PACKET_SIZE)
         .build()
-        .map_err(|e| e.to_string())?;
-    stub.run_state_machine(target).map_err(|e| e.to_string())
+        .map_err(|e| ServeError::Protocol(e.to_string()))?;
+    stub.run_state_machine(target)
+        .map_err(|e| ServeError::Protocol(e.to_string()))
 }
 
 impl<R: RunControl, W: Write> Session<R, W> {
-    pub fn new(mut target: UmlTarget<R>, w: W) -> Result<Session<R, W>, String> {
+    pub fn new(mut target: UmlTarget<R>, w: W) -> Result<Session<R, W>, ServeError> {
         let sink = Rc::new(RefCell::new(Sink {
             w,
             out: Vec::new(),
@@ -613,7 +614,7 @@ impl<R: RunControl, W: Write> Session<R, W> {
         }
         match fresh(&self.sink, &mut self.target) {
             Ok(m) => self.machine = Some(m),
-            Err(e) => self.end = Some(End::Error(e)),
+            Err(e) => self.end = Some(End::Error(e.to_string())),
         }
         if self.no_ack {
             // The new gdbstub starts in ack mode; bring it where the client is, silently.
@@ -681,7 +682,7 @@ impl<R: RunControl, W: Write> Session<R, W> {
     }
 
     /// End the session: the machine runs on with every byte we changed put back.
-    pub fn finish(mut self) -> (End, Result<usize, String>) {
+    pub fn finish(mut self) -> (End, Result<usize, MachineError>) {
         let end = self.end.take().unwrap_or(End::ClientGone);
         self.machine = None;
         (end, self.target.finish())
@@ -719,8 +720,32 @@ pub enum ServeError {
     NotLoopback(SocketAddr),
     #[error("cannot listen on {0}: {1}")]
     Bind(String, std::io::Error),
+    /// gdbstub refused a protocol state (its own error types are generic over the target).
     #[error("{0}")]
-    Attach(String),
+    Protocol(String),
+    #[error("{umid} is now traced by process {tracer} ({name}): another debugger")]
+    TracedByOther {
+        umid: String,
+        tracer: i32,
+        name: String,
+    },
+    #[error("attach to {umid} (pid {pid}): {source}")]
+    Attach {
+        umid: String,
+        pid: i32,
+        #[source]
+        source: crate::ptrace::runctl::RunError,
+    },
+    #[error("blocking SIGCHLD: {0}")]
+    BlockSigchld(#[source] nix::Error),
+    #[error("signalfd: {0}")]
+    Signalfd(#[source] nix::Error),
+    #[error("poll: {0}")]
+    Poll(#[source] nix::Error),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Machine(#[from] MachineError),
 }
 
 /// A client stream of either kind.
@@ -911,11 +936,10 @@ impl Control {
 
 /// Block SIGCHLD in the calling thread (and the threads it spawns afterwards): the tracee's
 /// stops then wake the session through a signalfd. Call before any thread starts.
-pub fn block_sigchld() -> Result<(), String> {
+pub fn block_sigchld() -> Result<(), ServeError> {
     let mut set = nix::sys::signal::SigSet::empty();
     set.add(nix::sys::signal::Signal::SIGCHLD);
-    set.thread_block()
-        .map_err(|e| format!("blocking SIGCHLD: {e}"))
+    set.thread_block().map_err(ServeError::BlockSigchld)
 }
 
 /// How long a reply may wait for the client to read (see `serve_client`).
@@ -941,10 +965,10 @@ impl Stream {
 /// reaches gdb with no polling delay and Ctrl-C reaches the machine at once.
 pub fn serve_client<R: RunControl>(
     stream: Stream,
-    make_target: &mut dyn FnMut() -> Result<UmlTarget<R>, String>,
+    make_target: &mut dyn FnMut() -> Result<UmlTarget<R>, ServeError>,
     log: &mut dyn FnMut(&str),
     control: &Control,
-) -> Result<End, String> {
+) -> Result<End, ServeError> {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     use nix::sys::signalfd::{SfdFlags, SignalFd};
 
@@ -952,7 +976,7 @@ pub fn serve_client<R: RunControl>(
     let mut mask = nix::sys::signal::SigSet::empty();
     mask.add(nix::sys::signal::Signal::SIGCHLD);
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-        .map_err(|e| format!("signalfd: {e}"))?;
+        .map_err(ServeError::Signalfd)?;
     let target = match make_target() {
         Ok(t) => t,
         Err(e) => {
@@ -977,8 +1001,8 @@ pub fn serve_client<R: RunControl>(
         Stream::Tcp(s) => s.set_write_timeout(Some(WRITE_TIMEOUT)),
         Stream::Unix(s) => s.set_write_timeout(Some(WRITE_TIMEOUT)),
     };
-    let mut reader = stream.try_clone().map_err(|e| e.to_string())?;
-    let poll_handle = stream.try_clone().map_err(|e| e.to_string())?;
+    let mut reader = stream.try_clone()?;
+    let poll_handle = stream.try_clone()?;
     control.set_current(stream.try_clone().ok());
     let mut session = Session::new(target, stream)?;
     let mut buf = vec![0u8; 65536];
@@ -996,7 +1020,7 @@ pub fn serve_client<R: RunControl>(
                 match poll(&mut fds, PollTimeout::NONE) {
                     Ok(_) => read_client(&mut session),
                     Err(nix::Error::EINTR) => {}
-                    Err(e) => return Err(format!("poll: {e}")),
+                    Err(e) => return Err(ServeError::Poll(e)),
                 }
             }
             Phase::Running => {
@@ -1013,7 +1037,7 @@ pub fn serve_client<R: RunControl>(
                 match poll(&mut fds, timeout) {
                     Ok(_) => {}
                     Err(nix::Error::EINTR) => continue,
-                    Err(e) => return Err(format!("poll: {e}")),
+                    Err(e) => return Err(ServeError::Poll(e)),
                 }
                 if fds[1].any().unwrap_or(false) {
                     while let Ok(Some(_)) = sfd.read_signal() {}
@@ -1049,7 +1073,7 @@ pub fn serve_client<R: RunControl>(
         )),
         Err(e) => log(&format!("client {peer}: {end:?}; detach problem: {e}")),
     }
-    restored.map(|_| end)
+    Ok(restored.map(|_| end)?)
 }
 
 fn reader_again(s: &Stream, buf: &mut [u8]) -> Option<usize> {
@@ -1063,10 +1087,10 @@ pub fn serve<R: RunControl>(
     listener: Listener,
     once: bool,
     control: std::sync::Arc<Control>,
-    mut make_target: impl FnMut() -> Result<UmlTarget<R>, String>,
+    mut make_target: impl FnMut() -> Result<UmlTarget<R>, ServeError>,
     busy_text: impl Fn(&str) -> String + Send + 'static,
     mut log: impl FnMut(&str),
-) -> Result<(), String> {
+) -> Result<(), ServeError> {
     block_sigchld()?;
     let listener = std::sync::Arc::new(listener);
     // The accepting thread keeps its handle while it blocks in accept(): the socket file goes

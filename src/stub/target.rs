@@ -33,9 +33,11 @@ use gdbstub::target::ext::target_description_xml_override::{
 use gdbstub::target::{Target, TargetError, TargetResult};
 use gdbstub_arch::x86::reg::X86_64CoreRegs;
 
-use super::libraries::{self, FileSection, Library, ModuleOffsets};
+use super::libraries::{self, FileSection, Library, LibraryError, ModuleOffsets};
 use super::monitor::{self, Command};
+use crate::dwarf::DwarfError;
 use crate::guest::modules::GuestModule;
+use crate::net::skb::SkbError;
 use crate::ptrace::runctl::{RunError, StopEvent, Tracee};
 
 pub type StopReason = MultiThreadStopReason<u64>;
@@ -135,6 +137,98 @@ impl RunControl for Tracee {
 #[error("{0}")]
 pub struct Fatal(pub String);
 
+/// What goes wrong between the server and the machine, naming the file or address concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum MachineError {
+    #[error("{}: {source}", path.display())]
+    Image {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Elf {
+        path: PathBuf,
+        #[source]
+        source: goblin::error::Error,
+    },
+    #[error("{}: no symbol {name}", path.display())]
+    NoSymbol { path: PathBuf, name: &'static str },
+    #[error(transparent)]
+    Dwarf(#[from] DwarfError),
+    #[error(transparent)]
+    Library(#[from] LibraryError),
+    #[error(transparent)]
+    Id(#[from] crate::uml::ids::IdError),
+    #[error(transparent)]
+    Instance(#[from] crate::uml::instance::InstanceError),
+    /// Run control's own error (ptrace's, or a fake machine's in tests).
+    #[error(transparent)]
+    Run(BoxedError),
+    #[error("no module tracking for this kernel")]
+    NoTracking,
+    #[error("removing the breakpoint at {addr:#x}: {source}")]
+    RemoveBreakpoint {
+        addr: u64,
+        #[source]
+        source: BoxedError,
+    },
+    #[error("detaching: {0}")]
+    Detach(#[source] BoxedError),
+    #[error("the machine did not stop within 10 s")]
+    DidNotStop,
+    #[error("gave up after {} s", .0.as_secs())]
+    GaveUp(Duration),
+    #[error("the machine exited")]
+    Exited,
+}
+
+/// A `monitor skb` or `monitor load` that failed: the text goes to gdb's console.
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorFailed {
+    #[error("monitor skb: no sk_buff layout from {}: {source}", image.display())]
+    SkbLayout {
+        image: PathBuf,
+        #[source]
+        source: DwarfError,
+    },
+    #[error("monitor skb: no stopped thread; give an address")]
+    NoThread,
+    #[error("monitor skb: registers of thread {tid}: {source}")]
+    Registers {
+        tid: i32,
+        #[source]
+        source: BoxedError,
+    },
+    /// Every candidate (a register, or the address given) with why it is no sk_buff.
+    #[error("monitor skb: no sk_buff found ({})", tried_text(.0))]
+    NoSkb(Vec<(String, u64, SkbError)>),
+    #[error("monitor load: this server does not know the machine's umid")]
+    NoUmid,
+    #[error("monitor load: {0}")]
+    Resolve(#[source] crate::guest::load::LoadError),
+    #[error("monitor load: {0}")]
+    Load(#[source] crate::guest::load::LoadError),
+    #[error("monitor load: {0}")]
+    Machine(#[source] MachineError),
+}
+
+/// A run control's error, whichever run control it is.
+pub type BoxedError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Run control's error as a [`MachineError`].
+fn run_err<E: std::error::Error + Send + Sync + 'static>(e: E) -> MachineError {
+    MachineError::Run(Box::new(e))
+}
+
+fn tried_text(tried: &[(String, u64, SkbError)]) -> String {
+    tried
+        .iter()
+        .map(|(what, a, e)| format!("{what} = {a:#x}: {e}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// What a breakpoint of our own is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hook {
@@ -156,18 +250,26 @@ pub struct ModuleTracking {
 
 impl ModuleTracking {
     /// Symbols from the image's symbol table, member offsets from its DWARF (cached).
-    pub fn from_image(image: &Path, cache: &Path) -> Result<ModuleTracking, String> {
-        let file = std::fs::File::open(image).map_err(|e| format!("{}: {e}", image.display()))?;
+    pub fn from_image(image: &Path, cache: &Path) -> Result<ModuleTracking, MachineError> {
+        let io = |source| MachineError::Image {
+            path: image.to_path_buf(),
+            source,
+        };
+        let file = std::fs::File::open(image).map_err(io)?;
         // SAFETY: a read-only private map of the kernel image; nobody truncates a cached build
         // while a machine runs it.
-        let map = unsafe { memmap2::Mmap::map(&file) }
-            .map_err(|e| format!("{}: {e}", image.display()))?;
-        let syms = symbols(&map, &["modules", "do_init_module", "free_module"])
-            .map_err(|e| format!("{}: {e}", image.display()))?;
-        let need = |n: &str| {
-            syms.get(n)
-                .copied()
-                .ok_or_else(|| format!("{}: no symbol {n}", image.display()))
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        let syms = symbols(&map, &["modules", "do_init_module", "free_module"]).map_err(|source| {
+            MachineError::Elf {
+                path: image.to_path_buf(),
+                source,
+            }
+        })?;
+        let need = |name: &'static str| {
+            syms.get(name).copied().ok_or_else(|| MachineError::NoSymbol {
+                path: image.to_path_buf(),
+                name,
+            })
         };
         let head = need("modules")?;
         let hooks = vec![
@@ -175,18 +277,12 @@ impl ModuleTracking {
             (need("free_module")?, Hook::ModuleFree),
         ];
         let store = crate::dwarf::LayoutStore::new(cache);
-        let layout = |n: &str| {
-            store
-                .layout(image, n)
-                .map(|l| l.layout)
-                .map_err(|e| e.to_string())
-        };
+        let layout = |n: &str| store.layout(image, n).map(|l| l.layout);
         let offsets = ModuleOffsets::from_layouts(
             &layout("module")?,
             &layout("attribute_group")?,
             &layout("bin_attribute")?,
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         Ok(ModuleTracking {
             head,
             offsets,
@@ -196,8 +292,11 @@ impl ModuleTracking {
 }
 
 /// Addresses of the named symbols in an ELF image (first definition of each).
-pub fn symbols(image: &[u8], names: &[&str]) -> Result<HashMap<String, u64>, String> {
-    let elf = goblin::elf::Elf::parse(image).map_err(|e| e.to_string())?;
+pub fn symbols(
+    image: &[u8],
+    names: &[&str],
+) -> Result<HashMap<String, u64>, goblin::error::Error> {
+    let elf = goblin::elf::Elf::parse(image)?;
     let mut out = HashMap::new();
     for s in elf.syms.iter() {
         if s.st_value == 0 || s.st_shndx == 0 {
@@ -239,10 +338,10 @@ impl MachineInfo {
         uml_dir: &Path,
         cache: &Path,
         module_paths: &[PathBuf],
-    ) -> Result<(crate::uml::instance::UmlInstance, MachineInfo, Vec<String>), String> {
-        let id = crate::uml::ids::Umid::new(umid).map_err(errs)?;
-        let inst = crate::uml::instance::UmlInstance::resolve(&id, uml_dir).map_err(errs)?;
-        let image = inst.exe_path().map_err(errs)?;
+    ) -> Result<(crate::uml::instance::UmlInstance, MachineInfo, Vec<String>), MachineError> {
+        let id = crate::uml::ids::Umid::new(umid)?;
+        let inst = crate::uml::instance::UmlInstance::resolve(&id, uml_dir)?;
+        let image = inst.exe_path()?;
         let mut warnings = Vec::new();
         let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
         let manifest = crate::kernel::manifest::find_by_image(cache, &image);
@@ -311,15 +410,17 @@ impl MachineInfo {
     }
 
     /// The guest's modules read from the live process's memory (no ptrace: `process_vm_readv`).
-    pub fn modules_from_process(&self, pid: i32) -> Result<Vec<GuestModule>, String> {
+    pub fn modules_from_process(&self, pid: i32) -> Result<Vec<GuestModule>, MachineError> {
         use crate::net::skb::MemoryReader;
-        let tr = self
-            .tracking
-            .as_ref()
-            .ok_or("no module tracking for this kernel")?;
+        let tr = self.tracking.as_ref().ok_or(MachineError::NoTracking)?;
         let mut pm = crate::guest::skb::ProcessMemory { pid };
         let mut mem = |a: u64, l: usize| pm.read(a, l).ok();
-        libraries::walk_modules(&mut mem, &tr.offsets, tr.head, None).map_err(errs)
+        Ok(libraries::walk_modules(
+            &mut mem,
+            &tr.offsets,
+            tr.head,
+            None,
+        )?)
     }
 
     /// A module's host file and its allocated sections, by the server's search rules.
@@ -475,10 +576,6 @@ pub struct UmlTarget<R: RunControl> {
 
 fn tid_of(t: i32) -> Tid {
     Tid::new(t.max(1) as usize).expect("nonzero")
-}
-
-fn errs<E: std::fmt::Display>(e: E) -> String {
-    e.to_string()
 }
 
 impl<R: RunControl> UmlTarget<R> {
@@ -668,30 +765,36 @@ impl<R: RunControl> UmlTarget<R> {
 
     /// Take out for real the breakpoints gdb removed (before the machine runs freely, and
     /// before anything that rewrites or inspects the text).
-    fn flush_kept(&mut self) -> Result<(), String> {
+    fn flush_kept(&mut self) -> Result<(), MachineError> {
         let mut first_err = None;
-        for a in std::mem::take(&mut self.kept) {
-            if self.user_bps.contains(&a) || self.hooks.contains_key(&a) {
+        for addr in std::mem::take(&mut self.kept) {
+            if self.user_bps.contains(&addr) || self.hooks.contains_key(&addr) {
                 continue;
             }
-            if let Err(e) = self.remove(a) {
-                first_err.get_or_insert(format!("removing the breakpoint at {a:#x}: {e}"));
+            if let Err(e) = self.remove(addr) {
+                first_err.get_or_insert(MachineError::RemoveBreakpoint {
+                    addr,
+                    source: Box::new(e),
+                });
             }
         }
         first_err.map_or(Ok(()), Err)
     }
 
     /// Insert a breakpoint at an address that has none yet, remembering its byte.
-    fn insert(&mut self, addr: u64) -> Result<(), String> {
-        let b = self.rc().read_mem(addr, 1).map_err(errs)?;
-        self.rc_mut().insert_breakpoint(addr).map_err(errs)?;
-        self.originals.insert(addr, b[0]);
+    fn insert(&mut self, addr: u64) -> Result<(), R::Error> {
+        let b = self.rc().read_mem(addr, 1)?;
+        self.rc_mut().insert_breakpoint(addr)?;
+        // A run control that answers a 1-byte read with nothing leaves no byte to remember.
+        if let Some(&b) = b.first() {
+            self.originals.insert(addr, b);
+        }
         Ok(())
     }
 
-    fn remove(&mut self, addr: u64) -> Result<(), String> {
+    fn remove(&mut self, addr: u64) -> Result<(), R::Error> {
         self.originals.remove(&addr);
-        self.rc_mut().remove_breakpoint(addr).map_err(errs)
+        self.rc_mut().remove_breakpoint(addr)
     }
 
     /// Re-read the module list (leaving out the `struct module` at `freeing`); true when gdb's
@@ -771,7 +874,8 @@ impl<R: RunControl> UmlTarget<R> {
             .entry(file.clone())
             .or_insert_with(|| {
                 let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-                libraries::alloc_sections(&file.display().to_string(), &bytes).map_err(errs)
+                libraries::alloc_sections(&file.display().to_string(), &bytes)
+                    .map_err(|e| e.to_string())
             })
             .clone();
         match secs {
@@ -784,15 +888,17 @@ impl<R: RunControl> UmlTarget<R> {
     }
 
     /// Start what the last resume packet asked for.
-    fn start(&mut self) -> Result<(), String> {
+    fn start(&mut self) -> Result<(), MachineError> {
         self.transition(RunState::Running);
         match self.resume {
             Resume::Step(tid) => {
-                if !self.rc().trap_steps_are_safe() && self.start_breakpoint_step(tid)? {
+                if !self.rc().trap_steps_are_safe()
+                    && self.start_breakpoint_step(tid).map_err(run_err)?
+                {
                     return Ok(());
                 }
                 self.trap_steps += 1;
-                let ev = self.rc_mut().single_step(tid).map_err(errs)?;
+                let ev = self.rc_mut().single_step(tid).map_err(run_err)?;
                 let stop = self.map_stop(ev);
                 self.transition(RunState::Pending(match stop {
                     Some(s) => s,
@@ -813,14 +919,14 @@ impl<R: RunControl> UmlTarget<R> {
                     return Ok(());
                 }
                 self.flush_kept()?;
-                self.rc_mut().resume().map_err(errs)
+                self.rc_mut().resume().map_err(run_err)
             }
         }
     }
 
     /// Step `tid` by running it to temporary breakpoints on the instruction's successors, when
     /// they can be computed; false when a trap-flag step is needed.
-    fn start_breakpoint_step(&mut self, tid: i32) -> Result<bool, String> {
+    fn start_breakpoint_step(&mut self, tid: i32) -> Result<bool, R::Error> {
         let Ok(r) = self.rc().regs(tid) else {
             return Ok(false);
         };
@@ -853,7 +959,7 @@ impl<R: RunControl> UmlTarget<R> {
         }));
         // Only this thread runs, as gdb asks for a step: the others stay stopped instead of
         // being resumed and interrupted again around every step.
-        self.rc_mut().resume_thread(tid).map_err(errs)?;
+        self.rc_mut().resume_thread(tid)?;
         Ok(true)
     }
 
@@ -914,7 +1020,7 @@ impl<R: RunControl> UmlTarget<R> {
                 if let Some(st) = &step {
                     let same = matches!(ev, StopEvent::Breakpoint { tid, .. } | StopEvent::Stepped { tid } | StopEvent::Interrupted { tid } if tid == st.tid);
                     if !same && !matches!(ev, StopEvent::Exited { .. }) {
-                        self.stop_machine().map_err(Fatal)?;
+                        self.stop_machine().map_err(|e| Fatal(e.to_string()))?;
                     }
                 }
                 self.transition(RunState::Stopped);
@@ -1036,7 +1142,7 @@ impl<R: RunControl> UmlTarget<R> {
     }
 
     /// Stop the machine if it runs (its stop is not reported to anybody).
-    fn stop_quietly(&mut self) -> Result<(), String> {
+    fn stop_quietly(&mut self) -> Result<(), MachineError> {
         match self.state {
             RunState::Pending(_) => self.transition(RunState::Running),
             RunState::Exited { .. } => self.transition(RunState::Stopped),
@@ -1047,17 +1153,17 @@ impl<R: RunControl> UmlTarget<R> {
         r
     }
 
-    fn stop_machine(&mut self) -> Result<(), String> {
+    fn stop_machine(&mut self) -> Result<(), MachineError> {
         if !self.is_running() || self.has_exited() {
             return Ok(());
         }
-        self.rc_mut().interrupt().map_err(errs)?;
+        self.rc_mut().interrupt().map_err(run_err)?;
         let end = Instant::now() + Duration::from_secs(10);
         while Instant::now() < end {
             match self
                 .rc_mut()
                 .wait(Some(Duration::from_millis(500)))
-                .map_err(errs)?
+                .map_err(run_err)?
             {
                 Some(StopEvent::Exited { .. }) => {
                     self.transition(RunState::Exited { unreported: None });
@@ -1074,13 +1180,13 @@ impl<R: RunControl> UmlTarget<R> {
         if self.has_exited() {
             Ok(())
         } else {
-            Err("the machine did not stop within 10 s".into())
+            Err(MachineError::DidNotStop)
         }
     }
 
     /// End the session: stop the machine, take every breakpoint out, detach. The machine runs
     /// on. Returns how many of gdb's breakpoints were removed (our hooks are not counted).
-    pub fn finish(mut self) -> Result<usize, String> {
+    pub fn finish(mut self) -> Result<usize, MachineError> {
         if self.has_exited() {
             return Ok(0);
         }
@@ -1097,11 +1203,14 @@ impl<R: RunControl> UmlTarget<R> {
             .collect();
         let mut n = 0;
         let mut first_err = None;
-        for a in addrs {
-            match self.remove(a) {
-                Ok(()) => n += usize::from(self.user_bps.contains(&a)),
+        for addr in addrs {
+            match self.remove(addr) {
+                Ok(()) => n += usize::from(self.user_bps.contains(&addr)),
                 Err(e) => {
-                    first_err.get_or_insert(format!("removing the breakpoint at {a:#x}: {e}"));
+                    first_err.get_or_insert(MachineError::RemoveBreakpoint {
+                        addr,
+                        source: Box::new(e),
+                    });
                 }
             }
         }
@@ -1109,7 +1218,8 @@ impl<R: RunControl> UmlTarget<R> {
         self.kept.clear();
         self.hooks.clear();
         let rc = self.rc.take().expect("run control");
-        rc.detach().map_err(|e| format!("detaching: {e}"))?;
+        rc.detach()
+            .map_err(|e| MachineError::Detach(Box::new(e)))?;
         stopped?;
         match first_err {
             Some(e) => Err(e),
@@ -1124,25 +1234,25 @@ impl<R: RunControl> UmlTarget<R> {
         mut done: impl FnMut() -> Option<T>,
         mut tick: impl FnMut(Duration),
         limit: Duration,
-    ) -> Result<T, String> {
+    ) -> Result<T, MachineError> {
         self.flush_kept()?;
         let user: Vec<u64> = self.user_bps.iter().copied().collect();
         for a in &user {
             if !self.hooks.contains_key(a) {
-                self.remove(*a)?;
+                self.remove(*a).map_err(run_err)?;
             }
         }
         self.user_bps.clear();
         let started = Instant::now();
         let mut last_tick = Instant::now();
-        self.rc_mut().resume().map_err(errs)?;
+        self.rc_mut().resume().map_err(run_err)?;
         self.transition(RunState::Running);
         let result = loop {
             if let Some(v) = done() {
                 break Ok(v);
             }
             if started.elapsed() > limit {
-                break Err(format!("gave up after {} s", limit.as_secs()));
+                break Err(MachineError::GaveUp(limit));
             }
             if last_tick.elapsed() >= Duration::from_secs(1) {
                 tick(started.elapsed());
@@ -1151,12 +1261,12 @@ impl<R: RunControl> UmlTarget<R> {
             match self
                 .rc_mut()
                 .wait(Some(Duration::from_millis(50)))
-                .map_err(errs)?
+                .map_err(run_err)?
             {
                 None => {}
                 Some(StopEvent::Exited { .. }) => {
                     self.transition(RunState::Exited { unreported: None });
-                    return Err("the machine exited".into());
+                    return Err(MachineError::Exited);
                 }
                 Some(StopEvent::Breakpoint { tid, addr }) if self.hooks.contains_key(&addr) => {
                     let freeing = match self.hooks[&addr] {
@@ -1164,9 +1274,9 @@ impl<R: RunControl> UmlTarget<R> {
                         Hook::ModuleLoad => None,
                     };
                     self.refresh_libraries(freeing);
-                    self.rc_mut().resume().map_err(errs)?;
+                    self.rc_mut().resume().map_err(run_err)?;
                 }
-                Some(_) => self.rc_mut().resume().map_err(errs)?,
+                Some(_) => self.rc_mut().resume().map_err(run_err)?,
             }
         };
         self.stop_quietly()?;
@@ -1185,7 +1295,7 @@ impl<R: RunControl> UmlTarget<R> {
         let c = match monitor::parse(cmd) {
             Ok(c) => c,
             Err(e) => {
-                out(&e);
+                out(&e.to_string());
                 return false;
             }
         };
@@ -1204,75 +1314,79 @@ impl<R: RunControl> UmlTarget<R> {
             Command::Skb(addr) => {
                 let r = self.skb_text(addr);
                 let ok = r.is_ok();
-                out(r.unwrap_or_else(|e| e).trim_end());
+                out(r.unwrap_or_else(|e| e.to_string()).trim_end());
                 ok
             }
             Command::Load(file) => {
                 let r = self.load_module(&file, out);
                 let ok = r.is_ok();
-                out(r.unwrap_or_else(|e| e).trim_end());
+                out(r.unwrap_or_else(|e| e.to_string()).trim_end());
                 ok
             }
         }
     }
 
-    fn skb_text(&mut self, addr: Option<u64>) -> Result<String, String> {
-        if self.skb.is_none() {
-            let pid = self.rc().pid();
-            match crate::guest::skb::SkbReader::new(&self.info.image, &self.info.cache, pid) {
-                Ok(r) => self.skb = Some(r),
-                Err(e) => {
-                    return Err(format!(
-                        "monitor skb: no sk_buff layout from {}: {e}",
-                        self.info.image.display()
-                    ));
-                }
-            }
-        }
-        let candidates: Vec<(String, u64)> = match addr {
-            Some(a) => vec![(format!("{a:#x}"), a)],
+    fn skb_text(&mut self, addr: Option<u64>) -> Result<String, MonitorFailed> {
+        let reader = match self.skb.take() {
+            Some(r) => r,
             None => {
-                let Some(tid) = self
-                    .last_tid
-                    .or_else(|| self.rc().threads().first().copied())
-                else {
-                    return Err("monitor skb: no stopped thread; give an address".into());
-                };
-                match self.rc().regs(tid) {
-                    Ok(r) => vec![
-                        ("rdi".into(), r.rdi),
-                        ("rsi".into(), r.rsi),
-                        ("rdx".into(), r.rdx),
-                    ],
-                    Err(e) => return Err(format!("monitor skb: registers of thread {tid}: {e}")),
-                }
+                let pid = self.rc().pid();
+                crate::guest::skb::SkbReader::new(&self.info.image, &self.info.cache, pid)
+                    .map_err(|source| MonitorFailed::SkbLayout {
+                        image: self.info.image.clone(),
+                        source,
+                    })?
             }
         };
-        let reader = self.skb.as_mut().expect("set above");
-        let mut errors = Vec::new();
-        for (what, a) in &candidates {
-            match reader.read(*a) {
+        let candidates = self.skb_candidates(addr);
+        let reader = self.skb.insert(reader);
+        let mut tried = Vec::new();
+        for (what, a) in candidates? {
+            match reader.read(a) {
                 Ok(d) if addr.is_some() => return Ok(d.text),
                 Ok(d) => return Ok(format!("struct sk_buff * in {what} = {a:#x}\n{}", d.text)),
-                Err(e) => errors.push(format!("{what} = {a:#x}: {e}")),
+                Err(e) => tried.push((what, a, e)),
             }
         }
-        Err(format!(
-            "monitor skb: no sk_buff found ({})",
-            errors.join("; ")
-        ))
+        Err(MonitorFailed::NoSkb(tried))
     }
 
-    fn load_module(&mut self, arg: &str, out: &mut dyn FnMut(&str)) -> Result<String, String> {
+    /// Where `monitor skb` looks: the address given, or the stopped thread's first three
+    /// argument registers.
+    fn skb_candidates(&self, addr: Option<u64>) -> Result<Vec<(String, u64)>, MonitorFailed> {
+        if let Some(a) = addr {
+            return Ok(vec![(format!("{a:#x}"), a)]);
+        }
+        let Some(tid) = self
+            .last_tid
+            .or_else(|| self.rc().threads().first().copied())
+        else {
+            return Err(MonitorFailed::NoThread);
+        };
+        match self.rc().regs(tid) {
+            Ok(r) => Ok(vec![
+                ("rdi".into(), r.rdi),
+                ("rsi".into(), r.rsi),
+                ("rdx".into(), r.rdx),
+            ]),
+            Err(e) => Err(MonitorFailed::Registers {
+                tid,
+                source: Box::new(e),
+            }),
+        }
+    }
+
+    fn load_module(
+        &mut self,
+        arg: &str,
+        out: &mut dyn FnMut(&str),
+    ) -> Result<String, MonitorFailed> {
         let Some(umid) = self.info.umid.clone() else {
-            return Err("monitor load: this server does not know the machine's umid".into());
+            return Err(MonitorFailed::NoUmid);
         };
         let md = self.info.modules_dir.clone();
-        let resolved =
-            match crate::guest::load::resolve(arg, &self.info.module_paths, md.as_deref()) {
-                Ok(r) => r,
-                Err(e) => return Err(format!("monitor load: {e}")),
-            };
+        let resolved = crate::guest::load::resolve(arg, &self.info.module_paths, md.as_deref())
+            .map_err(MonitorFailed::Resolve)?;
         let (tx, rx) = std::sync::mpsc::channel();
         let cache = self.info.cache.clone();
         let r2 = resolved.clone();
@@ -1309,8 +1423,8 @@ impl<R: RunControl> UmlTarget<R> {
                     resolved.name
                 ))
             }
-            Ok(Err(e)) => Err(format!("monitor load: {e}")),
-            Err(e) => Err(format!("monitor load: {e}")),
+            Ok(Err(e)) => Err(MonitorFailed::Load(e)),
+            Err(e) => Err(MonitorFailed::Machine(e)),
         }
     }
 }
