@@ -501,6 +501,60 @@ pub enum Problem {
     },
 }
 
+/// Why a name, key, address or route destination is refused. The text follows the item it is
+/// about, as in ``domain name `x y` contains ' ': ...``.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("is empty: give it a name")]
+    EmptyName,
+    #[error("is {0} characters long: use at most 63")]
+    NameTooLong(usize),
+    #[error("contains {0:?}: use only letters, digits, `-`, `_` and `.`")]
+    NameChar(char),
+    #[error("starts with `.` or `-`: start it with a letter, digit or `_`")]
+    NameStart,
+    #[error("is empty")]
+    EmptyHostname,
+    #[error("is {0} characters long")]
+    HostnameTooLong(usize),
+    #[error("has an empty or over-long label")]
+    HostnameLabel,
+    #[error("contains {0:?}")]
+    HostnameChar(char),
+    #[error("has a label that starts or ends with `-`")]
+    HostnameDash,
+    #[error("must be 1 to 15 characters, not {0}: e.g. eth0")]
+    IfaceLength(usize),
+    #[error("contains {0:?}: use letters, digits, `-`, `_` and `.`, e.g. eth0")]
+    IfaceChar(char),
+    #[error("is reserved: use another name, e.g. eth0")]
+    IfaceReserved,
+    #[error("prefix /{prefix} is longer than {max}")]
+    PrefixTooLong { prefix: u8, max: u8 },
+    #[error("prefix /0 covers every address: give the subnet's length, e.g. /24")]
+    PrefixZero,
+    #[error("it is an unspecified, loopback or multicast address: use a unicast one")]
+    NotUnicast,
+    #[error("it is the broadcast address: use a unicast one")]
+    Broadcast,
+    #[error("it is the network address of {subnet}: use a host address inside it")]
+    NetworkAddress { subnet: IfAddr },
+    #[error("it is the broadcast address of {subnet}: use a host address inside it")]
+    SubnetBroadcast { subnet: IfAddr },
+    #[error("has an empty name: write NAME=value")]
+    EmptyEnvName,
+    #[error("contains {0:?}: use letters, digits and `_`, e.g. MY_VAR")]
+    EnvChar(char),
+    #[error("starts with a digit: start it with a letter or `_`")]
+    EnvDigit,
+    #[error("is not a sysctl name: write it like net.ipv4.ip_forward")]
+    SysctlKey,
+    #[error("not `default` nor a network: {0}")]
+    RouteNotNetwork(AddrError),
+    #[error("has host bits set: write {subnet}")]
+    RouteHostBits { subnet: IfAddr },
+}
+
 /// Why a text is not an [`IfAddr`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AddrError {
@@ -664,16 +718,15 @@ pub enum RouteDest {
 
 impl RouteSpec {
     /// Parses `dest`; a network must have no host bits set (`ip route` refuses those).
-    pub fn parsed_dest(&self) -> Result<RouteDest, String> {
+    pub fn parsed_dest(&self) -> Result<RouteDest, Refusal> {
         if self.dest == "default" {
             return Ok(RouteDest::Default);
         }
-        let net: IfAddr = self
-            .dest
-            .parse()
-            .map_err(|e: AddrError| format!("not `default` nor a network: {e}"))?;
+        let net: IfAddr = self.dest.parse().map_err(Refusal::RouteNotNetwork)?;
         if net.network() != net.addr {
-            return Err(format!("has host bits set: write {}", net.subnet()));
+            return Err(Refusal::RouteHostBits {
+                subnet: net.subnet(),
+            });
         }
         Ok(RouteDest::Net(net))
     }
@@ -809,7 +862,7 @@ impl LabSpec {
             if let Err(reason) = check_word(&d.name) {
                 let p = Problem::BadDomainName {
                     domain: d.name.clone(),
-                    reason,
+                    reason: reason.to_string(),
                 };
                 out.push((Item::DomainName(di), p));
             } else if !seen.insert(d.name.as_str()) {
@@ -827,7 +880,7 @@ impl LabSpec {
                 let p = Problem::BadAddress {
                     owner,
                     text: a.to_string(),
-                    reason,
+                    reason: reason.to_string(),
                 };
                 out.push((Item::DomainHost(di), p));
             }
@@ -840,7 +893,7 @@ impl LabSpec {
             let p = Problem::BadHostname {
                 machine: machine(),
                 hostname: m.hostname.clone(),
-                reason,
+                reason: reason.to_string(),
             };
             out.push((Item::Hostname(mi), p));
         }
@@ -869,7 +922,7 @@ impl LabSpec {
                 let p = Problem::BadIfaceName {
                     machine: machine(),
                     iface: iface.name.clone(),
-                    reason,
+                    reason: reason.to_string(),
                 };
                 out.push((Item::IfaceName(mi, ii), p));
             } else if !names.insert(iface.name.as_str()) {
@@ -900,7 +953,7 @@ impl LabSpec {
                     let p = Problem::BadAddress {
                         owner,
                         text: a.to_string(),
-                        reason,
+                        reason: reason.to_string(),
                     };
                     out.push((Item::IfaceAddr(mi, ii, ai), p));
                 }
@@ -924,7 +977,7 @@ impl LabSpec {
         self.route_problems(mi, m, out);
         let mut names = HashSet::new();
         for (ei, (name, value)) in m.env.iter().enumerate() {
-            let reason = check_env_name(name).err().or_else(|| {
+            let reason = check_env_name(name).err().map(|r| r.to_string()).or_else(|| {
                 value
                     .contains(['\n', '\r', '\0'])
                     .then(|| "has a line break or NUL in its value: give a one-line value".into())
@@ -980,7 +1033,7 @@ impl LabSpec {
         }
         let mut keys = HashSet::new();
         for (si, (key, value)) in m.sysctls.iter().enumerate() {
-            let reason = check_sysctl_key(key).err().or_else(|| {
+            let reason = check_sysctl_key(key).err().map(|r| r.to_string()).or_else(|| {
                 let bad = value.is_empty() || value.contains(['\n', '\r', '\0']);
                 bad.then(|| format!("has value {value:?}: give a one-line, non-empty value"))
             });
@@ -1035,7 +1088,7 @@ impl LabSpec {
             let dest = match r.parsed_dest() {
                 Ok(d) => d,
                 Err(reason) => {
-                    out.push((Item::RouteDest(mi, ri), bad(reason)));
+                    out.push((Item::RouteDest(mi, ri), bad(reason.to_string())));
                     continue;
                 }
             };
@@ -1324,112 +1377,98 @@ impl LabSpec {
 }
 
 /// Lab and domain names: they name a network namespace and appear in bridge and file names.
-fn check_word(s: &str) -> Result<(), String> {
+fn check_word(s: &str) -> Result<(), Refusal> {
     if s.is_empty() {
-        return Err("is empty: give it a name".to_owned());
+        return Err(Refusal::EmptyName);
     }
     if s.len() > 63 {
-        return Err(format!("is {} characters long: use at most 63", s.len()));
+        return Err(Refusal::NameTooLong(s.len()));
     }
     if let Some(c) = s
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || "-_.".contains(*c)))
     {
-        return Err(format!(
-            "contains {c:?}: use only letters, digits, `-`, `_` and `.`"
-        ));
+        return Err(Refusal::NameChar(c));
     }
     if s.starts_with(['.', '-']) {
-        return Err("starts with `.` or `-`: start it with a letter, digit or `_`".to_owned());
+        return Err(Refusal::NameStart);
     }
     Ok(())
 }
 
 /// Hostnames as `hostname(1)` and resolvers take them; `_` is allowed because Kathará machine
 /// names (which become hostnames) often have one, and the guest's kernel does not mind.
-fn check_hostname(s: &str) -> Result<(), String> {
+fn check_hostname(s: &str) -> Result<(), Refusal> {
     if s.is_empty() {
-        return Err("is empty".to_owned());
+        return Err(Refusal::EmptyHostname);
     }
     if s.len() > 64 {
-        return Err(format!("is {} characters long", s.len()));
+        return Err(Refusal::HostnameTooLong(s.len()));
     }
     for label in s.split('.') {
         if label.is_empty() || label.len() > 63 {
-            return Err("has an empty or over-long label".to_owned());
+            return Err(Refusal::HostnameLabel);
         }
         if let Some(c) = label
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || "-_".contains(*c)))
         {
-            return Err(format!("contains {c:?}"));
+            return Err(Refusal::HostnameChar(c));
         }
         if label.starts_with('-') || label.ends_with('-') {
-            return Err("has a label that starts or ends with `-`".to_owned());
+            return Err(Refusal::HostnameDash);
         }
     }
     Ok(())
 }
 
 /// Linux interface names: at most 15 bytes (IFNAMSIZ less the NUL), no `/`, `:` or spaces.
-fn check_iface_name(s: &str) -> Result<(), String> {
+fn check_iface_name(s: &str) -> Result<(), Refusal> {
     if s.is_empty() || s.len() > 15 {
-        return Err(format!(
-            "must be 1 to 15 characters, not {}: e.g. eth0",
-            s.len()
-        ));
+        return Err(Refusal::IfaceLength(s.len()));
     }
     if let Some(c) = s
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || "-_.".contains(*c)))
     {
-        return Err(format!(
-            "contains {c:?}: use letters, digits, `-`, `_` and `.`, e.g. eth0"
-        ));
+        return Err(Refusal::IfaceChar(c));
     }
     if s == "." || s == ".." || s == "lo" {
-        return Err("is reserved: use another name, e.g. eth0".to_owned());
+        return Err(Refusal::IfaceReserved);
     }
     Ok(())
 }
 
 /// An address that a machine or the lab host can hold on a segment.
-fn check_host_addr(a: &IfAddr) -> Result<(), String> {
+fn check_host_addr(a: &IfAddr) -> Result<(), Refusal> {
     if a.prefix > a.max_prefix() {
-        return Err(format!(
-            "prefix /{} is longer than {}",
-            a.prefix,
-            a.max_prefix()
-        ));
+        return Err(Refusal::PrefixTooLong {
+            prefix: a.prefix,
+            max: a.max_prefix(),
+        });
     }
     if a.prefix == 0 {
-        return Err(
-            "prefix /0 covers every address: give the subnet's length, e.g. /24".to_owned(),
-        );
+        return Err(Refusal::PrefixZero);
     }
     let ip = a.addr;
     if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() {
-        return Err(
-            "it is an unspecified, loopback or multicast address: use a unicast one".to_owned(),
-        );
+        return Err(Refusal::NotUnicast);
     }
     if let IpAddr::V4(v4) = ip {
         if v4.is_broadcast() {
-            return Err("it is the broadcast address: use a unicast one".to_owned());
+            return Err(Refusal::Broadcast);
         }
         // /31 and /32 have no network or broadcast address (RFC 3021).
         if a.prefix <= 30 {
             if ip == a.network() {
-                return Err(format!(
-                    "it is the network address of {}: use a host address inside it",
-                    a.subnet()
-                ));
+                return Err(Refusal::NetworkAddress {
+                    subnet: a.subnet(),
+                });
             }
             if ip == a.last() {
-                return Err(format!(
-                    "it is the broadcast address of {}: use a host address inside it",
-                    a.subnet()
-                ));
+                return Err(Refusal::SubnetBroadcast {
+                    subnet: a.subnet(),
+                });
             }
         }
     }
@@ -1438,26 +1477,24 @@ fn check_host_addr(a: &IfAddr) -> Result<(), String> {
 
 /// Environment variable names a shell can export: letters, digits and `_`, not starting with a
 /// digit.
-fn check_env_name(name: &str) -> Result<(), String> {
+fn check_env_name(name: &str) -> Result<(), Refusal> {
     if name.is_empty() {
-        return Err("has an empty name: write NAME=value".to_owned());
+        return Err(Refusal::EmptyEnvName);
     }
     if let Some(c) = name
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || *c == '_'))
     {
-        return Err(format!(
-            "contains {c:?}: use letters, digits and `_`, e.g. MY_VAR"
-        ));
+        return Err(Refusal::EnvChar(c));
     }
     if name.starts_with(|c: char| c.is_ascii_digit()) {
-        return Err("starts with a digit: start it with a letter or `_`".to_owned());
+        return Err(Refusal::EnvDigit);
     }
     Ok(())
 }
 
 /// Sysctl keys as `sysctl -w` takes them; `..` and empty parts would walk out of /proc/sys.
-fn check_sysctl_key(key: &str) -> Result<(), String> {
+fn check_sysctl_key(key: &str) -> Result<(), Refusal> {
     let ok_part = |p: &str| {
         !p.is_empty()
             && p != ".."
@@ -1465,7 +1502,7 @@ fn check_sysctl_key(key: &str) -> Result<(), String> {
                 .all(|c| c.is_ascii_alphanumeric() || "_-:@+".contains(c))
     };
     if key.is_empty() || !key.split(['.', '/']).all(ok_part) {
-        return Err("is not a sysctl name: write it like net.ipv4.ip_forward".to_owned());
+        return Err(Refusal::SysctlKey);
     }
     Ok(())
 }
