@@ -20,6 +20,7 @@ pub mod image;
 pub mod kernel;
 pub mod kmod;
 pub mod lab;
+pub mod manifest_file;
 pub mod net;
 pub mod ptrace;
 pub mod stub;

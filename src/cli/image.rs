@@ -182,7 +182,9 @@ pub fn run(cmd: ImageCmd, g: &Global) -> anyhow::Result<()> {
                     .iter()
                     .map(|e| match &e.manifest {
                         Ok(m) => serde_json::json!({"dir": e.dir, "valid": true, "manifest": m}),
-                        Err(r) => serde_json::json!({"dir": e.dir, "valid": false, "reason": r}),
+                        Err(r) => {
+                            serde_json::json!({"dir": e.dir, "valid": false, "reason": r.to_string()})
+                        }
                     })
                     .collect();
                 println!(

@@ -194,7 +194,9 @@ pub fn run(cmd: KernelCmd, g: &Global) -> anyhow::Result<()> {
                     .iter()
                     .map(|e| match &e.manifest {
                         Ok(m) => serde_json::json!({"dir": e.dir, "valid": true, "manifest": m}),
-                        Err(r) => serde_json::json!({"dir": e.dir, "valid": false, "reason": r}),
+                        Err(r) => {
+                            serde_json::json!({"dir": e.dir, "valid": false, "reason": r.to_string()})
+                        }
                     })
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&v).context("json")?);

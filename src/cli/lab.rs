@@ -171,7 +171,7 @@ pub fn run(cmd: LabCmd, g: &Global) -> anyhow::Result<i32> {
             spec.validate()?;
             let kernel = match &a.kernel {
                 Some(k) => {
-                    Some(umldbg::kernel::manifest::select(&cache, k).map_err(anyhow::Error::msg)?)
+                    Some(umldbg::kernel::manifest::select(&cache, k)?)
                 }
                 None => None,
             };
@@ -316,7 +316,7 @@ fn restart(a: RestartArgs, cache: &Path, json: bool) -> anyhow::Result<i32> {
         }
     }
     let kernel = match &a.kernel {
-        Some(k) => Some(umldbg::kernel::manifest::select(cache, k).map_err(anyhow::Error::msg)?),
+        Some(k) => Some(umldbg::kernel::manifest::select(cache, k)?),
         None => None,
     };
     let targets: Vec<String> = if umids.is_empty() {

@@ -11,8 +11,36 @@ use std::time::UNIX_EPOCH;
 use serde::{Deserialize, Serialize};
 
 use super::ImageError;
+use crate::manifest_file::{self, ManifestError};
 
-pub const MANIFEST: &str = "manifest.json";
+pub use crate::manifest_file::MANIFEST;
+
+/// Why a cached image is not valid.
+#[derive(Debug, thiserror::Error)]
+pub enum Invalid {
+    #[error("incomplete build (no manifest)")]
+    Incomplete,
+    #[error("not in the cache")]
+    NotCached,
+    #[error(transparent)]
+    Manifest(ImageError),
+    #[error("built by format {found}, this umldbg makes format {}", super::recipe::FORMAT)]
+    Format { found: u32 },
+    #[error("{}: {source}", path.display())]
+    Image {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} has {found} bytes, the manifest says {expected}", path.display())]
+    Size {
+        path: PathBuf,
+        found: u64,
+        expected: u64,
+    },
+    #[error("{} changed after the build (its modification time moved)", path.display())]
+    Changed { path: PathBuf },
+}
 pub const IMAGE: &str = "rootfs.img";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -46,74 +74,72 @@ pub struct Manifest {
 
 impl Manifest {
     pub fn read(dir: &Path) -> Result<Manifest, ImageError> {
-        let path = dir.join(MANIFEST);
-        let text = std::fs::read_to_string(&path).map_err(|e| ImageError::Io {
-            what: format!("read {}", path.display()),
-            source: e,
-        })?;
-        serde_json::from_str(&text).map_err(|e| ImageError::Io {
-            what: format!("parse {}", path.display()),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-        })
+        manifest_file::read(dir).map_err(image_error)
     }
 
     /// The manifest of `dir` if the image it names is there as the build left it; else why not.
-    pub fn read_valid(dir: &Path) -> Result<Manifest, String> {
-        let m = match Manifest::read(dir) {
+    pub fn read_valid(dir: &Path) -> Result<Manifest, Invalid> {
+        let m = match manifest_file::read::<Manifest>(dir) {
             Ok(m) => m,
-            Err(ImageError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Err(e) if e.is_missing() => {
                 return Err(if dir.exists() {
-                    "incomplete build (no manifest)".into()
+                    Invalid::Incomplete
                 } else {
-                    "not in the cache".into()
+                    Invalid::NotCached
                 });
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(Invalid::Manifest(image_error(e))),
         };
         m.check()?;
         Ok(m)
     }
 
     /// Valid when the image file is there with the size and modification time the build left.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), Invalid> {
         if self.format != super::recipe::FORMAT {
-            return Err(format!(
-                "built by format {}, this umldbg makes format {}",
-                self.format,
-                super::recipe::FORMAT
-            ));
+            return Err(Invalid::Format { found: self.format });
         }
-        let md =
-            std::fs::metadata(&self.image).map_err(|e| format!("{}: {e}", self.image.display()))?;
+        let md = std::fs::metadata(&self.image).map_err(|source| Invalid::Image {
+            path: self.image.clone(),
+            source,
+        })?;
         if md.len() != self.size_bytes {
-            return Err(format!(
-                "{} has {} bytes, the manifest says {}",
-                self.image.display(),
-                md.len(),
-                self.size_bytes
-            ));
+            return Err(Invalid::Size {
+                path: self.image.clone(),
+                found: md.len(),
+                expected: self.size_bytes,
+            });
         }
         if mtime_of(&md) != Some(self.mtime) {
-            return Err(format!(
-                "{} changed after the build (its modification time moved)",
-                self.image.display()
-            ));
+            return Err(Invalid::Changed {
+                path: self.image.clone(),
+            });
         }
         Ok(())
     }
 
-    /// Write atomically: a reader sees either no manifest or a whole one.
+    /// Write atomically: a reader sees either no manifest or a whole one; the image's blocks
+    /// and the manifest reach the disk before the name makes them valid.
     pub fn write(&self, dir: &Path) -> Result<(), ImageError> {
-        let tmp = dir.join(".manifest.json.tmp");
-        let text = serde_json::to_string_pretty(self).expect("manifest serialises");
-        let io = |what: String| move |source| ImageError::Io { what, source };
-        std::fs::write(&tmp, text).map_err(io(format!("write {}", tmp.display())))?;
-        // The image's blocks and the manifest reach the disk before the name makes them valid.
-        if let Ok(f) = std::fs::File::open(&tmp) {
-            let _ = f.sync_all();
-        }
-        std::fs::rename(&tmp, dir.join(MANIFEST)).map_err(io(format!("rename {}", tmp.display())))
+        manifest_file::write(dir, self).map_err(image_error)
     }
+}
+
+/// The image cache's words for a manifest that cannot be read or written.
+fn image_error(e: ManifestError) -> ImageError {
+    let what = match &e {
+        ManifestError::Read { path, .. } => format!("read {}", path.display()),
+        ManifestError::Parse { path, .. } => format!("parse {}", path.display()),
+        ManifestError::Write { path, .. } => format!("write {}", path.display()),
+        ManifestError::Rename { path, .. } => format!("rename {}", path.display()),
+    };
+    let source = match e {
+        ManifestError::Read { source, .. }
+        | ManifestError::Write { source, .. }
+        | ManifestError::Rename { source, .. } => source,
+        ManifestError::Parse { source, .. } => source.into(),
+    };
+    ImageError::Io { what, source }
 }
 
 /// Modification time as (seconds, nanoseconds) since the epoch.
@@ -123,26 +149,17 @@ pub fn mtime_of(md: &std::fs::Metadata) -> Option<(u64, u32)> {
 }
 
 /// One image directory, valid or not.
-#[derive(Debug)]
-pub struct CacheEntry {
-    pub dir: PathBuf,
-    pub manifest: Result<Manifest, String>,
-}
+pub type CacheEntry = manifest_file::Entry<Manifest, Invalid>;
 
 /// Every image directory under the cache, newest first.
 pub fn list(cache: &Path) -> Vec<CacheEntry> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(super::images_dir(cache)) else {
-        return out;
-    };
-    for ent in rd.flatten() {
-        let dir = ent.path();
-        if !dir.is_dir() {
-            continue;
-        }
-        let manifest = Manifest::read_valid(&dir);
-        out.push(CacheEntry { dir, manifest });
-    }
-    out.sort_by_key(|e| std::cmp::Reverse(e.manifest.as_ref().map(|m| m.built_at).unwrap_or(0)));
+    let mut out: Vec<CacheEntry> = manifest_file::build_dirs(&super::images_dir(cache))
+        .into_iter()
+        .map(|dir| {
+            let manifest = Manifest::read_valid(&dir);
+            CacheEntry { dir, manifest }
+        })
+        .collect();
+    manifest_file::newest_first(&mut out, |m| m.built_at);
     out
 }

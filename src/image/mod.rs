@@ -89,7 +89,10 @@ pub enum ImageError {
         need_mb: u64,
     },
     #[error("image {name} is not built ({reason}): run `umldbg image build {name}`")]
-    NotBuilt { name: String, reason: String },
+    NotBuilt {
+        name: String,
+        reason: Box<manifest::Invalid>,
+    },
     #[error(
         "{path} cannot go on a UML kernel command line ({why}): use an absolute path without spaces or commas"
     )]
@@ -156,7 +159,7 @@ pub fn cached(cache: &Path, name_or_file: &str) -> Result<Manifest, ImageError> 
     let dir = image_dir(cache, &recipe);
     Manifest::read_valid(&dir).map_err(|reason| ImageError::NotBuilt {
         name: name_or_file.to_string(),
-        reason,
+        reason: Box::new(reason),
     })
 }
 

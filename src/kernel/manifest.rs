@@ -8,6 +8,69 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::KernelError;
+use crate::manifest_file::{self, ManifestError};
+
+/// Why a cached build is not valid.
+#[derive(Debug, thiserror::Error)]
+pub enum Invalid {
+    #[error("incomplete build (no manifest)")]
+    Incomplete,
+    #[error("incomplete run (no manifest)")]
+    IncompleteRun,
+    #[error(transparent)]
+    Manifest(KernelError),
+    #[error("{} has no modules.dep", .0.display())]
+    NoModulesDep(PathBuf),
+    #[error("{} has no Module.symvers", .0.display())]
+    NoSymvers(PathBuf),
+    #[error("{}: {source}", path.display())]
+    BuildId {
+        path: PathBuf,
+        #[source]
+        source: KernelError,
+    },
+    #[error("{} has build-id {found}, the manifest says {expected}", path.display())]
+    ChangedBuildId {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+}
+
+/// A `--kernel` that names no usable kernel, with what to give instead.
+#[derive(Debug, thiserror::Error)]
+pub enum SelectError {
+    #[error(
+        "no kernel in the cache {}: run `umldbg kernel build` (or `--source TREE`)",
+        cache.display()
+    )]
+    NoKernel { cache: PathBuf },
+    #[error(
+        "--kernel {what}: {source}: give `latest`, a kernel image, or a tree built with `umldbg kernel build --source`"
+    )]
+    NoSuchPath {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--kernel {what}: {reason}")]
+    Invalid {
+        what: String,
+        #[source]
+        reason: Invalid,
+    },
+    #[error(
+        "--kernel {what}: no build of this directory in the cache: `umldbg kernel build --source {what}` first"
+    )]
+    NoTreeBuild { what: String },
+    #[error(transparent)]
+    Manifest(#[from] KernelError),
+    #[error(
+        "--kernel {what}: not a kernel in the cache {} (`umldbg kernel list` shows them): umldbg boots only kernels it built, whose modules it knows",
+        cache.display()
+    )]
+    NotCached { what: String, cache: PathBuf },
+}
 
 /// What a finished build produced.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -30,7 +93,7 @@ pub struct Manifest {
     pub built_at: u64,
 }
 
-pub const MANIFEST: &str = "manifest.json";
+pub use crate::manifest_file::MANIFEST;
 
 /// The directory holding every cached build.
 pub fn kernels_dir(cache: &Path) -> PathBuf {
@@ -39,81 +102,80 @@ pub fn kernels_dir(cache: &Path) -> PathBuf {
 
 impl Manifest {
     pub fn read(dir: &Path) -> Result<Manifest, KernelError> {
-        let path = dir.join(MANIFEST);
-        let text = std::fs::read_to_string(&path).map_err(|e| KernelError::Io {
-            what: format!("read {}", path.display()),
-            source: e,
-        })?;
-        serde_json::from_str(&text).map_err(|e| KernelError::BadManifest {
-            path,
-            reason: e.to_string(),
-        })
+        manifest_file::read(dir).map_err(kernel_error)
     }
 
     /// Write atomically: a reader sees either no manifest or a whole one.
     pub fn write(&self, dir: &Path) -> Result<(), KernelError> {
-        let tmp = dir.join(".manifest.json.tmp");
-        let text = serde_json::to_string_pretty(self).expect("manifest serialises");
-        std::fs::write(&tmp, text).map_err(|e| KernelError::Io {
-            what: format!("write {}", tmp.display()),
-            source: e,
-        })?;
-        std::fs::rename(&tmp, dir.join(MANIFEST)).map_err(|e| KernelError::Io {
-            what: format!("rename {}", tmp.display()),
-            source: e,
-        })
+        manifest_file::write(dir, self).map_err(kernel_error)
     }
 
     /// A manifest is valid when the files it names are there and `linux` still has its build-id.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), Invalid> {
         if !self.modules_dir.join("modules.dep").is_file() {
-            return Err(format!("{} has no modules.dep", self.modules_dir.display()));
+            return Err(Invalid::NoModulesDep(self.modules_dir.clone()));
         }
         if !self.build_dir.join("Module.symvers").is_file() {
-            return Err(format!(
-                "{} has no Module.symvers",
-                self.build_dir.display()
-            ));
+            return Err(Invalid::NoSymvers(self.build_dir.clone()));
         }
-        let id = crate::kernel::file_build_id(&self.linux)
-            .map_err(|e| format!("{}: {e}", self.linux.display()))?;
+        let id =
+            crate::kernel::file_build_id(&self.linux).map_err(|source| Invalid::BuildId {
+                path: self.linux.clone(),
+                source,
+            })?;
         if id != self.build_id {
-            return Err(format!(
-                "{} has build-id {id}, the manifest says {}",
-                self.linux.display(),
-                self.build_id
-            ));
+            return Err(Invalid::ChangedBuildId {
+                path: self.linux.clone(),
+                found: id,
+                expected: self.build_id.clone(),
+            });
         }
         Ok(())
     }
 }
 
+/// The kernel cache's words for a manifest that cannot be read or written.
+fn kernel_error(e: ManifestError) -> KernelError {
+    match e {
+        ManifestError::Parse { path, source } => KernelError::BadManifest {
+            path,
+            reason: source.to_string(),
+        },
+        ManifestError::Read { path, source } => KernelError::Io {
+            what: format!("read {}", path.display()),
+            source,
+        },
+        ManifestError::Write { path, source } => KernelError::Io {
+            what: format!("write {}", path.display()),
+            source,
+        },
+        ManifestError::Rename { path, source } => KernelError::Io {
+            what: format!("rename {}", path.display()),
+            source,
+        },
+    }
+}
+
 /// One cached build, valid or not.
-#[derive(Debug)]
-pub struct CacheEntry {
-    pub dir: PathBuf,
-    pub manifest: Result<Manifest, String>,
+pub type CacheEntry = manifest_file::Entry<Manifest, Invalid>;
+
+/// The build in `dir`, checked; `missing` is what a directory without a manifest is.
+fn entry(dir: PathBuf, missing: Invalid) -> CacheEntry {
+    let manifest = match Manifest::read(&dir) {
+        Ok(m) => m.check().map(|()| m),
+        Err(KernelError::Io { .. }) => Err(missing),
+        Err(e) => Err(Invalid::Manifest(e)),
+    };
+    CacheEntry { dir, manifest }
 }
 
 /// Every build directory under the cache, newest valid first.
 pub fn list(cache: &Path) -> Vec<CacheEntry> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(kernels_dir(cache)) else {
-        return out;
-    };
-    for ent in rd.flatten() {
-        let dir = ent.path();
-        if !dir.is_dir() {
-            continue;
-        }
-        let manifest = match Manifest::read(&dir) {
-            Ok(m) => m.check().map(|()| m),
-            Err(KernelError::Io { .. }) => Err("incomplete build (no manifest)".to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        out.push(CacheEntry { dir, manifest });
-    }
-    out.sort_by_key(|e| std::cmp::Reverse(e.manifest.as_ref().map(|m| m.built_at).unwrap_or(0)));
+    let mut out: Vec<CacheEntry> = manifest_file::build_dirs(&kernels_dir(cache))
+        .into_iter()
+        .map(|dir| entry(dir, Invalid::Incomplete))
+        .collect();
+    manifest_file::newest_first(&mut out, |m| m.built_at);
     out
 }
 
@@ -132,27 +194,12 @@ pub fn trees_dir(cache: &Path) -> PathBuf {
 
 /// Every published run of every tree, valid or not, newest valid first.
 pub fn tree_runs(cache: &Path) -> Vec<CacheEntry> {
-    let mut out = Vec::new();
-    for t in std::fs::read_dir(trees_dir(cache))
+    let mut out: Vec<CacheEntry> = manifest_file::build_dirs(&trees_dir(cache))
         .into_iter()
-        .flatten()
-        .flatten()
-    {
-        for r in std::fs::read_dir(t.path().join("runs"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let dir = r.path();
-            let manifest = match Manifest::read(&dir) {
-                Ok(m) => m.check().map(|()| m),
-                Err(KernelError::Io { .. }) => Err("incomplete run (no manifest)".to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            out.push(CacheEntry { dir, manifest });
-        }
-    }
-    out.sort_by_key(|e| std::cmp::Reverse(e.manifest.as_ref().map(|m| m.built_at).unwrap_or(0)));
+        .flat_map(|t| manifest_file::build_dirs(&t.join("runs")))
+        .map(|dir| entry(dir, Invalid::IncompleteRun))
+        .collect();
+    manifest_file::newest_first(&mut out, |m| m.built_at);
     out
 }
 
@@ -179,45 +226,38 @@ pub fn latest(cache: &Path) -> Option<Manifest> {
 /// A kernel named on the command line (`--kernel`): `latest`; a kernel image; a directory
 /// holding a manifest (a cached build or run); a kernel tree built with `--source` (its newest
 /// run).
-pub fn select(cache: &Path, what: &str) -> Result<Manifest, String> {
+pub fn select(cache: &Path, what: &str) -> Result<Manifest, SelectError> {
     if what == "latest" {
-        return latest(cache).ok_or_else(|| {
-            format!(
-                "no kernel in the cache {}: run `umldbg kernel build` (or `--source TREE`)",
-                cache.display()
-            )
+        return latest(cache).ok_or_else(|| SelectError::NoKernel {
+            cache: cache.to_path_buf(),
         });
     }
+    let invalid = |reason| SelectError::Invalid {
+        what: what.to_owned(),
+        reason,
+    };
     let p = Path::new(what);
-    let canon = std::fs::canonicalize(p)
-        .map_err(|e| format!("--kernel {what}: {e}: give `latest`, a kernel image, or a tree built with `umldbg kernel build --source`"))?;
+    let canon = std::fs::canonicalize(p).map_err(|source| SelectError::NoSuchPath {
+        what: what.to_owned(),
+        source,
+    })?;
     if canon.is_dir() {
         if let Ok(m) = Manifest::read(&canon) {
-            return m
-                .check()
-                .map(|()| m)
-                .map_err(|e| format!("--kernel {what}: {e}"));
+            return m.check().map(|()| m).map_err(invalid);
         }
         // A tree: the newest run built from it.
         let dir = super::tree::tree_dir(cache, &canon);
         let st = std::fs::read_to_string(dir.join("state.json"))
             .ok()
             .and_then(|t| serde_json::from_str::<super::tree::TreeState>(&t).ok())
-            .ok_or_else(|| {
-                format!(
-                    "--kernel {what}: no build of this directory in the cache: `umldbg kernel build --source {what}` first"
-                )
+            .ok_or_else(|| SelectError::NoTreeBuild {
+                what: what.to_owned(),
             })?;
-        let m = Manifest::read(&dir.join("runs").join(&st.run)).map_err(|e| e.to_string())?;
-        return m
-            .check()
-            .map(|()| m)
-            .map_err(|e| format!("--kernel {what}: {e}"));
+        let m = Manifest::read(&dir.join("runs").join(&st.run))?;
+        return m.check().map(|()| m).map_err(invalid);
     }
-    find_by_image(cache, &canon).ok_or_else(|| {
-        format!(
-            "--kernel {what}: not a kernel in the cache {} (`umldbg kernel list` shows them): umldbg boots only kernels it built, whose modules it knows",
-            cache.display()
-        )
+    find_by_image(cache, &canon).ok_or_else(|| SelectError::NotCached {
+        what: what.to_owned(),
+        cache: cache.to_path_buf(),
     })
 }

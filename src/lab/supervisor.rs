@@ -27,6 +27,72 @@ use super::spec::LabSpec;
 use super::state::{self, DomainState, LabState, MachineState};
 use crate::kernel::Manifest;
 
+/// Why a lab could not be started, naming the domain, machine, interface or file.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Netns(#[from] netns::NetnsError),
+    #[error("domain {domain}: {source}")]
+    Bridge {
+        domain: String,
+        #[source]
+        source: netns::NetnsError,
+    },
+    #[error("{umid}: unknown domain {domain}")]
+    UnknownDomain { umid: String, domain: String },
+    #[error("{umid} {iface}: {source}")]
+    Tap {
+        umid: String,
+        iface: String,
+        #[source]
+        source: netns::NetnsError,
+    },
+    #[error("create {}: {source}", path.display())]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("machine {umid}: {source}")]
+    Image {
+        umid: String,
+        #[source]
+        source: crate::image::ImageError,
+    },
+    /// What `boot` says went wrong (it names the machine).
+    #[error("{0}")]
+    Boot(String),
+    #[error("machine {umid} exited during boot: {cause}; its console log is {}", log.display())]
+    DiedBooting {
+        umid: String,
+        cause: String,
+        log: PathBuf,
+    },
+    #[error("machine {umid} did not come up within 90 s; its console log is {}", log.display())]
+    BootTimeout { umid: String, log: PathBuf },
+    #[error("machine {umid}: cannot find its kernel's process under pid {pid}")]
+    NoKernelProcess { umid: String, pid: i32 },
+    #[error("machine {umid}: write {}/pid: {source}", dir.display())]
+    PublishPid {
+        umid: String,
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("machine {umid}: {}", refused.join("; "))]
+    SysctlRefused { umid: String, refused: Vec<String> },
+    #[error("machine {umid}: setting sysctls: {reason}")]
+    Sysctl { umid: String, reason: String },
+    #[error("sysctl thread panicked")]
+    SysctlPanicked,
+}
+
 /// A request on the supervisor socket: one JSON line.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -231,9 +297,14 @@ pub fn main(name: &str, cache: &Path) -> i32 {
 }
 
 /// Create the namespace, bridges and taps, boot every machine, wait until each is ready.
-fn start(dir: &Path, spec: &LabSpec, k: &Manifest, cache: &Path) -> Result<Supervisor, String> {
+fn start(
+    dir: &Path,
+    spec: &LabSpec,
+    k: &Manifest,
+    cache: &Path,
+) -> Result<Supervisor, StartError> {
     let ns = state::netns_name(&spec.name);
-    netns::create(&ns, &spec.name).map_err(|e| e.to_string())?;
+    netns::create(&ns, &spec.name)?;
     let mut st = LabState {
         name: spec.name.clone(),
         netns: ns.clone(),
@@ -247,24 +318,34 @@ fn start(dir: &Path, spec: &LabSpec, k: &Manifest, cache: &Path) -> Result<Super
     };
     let mut machines: Vec<Arc<Machine>> = Vec::new();
     let next_id = AtomicU64::new(1);
-    let res = (|| -> Result<(), String> {
+    let create = |path: &Path| {
+        std::fs::create_dir_all(path).map_err(|source| StartError::Create {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let res = (|| -> Result<(), StartError> {
         for (i, d) in spec.domains.iter().enumerate() {
             let bridge = format!("br{i}");
             let ha = d.host_address.as_ref().map(|a| a.to_string());
-            netns::add_bridge(&ns, &bridge, ha.as_deref())
-                .map_err(|e| format!("domain {}: {e}", d.name))?;
+            netns::add_bridge(&ns, &bridge, ha.as_deref()).map_err(|source| {
+                StartError::Bridge {
+                    domain: d.name.clone(),
+                    source,
+                }
+            })?;
             st.domains.push(DomainState {
                 name: d.name.clone(),
                 bridge,
                 host_address: ha,
             });
         }
-        let nsfd = netns::open(&ns).map_err(|e| e.to_string())?;
+        let nsfd = netns::open(&ns)?;
         // Kathará's shared folder: made if missing, writable by every machine (each runs as a
         // user of its own), seen read-write at /shared.
         let shared: Option<String> = match &spec.shared_folder {
             Some(f) => {
-                std::fs::create_dir_all(f).map_err(|e| format!("create {}: {e}", f.display()))?;
+                create(f)?;
                 set_mode(f, 0o1777);
                 Some(f.display().to_string())
             }
@@ -273,7 +354,7 @@ fn start(dir: &Path, spec: &LabSpec, k: &Manifest, cache: &Path) -> Result<Super
         let stage = cache.join("stage");
         let _ = std::fs::create_dir_all(&stage);
         let mdir = dir.join("machines");
-        std::fs::create_dir_all(&mdir).map_err(|e| format!("create {}: {e}", mdir.display()))?;
+        create(&mdir)?;
         let mut ready_rx = Vec::new();
         for (mi, m) in spec.machines.iter().enumerate() {
             let user = sandbox::MachineUser::for_lab(&spec.name);
@@ -284,15 +365,22 @@ fn start(dir: &Path, spec: &LabSpec, k: &Manifest, cache: &Path) -> Result<Super
                     .domains
                     .iter()
                     .find(|d| d.name == iface.domain)
-                    .ok_or_else(|| format!("{}: unknown domain {}", m.umid, iface.domain))?
+                    .ok_or_else(|| StartError::UnknownDomain {
+                        umid: m.umid.clone(),
+                        domain: iface.domain.clone(),
+                    })?
                     .bridge;
-                netns::add_tap(&ns, &tap, bridge, user.uid, user.gid)
-                    .map_err(|e| format!("{} {}: {e}", m.umid, iface.name))?;
+                netns::add_tap(&ns, &tap, bridge, user.uid, user.gid).map_err(|source| {
+                    StartError::Tap {
+                        umid: m.umid.clone(),
+                        iface: iface.name.clone(),
+                        source,
+                    }
+                })?;
                 taps.push(tap);
             }
             let mstage = stage.join(&spec.name).join(&m.umid);
-            std::fs::create_dir_all(&mstage)
-                .map_err(|e| format!("create {}: {e}", mstage.display()))?;
+            create(&mstage)?;
             let script = init::init_script(
                 m,
                 &InitParams {
@@ -304,15 +392,20 @@ fn start(dir: &Path, spec: &LabSpec, k: &Manifest, cache: &Path) -> Result<Super
                 },
             );
             let init_path = mdir.join(format!("{}.init", m.umid));
-            std::fs::write(&init_path, script)
-                .map_err(|e| format!("write {}: {e}", init_path.display()))?;
+            std::fs::write(&init_path, script).map_err(|source| StartError::Write {
+                path: init_path.clone(),
+                source,
+            })?;
             set_mode(&init_path, 0o755);
             let log = mdir.join(format!("{}.console.log", m.umid));
             // A machine with an image boots from it: `lab up` built it; here it is only looked up.
             let image = match &m.image {
                 Some(name) => Some(
                     crate::image::cached(cache, name)
-                        .map_err(|e| format!("machine {}: {e}", m.umid))?
+                        .map_err(|source| StartError::Image {
+                            umid: m.umid.clone(),
+                            source,
+                        })?
                         .image,
                 ),
                 None => None,
@@ -334,7 +427,8 @@ fn start(dir: &Path, spec: &LabSpec, k: &Manifest, cache: &Path) -> Result<Super
                 uml_parent: &dir.join("uml").join(&m.umid),
                 uml_dir: &st.uml_dir,
                 macs: &[],
-            })?;
+            })
+            .map_err(StartError::Boot)?;
             st.machines.push(MachineState {
                 umid: m.umid.clone(),
                 hostname: m.hostname.clone(),
@@ -365,35 +459,36 @@ fn start(dir: &Path, spec: &LabSpec, k: &Manifest, cache: &Path) -> Result<Super
                 Ok(false) | Err(mpsc::RecvTimeoutError::Disconnected) => {
                     let log = dir.join("machines").join(format!("{}.console.log", m.umid));
                     let kept = keep_log(&spec.name, &m.umid, &log);
-                    return Err(format!(
-                        "machine {} exited during boot: {}; its console log is {}",
-                        m.umid,
-                        explaining_line(&kept),
-                        kept.display(),
-                    ));
+                    return Err(StartError::DiedBooting {
+                        umid: m.umid.clone(),
+                        cause: explaining_line(&kept),
+                        log: kept,
+                    });
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     let log = dir.join("machines").join(format!("{}.console.log", m.umid));
                     let kept = keep_log(&spec.name, &m.umid, &log);
-                    return Err(format!(
-                        "machine {} did not come up within 90 s; its console log is {}",
-                        m.umid,
-                        kept.display()
-                    ));
+                    return Err(StartError::BootTimeout {
+                        umid: m.umid.clone(),
+                        log: kept,
+                    });
                 }
             }
         }
         // UML wrote the pid it has inside its sandbox: give everyone its host pid instead.
         for (m, ms) in machines.iter().zip(st.machines.iter_mut()) {
             let kernel = sandbox::kernel_host_pid(m.pid, &k.linux).ok_or_else(|| {
-                format!(
-                    "machine {}: cannot find its kernel's process under pid {}",
-                    m.umid, m.pid
-                )
+                StartError::NoKernelProcess {
+                    umid: m.umid.clone(),
+                    pid: m.pid,
+                }
             })?;
             let udir = dir.join("uml").join(&m.umid).join(&m.umid);
-            sandbox::publish_host_pid(&udir, kernel)
-                .map_err(|e| format!("machine {}: write {}/pid: {e}", m.umid, udir.display()))?;
+            sandbox::publish_host_pid(&udir, kernel).map_err(|source| StartError::PublishPid {
+                umid: m.umid.clone(),
+                dir: udir.clone(),
+                source,
+            })?;
             ms.kernel_pid = kernel;
         }
         st.reports = after_boot(spec, &machines, &next_id, &mdir)?;
@@ -481,11 +576,11 @@ fn after_boot(
     machines: &[Arc<Machine>],
     next_id: &AtomicU64,
     mdir: &Path,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, StartError> {
     let pairs: Vec<(&super::spec::MachineSpec, &Arc<Machine>)> =
         spec.machines.iter().zip(machines).collect();
     // Sysctls everywhere first: a refusal fails the whole lab before any startup runs.
-    let sysctl_results: Vec<Result<(), String>> = std::thread::scope(|sc| {
+    let sysctl_results: Vec<Result<(), StartError>> = std::thread::scope(|sc| {
         let hs: Vec<_> = pairs
             .iter()
             .filter(|(ms, _)| !ms.sysctls.is_empty())
@@ -495,11 +590,16 @@ fn after_boot(
                     let r = m.exec(id, &init::sysctl_script(&ms.sysctls), 30);
                     let bad = init::sysctl_errors(&r.text());
                     if !bad.is_empty() {
-                        return Err(format!("machine {}: {}", ms.umid, bad.join("; ")));
+                        return Err(StartError::SysctlRefused {
+                            umid: ms.umid.clone(),
+                            refused: bad,
+                        });
                     }
                     if !r.ok {
-                        let e = r.error.unwrap_or_default();
-                        return Err(format!("machine {}: setting sysctls: {e}", ms.umid));
+                        return Err(StartError::Sysctl {
+                            umid: ms.umid.clone(),
+                            reason: r.error.unwrap_or_default(),
+                        });
                     }
                     Ok(())
                 })
@@ -508,7 +608,7 @@ fn after_boot(
         hs.into_iter()
             .map(|h| {
                 h.join()
-                    .unwrap_or_else(|_| Err("sysctl thread panicked".into()))
+                    .unwrap_or_else(|_| Err(StartError::SysctlPanicked))
             })
             .collect()
     });
@@ -1296,7 +1396,7 @@ fn restart(sup: &Supervisor, umids: &[String], kernel: Option<&Manifest>) -> Rep
     };
     let reports = match after_boot(&sub, &booted, &sup.next_id, &mdir) {
         Ok(r) => r,
-        Err(e) => vec![e],
+        Err(e) => vec![e.to_string()],
     };
     {
         let mut all = sup.machines.lock().expect("lock");
