@@ -173,7 +173,17 @@ pub const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
 
 /// A number of seconds from a user or a request: finite, not negative, at most [`MAX_SECONDS`].
 /// `what` names the argument in the error, e.g. "--timeout".
-pub fn seconds(what: &str, v: f64) -> Result<std::time::Duration, String> {
+/// A number of seconds out of range, as given.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{what} {shown}: give a number of seconds from 0 to {MAX_SECONDS:.0} (365 days)")]
+pub struct SecondsError {
+    /// The argument, e.g. "--timeout".
+    pub what: String,
+    /// The value as the user gave it (1e308 as "1e308", not as 309 digits).
+    pub shown: String,
+}
+
+pub fn seconds(what: &str, v: f64) -> Result<std::time::Duration, SecondsError> {
     if !v.is_finite() || !(0.0..=MAX_SECONDS).contains(&v) {
         // 1e308 as "1e308", not as 309 digits.
         let shown = if v.is_finite() && v.abs() >= 1e9 {
@@ -181,9 +191,10 @@ pub fn seconds(what: &str, v: f64) -> Result<std::time::Duration, String> {
         } else {
             v.to_string()
         };
-        return Err(format!(
-            "{what} {shown}: give a number of seconds from 0 to {MAX_SECONDS:.0} (365 days)"
-        ));
+        return Err(SecondsError {
+            what: what.to_owned(),
+            shown,
+        });
     }
     Ok(std::time::Duration::from_secs_f64(v))
 }
@@ -230,7 +241,7 @@ mod tests {
             1e308,
             MAX_SECONDS + 1.0,
         ] {
-            let e = seconds("--timeout", v).unwrap_err();
+            let e = seconds("--timeout", v).unwrap_err().to_string();
             assert!(e.starts_with("--timeout ") && !e.contains('\n'), "{e}");
         }
         assert_eq!(seconds("t", 0.0).unwrap(), std::time::Duration::ZERO);

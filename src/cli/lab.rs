@@ -170,9 +170,7 @@ pub fn run(cmd: LabCmd, g: &Global) -> anyhow::Result<i32> {
             }
             spec.validate()?;
             let kernel = match &a.kernel {
-                Some(k) => {
-                    Some(umldbg::kernel::manifest::select(&cache, k)?)
-                }
+                Some(k) => Some(umldbg::kernel::manifest::select(&cache, k)?),
                 None => None,
             };
             crate::cli::image::ensure_for_lab(&cache, &images)?;

@@ -104,9 +104,7 @@ pub struct FlowArgs {
 fn duration(s: Option<f64>) -> anyhow::Result<Option<Duration>> {
     match s {
         None => Ok(None),
-        Some(v) if v > 0.0 => umldbg::util::seconds("--duration", v)
-            .map(Some)
-            .map_err(anyhow::Error::msg),
+        Some(v) if v > 0.0 => Ok(Some(umldbg::util::seconds("--duration", v)?)),
         Some(v) => anyhow::bail!("--duration {v}: give a positive number of seconds"),
     }
 }

@@ -92,7 +92,9 @@ impl Request {
             }
         }
         match self {
-            Request::Wait { timeout: Some(t) } => crate::util::seconds("--timeout", *t).map(|_| ()),
+            Request::Wait { timeout: Some(t) } => crate::util::seconds("--timeout", *t)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
             Request::Break { location, cond } => {
                 // An empty location means "here" to gdb: a breakpoint in the host libc of the
                 // UML process, which stops the machine at once.

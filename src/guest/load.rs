@@ -77,46 +77,47 @@ pub fn resolve(
     modules_dir: Option<&Path>,
 ) -> Result<Resolved, LoadError> {
     let as_path = Path::new(arg);
-    let file = if arg.ends_with(".ko") || arg.contains('/') {
-        let mut cands = vec![as_path.to_path_buf()];
-        if as_path.is_relative() {
-            cands.extend(search.iter().map(|d| d.join(as_path)));
-        }
-        match cands.into_iter().find(|p| p.is_file()) {
-            Some(p) => p,
-            None => {
-                // A bare `ipt_REJECT.ko` may name an installed module.
-                let stem = as_path.file_stem().and_then(|s| s.to_str()).unwrap_or(arg);
-                match (as_path.components().count() == 1, modules_dir) {
-                    (true, Some(md)) => modules::find_module_file(stem, search, md).ok_or_else(
-                        || LoadError::NotFoundAnywhere {
-                            arg: arg.to_owned(),
-                        },
-                    )?,
-                    _ => {
-                        return Err(LoadError::NoSuchFile {
-                            arg: arg.to_owned(),
-                        });
+    let file =
+        if arg.ends_with(".ko") || arg.contains('/') {
+            let mut cands = vec![as_path.to_path_buf()];
+            if as_path.is_relative() {
+                cands.extend(search.iter().map(|d| d.join(as_path)));
+            }
+            match cands.into_iter().find(|p| p.is_file()) {
+                Some(p) => p,
+                None => {
+                    // A bare `ipt_REJECT.ko` may name an installed module.
+                    let stem = as_path.file_stem().and_then(|s| s.to_str()).unwrap_or(arg);
+                    match (as_path.components().count() == 1, modules_dir) {
+                        (true, Some(md)) => modules::find_module_file(stem, search, md)
+                            .ok_or_else(|| LoadError::NotFoundAnywhere {
+                                arg: arg.to_owned(),
+                            })?,
+                        _ => {
+                            return Err(LoadError::NoSuchFile {
+                                arg: arg.to_owned(),
+                            });
+                        }
                     }
                 }
             }
-        }
-    } else {
-        let md = modules_dir.unwrap_or(Path::new("/nonexistent"));
-        modules::find_module_file(arg, search, md).ok_or_else(|| LoadError::NoSuchModule {
-            name: arg.to_owned(),
-        })?
-    };
+        } else {
+            let md = modules_dir.unwrap_or(Path::new("/nonexistent"));
+            modules::find_module_file(arg, search, md).ok_or_else(|| LoadError::NoSuchModule {
+                name: arg.to_owned(),
+            })?
+        };
     let file = std::fs::canonicalize(&file).map_err(|source| LoadError::Io {
         path: file.clone(),
         source,
     })?;
-    let bytes = crate::util::read_regular_file(&file, crate::util::MAX_ELF_FILE).map_err(
-        |source| LoadError::Io {
-            path: file.clone(),
-            source,
-        },
-    )?;
+    let bytes =
+        crate::util::read_regular_file(&file, crate::util::MAX_ELF_FILE).map_err(|source| {
+            LoadError::Io {
+                path: file.clone(),
+                source,
+            }
+        })?;
     let info = ModuleInfo::parse(&bytes).map_err(|source| LoadError::ModInfo {
         path: file.clone(),
         source,

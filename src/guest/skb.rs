@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use crate::net::layout::SkbLayout;
 use crate::dwarf::DwarfError;
+use crate::net::layout::SkbLayout;
 use crate::net::skb::{self, MemoryReader, SkbError};
 
 /// Reads a process's memory with `process_vm_readv`.

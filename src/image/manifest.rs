@@ -24,7 +24,10 @@ pub enum Invalid {
     NotCached,
     #[error(transparent)]
     Manifest(ImageError),
-    #[error("built by format {found}, this umldbg makes format {}", super::recipe::FORMAT)]
+    #[error(
+        "built by format {found}, this umldbg makes format {}",
+        super::recipe::FORMAT
+    )]
     Format { found: u32 },
     #[error("{}: {source}", path.display())]
     Image {

@@ -424,11 +424,12 @@ pub fn parse(text: &str, file: &Path, origin: Origin, depth: u32) -> Result<Reci
     }
     base.packages = packages.into_iter().collect();
     for d in raw.dirs {
-        check_path(&d).map_err(|m| syntax(file, text, at_key("dirs", &d), m))?;
+        check_path(&d).map_err(|m| syntax(file, text, at_key("dirs", &d), m.to_string()))?;
         base.dirs.push(d);
     }
     for f in raw.files {
-        check_path(&f.path).map_err(|m| syntax(file, text, at_key("path", &f.path), m))?;
+        check_path(&f.path)
+            .map_err(|m| syntax(file, text, at_key("path", &f.path), m.to_string()))?;
         let mode = f.mode.unwrap_or(0o644);
         if mode > 0o7777 {
             return Err(syntax(
@@ -514,11 +515,14 @@ pub fn valid_package(p: &str) -> bool {
         })
 }
 
-fn check_path(p: &str) -> Result<(), String> {
+/// A recipe's path that would leave the image or name its root.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` must be an absolute path inside the image, without `..`")]
+struct OutsideImage(String);
+
+fn check_path(p: &str) -> Result<(), OutsideImage> {
     if !p.starts_with('/') || p.split('/').any(|c| c == "..") || p == "/" {
-        return Err(format!(
-            "`{p}` must be an absolute path inside the image, without `..`"
-        ));
+        return Err(OutsideImage(p.to_owned()));
     }
     Ok(())
 }

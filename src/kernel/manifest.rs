@@ -118,11 +118,10 @@ impl Manifest {
         if !self.build_dir.join("Module.symvers").is_file() {
             return Err(Invalid::NoSymvers(self.build_dir.clone()));
         }
-        let id =
-            crate::kernel::file_build_id(&self.linux).map_err(|source| Invalid::BuildId {
-                path: self.linux.clone(),
-                source,
-            })?;
+        let id = crate::kernel::file_build_id(&self.linux).map_err(|source| Invalid::BuildId {
+            path: self.linux.clone(),
+            source,
+        })?;
         if id != self.build_id {
             return Err(Invalid::ChangedBuildId {
                 path: self.linux.clone(),

@@ -977,11 +977,14 @@ impl LabSpec {
         self.route_problems(mi, m, out);
         let mut names = HashSet::new();
         for (ei, (name, value)) in m.env.iter().enumerate() {
-            let reason = check_env_name(name).err().map(|r| r.to_string()).or_else(|| {
-                value
-                    .contains(['\n', '\r', '\0'])
-                    .then(|| "has a line break or NUL in its value: give a one-line value".into())
-            });
+            let reason = check_env_name(name)
+                .err()
+                .map(|r| r.to_string())
+                .or_else(|| {
+                    value.contains(['\n', '\r', '\0']).then(|| {
+                        "has a line break or NUL in its value: give a one-line value".into()
+                    })
+                });
             if let Some(reason) = reason {
                 let p = Problem::BadEnv {
                     machine: machine(),
@@ -1033,10 +1036,13 @@ impl LabSpec {
         }
         let mut keys = HashSet::new();
         for (si, (key, value)) in m.sysctls.iter().enumerate() {
-            let reason = check_sysctl_key(key).err().map(|r| r.to_string()).or_else(|| {
-                let bad = value.is_empty() || value.contains(['\n', '\r', '\0']);
-                bad.then(|| format!("has value {value:?}: give a one-line, non-empty value"))
-            });
+            let reason = check_sysctl_key(key)
+                .err()
+                .map(|r| r.to_string())
+                .or_else(|| {
+                    let bad = value.is_empty() || value.contains(['\n', '\r', '\0']);
+                    bad.then(|| format!("has value {value:?}: give a one-line, non-empty value"))
+                });
             if let Some(reason) = reason {
                 let p = Problem::BadSysctl {
                     machine: machine(),
@@ -1461,14 +1467,10 @@ fn check_host_addr(a: &IfAddr) -> Result<(), Refusal> {
         // /31 and /32 have no network or broadcast address (RFC 3021).
         if a.prefix <= 30 {
             if ip == a.network() {
-                return Err(Refusal::NetworkAddress {
-                    subnet: a.subnet(),
-                });
+                return Err(Refusal::NetworkAddress { subnet: a.subnet() });
             }
             if ip == a.last() {
-                return Err(Refusal::SubnetBroadcast {
-                    subnet: a.subnet(),
-                });
+                return Err(Refusal::SubnetBroadcast { subnet: a.subnet() });
             }
         }
     }

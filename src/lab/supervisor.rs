@@ -297,12 +297,7 @@ pub fn main(name: &str, cache: &Path) -> i32 {
 }
 
 /// Create the namespace, bridges and taps, boot every machine, wait until each is ready.
-fn start(
-    dir: &Path,
-    spec: &LabSpec,
-    k: &Manifest,
-    cache: &Path,
-) -> Result<Supervisor, StartError> {
+fn start(dir: &Path, spec: &LabSpec, k: &Manifest, cache: &Path) -> Result<Supervisor, StartError> {
     let ns = state::netns_name(&spec.name);
     netns::create(&ns, &spec.name)?;
     let mut st = LabState {
@@ -606,10 +601,7 @@ fn after_boot(
             })
             .collect();
         hs.into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(StartError::SysctlPanicked))
-            })
+            .map(|h| h.join().unwrap_or_else(|_| Err(StartError::SysctlPanicked)))
             .collect()
     });
     for r in sysctl_results {

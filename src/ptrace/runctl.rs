@@ -130,6 +130,8 @@ pub enum RunError {
     Guard(#[from] GuardError),
     #[error("step-over stubs: {0}")]
     Stubs(String),
+    #[error("step-over stubs: {0}")]
+    StubArea(#[source] stubs::StubsError),
 }
 
 fn ptrace_err(op: &'static str, tid: i32) -> impl FnOnce(nix::Error) -> RunError {
@@ -318,7 +320,7 @@ impl Inner {
         let journal = TraceJournal::open(journal, pid);
         let repaired = journal.repair().unwrap_or_default();
         let mut stubs = StubArea::from_image(Path::new(&format!("/proc/{pid}/exe")))
-            .map_err(RunError::Stubs)?;
+            .map_err(RunError::StubArea)?;
         stubs.set_cursor(journal.next_stub());
         let mem = Mem::open(pid, true).map_err(|e| RunError::Memory {
             op: "open the memory of",

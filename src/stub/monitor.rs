@@ -140,8 +140,18 @@ mod tests {
             parse(b"frob").unwrap_err().to_string(),
             "unknown monitor command \"frob\"; try monitor help"
         );
-        assert!(parse(b"skb zz").unwrap_err().to_string().contains("not a hex address"));
-        assert!(parse(b"load").unwrap_err().to_string().contains("which module"));
+        assert!(
+            parse(b"skb zz")
+                .unwrap_err()
+                .to_string()
+                .contains("not a hex address")
+        );
+        assert!(
+            parse(b"load")
+                .unwrap_err()
+                .to_string()
+                .contains("which module")
+        );
         assert!(
             parse(b"lsmod x")
                 .unwrap_err()

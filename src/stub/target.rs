@@ -259,17 +259,20 @@ impl ModuleTracking {
         // SAFETY: a read-only private map of the kernel image; nobody truncates a cached build
         // while a machine runs it.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        let syms = symbols(&map, &["modules", "do_init_module", "free_module"]).map_err(|source| {
-            MachineError::Elf {
-                path: image.to_path_buf(),
-                source,
-            }
-        })?;
+        let syms =
+            symbols(&map, &["modules", "do_init_module", "free_module"]).map_err(|source| {
+                MachineError::Elf {
+                    path: image.to_path_buf(),
+                    source,
+                }
+            })?;
         let need = |name: &'static str| {
-            syms.get(name).copied().ok_or_else(|| MachineError::NoSymbol {
-                path: image.to_path_buf(),
-                name,
-            })
+            syms.get(name)
+                .copied()
+                .ok_or_else(|| MachineError::NoSymbol {
+                    path: image.to_path_buf(),
+                    name,
+                })
         };
         let head = need("modules")?;
         let hooks = vec![
@@ -292,10 +295,7 @@ impl ModuleTracking {
 }
 
 /// Addresses of the named symbols in an ELF image (first definition of each).
-pub fn symbols(
-    image: &[u8],
-    names: &[&str],
-) -> Result<HashMap<String, u64>, goblin::error::Error> {
+pub fn symbols(image: &[u8], names: &[&str]) -> Result<HashMap<String, u64>, goblin::error::Error> {
     let elf = goblin::elf::Elf::parse(image)?;
     let mut out = HashMap::new();
     for s in elf.syms.iter() {
@@ -1218,8 +1218,7 @@ impl<R: RunControl> UmlTarget<R> {
         self.kept.clear();
         self.hooks.clear();
         let rc = self.rc.take().expect("run control");
-        rc.detach()
-            .map_err(|e| MachineError::Detach(Box::new(e)))?;
+        rc.detach().map_err(|e| MachineError::Detach(Box::new(e)))?;
         stopped?;
         match first_err {
             Some(e) => Err(e),
@@ -1331,11 +1330,12 @@ impl<R: RunControl> UmlTarget<R> {
             Some(r) => r,
             None => {
                 let pid = self.rc().pid();
-                crate::guest::skb::SkbReader::new(&self.info.image, &self.info.cache, pid)
-                    .map_err(|source| MonitorFailed::SkbLayout {
+                crate::guest::skb::SkbReader::new(&self.info.image, &self.info.cache, pid).map_err(
+                    |source| MonitorFailed::SkbLayout {
                         image: self.info.image.clone(),
                         source,
-                    })?
+                    },
+                )?
             }
         };
         let candidates = self.skb_candidates(addr);

@@ -7,7 +7,7 @@
 //! needs relocating first); `--skb-arg` gives one.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use gimli::{AttributeValue, EndianSlice, LittleEndian, UnitOffset};
 
@@ -238,6 +238,34 @@ pub struct SkbDwarf {
 /// Bumped when [`SkbDwarf`] or its scan changes, so that old cache files are not used.
 const SKB_DWARF_FORMAT: u32 = 1;
 
+/// Why an ELF file's DWARF gave no [`SkbDwarf`].
+#[derive(Debug, thiserror::Error)]
+pub enum DwarfScanError {
+    #[error("not an ELF file: {0}")]
+    NotElf(#[source] object::Error),
+    #[error("no DWARF (.debug_info)")]
+    NoDwarf,
+    #[error(transparent)]
+    Gimli(#[from] gimli::Error),
+}
+
+/// [`SkbDwarf::load`] failed, for the file named.
+#[derive(Debug, thiserror::Error)]
+pub enum SkbDwarfError {
+    #[error("{}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: crate::kmod::loader::LoadError,
+    },
+    #[error("{}: {source}", path.display())]
+    Scan {
+        path: PathBuf,
+        #[source]
+        source: DwarfScanError,
+    },
+}
+
 impl SkbDwarf {
     /// The drop reason's name, or its number.
     pub fn reason_name(&self, value: u64) -> String {
@@ -248,9 +276,12 @@ impl SkbDwarf {
     }
 
     /// Reads an ELF file's DWARF, through a cache under `cache` keyed by its build-id.
-    pub fn load(path: &Path, cache: &Path) -> Result<SkbDwarf, String> {
-        let file = crate::kmod::loader::MappedFile::open(path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+    pub fn load(path: &Path, cache: &Path) -> Result<SkbDwarf, SkbDwarfError> {
+        let file =
+            crate::kmod::loader::MappedFile::open(path).map_err(|source| SkbDwarfError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
         let id = crate::kmod::elf_build_id(file.bytes());
         let cache_file = id.as_ref().map(|id| {
             cache
@@ -263,7 +294,10 @@ impl SkbDwarf {
         {
             return Ok(d);
         }
-        let d = scan_skb_dwarf(file.bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
+        let d = scan_skb_dwarf(file.bytes()).map_err(|source| SkbDwarfError::Scan {
+            path: path.to_path_buf(),
+            source,
+        })?;
         if let Some(c) = &cache_file
             && let Some(dir) = c.parent()
             && std::fs::create_dir_all(dir).is_ok()
@@ -278,8 +312,8 @@ impl SkbDwarf {
 }
 
 /// One pass over every unit of an ELF file's DWARF for [`SkbDwarf`].
-pub fn scan_skb_dwarf(bytes: &[u8]) -> Result<SkbDwarf, String> {
-    let obj = object::File::parse(bytes).map_err(|e| format!("not an ELF file: {e}"))?;
+pub fn scan_skb_dwarf(bytes: &[u8]) -> Result<SkbDwarf, DwarfScanError> {
+    let obj = object::File::parse(bytes).map_err(DwarfScanError::NotElf)?;
     let names = [
         ".debug_info",
         ".debug_abbrev",
@@ -294,7 +328,7 @@ pub fn scan_skb_dwarf(bytes: &[u8]) -> Result<SkbDwarf, String> {
     let data: Vec<(&str, std::borrow::Cow<[u8]>)> =
         names.iter().map(|n| (*n, section(&obj, n))).collect();
     if data[0].1.is_empty() {
-        return Err("no DWARF (.debug_info)".into());
+        return Err(DwarfScanError::NoDwarf);
     }
     let dwarf = gimli::Dwarf::load(|id| -> Result<R<'_>, gimli::Error> {
         let d = data
@@ -303,8 +337,7 @@ pub fn scan_skb_dwarf(bytes: &[u8]) -> Result<SkbDwarf, String> {
             .map(|(_, d)| d.as_ref())
             .unwrap_or(&[]);
         Ok(EndianSlice::new(d, LittleEndian))
-    })
-    .map_err(|e| e.to_string())?;
+    })?;
     let mut out = SkbDwarf::default();
     let mut units = dwarf.units();
     while let Ok(Some(header)) = units.next() {

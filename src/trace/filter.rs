@@ -16,10 +16,11 @@ use pcap::{BpfProgram, Capture, Linktype};
 const DLT_RAW: Linktype = Linktype(12);
 
 #[derive(Debug, thiserror::Error)]
-#[error("bad filter expression `{expr}`: {message}")]
+#[error("bad filter expression `{expr}`: {source}")]
 pub struct FilterError {
     pub expr: String,
-    pub message: String,
+    #[source]
+    pub source: pcap::Error,
 }
 
 /// A compiled pcap-filter expression.
@@ -35,9 +36,8 @@ impl std::fmt::Debug for PacketFilter {
     }
 }
 
-fn compile(linktype: Linktype, expr: &str) -> Result<BpfProgram, String> {
-    let cap = Capture::dead(linktype).map_err(|e| e.to_string())?;
-    cap.compile(expr, true).map_err(|e| e.to_string())
+fn compile(linktype: Linktype, expr: &str) -> Result<BpfProgram, pcap::Error> {
+    Capture::dead(linktype)?.compile(expr, true)
 }
 
 impl PacketFilter {
@@ -47,9 +47,9 @@ impl PacketFilter {
         let ethernet = compile(Linktype::ETHERNET, expr);
         let raw_ip = compile(DLT_RAW, expr);
         match (ethernet, raw_ip) {
-            (Err(message), Err(_)) => Err(FilterError {
+            (Err(source), Err(_)) => Err(FilterError {
                 expr: expr.to_string(),
-                message,
+                source,
             }),
             (e, r) => Ok(PacketFilter {
                 expr: expr.to_string(),

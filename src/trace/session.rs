@@ -102,6 +102,8 @@ pub enum TraceError {
     Layout { image: PathBuf, reason: String },
     #[error(transparent)]
     Filter(#[from] crate::trace::filter::FilterError),
+    #[error(transparent)]
+    SkbDwarf(#[from] crate::trace::args::SkbDwarfError),
     #[error("{0}")]
     Other(String),
 }
@@ -159,14 +161,35 @@ struct Snapshot<'a> {
     live: &'a mut LiveMemory,
 }
 
+/// A read of the kernel's memory for a hit's sk_buff that could not be served.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct SnapError(String);
+enum MemError {
+    #[error("no /proc/<pid>/mem")]
+    NoMem,
+    #[error("read {len} bytes at {addr:#x}: {source}")]
+    Read {
+        len: usize,
+        addr: u64,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{len} bytes at {addr:#x} were not copied at the hit")]
+    NotCopied { len: usize, addr: u64 },
+}
+
+/// Why a hit's sk_buff could not be shown.
+#[derive(Debug, thiserror::Error)]
+enum DecodeError {
+    #[error(transparent)]
+    Skb(#[from] crate::net::skb::SkbError),
+    #[error("argument {0:#x} is not an skb pointer")]
+    NotSkb(u64),
+}
 
 impl MemoryReader for Snapshot<'_> {
-    type Error = SnapError;
+    type Error = MemError;
 
-    fn read(&mut self, addr: u64, len: usize) -> Result<Vec<u8>, SnapError> {
+    fn read(&mut self, addr: u64, len: usize) -> Result<Vec<u8>, MemError> {
         let within = |base: u64, bytes: &[u8]| -> Option<Vec<u8>> {
             let off = addr.checked_sub(base)? as usize;
             bytes.get(off..off.checked_add(len)?).map(<[u8]>::to_vec)
@@ -186,11 +209,9 @@ impl MemoryReader for Snapshot<'_> {
             return Ok(v);
         }
         if len <= 64 {
-            return self.live.read_cached(addr, len).map_err(SnapError);
+            return self.live.read_cached(addr, len);
         }
-        Err(SnapError(format!(
-            "{len} bytes at {addr:#x} were not copied at the hit"
-        )))
+        Err(MemError::NotCopied { len, addr })
     }
 }
 
@@ -208,7 +229,7 @@ impl LiveMemory {
         }
     }
 
-    fn read_cached(&mut self, addr: u64, len: usize) -> Result<Vec<u8>, String> {
+    fn read_cached(&mut self, addr: u64, len: usize) -> Result<Vec<u8>, MemError> {
         if let Some(v) = self.cache.get(&(addr, len)) {
             return Ok(v.clone());
         }
@@ -219,20 +240,20 @@ impl LiveMemory {
         Ok(v)
     }
 
-    fn read(&mut self, addr: u64, len: usize) -> Result<Vec<u8>, String> {
+    fn read(&mut self, addr: u64, len: usize) -> Result<Vec<u8>, MemError> {
         use std::os::unix::fs::FileExt;
-        let f = self.mem.as_ref().ok_or("no /proc/<pid>/mem")?;
+        let f = self.mem.as_ref().ok_or(MemError::NoMem)?;
         let mut b = vec![0u8; len];
         f.read_exact_at(&mut b, addr)
-            .map_err(|e| format!("read {len} bytes at {addr:#x}: {e}"))?;
+            .map_err(|source| MemError::Read { len, addr, source })?;
         Ok(b)
     }
 }
 
 impl MemoryReader for LiveMemory {
-    type Error = SnapError;
-    fn read(&mut self, addr: u64, len: usize) -> Result<Vec<u8>, SnapError> {
-        LiveMemory::read(self, addr, len).map_err(SnapError)
+    type Error = MemError;
+    fn read(&mut self, addr: u64, len: usize) -> Result<Vec<u8>, MemError> {
+        LiveMemory::read(self, addr, len)
     }
 }
 
@@ -494,7 +515,7 @@ pub fn prepare(opts: &TraceOptions) -> Result<Prepared, TraceError> {
     let image = running_image(pid);
     let skb = opts.skb || opts.filter.is_some() || opts.discovers();
     let skb_dwarf = if skb {
-        Some(SkbDwarf::load(&image, &opts.cache).map_err(TraceError::Other)?)
+        Some(SkbDwarf::load(&image, &opts.cache)?)
     } else {
         None
     };
@@ -760,7 +781,7 @@ pub fn run(
         let time_ns = clock.wall_ns(raw_tsc);
         let end = end_of(&t.func.name, args, dw);
         // raw: (struct bytes, head, start, packet bytes) as copied at the hit.
-        let decode = |live_mem: &mut LiveMemory| -> Option<Result<SkbView, String>> {
+        let decode = |live_mem: &mut LiveMemory| -> Option<Result<SkbView, DecodeError>> {
             let l = layout.as_ref()?;
             t.skb_arg?;
             Some(match (skb_addr, raw) {
@@ -777,13 +798,14 @@ pub fn run(
                         linear_limit: start as usize + data.len(),
                         ..SkbOptions::default()
                     };
-                    read_skb_with(skb, l, &mut snap, o).map_err(|e| e.to_string())
+                    read_skb_with(skb, l, &mut snap, o).map_err(DecodeError::from)
                 }
                 (Some(skb), None) => read_skb_with(skb, l, live_mem, SkbOptions::default())
-                    .map_err(|e| e.to_string()),
-                (None, _) => Err(format!(
-                    "argument {:#x} is not an skb pointer",
-                    args[t.skb_arg.unwrap_or(0) as usize]
+                    .map_err(DecodeError::from),
+                (None, _) => Err(DecodeError::NotSkb(
+                    args.get(t.skb_arg.unwrap_or(0) as usize)
+                        .copied()
+                        .unwrap_or(0),
                 )),
             })
         };
@@ -883,7 +905,7 @@ pub fn run(
             Some(Ok(v)) => (Some(v), None),
             Some(Err(e)) => {
                 summary.decode_errors += 1;
-                (None, Some(e))
+                (None, Some(e.to_string()))
             }
             None => (None, None),
         };

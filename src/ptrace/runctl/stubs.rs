@@ -31,9 +31,28 @@ pub struct StubArea {
     by_site: BTreeMap<(u64, Vec<u8>), u64>,
 }
 
+/// Why no stub area could be found in a kernel image.
+#[derive(Debug, thiserror::Error)]
+pub enum StubsError {
+    #[error(
+        "no room for step-over stubs in .init.text {start:#x}..{end:#x} (live boot code reaches {live_end:#x})"
+    )]
+    NoRoom { start: u64, end: u64, live_end: u64 },
+    #[error(transparent)]
+    Open(#[from] crate::kmod::loader::LoadError),
+    #[error("{}: not an ELF file: {source}", path.display())]
+    NotElf {
+        path: std::path::PathBuf,
+        #[source]
+        source: object::Error,
+    },
+    #[error("{}: no .init.text section (not a UML kernel?)", path.display())]
+    NoInitText { path: std::path::PathBuf },
+}
+
 impl StubArea {
     /// The area inside an image described by `.init.text` and the live functions' ranges.
-    pub fn from_ranges(init_text: (u64, u64), live: &[(u64, u64)]) -> Result<StubArea, String> {
+    pub fn from_ranges(init_text: (u64, u64), live: &[(u64, u64)]) -> Result<StubArea, StubsError> {
         let (s, e) = init_text;
         let mut start = e.saturating_sub(AREA_MAX).max(s);
         for &(ls, le) in live {
@@ -44,9 +63,11 @@ impl StubArea {
         start = start.div_ceil(16) * 16;
         let end = e / 16 * 16;
         if end <= start || end - start < 8 * STUB_SIZE {
-            return Err(format!(
-                "no room for step-over stubs in .init.text {s:#x}..{e:#x} (live boot code reaches {start:#x})"
-            ));
+            return Err(StubsError::NoRoom {
+                start: s,
+                end: e,
+                live_end: start,
+            });
         }
         Ok(StubArea {
             start,
@@ -67,17 +88,18 @@ impl StubArea {
     }
 
     /// The area in the kernel image file (the running machine's `/proc/<pid>/exe`).
-    pub fn from_image(path: &Path) -> Result<StubArea, String> {
+    pub fn from_image(path: &Path) -> Result<StubArea, StubsError> {
         use object::{Object, ObjectSection, ObjectSymbol};
-        let file = crate::kmod::loader::MappedFile::open(path).map_err(|e| e.to_string())?;
-        let obj = object::File::parse(file.bytes())
-            .map_err(|e| format!("{}: not an ELF file: {e}", path.display()))?;
-        let sec = obj.section_by_name(".init.text").ok_or_else(|| {
-            format!(
-                "{}: no .init.text section (not a UML kernel?)",
-                path.display()
-            )
+        let file = crate::kmod::loader::MappedFile::open(path)?;
+        let obj = object::File::parse(file.bytes()).map_err(|source| StubsError::NotElf {
+            path: path.to_path_buf(),
+            source,
         })?;
+        let sec = obj
+            .section_by_name(".init.text")
+            .ok_or_else(|| StubsError::NoInitText {
+                path: path.to_path_buf(),
+            })?;
         let range = (sec.address(), sec.address() + sec.size());
         let live: Vec<(u64, u64)> = obj
             .symbols()
