@@ -57,7 +57,7 @@ pub enum SelectError {
     Invalid {
         what: String,
         #[source]
-        reason: Invalid,
+        reason: Box<Invalid>,
     },
     #[error(
         "--kernel {what}: no build of this directory in the cache: `umldbg kernel build --source {what}` first"
@@ -233,7 +233,7 @@ pub fn select(cache: &Path, what: &str) -> Result<Manifest, SelectError> {
     }
     let invalid = |reason| SelectError::Invalid {
         what: what.to_owned(),
-        reason,
+        reason: Box::new(reason),
     };
     let p = Path::new(what);
     let canon = std::fs::canonicalize(p).map_err(|source| SelectError::NoSuchPath {

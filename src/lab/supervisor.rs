@@ -63,7 +63,7 @@ pub enum StartError {
     Image {
         umid: String,
         #[source]
-        source: crate::image::ImageError,
+        source: Box<crate::image::ImageError>,
     },
     /// What `boot` says went wrong (it names the machine).
     #[error("{0}")]
@@ -397,9 +397,9 @@ fn start(dir: &Path, spec: &LabSpec, k: &Manifest, cache: &Path) -> Result<Super
             let image = match &m.image {
                 Some(name) => Some(
                     crate::image::cached(cache, name)
-                        .map_err(|source| StartError::Image {
+                        .map_err(|e| StartError::Image {
                             umid: m.umid.clone(),
-                            source,
+                            source: Box::new(e),
                         })?
                         .image,
                 ),
@@ -601,7 +601,7 @@ fn after_boot(
             })
             .collect();
         hs.into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(StartError::SysctlPanicked)))
+            .map(|h| h.join().unwrap_or(Err(StartError::SysctlPanicked)))
             .collect()
     });
     for r in sysctl_results {
