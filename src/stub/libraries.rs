@@ -20,6 +20,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use umldbg_codec::xml::escape;
+
 use crate::dwarf::StructLayout;
 use crate::guest::modules::GuestModule;
 
@@ -314,21 +316,6 @@ pub fn shared_libraries(maps: &str, exe: &str) -> Vec<Library> {
         });
     }
     out
-}
-
-fn escape(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&apos;"),
-            c => o.push(c),
-        }
-    }
-    o
 }
 
 /// The `qXfer:libraries:read` document.
