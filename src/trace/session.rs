@@ -934,7 +934,7 @@ pub fn run(
             }
             batch.clear();
             if let Err(e) = rd.poll(&mut batch) {
-                if e.process_gone() || !crate::ptrace::guard::process_running(pid) {
+                if e.process_gone() || !crate::util::pid_alive(pid) {
                     break 'outer "exited";
                 }
                 result = Err(TraceError::Other(e.to_string()));
@@ -944,7 +944,7 @@ pub fn run(
                 if last_alive_check.elapsed() > Duration::from_millis(200) {
                     last_alive_check = Instant::now();
                     clock.refine();
-                    if !crate::ptrace::guard::process_running(pid) {
+                    if !crate::util::pid_alive(pid) {
                         break 'outer "exited";
                     }
                 }

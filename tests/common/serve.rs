@@ -315,13 +315,5 @@ pub fn machine_alive(umid: &str) -> bool {
     else {
         return false;
     };
-    std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
-        .map(|s| {
-            !s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with(['Z', 'X'])
-        })
-        .unwrap_or(false)
+    pid.trim().parse().is_ok_and(umldbg::util::pid_alive)
 }

@@ -549,7 +549,7 @@ impl ProbeLease {
                     .map(|_| ()),
             };
             if let Err(e) = r
-                && super::super::guard::process_running(self.pid)
+                && crate::util::pid_alive(self.pid)
             {
                 first_err.get_or_insert(RunError::Memory {
                     op: "restore",
