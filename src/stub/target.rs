@@ -1239,11 +1239,12 @@ impl<R: RunControl> UmlTarget<R> {
                     return Err("monitor skb: no stopped thread; give an address".into());
                 };
                 match self.rc().regs(tid) {
-                    Ok(r) => vec![
-                        ("rdi".into(), r.rdi),
-                        ("rsi".into(), r.rsi),
-                        ("rdx".into(), r.rdx),
-                    ],
+                    Ok(r) => {
+                        crate::guest::skb::skb_candidates(&crate::guest::skb::arg_values(&r), None)
+                            .into_iter()
+                            .map(|(reg, v)| (reg.to_owned(), v))
+                            .collect()
+                    }
                     Err(e) => return Err(format!("monitor skb: registers of thread {tid}: {e}")),
                 }
             }

@@ -319,9 +319,7 @@ pub fn resolve_targets(
                 args::known(&func.name)
                     .or_else(|| {
                         if func.module.is_none() {
-                            skb_dwarf
-                                .and_then(|d| d.by_addr.get(&func.addr).copied())
-                                .or_else(|| args::skb_arg_from_dwarf(image, func.addr))
+                            skb_dwarf.and_then(|d| d.by_addr.get(&func.addr).copied())
                         } else {
                             None
                         }
@@ -1049,8 +1047,13 @@ pub fn run(
                     };
                     let (args, skb_addr) = match tracee.regs(tid) {
                         Ok(r) => {
-                            let a = [r.rdi, r.rsi, r.rdx, r.rcx, r.r8, r.r9];
-                            (a, t.skb_arg.map(|i| a[i as usize]))
+                            let a = crate::guest::skb::arg_values(&r);
+                            let skb = t.skb_arg.and_then(|i| {
+                                crate::guest::skb::skb_candidates(&a, Some(i))
+                                    .first()
+                                    .map(|(_, v)| *v)
+                            });
+                            (a, skb)
                         }
                         Err(_) => ([0; 6], None),
                     };
