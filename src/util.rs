@@ -1,4 +1,5 @@
-//! Small helpers shared by several modules: the cache directory, running host commands.
+//! Small helpers shared by several modules: the cache directory, running host commands, whether
+//! a host process is alive.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -59,6 +60,36 @@ pub fn run(cmd: &mut Command) -> Result<Output, CmdError> {
         });
     }
     Ok(out)
+}
+
+/// A process's state letter from `/proc/<pid>/stat` (`R`, `S`, `t`, `Z`, ...); `None` when there
+/// is no such process (or `pid` is not a process id at all).
+pub fn proc_state(pid: i32) -> std::io::Result<Option<char>> {
+    if pid <= 0 {
+        return Ok(None);
+    }
+    let stat = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    // The command name in parentheses may itself hold spaces and parentheses: the state is the
+    // first field after the last ')'.
+    Ok(stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next()))
+}
+
+/// Whether a process in state `state` (from [`proc_state`]) counts as alive: a zombie (`Z`) has
+/// exited, only its parent has not collected it yet, and `X` is a dead one on its way out.
+pub fn state_alive(state: Option<char>) -> bool {
+    matches!(state, Some(s) if s != 'Z' && s != 'X')
+}
+
+/// Whether `pid` is alive: the one rule every "is it still running" check uses (a zombie is
+/// gone, see [`state_alive`]). A `/proc` that cannot be read answers "not alive".
+pub fn pid_alive(pid: i32) -> bool {
+    proc_state(pid).is_ok_and(state_alive)
 }
 
 /// The tracer of a thread, if any: (pid, command name).

@@ -113,7 +113,7 @@ fn canary(dir: &Path) -> PathBuf {
 }
 
 fn alive(pid: i32) -> bool {
-    umldbg::lab::state::pid_alive(pid)
+    umldbg::util::pid_alive(pid)
 }
 
 /// A scratch run directory with a lab of canaries: `<run>/labs/tg-canary/` (a lab name that

@@ -398,6 +398,32 @@ fn by_time<'a>(hits: &[&'a serde_json::Value]) -> Vec<&'a serde_json::Value> {
 }
 
 /// The innermost caller in a hit's `--stack`, without its offset.
+/// The hits of one packet, in order.
+fn of_packet<'a>(
+    hits: &[&'a serde_json::Value],
+    packet: &serde_json::Value,
+) -> Vec<&'a serde_json::Value> {
+    hits.iter()
+        .copied()
+        .filter(|h| h["packet"] == *packet)
+        .collect()
+}
+
+/// The function of each hit, in order.
+fn function_names<'a>(hits: &[&'a serde_json::Value]) -> Vec<&'a str> {
+    hits.iter()
+        .map(|h| h["function"].as_str().unwrap())
+        .collect()
+}
+
+/// Where `f` stands in R's story of a packet (the functions its hits were in, in order).
+fn position_in_story(story: &[&str], f: &str) -> usize {
+    story
+        .iter()
+        .position(|x| *x == f)
+        .unwrap_or_else(|| panic!("{f} not in R's story: {story:?}"))
+}
+
 fn caller(h: &serde_json::Value) -> &str {
     h["stack"]
         .as_array()
@@ -511,18 +537,9 @@ wait; cat /tmp/tpd-ping.out",
         assert!(stack[0].starts_with("nf_hook_slow+"), "{stack:?}");
         assert!(stack[1].starts_with("ip_forward+"), "{stack:?}");
         // The same packet and skb that R received and forwarded, in that order.
-        let story: Vec<&&serde_json::Value> =
-            r.iter().filter(|h| h["packet"] == drop["packet"]).collect();
-        let names: Vec<&str> = story
-            .iter()
-            .map(|h| h["function"].as_str().unwrap())
-            .collect();
-        let pos = |f: &str| {
-            names
-                .iter()
-                .position(|x| *x == f)
-                .unwrap_or_else(|| panic!("{f} not in R's story: {names:?}"))
-        };
+        let story = of_packet(&r, &drop["packet"]);
+        let names = function_names(&story);
+        let pos = |f: &str| position_in_story(&names, f);
         assert!(pos("ip_rcv_core") < pos("ip_forward"), "{names:?}");
         // The FORWARD hook runs after ip_forward's entry (PREROUTING's came before it).
         let hook = names[pos("ip_forward")..]
@@ -610,17 +627,8 @@ fn a_ping_to_an_address_r_has_no_route_for_ends_in_rs_no_route_drop() {
     assert_eq!(caller(drop), "ip_error", "{drop}");
     assert_eq!(drop["skb"]["ipv4"]["dst"], "192.168.40.2");
     assert_eq!(drop["skb"]["icmp"]["type"], 8);
-    let story: Vec<&str> = r
-        .iter()
-        .filter(|h| h["packet"] == drop["packet"])
-        .map(|h| h["function"].as_str().unwrap())
-        .collect();
-    let pos = |f: &str| {
-        story
-            .iter()
-            .position(|x| *x == f)
-            .unwrap_or_else(|| panic!("{f} not in R's story: {story:?}"))
-    };
+    let story = function_names(&of_packet(&r, &drop["packet"]));
+    let pos = |f: &str| position_in_story(&story, f);
     assert!(pos("ip_rcv_core") < pos("ip_route_input_slow"), "{story:?}");
     assert!(pos("ip_route_input_slow") < pos("ip_error"), "{story:?}");
     assert!(pos("ip_error") < pos("sk_skb_reason_drop"), "{story:?}");

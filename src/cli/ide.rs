@@ -162,12 +162,14 @@ pub fn run(a: IdeArgs, g: &super::global::Global) -> anyhow::Result<i32> {
                 .map(|m| {
                     let file = info.module_file(&m.name).and_then(|f| {
                         let bytes = std::fs::read(&f).ok()?;
-                        let secs = umldbg::stub::libraries::alloc_sections(
-                            &f.display().to_string(),
-                            &bytes,
-                        )
-                        .ok()?;
-                        Some((f, secs.into_iter().map(|s| s.name).collect()))
+                        // The sections the kernel places: the ones add-symbol-file names.
+                        let secs = umldbg::kmod::sections(&bytes).ok()?;
+                        let names: Vec<String> = secs
+                            .into_iter()
+                            .filter(|s| s.alloc)
+                            .map(|s| s.name)
+                            .collect();
+                        (!names.is_empty()).then_some((f, names))
                     });
                     ide::gdbinit::ModuleSymbols { module: m, file }
                 })

@@ -199,11 +199,11 @@ pub fn run(cmd: LabCmd, g: &Global) -> anyhow::Result<i32> {
                 let Some(st) = LabState::read(&dir) else {
                     continue;
                 };
-                let sup = state::pid_alive(st.supervisor_pid);
+                let sup = umldbg::util::pid_alive(st.supervisor_pid);
                 let alive: Vec<bool> = st
                     .machines
                     .iter()
-                    .map(|m| state::pid_alive(m.pid))
+                    .map(|m| umldbg::util::pid_alive(m.pid))
                     .collect();
                 all.push((st, sup, alive));
             }

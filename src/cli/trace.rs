@@ -71,7 +71,7 @@ pub struct TraceArgs {
     #[arg(long)]
     pub stop: bool,
     /// Which argument (0 = first) is the sk_buff for functions umldbg does not know
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..6))]
     pub skb_arg: Option<u8>,
     /// Only the summary, no line per hit
     #[arg(long, short)]

@@ -53,6 +53,36 @@ impl MemoryReader for ProcessMemory {
     }
 }
 
+/// The System V x86-64 argument registers, in argument order (0 = first).
+pub const ARG_REGISTERS: [&str; 6] = ["rdi", "rsi", "rdx", "rcx", "r8", "r9"];
+
+/// A stopped thread's argument registers, in the order of [`ARG_REGISTERS`]: at a function's
+/// entry, its first six arguments.
+pub fn arg_values(r: &libc::user_regs_struct) -> [u64; 6] {
+    [r.rdi, r.rsi, r.rdx, r.rcx, r.r8, r.r9]
+}
+
+/// Where a frame's `struct sk_buff *` may be, to try in order, as (register, value): the
+/// argument `known` names when the caller knows which one it is (the trace table or the
+/// function's DWARF, `crate::trace::args`), else each of the first three arguments, where the
+/// networking functions take their skb. An index past the register arguments gives nothing.
+pub fn skb_candidates(args: &[u64; 6], known: Option<u8>) -> Vec<(&'static str, u64)> {
+    match known {
+        Some(i) => ARG_REGISTERS
+            .iter()
+            .zip(args)
+            .nth(usize::from(i))
+            .map(|(r, v)| vec![(*r, *v)])
+            .unwrap_or_default(),
+        None => ARG_REGISTERS
+            .iter()
+            .copied()
+            .zip(args.iter().copied())
+            .take(3)
+            .collect(),
+    }
+}
+
 /// A decoded skb in the three forms the session hands out.
 pub struct Decoded {
     pub text: String,
@@ -93,5 +123,22 @@ impl SkbReader {
             .unwrap_or("")
             .to_string();
         Ok(Decoded { text, json, hex })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skb_candidates_known_argument_or_the_first_three() {
+        let args = [10, 11, 12, 13, 14, 15];
+        assert_eq!(skb_candidates(&args, Some(2)), vec![("rdx", 12)]);
+        assert_eq!(skb_candidates(&args, Some(5)), vec![("r9", 15)]);
+        assert!(skb_candidates(&args, Some(6)).is_empty());
+        assert_eq!(
+            skb_candidates(&args, None),
+            vec![("rdi", 10), ("rsi", 11), ("rdx", 12)]
+        );
     }
 }

@@ -54,63 +54,9 @@ impl SymbolIndex {
             .collect()
     }
 
-    /// The closest names: by edit distance, ties broken by name.
+    /// The closest names, by the codec's one rule ([`umldbg_codec::suggest::near_names`]).
     pub fn near(&self, name: &str, max: usize) -> Vec<String> {
         let names = self.names.lock().expect("lock");
-        near_names(name, names.iter().map(String::as_str), max)
-    }
-}
-
-/// Up to `max` candidates within a small edit distance of `name`, closest first.
-pub fn near_names<'a>(
-    name: &str,
-    candidates: impl Iterator<Item = &'a str>,
-    max: usize,
-) -> Vec<String> {
-    let limit = (name.len() / 3).clamp(1, 4);
-    let mut scored: Vec<(usize, &str)> = candidates
-        .filter(|c| c.len().abs_diff(name.len()) <= limit)
-        .filter_map(|c| {
-            let d = edit_distance(name, c);
-            (d <= limit).then_some((d, c))
-        })
-        .collect();
-    scored.sort();
-    scored
-        .into_iter()
-        .take(max)
-        .map(|(_, c)| c.to_string())
-        .collect()
-}
-
-/// Levenshtein distance over bytes.
-pub fn edit_distance(a: &str, b: &str) -> usize {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
-    for i in 1..=a.len() {
-        cur[0] = i;
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            cur[j] = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
-        }
-        std::mem::swap(&mut prev, &mut cur);
-    }
-    prev[b.len()]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn suggests_close_names() {
-        let c = ["reject_tg", "reject_tg6", "ip_forward", "ipt_do_table"];
-        assert_eq!(
-            near_names("rejet_tg", c.iter().copied(), 3),
-            vec!["reject_tg", "reject_tg6"]
-        );
-        assert!(near_names("zzzzzz", c.iter().copied(), 3).is_empty());
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        umldbg_codec::suggest::near_names(name, names.iter().map(String::as_str), max)
     }
 }

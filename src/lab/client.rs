@@ -71,7 +71,7 @@ fn labs_up() -> String {
 pub fn check_umid_free(umid: &str, uml_dir: &Path) -> Result<(), LabError> {
     if let Some((lab, st)) = state::lab_of_umid(umid)
         && let Some(m) = st.machine(umid)
-        && state::pid_alive(m.pid)
+        && crate::util::pid_alive(m.pid)
     {
         return Err(LabError::UmidBusy {
             umid: umid.into(),
@@ -83,7 +83,7 @@ pub fn check_umid_free(umid: &str, uml_dir: &Path) -> Result<(), LabError> {
     if let Some(pid) = std::fs::read_to_string(&pidfile)
         .ok()
         .and_then(|s| s.trim().parse::<i32>().ok())
-        && state::pid_alive(pid)
+        && crate::util::pid_alive(pid)
         && runs_umid(pid, umid)
     {
         return Err(LabError::UmidBusy {
@@ -119,7 +119,7 @@ pub fn up_on(
     let dir = state::lab_dir(&spec.name);
     if dir.exists() {
         match LabState::read(&dir) {
-            Some(st) if state::pid_alive(st.supervisor_pid) => {
+            Some(st) if crate::util::pid_alive(st.supervisor_pid) => {
                 return Err(LabError::AlreadyUp(spec.name.clone(), st.supervisor_pid));
             }
             _ => return Err(LabError::Stale(spec.name.clone())),
@@ -271,7 +271,7 @@ pub fn restart(
 ) -> Result<Reply, LabError> {
     let dir = state::lab_dir(lab);
     let st = LabState::read(&dir).ok_or_else(|| LabError::NoLab(lab.into(), labs_up()))?;
-    if !state::pid_alive(st.supervisor_pid) {
+    if !crate::util::pid_alive(st.supervisor_pid) {
         return Err(LabError::Stale(lab.into()));
     }
     let (r, _) = request(
@@ -330,7 +330,7 @@ fn ask_down(lab: &str) {
 fn wait_gone(pids: &[i32], timeout: Duration) -> bool {
     let end = std::time::Instant::now() + timeout;
     loop {
-        if pids.iter().all(|&p| !state::pid_alive(p)) {
+        if pids.iter().all(|&p| !crate::util::pid_alive(p)) {
             return true;
         }
         if std::time::Instant::now() >= end {
@@ -438,7 +438,7 @@ pub fn down(name: &str, cache: &Path) -> Result<DownReport, LabError> {
     // Halt the machines side by side: each may take its mconsole deadline.
     let halts: Vec<_> = machines
         .iter()
-        .filter(|m| m.pids.iter().any(|&p| state::pid_alive(p)))
+        .filter(|m| m.pids.iter().any(|&p| crate::util::pid_alive(p)))
         .map(|m| {
             let (dir, umid, main) = (uml_dir.clone(), m.umid.clone(), m.main);
             std::thread::spawn(move || supervisor::stop_machine(&dir, &umid, main))
@@ -448,7 +448,7 @@ pub fn down(name: &str, cache: &Path) -> Result<DownReport, LabError> {
         let _ = h.join();
     }
     for m in &machines {
-        if m.pids.iter().any(|&p| state::pid_alive(p)) {
+        if m.pids.iter().any(|&p| crate::util::pid_alive(p)) {
             // What the halt left (helpers outside the main process's group, a wrapper): by
             // pid, each checked again.
             for &p in &m.pids {

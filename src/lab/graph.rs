@@ -9,6 +9,8 @@
 
 use std::fmt::Write as _;
 
+use umldbg_codec::xml::escape;
+
 use super::spec::LabSpec;
 
 /// The lab in Graphviz DOT (undirected): `m:<umid>` machine nodes, `d:<domain>` domain nodes,
@@ -161,7 +163,7 @@ pub fn to_svg(lab: &LabSpec) -> String {
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{height:.0}\" \
          viewBox=\"0 0 {width:.0} {height:.0}\" font-family=\"sans-serif\" font-size=\"12\">"
     );
-    let _ = writeln!(s, "<title>lab {}</title>", xml(&lab.name));
+    let _ = writeln!(s, "<title>lab {}</title>", escape(&lab.name));
     let _ = writeln!(
         s,
         "<rect x=\"0\" y=\"0\" width=\"{width:.0}\" height=\"{height:.0}\" fill=\"white\"/>"
@@ -169,7 +171,7 @@ pub fn to_svg(lab: &LabSpec) -> String {
     let _ = writeln!(
         s,
         "<text x=\"{MARGIN}\" y=\"28\" font-size=\"16\" font-weight=\"bold\">lab {}</text>",
-        xml(&lab.name)
+        escape(&lab.name)
     );
 
     // Links first so that boxes and ellipses are drawn over their ends.
@@ -194,7 +196,7 @@ pub fn to_svg(lab: &LabSpec) -> String {
             let _ = writeln!(
                 s,
                 "<text x=\"{lx:.1}\" y=\"{ly:.1}\" fill=\"#444\">{}</text>",
-                xml(&i.name)
+                escape(&i.name)
             );
         }
     }
@@ -233,7 +235,12 @@ pub fn to_svg(lab: &LabSpec) -> String {
         let x = cx - BOX_W / 2.0;
         let h = box_h(m.interfaces.len());
         let _ = writeln!(s, "<g class=\"machine\">");
-        let _ = writeln!(s, "<title>{} ({})</title>", xml(&m.hostname), xml(&m.umid));
+        let _ = writeln!(
+            s,
+            "<title>{} ({})</title>",
+            escape(&m.hostname),
+            escape(&m.umid)
+        );
         let _ = writeln!(
             s,
             "<rect x=\"{x:.1}\" y=\"{TOP:.1}\" width=\"{BOX_W:.0}\" height=\"{h:.0}\" rx=\"6\" \
@@ -243,13 +250,13 @@ pub fn to_svg(lab: &LabSpec) -> String {
             s,
             "<text x=\"{cx:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-weight=\"bold\">{}</text>",
             TOP + 18.0,
-            xml(&m.hostname)
+            escape(&m.hostname)
         );
         let _ = writeln!(
             s,
             "<text x=\"{cx:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#555\">{}</text>",
             TOP + 34.0,
-            xml(&m.umid)
+            escape(&m.umid)
         );
         for (ii, i) in m.interfaces.iter().enumerate() {
             let addrs: Vec<String> = i.addresses.iter().map(ToString::to_string).collect();
@@ -263,7 +270,7 @@ pub fn to_svg(lab: &LabSpec) -> String {
                 "<text x=\"{:.1}\" y=\"{:.1}\">{}</text>",
                 x + 8.0,
                 TOP + 52.0 + LINE_H * ii as f64,
-                xml(&text)
+                escape(&text)
             );
         }
         let _ = writeln!(s, "</g>");
@@ -272,7 +279,7 @@ pub fn to_svg(lab: &LabSpec) -> String {
     for (di, d) in lab.domains.iter().enumerate() {
         let cx = domain_x[di];
         let _ = writeln!(s, "<g class=\"domain\">");
-        let _ = writeln!(s, "<title>domain {}</title>", xml(&d.name));
+        let _ = writeln!(s, "<title>domain {}</title>", escape(&d.name));
         let _ = writeln!(
             s,
             "<ellipse cx=\"{cx:.1}\" cy=\"{domain_y:.1}\" rx=\"{RX:.0}\" ry=\"{RY:.0}\" fill=\"#fdf3e1\" stroke=\"#9a6a1a\"/>"
@@ -281,7 +288,7 @@ pub fn to_svg(lab: &LabSpec) -> String {
             s,
             "<text x=\"{cx:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
             domain_y + 4.0,
-            xml(&d.name)
+            escape(&d.name)
         );
         let _ = writeln!(s, "</g>");
     }
@@ -307,19 +314,4 @@ pub fn to_svg(lab: &LabSpec) -> String {
     }
     s.push_str("</svg>\n");
     s
-}
-
-fn xml(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c => out.push(c),
-        }
-    }
-    out
 }

@@ -271,13 +271,13 @@ impl LabMarks {
 
 /// Is `pid` a live supervisor of lab `name` (for a message; the argv is enough here)?
 pub fn supervisor_runs(pid: i32, name: &str) -> bool {
-    state::pid_alive(pid)
+    crate::util::pid_alive(pid)
         && read_proc(pid).is_some_and(|p| p.supervised_lab() == Some(name.as_bytes()))
 }
 
 /// Is `pid` a live UML kernel process started with `umid=<umid>`?
 pub fn runs_umid(pid: i32, umid: &str) -> bool {
-    state::pid_alive(pid)
+    crate::util::pid_alive(pid)
         && read_proc(pid).is_some_and(|p| {
             p.argv
                 .iter()

@@ -129,20 +129,3 @@ pub fn machine_stage_dir(cache: &Path, umid: &str) -> PathBuf {
         None => cache.join("stage").join(umid),
     }
 }
-
-/// Is the process alive (and not a zombie)?
-pub fn pid_alive(pid: i32) -> bool {
-    if pid <= 0 {
-        return false;
-    }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => {
-            // state is the field after the parenthesised command name
-            let state = s
-                .rsplit_once(')')
-                .and_then(|(_, r)| r.trim_start().chars().next());
-            !matches!(state, Some('Z') | Some('X'))
-        }
-        Err(_) => false,
-    }
-}

@@ -1017,6 +1017,11 @@ impl Machine {
         self.framer.lock().expect("lock").forget(id);
     }
 
+    /// Whether the machine runs: its console is open and its process has not exited. The rule
+    /// is [`crate::util::pid_alive`]'s (a zombie is gone: `try_wait` reports it exited), but
+    /// asked of the supervisor's own `Child` rather than of the pid: that also reaps the
+    /// zombie, and it stays right after the child is reaped, when the pid may belong to
+    /// another process already.
     fn alive(&self) -> bool {
         if self.exited.load(Ordering::SeqCst) {
             return false;
@@ -1258,18 +1263,18 @@ fn teardown(st: &LabState, machines: &[Arc<Machine>]) {
 
 /// Halt a machine through mconsole; kill its process group if it has not gone after a deadline.
 pub fn stop_machine(uml_dir: &Path, umid: &str, pid: i32) {
-    if !state::pid_alive(pid) {
+    if !crate::util::pid_alive(pid) {
         return;
     }
     let sock = uml_dir.join(umid).join("mconsole");
     if let Ok(mc) = crate::uml::mconsole::Mconsole::connect(&sock, Duration::from_millis(500)) {
-        let _ = mc.halt(|| !state::pid_alive(pid));
+        let _ = mc.halt(|| !crate::util::pid_alive(pid));
     }
     let deadline = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < deadline && state::pid_alive(pid) {
+    while Instant::now() < deadline && crate::util::pid_alive(pid) {
         std::thread::sleep(Duration::from_millis(50));
     }
-    if state::pid_alive(pid) {
+    if crate::util::pid_alive(pid) {
         // The kernel's host processes share its process group (we started it as a group leader).
         let _ =
             nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
@@ -1285,7 +1290,7 @@ pub fn cleanup_network_and_dirs(st: &LabState) {
         let pid: Option<i32> = std::fs::read_to_string(d.join("pid"))
             .ok()
             .and_then(|s| s.trim().parse().ok());
-        if pid.is_none_or(|p| !state::pid_alive(p) || p == m.pid) {
+        if pid.is_none_or(|p| !crate::util::pid_alive(p) || p == m.pid) {
             let _ = std::fs::remove_dir_all(&d);
         }
     }

@@ -283,17 +283,8 @@ impl Drop for Guard {
     }
 }
 
-/// Whether `pid` exists and is not a zombie.
-pub fn process_running(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => {
-            s.rsplit_once(')')
-                .and_then(|(_, r)| r.trim_start().chars().next())
-                != Some('Z')
-        }
-        Err(_) => false,
-    }
-}
+/// Whether `pid` exists and is not a zombie: the crate's one rule, [`crate::util::pid_alive`].
+pub use crate::util::pid_alive as process_running;
 
 /// Opens a pidfd for `pid` (`pidfd_open(2)`): the seam the tests of [`wait_gone`] replace.
 pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {

@@ -1327,12 +1327,7 @@ impl Inner {
         if self.detached {
             return Ok(());
         }
-        let mut first_err = None;
-        if self.exited.is_none()
-            && let Err(e) = self.stop_all(false)
-        {
-            first_err.get_or_insert(e);
-        }
+        let mut first_err = self.stop_all_unless_exited().err();
         let probes: Vec<u64> = self.probes.keys().copied().collect();
         for a in probes {
             if let Some(p) = self.probes.remove(&a)
@@ -1348,15 +1343,14 @@ impl Inner {
         if let Err(e) = self.detach_threads() {
             first_err.get_or_insert(e);
         }
-        if first_err.is_none() {
-            self.journal.clear();
-            if let Some(g) = self.guard.take() {
-                g.dismiss()?;
-            }
-        }
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(()),
+        dismiss_unless_failed(first_err, &mut self.journal, &mut self.guard)
+    }
+
+    /// [`Inner::stop_all`] while the process lives; nothing to stop once it has exited.
+    fn stop_all_unless_exited(&mut self) -> Result<(), RunError> {
+        match self.exited {
+            None => self.stop_all(false),
+            Some(_) => Ok(()),
         }
     }
 
@@ -1367,12 +1361,7 @@ impl Inner {
             return Ok(());
         }
         self.detached = true;
-        let mut first_err = None;
-        if self.exited.is_none()
-            && let Err(e) = self.stop_all(false)
-        {
-            first_err.get_or_insert(e);
-        }
+        let mut first_err = self.stop_all_unless_exited().err();
         let addrs: Vec<u64> = self.breakpoints.keys().copied().collect();
         for a in addrs {
             if let Some(bp) = self.breakpoints.remove(&a) {
@@ -1428,6 +1417,24 @@ impl Inner {
             None => Ok(()),
         }
     }
+}
+
+/// The end of a removal that put bytes back: when all of it worked (`first_err` is `None`) the
+/// journal is cleared and the guard dismissed; otherwise both stay, so that the guard restores
+/// what is left, and the first error is returned.
+fn dismiss_unless_failed(
+    first_err: Option<RunError>,
+    journal: &mut TraceJournal,
+    guard: &mut Option<Guard>,
+) -> Result<(), RunError> {
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    journal.clear();
+    if let Some(g) = guard.take() {
+        g.dismiss()?;
+    }
+    Ok(())
 }
 
 impl Drop for Inner {

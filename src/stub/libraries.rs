@@ -20,6 +20,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use umldbg_codec::xml::escape;
+
 use crate::dwarf::StructLayout;
 use crate::guest::modules::GuestModule;
 
@@ -204,27 +206,23 @@ pub fn object_layout(secs: &[FileSection]) -> Vec<u64> {
         .collect()
 }
 
-/// The `SHF_ALLOC` sections of an ELF file in section-header order: what gdb's library list
-/// matches `<section>` elements against. `.modinfo` and `__versions` count here although the
-/// module loader drops them.
+/// The `SHF_ALLOC` sections of a module file in section-header order: what gdb's library list
+/// matches `<section>` elements against ([`crate::kmod::Section::file_alloc`]).
 pub fn alloc_sections(file: &str, bytes: &[u8]) -> Result<Vec<FileSection>, LibraryError> {
     let bad = |reason: String| LibraryError::BadFile {
         file: file.to_owned(),
         reason,
     };
-    let elf = goblin::elf::Elf::parse(bytes).map_err(|e| bad(e.to_string()))?;
-    let mut out = Vec::new();
-    for sh in &elf.section_headers {
-        if sh.sh_flags & u64::from(goblin::elf::section_header::SHF_ALLOC) == 0 {
-            continue;
-        }
-        let name = elf.shdr_strtab.get_at(sh.sh_name).unwrap_or("").to_owned();
-        out.push(FileSection {
-            name,
-            size: sh.sh_size,
-            align: sh.sh_addralign,
-        });
-    }
+    let out: Vec<FileSection> = crate::kmod::sections(bytes)
+        .map_err(|e| bad(e.to_string()))?
+        .into_iter()
+        .filter(|s| s.file_alloc())
+        .map(|s| FileSection {
+            name: s.name,
+            size: s.size,
+            align: s.align,
+        })
+        .collect();
     if out.is_empty() {
         return Err(bad("no allocated sections".into()));
     }
@@ -314,21 +312,6 @@ pub fn shared_libraries(maps: &str, exe: &str) -> Vec<Library> {
         });
     }
     out
-}
-
-fn escape(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&apos;"),
-            c => o.push(c),
-        }
-    }
-    o
 }
 
 /// The `qXfer:libraries:read` document.

@@ -1364,11 +1364,13 @@ impl<R: RunControl> UmlTarget<R> {
             return Err(MonitorFailed::NoThread);
         };
         match self.rc().regs(tid) {
-            Ok(r) => Ok(vec![
-                ("rdi".into(), r.rdi),
-                ("rsi".into(), r.rsi),
-                ("rdx".into(), r.rdx),
-            ]),
+            Ok(r) => Ok(crate::guest::skb::skb_candidates(
+                &crate::guest::skb::arg_values(&r),
+                None,
+            )
+            .into_iter()
+            .map(|(reg, v)| (reg.to_owned(), v))
+            .collect()),
             Err(e) => Err(MonitorFailed::Registers {
                 tid,
                 source: Box::new(e),

@@ -1,10 +1,12 @@
 //! Which argument of a traced function is the `struct sk_buff *`.
 //!
-//! A table covers the functions of the IPv4 path; for the others the kernel image's DWARF says
-//! (the compilation unit holding the address, found through `.debug_aranges`, then the
-//! subprogram's formal parameters, following `DW_AT_abstract_origin` for out-of-line copies of
-//! inlined functions). Module functions outside the table have no answer here (their DWARF
-//! needs relocating first); `--skb-arg` gives one.
+//! A table covers the functions of the IPv4 path; for the others the kernel image's DWARF says:
+//! one pass over every unit ([`scan_skb_dwarf`], cached per build-id in [`SkbDwarf::load`])
+//! records each out-of-line function's entry address and its first `struct sk_buff *` parameter,
+//! following `DW_AT_abstract_origin` for out-of-line copies of inlined functions. A module
+//! function named on the command line outside the table has no answer here (its DWARF
+//! addresses need relocating first); `--skb-arg` gives one. Which register holds that argument
+//! at a stop is [`crate::guest::skb::skb_candidates`]'s business.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -65,130 +67,6 @@ fn section<'a>(obj: &'a object::File<'a>, name: &str) -> std::borrow::Cow<'a, [u
     obj.section_by_name(name)
         .and_then(|s| s.uncompressed_data().ok())
         .unwrap_or(std::borrow::Cow::Borrowed(&[]))
-}
-
-/// The index of the first `struct sk_buff *` parameter of the function at `addr` in a linked
-/// image (the kernel), from its DWARF.
-pub fn skb_arg_from_dwarf(image: &Path, addr: u64) -> Option<u8> {
-    let file = crate::kmod::loader::MappedFile::open(image).ok()?;
-    let obj = object::File::parse(file.bytes()).ok()?;
-    let names = [
-        ".debug_info",
-        ".debug_abbrev",
-        ".debug_str",
-        ".debug_line",
-        ".debug_line_str",
-        ".debug_aranges",
-        ".debug_addr",
-        ".debug_str_offsets",
-        ".debug_rnglists",
-        ".debug_ranges",
-    ];
-    let data: Vec<(&str, std::borrow::Cow<[u8]>)> =
-        names.iter().map(|n| (*n, section(&obj, n))).collect();
-    let dwarf = gimli::Dwarf::load(|id| -> Result<R<'_>, gimli::Error> {
-        let d = data
-            .iter()
-            .find(|(n, _)| *n == id.name())
-            .map(|(_, d)| d.as_ref())
-            .unwrap_or(&[]);
-        Ok(EndianSlice::new(d, LittleEndian))
-    })
-    .ok()?;
-    let mut headers = dwarf.debug_aranges.headers();
-    let mut cu = None;
-    while let Ok(Some(h)) = headers.next() {
-        let mut entries = h.entries();
-        while let Ok(Some(e)) = entries.next() {
-            let r = e.range();
-            if addr >= r.begin && addr < r.end {
-                cu = Some(h.debug_info_offset());
-            }
-        }
-        if cu.is_some() {
-            break;
-        }
-    }
-    let header = dwarf.debug_info.header_from_offset(cu?).ok()?;
-    let unit = dwarf.unit(header).ok()?;
-    // The subprogram whose low_pc is addr.
-    let mut tree = unit.entries_tree(None).ok()?;
-    let root = tree.root().ok()?;
-    find_subprogram(&dwarf, &unit, root, addr)
-}
-
-fn find_subprogram(
-    dwarf: &gimli::Dwarf<R<'_>>,
-    unit: &gimli::Unit<R<'_>>,
-    node: gimli::EntriesTreeNode<R<'_>>,
-    addr: u64,
-) -> Option<u8> {
-    let mut children = node.children();
-    while let Ok(Some(child)) = children.next() {
-        let e = child.entry();
-        if e.tag() == gimli::DW_TAG_subprogram {
-            let low = e
-                .attr_value(gimli::DW_AT_low_pc)
-                .and_then(|v| dwarf.attr_address(unit, v).ok().flatten());
-            if low == Some(addr) {
-                let origin = match e.attr_value(gimli::DW_AT_abstract_origin) {
-                    Some(AttributeValue::UnitRef(o)) => Some(o),
-                    _ => None,
-                };
-                return params_skb(dwarf, unit, child, origin);
-            }
-            continue;
-        }
-        if let Some(i) = find_subprogram(dwarf, unit, child, addr) {
-            return Some(i);
-        }
-    }
-    None
-}
-
-/// Index of the first sk_buff pointer among the subprogram's formal parameters.
-fn params_skb(
-    dwarf: &gimli::Dwarf<R<'_>>,
-    unit: &gimli::Unit<R<'_>>,
-    node: gimli::EntriesTreeNode<R<'_>>,
-    origin: Option<UnitOffset>,
-) -> Option<u8> {
-    let mut idx = 0u8;
-    let mut children = node.children();
-    let mut any = false;
-    while let Ok(Some(child)) = children.next() {
-        let e = child.entry();
-        if e.tag() != gimli::DW_TAG_formal_parameter {
-            continue;
-        }
-        any = true;
-        let ty = match e.attr_value(gimli::DW_AT_type) {
-            Some(AttributeValue::UnitRef(t)) => Some(t),
-            _ => match e.attr_value(gimli::DW_AT_abstract_origin) {
-                Some(AttributeValue::UnitRef(o)) => {
-                    unit.entry(o)
-                        .ok()
-                        .and_then(|p| match p.attr_value(gimli::DW_AT_type) {
-                            Some(AttributeValue::UnitRef(t)) => Some(t),
-                            _ => None,
-                        })
-                }
-                _ => None,
-            },
-        };
-        if ty.is_some_and(|t| is_skb_pointer(dwarf, unit, t)) {
-            return Some(idx);
-        }
-        idx += 1;
-    }
-    if !any {
-        // An out-of-line copy listing no parameters: the abstract instance has them.
-        let o = origin?;
-        let mut tree = unit.entries_tree(Some(o)).ok()?;
-        let root = tree.root().ok()?;
-        return params_skb(dwarf, unit, root, None);
-    }
-    None
 }
 
 fn is_skb_pointer(dwarf: &gimli::Dwarf<R<'_>>, unit: &gimli::Unit<R<'_>>, ty: UnitOffset) -> bool {
@@ -424,7 +302,7 @@ fn scan_unit(dwarf: &gimli::Dwarf<R<'_>>, unit: &gimli::Unit<R<'_>>, out: &mut S
             Some(AttributeValue::UnitRef(o)) => Some(o),
             _ => None,
         };
-        if let Some(i) = params_skb_cached(dwarf, unit, root, origin, &mut skb_ptr)
+        if let Some(i) = params_skb(dwarf, unit, root, origin, &mut skb_ptr)
             && i < 6
         {
             out.by_addr.insert(low, i);
@@ -435,8 +313,10 @@ fn scan_unit(dwarf: &gimli::Dwarf<R<'_>>, unit: &gimli::Unit<R<'_>>, out: &mut S
     }
 }
 
-/// [`params_skb`] with a per-unit cache of which types are `struct sk_buff *`.
-fn params_skb_cached(
+/// Index of the first sk_buff pointer among a subprogram's first six formal parameters (the
+/// ones passed in registers), following `DW_AT_abstract_origin` for an out-of-line copy that
+/// lists none; `cache` remembers per unit which types are `struct sk_buff *`.
+fn params_skb(
     dwarf: &gimli::Dwarf<R<'_>>,
     unit: &gimli::Unit<R<'_>>,
     node: gimli::EntriesTreeNode<R<'_>>,
@@ -483,7 +363,8 @@ fn params_skb_cached(
         let o = origin?;
         let mut tree = unit.entries_tree(Some(o)).ok()?;
         let root = tree.root().ok()?;
-        return params_skb_cached(dwarf, unit, root, None, cache);
+        // An out-of-line copy listing no parameters: the abstract instance has them.
+        return params_skb(dwarf, unit, root, None, cache);
     }
     None
 }

@@ -154,7 +154,7 @@ impl SymbolTable {
             }]);
         }
         let near =
-            crate::guest::symbols::near_names(name, self.funcs.keys().map(String::as_str), 5);
+            umldbg_codec::suggest::near_names(name, self.funcs.keys().map(String::as_str), 5);
         Err(ResolveError::Unknown {
             name: name.to_string(),
             near,

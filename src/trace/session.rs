@@ -340,9 +340,7 @@ pub fn resolve_targets(
                 args::known(&func.name)
                     .or_else(|| {
                         if func.module.is_none() {
-                            skb_dwarf
-                                .and_then(|d| d.by_addr.get(&func.addr).copied())
-                                .or_else(|| args::skb_arg_from_dwarf(image, func.addr))
+                            skb_dwarf.and_then(|d| d.by_addr.get(&func.addr).copied())
                         } else {
                             None
                         }
@@ -956,7 +954,7 @@ pub fn run(
             }
             batch.clear();
             if let Err(e) = rd.poll(&mut batch) {
-                if e.process_gone() || !crate::ptrace::guard::process_running(pid) {
+                if e.process_gone() || !crate::util::pid_alive(pid) {
                     break 'outer "exited";
                 }
                 result = Err(TraceError::Other(e.to_string()));
@@ -966,7 +964,7 @@ pub fn run(
                 if last_alive_check.elapsed() > Duration::from_millis(200) {
                     last_alive_check = Instant::now();
                     clock.refine();
-                    if !crate::ptrace::guard::process_running(pid) {
+                    if !crate::util::pid_alive(pid) {
                         break 'outer "exited";
                     }
                 }
@@ -1071,8 +1069,13 @@ pub fn run(
                     };
                     let (args, skb_addr) = match tracee.regs(tid) {
                         Ok(r) => {
-                            let a = [r.rdi, r.rsi, r.rdx, r.rcx, r.r8, r.r9];
-                            (a, t.skb_arg.map(|i| a[i as usize]))
+                            let a = crate::guest::skb::arg_values(&r);
+                            let skb = t.skb_arg.and_then(|i| {
+                                crate::guest::skb::skb_candidates(&a, Some(i))
+                                    .first()
+                                    .map(|(_, v)| *v)
+                            });
+                            (a, skb)
                         }
                         Err(_) => ([0; 6], None),
                     };

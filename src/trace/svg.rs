@@ -4,19 +4,14 @@
 
 use std::fmt::Write as _;
 
+use umldbg_codec::xml::escape;
+
 use crate::trace::flow::Journey;
 
 const LANE_W: usize = 260;
 const ROW_H: usize = 20;
 const TOP: usize = 50;
 const LEFT: usize = 40;
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
 
 /// Width in pixels of `chars` characters of the 12-pixel monospace font (0.6 em each).
 fn text_w(chars: usize) -> usize {
@@ -73,7 +68,7 @@ pub fn render(journeys: &[Journey], lanes: &[String], max: usize) -> String {
             out,
             r#"<text x="{lx}" y="{}" text-anchor="middle" font-weight="bold">{}</text>"#,
             TOP - 20,
-            esc(l)
+            escape(l)
         );
         let _ = writeln!(
             out,
@@ -90,7 +85,7 @@ pub fn render(journeys: &[Journey], lanes: &[String], max: usize) -> String {
             out,
             r##"<text x="{LEFT}" y="{y}" fill="#2c3e50">packet {}: {}</text>"##,
             n + 1,
-            esc(title)
+            escape(title)
         );
         row += 1;
         let t0 = j.steps.first().map_or(0, |s| s.time_ns);
@@ -121,7 +116,7 @@ pub fn render(journeys: &[Journey], lanes: &[String], max: usize) -> String {
                 r##"<text x="{}" y="{}">{} <tspan fill="#7f8c8d">+{dt:.1}us</tspan></text>"##,
                 sx + 8,
                 y + 4,
-                esc(&label(s))
+                escape(&label(s))
             );
             prev = Some((sx, y));
             row += 1;

@@ -100,20 +100,12 @@ pub fn list_umids(uml_dir: &Path) -> Vec<Umid> {
     out
 }
 
-/// A process's state letter from `/proc/<pid>/stat`; `None` when there is no such process.
+/// A process's state letter ([`crate::util::proc_state`]), a failure to read `/proc` named.
 fn proc_state(pid: HostPid) -> Result<Option<char>, InstanceError> {
-    let path = PathBuf::from(format!("/proc/{pid}/stat"));
-    let stat = match fs::read_to_string(&path) {
-        Ok(s) => s,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(InstanceError::Io { path, source }),
-    };
-    // The command name in parentheses may itself hold spaces and parentheses: the state is
-    // the first field after the last ')'.
-    let state = stat
-        .rfind(')')
-        .and_then(|i| stat[i + 1..].trim_start().chars().next());
-    Ok(state)
+    crate::util::proc_state(pid.get()).map_err(|source| InstanceError::Io {
+        path: PathBuf::from(format!("/proc/{pid}/stat")),
+        source,
+    })
 }
 
 impl UmlInstance {
@@ -154,7 +146,7 @@ impl UmlInstance {
             content: content.clone(),
         })?;
         // A zombie has exited; only its parent has not collected it yet.
-        if matches!(proc_state(pid)?, None | Some('Z') | Some('X')) {
+        if !crate::util::state_alive(proc_state(pid)?) {
             return Err(InstanceError::StalePid {
                 umid: umid.clone(),
                 pid,
@@ -230,7 +222,7 @@ impl UmlInstance {
 
     /// Whether the process is still alive (not exited, not a zombie).
     pub fn is_alive(&self) -> bool {
-        matches!(proc_state(self.pid), Ok(Some(s)) if s != 'Z' && s != 'X')
+        crate::util::pid_alive(self.pid.get())
     }
 }
 

@@ -186,26 +186,7 @@ pub fn gdb_args(cmds: &[String]) -> Vec<String> {
 
 /// Run stock gdb in batch mode (killed after `timeout`); stdout and stderr together.
 pub fn gdb(cmds: &[String], timeout: Duration) -> String {
-    let mut child = Command::new("gdb")
-        .args(gdb_args(cmds))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run gdb");
-    let end = Instant::now() + timeout;
-    loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
-        }
-        if Instant::now() > end {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let o: Output = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+    run_for("gdb", &gdb_args(cmds), timeout).1
 }
 
 /// gdb started in the background with its output going to a file (to watch it progress).
@@ -315,13 +296,5 @@ pub fn machine_alive(umid: &str) -> bool {
     else {
         return false;
     };
-    std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
-        .map(|s| {
-            !s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with(['Z', 'X'])
-        })
-        .unwrap_or(false)
+    pid.trim().parse().is_ok_and(umldbg::util::pid_alive)
 }

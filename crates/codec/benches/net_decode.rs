@@ -5,74 +5,18 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use umldbg_codec::net::skb::{MemoryReader, read_skb};
-use umldbg_codec::net::{FieldLoc, SkbLayout};
+use umldbg_codec::net::SkbLayout;
+use umldbg_codec::net::skb::read_skb;
 
-/// Three flat regions, as a `process_vm_readv` reader would see them, minus the syscall.
-struct Mem {
-    skb: Vec<u8>,
-    head: Vec<u8>,
-    dev: Vec<u8>,
-}
+// The fake guest (memory regions, a made-up layout, the skb builder), shared with the main
+// crate's `tests/net_skb.rs`.
+#[path = "../tests/support/skb_fixture.rs"]
+mod skb_fixture;
 
-const SKB: u64 = 0x6000_0000;
-const HEAD: u64 = 0x6100_0000;
-const DEV: u64 = 0x6200_0000;
+use skb_fixture::{FakeMem, SKB, Spec, layout};
 
-#[derive(Debug, thiserror::Error)]
-#[error("unmapped")]
-struct Unmapped;
-
-impl MemoryReader for Mem {
-    type Error = Unmapped;
-
-    fn read(&mut self, addr: u64, len: usize) -> Result<Vec<u8>, Unmapped> {
-        let (base, bytes) = match addr {
-            a if a >= DEV => (DEV, &self.dev),
-            a if a >= HEAD => (HEAD, &self.head),
-            _ => (SKB, &self.skb),
-        };
-        let off = (addr - base) as usize;
-        bytes
-            .get(off..off + len)
-            .map(<[u8]>::to_vec)
-            .ok_or(Unmapped)
-    }
-}
-
-fn loc(offset: u64, size: u64) -> FieldLoc {
-    FieldLoc {
-        offset,
-        size,
-        bit_offset: None,
-        bit_size: None,
-    }
-}
-
-fn setup() -> (SkbLayout, Mem) {
-    let l = SkbLayout {
-        size: 232,
-        head: loc(200, 8),
-        data: loc(208, 8),
-        len: loc(112, 4),
-        data_len: loc(116, 4),
-        protocol: loc(180, 2),
-        pkt_type: FieldLoc {
-            offset: 128,
-            size: 1,
-            bit_offset: Some(0),
-            bit_size: Some(3),
-        },
-        mark: loc(168, 4),
-        dev: loc(16, 8),
-        transport_header: loc(184, 2),
-        network_header: loc(186, 2),
-        mac_header: loc(188, 2),
-        tail: loc(192, 4),
-        end: loc(196, 4),
-        dev_name: loc(0, 16),
-    };
-    // An Ethernet + IPv4 + ICMP echo frame with 56 bytes of data, as ping sends, at head+64.
+fn setup() -> (SkbLayout, FakeMem) {
+    // An Ethernet + IPv4 + ICMP echo frame with 56 bytes of data, as ping sends.
     let mut frame = vec![0u8; 12];
     frame.extend([0x08, 0x00]);
     let mut ip = vec![
@@ -86,27 +30,9 @@ fn setup() -> (SkbLayout, Mem) {
     let sum = umldbg_codec::net::wire::internet_checksum(&[&icmp]);
     icmp[2..4].copy_from_slice(&sum.to_be_bytes());
     frame.extend(icmp);
-
-    let mut skb = vec![0u8; 232];
-    let mut put = |f: &FieldLoc, v: &[u8]| {
-        let o = f.offset as usize;
-        skb[o..o + v.len()].copy_from_slice(v);
-    };
-    put(&l.head, &HEAD.to_le_bytes());
-    put(&l.data, &(HEAD + 78).to_le_bytes());
-    put(&l.len, &84u32.to_le_bytes());
-    put(&l.protocol, &0x0800u16.to_be_bytes());
-    put(&l.dev, &DEV.to_le_bytes());
-    put(&l.transport_header, &98u16.to_le_bytes());
-    put(&l.network_header, &78u16.to_le_bytes());
-    put(&l.mac_header, &64u16.to_le_bytes());
-    put(&l.tail, &(64 + frame.len() as u32).to_le_bytes());
-    put(&l.end, &320u32.to_le_bytes());
-    let mut head = vec![0u8; 384];
-    head[64..64 + frame.len()].copy_from_slice(&frame);
-    let mut dev = b"eth0".to_vec();
-    dev.resize(16, 0);
-    (l, Mem { skb, head, dev })
+    let l = layout();
+    let mem = Spec::received(frame).build(&l);
+    (l, mem)
 }
 
 fn time<T>(what: &str, n: u32, mut f: impl FnMut() -> T) {
@@ -128,6 +54,8 @@ fn skb_decode_timing() {
     assert_eq!(v.packet.icmp.as_ref().unwrap().seq, Some(1));
     let n = 200_000;
     time("read_skb (3 fake reads + decode)", n, || {
+        // The fake memory logs each read for the tests; keep the log from growing here.
+        mem.reads.clear();
         read_skb(SKB, &l, &mut mem).unwrap()
     });
     time("serde_json::to_string(&view)", n, || {

@@ -549,7 +549,7 @@ impl ProbeLease {
                     .map(|_| ()),
             };
             if let Err(e) = r
-                && super::super::guard::process_running(self.pid)
+                && crate::util::pid_alive(self.pid)
             {
                 first_err.get_or_insert(RunError::Memory {
                     op: "restore",
@@ -563,16 +563,7 @@ impl ProbeLease {
         if let Ok(tids) = frozen {
             thaw(&tids);
         }
-        if first_err.is_none() {
-            self.journal.clear();
-            if let Some(g) = self.guard.take() {
-                g.dismiss()?;
-            }
-        }
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        super::dismiss_unless_failed(first_err, &mut self.journal, &mut self.guard)
     }
 }
 

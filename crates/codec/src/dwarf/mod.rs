@@ -14,7 +14,6 @@ mod image;
 pub mod layout;
 mod scan;
 mod skb;
-mod suggest;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -136,7 +135,7 @@ pub fn scan_image(
 pub fn not_found(name: &str, known: &[String]) -> DwarfError {
     DwarfError::NotFound {
         name: name.to_owned(),
-        suggestions: suggest::near_names(name, known, 5),
+        suggestions: crate::suggest::near_names(name, known.iter().map(String::as_str), 5),
     }
 }
 

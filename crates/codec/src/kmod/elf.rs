@@ -35,6 +35,15 @@ pub struct Section {
     pub alloc: bool,
 }
 
+impl Section {
+    /// `SHF_ALLOC` as the file has it: the sections gdb (BFD) counts as allocated, in whose
+    /// order it matches a library list's `<section>` addresses. `.modinfo` and `__versions`
+    /// count here although the module loader drops them (see [`Section::alloc`]).
+    pub fn file_alloc(&self) -> bool {
+        self.flags & u64::from(sh::SHF_ALLOC) != 0
+    }
+}
+
 /// What a symbol names, from its `st_info` type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SymbolKind {

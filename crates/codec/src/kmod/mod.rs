@@ -85,6 +85,14 @@ pub enum KmodError {
 }
 
 /// Everything umldbg knows about one module file.
+/// The section table of a module file, in header order, without the rest of
+/// [`ModuleInfo::parse`] (no module checks, no DWARF): what a caller that only places sections
+/// needs. [`Section::alloc`] and [`Section::file_alloc`] say which ones are allocated, by the
+/// kernel's rule and by gdb's.
+pub fn sections(bytes: &[u8]) -> Result<Vec<Section>, KmodError> {
+    Ok(elf::read_structure(bytes)?.sections)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModuleInfo {
     /// Module name: `.modinfo`'s `name=` when present, else the name in `struct module`.
