@@ -3,6 +3,7 @@
 //! socket beside the machine's mconsole socket.
 
 pub mod client;
+pub mod error;
 pub mod load;
 pub mod protocol;
 pub mod server;
@@ -330,7 +331,9 @@ async fn start(opts: &AttachOptions) -> Result<Started, String> {
         journal: journal.clone(),
     };
     let (mut session, summary) =
-        session::Session::start(cfg, guest_modules, tx.clone(), events.clone()).await?;
+        session::Session::start(cfg, guest_modules, tx.clone(), events.clone())
+            .await
+            .map_err(|e| e.to_string())?;
     session.text_lock = Some(text_lock);
     let sock = client::socket_path(&opts.uml_dir, &opts.umid);
     let listener = tokio::net::UnixListener::bind(&sock)

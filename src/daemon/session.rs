@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use super::error::SessionError;
 use super::protocol::{Event, FrameInfo, Request, Response, StopInfo};
 use super::text::TextGuard;
 use crate::gdbmi::{
@@ -193,10 +194,6 @@ pub struct Session {
     replacing: Option<String>,
 }
 
-fn gdb_err(e: GdbError) -> String {
-    e.to_string()
-}
-
 impl Session {
     /// Start gdb, attach, load every module's symbols; the machine runs again unless asked not to.
     pub async fn start(
@@ -204,10 +201,10 @@ impl Session {
         guest_modules: Option<Vec<GuestModule>>,
         tx: mpsc::Sender<Msg>,
         events_tx: broadcast::Sender<Event>,
-    ) -> Result<(Session, String), String> {
+    ) -> Result<(Session, String), SessionError> {
         let mut config = GdbConfig::new(&cfg.gdb_path);
         config.record = std::env::var_os(RECORD_ENV).map(PathBuf::from);
-        let gdb = Gdb::spawn_with(config).await.map_err(gdb_err)?;
+        let gdb = Gdb::spawn_with(config).await?;
         Session::start_with(gdb, cfg, guest_modules, tx, events_tx).await
     }
 
@@ -219,7 +216,7 @@ impl Session {
         guest_modules: Option<Vec<GuestModule>>,
         tx: mpsc::Sender<Msg>,
         events_tx: broadcast::Sender<Event>,
-    ) -> Result<(Session, String), String> {
+    ) -> Result<(Session, String), SessionError> {
         let gdb = Arc::new(gdb);
         let events_rx = gdb.events();
         for (k, v) in [
@@ -236,17 +233,14 @@ impl Session {
         let _ = gdb.console("set debuginfod enabled off").await;
         for s in UML_SIGNALS {
             gdb.console(&format!("handle {s} nostop noprint pass"))
-                .await
-                .map_err(gdb_err)?;
+                .await?;
         }
         let long = Duration::from_secs(120);
         gdb.cmd_timeout(Command::file_exec_and_symbols(&cfg.image), long)
             .await
-            .map_err(|e| {
-                format!(
-                    "loading the kernel's symbols from {}: {e}",
-                    cfg.image.display()
-                )
+            .map_err(|source| SessionError::KernelSymbols {
+                image: cfg.image.clone(),
+                source,
             })?;
         let symbols = Arc::new(crate::guest::symbols::SymbolIndex::from_image(&cfg.image));
         let mut notes = cfg.notes.clone();
@@ -262,7 +256,10 @@ impl Session {
                 long,
             )
             .await
-            .map_err(|e| format!("loading {}: {e}", sym.display()))?;
+            .map_err(|source| SessionError::SymbolFile {
+                file: sym.clone(),
+                source,
+            })?;
             symbols.add_module(&sym, "kallsyms");
         }
         let text = TextGuard::new(cfg.pid, &cfg.journal, gdb.pid())?;
@@ -272,7 +269,10 @@ impl Session {
         }
         gdb.cmd_timeout(Command::target_attach(cfg.pid as u32), long)
             .await
-            .map_err(|e| format!("attach to pid {}: {e}", cfg.pid))?;
+            .map_err(|source| SessionError::Attach {
+                pid: cfg.pid,
+                source,
+            })?;
         // The attach stop arrives as an event; it is not the user's.
         let skb = crate::guest::skb::SkbReader::new(&cfg.image, &cfg.cache, cfg.pid).ok();
         let mut s = Session {
@@ -364,20 +364,15 @@ impl Session {
     }
 
     /// The module list and section addresses from kernel memory, as the kernel's lx-symbols does.
-    async fn modules_from_memory(&self) -> Result<Vec<GuestModule>, String> {
+    async fn modules_from_memory(&self) -> Result<Vec<GuestModule>, SessionError> {
         let mut out = Vec::new();
         let head = "(&modules)";
         let off = "((unsigned long)&((struct module *)0)->list)";
         let mut next = self
             .gdb
             .evaluate(&format!("(unsigned long){head}->next"))
-            .await
-            .map_err(gdb_err)?;
-        let head_addr = self
-            .gdb
-            .evaluate(&format!("(unsigned long){head}"))
-            .await
-            .map_err(gdb_err)?;
+            .await?;
+        let head_addr = self.gdb.evaluate(&format!("(unsigned long){head}")).await?;
         let mut guard = 0;
         while next != head_addr && guard < 512 {
             guard += 1;
@@ -388,8 +383,7 @@ impl Session {
             next = self
                 .gdb
                 .evaluate(&format!("(unsigned long){m}->list.next"))
-                .await
-                .map_err(gdb_err)?;
+                .await?;
         }
         Ok(out)
     }
@@ -436,42 +430,45 @@ impl Session {
         m: &GuestModule,
         file: Option<&Path>,
         source: Source,
-    ) -> Result<LoadedSymbols, String> {
+    ) -> Result<LoadedSymbols, SessionError> {
         let file = match file {
             Some(f) => f.to_path_buf(),
             None => {
                 let md = self.cfg.modules_dir.clone().unwrap_or_default();
-                modules::find_module_file(&m.name, &self.cfg.module_paths, &md).ok_or_else(
-                    || {
-                        format!(
-                            "no file for module {} (add a directory with --module-path)",
-                            m.name
-                        )
-                    },
-                )?
+                modules::find_module_file(&m.name, &self.cfg.module_paths, &md)
+                    .ok_or_else(|| SessionError::NoModuleFile(m.name.clone()))?
             }
         };
-        let bytes = crate::util::read_regular_file(&file, crate::util::MAX_ELF_FILE)
-            .map_err(|e| format!("{}: {e}", file.display()))?;
+        let bytes =
+            crate::util::read_regular_file(&file, crate::util::MAX_ELF_FILE).map_err(|source| {
+                SessionError::Read {
+                    path: file.clone(),
+                    source,
+                }
+            })?;
         if let (Some(guest), Some(host)) = (&m.build_id, crate::kmod::elf_build_id(&bytes))
             && *guest != host
         {
-            return Err(format!(
-                "{} has build-id {host} but the guest's {} has {guest}: not the loaded module, refusing its symbols",
-                file.display(),
-                m.name
-            ));
+            return Err(SessionError::BuildId {
+                file,
+                module: m.name.clone(),
+                host,
+                guest: guest.clone(),
+            });
         }
         let secs = alloc_sections(&bytes);
         let cmd = modules::add_symbol_file_command(&file, m, &secs)
-            .ok_or_else(|| format!("module {} reports no .text", m.name))?;
+            .ok_or_else(|| SessionError::NoText(m.name.clone()))?;
         if let Some(old) = self.modules.get(&m.name) {
             let _ = self.gdb.console(&remove_symbol_file(&old.file)).await;
         }
         self.gdb
             .console(&cmd)
             .await
-            .map_err(|e| format!("{cmd}: {e}"))?;
+            .map_err(|source| SessionError::AddSymbols {
+                command: cmd.clone(),
+                source,
+            })?;
         let ls = LoadedSymbols {
             name: m.name.clone(),
             file,
@@ -499,11 +496,8 @@ impl Session {
         self.text.record(bp.number, &addrs);
     }
 
-    async fn resume(&mut self) -> Result<(), String> {
-        self.gdb
-            .cmd(Command::exec_continue())
-            .await
-            .map_err(gdb_err)?;
+    async fn resume(&mut self) -> Result<(), SessionError> {
+        self.gdb.cmd(Command::exec_continue()).await?;
         self.transition(Transition::Resumed);
         Ok(())
     }
@@ -613,14 +607,11 @@ impl Session {
     }
 
     /// Stop a running machine for a moment; returns whether it was running.
-    async fn pause(&mut self) -> Result<bool, String> {
+    async fn pause(&mut self) -> Result<bool, SessionError> {
         if !self.is_running() {
             return Ok(false);
         }
-        self.gdb
-            .cmd(Command::exec_interrupt())
-            .await
-            .map_err(gdb_err)?;
+        self.gdb.cmd(Command::exec_interrupt()).await?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             match tokio::time::timeout_at(deadline, self.events_rx.recv()).await {
@@ -634,10 +625,7 @@ impl Session {
                     // A real stop raced with the interrupt: keep it for the user, stay stopped.
                     if let Some(kind) = self.internal_of(&ev) {
                         self.handle_internal(kind).await;
-                        self.gdb
-                            .cmd(Command::exec_interrupt())
-                            .await
-                            .map_err(gdb_err)?;
+                        self.gdb.cmd(Command::exec_interrupt()).await?;
                         continue;
                     }
                     self.record_user_stop(&ev).await;
@@ -645,7 +633,7 @@ impl Session {
                 }
                 Ok(Ok(AsyncEvent::Exited(e))) => {
                     self.transition(Transition::Ended(format!("gdb exited ({e})")));
-                    return Err(format!("gdb exited ({e})"));
+                    return Err(SessionError::GdbExited(e.to_string()));
                 }
                 // The interrupt's stop may be among the lost: ask gdb where the machine is. A
                 // stop found that way cannot be told from a breakpoint's: it is the user's.
@@ -653,10 +641,7 @@ impl Session {
                     if let Resynced::Stopped(ev) = self.gdb_state(n).await {
                         if let Some(kind) = self.internal_of(&ev) {
                             self.handle_internal(kind).await;
-                            self.gdb
-                                .cmd(Command::exec_interrupt())
-                                .await
-                                .map_err(gdb_err)?;
+                            self.gdb.cmd(Command::exec_interrupt()).await?;
                             continue;
                         }
                         self.record_user_stop(&ev).await;
@@ -664,8 +649,8 @@ impl Session {
                     }
                 }
                 Ok(Ok(_)) => continue,
-                Ok(Err(_)) => return Err("gdb is gone".into()),
-                Err(_) => return Err("the machine did not stop within 10 s of an interrupt".into()),
+                Ok(Err(_)) => return Err(SessionError::GdbGone),
+                Err(_) => return Err(SessionError::NoStop),
             }
         }
     }
@@ -720,7 +705,7 @@ impl Session {
     async fn with_stopped<T>(
         &mut self,
         f: impl AsyncFnOnce(&mut Session) -> T,
-    ) -> Result<T, String> {
+    ) -> Result<T, SessionError> {
         let was_running = self.pause().await?;
         let r = f(self).await;
         if was_running {
@@ -1066,7 +1051,7 @@ impl Session {
                         };
                         Response::err(format!("cannot break on {location}: {}{hint}", short(&e)))
                     }
-                    Err(e) => Response::err(e),
+                    Err(e) => Response::err(e.to_string()),
                 }
             }
             Request::Delete { id } => {
@@ -1085,7 +1070,7 @@ impl Session {
                         Response::ok_text(format!("deleted breakpoint {id}"))
                     }
                     Ok(Err(e)) => Response::err(short(&e)),
-                    Err(e) => Response::err(e),
+                    Err(e) => Response::err(e.to_string()),
                 }
             }
             Request::Breaks => match self.gdb.break_list().await {
@@ -1128,7 +1113,7 @@ impl Session {
                     self.unreported = None;
                     match self.resume().await {
                         Ok(()) => Response::ok_text("continuing"),
-                        Err(e) => Response::err(e),
+                        Err(e) => Response::err(e.to_string()),
                     }
                 }
             },
@@ -1147,7 +1132,7 @@ impl Session {
                             serde_json::to_value(&info).unwrap_or_default(),
                         )
                     }
-                    Err(e) => Response::err(e),
+                    Err(e) => Response::err(e.to_string()),
                 }
             }
             Request::Bt => self.stopped_console("bt").await,
@@ -1185,7 +1170,7 @@ impl Session {
                 match r {
                     Ok(Ok(t)) => Response::ok_text(t.trim_end().to_string()),
                     Ok(Err(e)) => Response::err(short(&e)),
-                    Err(e) => Response::err(e),
+                    Err(e) => Response::err(e.to_string()),
                 }
             }
             Request::Skb { expr, raw, hex } => self.skb_request(expr, raw, hex).await,
@@ -1475,7 +1460,7 @@ impl Session {
                 if r.is_err() {
                     self.replacing = None;
                 }
-                let _ = reply.send(r);
+                let _ = reply.send(r.map_err(|e| e.to_string()));
             }
             Op::AddSymbols {
                 module,
@@ -1489,7 +1474,7 @@ impl Session {
                     })
                     .await
                     .and_then(|r| r);
-                let _ = reply.send(r);
+                let _ = reply.send(r.map_err(|e| e.to_string()));
             }
             Op::Install {
                 symbols,
@@ -1500,15 +1485,17 @@ impl Session {
                 let r = self
                     .with_stopped(async |s: &mut Session| {
                         let sym = match &symbols {
-                            Some((m, f)) => {
-                                Some(s.add_module_symbols(m, Some(f), Source::Console).await)
-                            }
+                            Some((m, f)) => Some(
+                                s.add_module_symbols(m, Some(f), Source::Console)
+                                    .await
+                                    .map_err(|e| e.to_string()),
+                            ),
                             None => None,
                         };
                         (sym, s.place_breakpoints(bps.clone()).await)
                     })
                     .await;
-                let r = match r {
+                let r = match r.map_err(|e| e.to_string()) {
                     Ok(v) => v,
                     Err(e) => (
                         symbols.map(|_| Err(e.clone())),
@@ -1531,11 +1518,11 @@ impl Session {
     async fn take_breakpoints(
         &mut self,
         name: &str,
-    ) -> Result<Vec<super::load::MovedBreakpoint>, String> {
+    ) -> Result<Vec<super::load::MovedBreakpoint>, SessionError> {
         let Some(file) = self.modules.get(name).map(|m| m.file.clone()) else {
             return Ok(Vec::new());
         };
-        let list = self.gdb.break_list().await.map_err(gdb_err)?;
+        let list = self.gdb.break_list().await?;
         let mut out = Vec::new();
         for bp in list {
             let Some(location) = self.user_bps.get(&bp.number).cloned() else {
@@ -1579,10 +1566,7 @@ impl Session {
                     .or_else(|| first.and_then(|l| l.file.clone())),
                 line: bp.line.or_else(|| first.and_then(|l| l.line)),
             });
-            self.gdb
-                .cmd(Command::break_delete(bp.number))
-                .await
-                .map_err(gdb_err)?;
+            self.gdb.cmd(Command::break_delete(bp.number)).await?;
             self.user_bps.remove(&bp.number);
             self.text.forget(bp.number);
         }
@@ -1692,8 +1676,8 @@ impl Session {
                 ),
                 serde_json::to_value(&ls).unwrap_or_default(),
             ),
-            Ok(Err(e)) => Response::err(e),
-            Err(e) => Response::err(e),
+            Ok(Err(e)) => Response::err(e.to_string()),
+            Err(e) => Response::err(e.to_string()),
         }
     }
 }
@@ -1716,33 +1700,39 @@ impl StopInfo {
 }
 
 /// Write an ELF symbol file from the guest's /proc/kallsyms (read over the console).
-async fn kallsyms_symbol_file(cfg: &SessionConfig) -> Result<PathBuf, String> {
+async fn kallsyms_symbol_file(cfg: &SessionConfig) -> Result<PathBuf, SessionError> {
     let Some(console) = cfg.console.clone() else {
-        return Err(format!(
-            "{} has no symbols and {} has no console to read /proc/kallsyms from: write one with `umldbg symfile --kallsyms FILE -o OUT` and attach with a kernel image that has symbols",
-            cfg.image.display(),
-            cfg.umid
-        ));
+        return Err(SessionError::NoKallsymsSource {
+            image: cfg.image.clone(),
+            umid: cfg.umid.clone(),
+        });
+    };
+    let read_error = |reason: String| SessionError::KallsymsRead {
+        umid: cfg.umid.clone(),
+        console: cfg
+            .console
+            .as_ref()
+            .map(|c| c.describe())
+            .unwrap_or_default(),
+        reason,
     };
     let (rc, text) = tokio::task::spawn_blocking(move || console.run("cat /proc/kallsyms", 60))
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| read_error(e.to_string()))?
+        .map_err(|e| read_error(e.to_string()))?;
     if rc != 0 {
-        return Err(format!(
-            "`cat /proc/kallsyms` on {} ({}) exited {rc}",
-            cfg.umid,
-            cfg.console
-                .as_ref()
-                .map(|c| c.describe())
-                .unwrap_or_default()
-        ));
+        return Err(read_error(format!("exited {rc}")));
     }
-    let entries = crate::kmod::kallsyms::parse(&text)
-        .map_err(|e| format!("/proc/kallsyms of {}: {e}", cfg.umid))?;
-    let (bytes, _) = crate::kmod::symfile::write_symfile(&entries).map_err(|e| e.to_string())?;
+    let entries = crate::kmod::kallsyms::parse(&text).map_err(|source| SessionError::Kallsyms {
+        umid: cfg.umid.clone(),
+        source,
+    })?;
+    let (bytes, _) = crate::kmod::symfile::write_symfile(&entries)?;
     let out = cfg.journal.with_file_name("kallsyms.elf");
-    std::fs::write(&out, bytes).map_err(|e| format!("{}: {e}", out.display()))?;
+    std::fs::write(&out, bytes).map_err(|source| SessionError::Write {
+        path: out.clone(),
+        source,
+    })?;
     Ok(out)
 }
 

@@ -30,11 +30,15 @@ pub struct TextGuard {
 impl TextGuard {
     /// The journal of machine `pid` at `journal`, and a guard watching `gdb` when there is one
     /// (a session replayed from a transcript has no gdb process).
-    pub fn new(pid: i32, journal: &Path, gdb: Option<u32>) -> Result<TextGuard, String> {
+    pub fn new(
+        pid: i32,
+        journal: &Path,
+        gdb: Option<u32>,
+    ) -> Result<TextGuard, super::error::SessionError> {
         let guard = match gdb {
             Some(g) => Some(
                 Guard::watching(pid, g as i32, &pidfd_open)
-                    .map_err(|e| format!("start the breakpoint guard: {e}"))?,
+                    .map_err(super::error::SessionError::Guard)?,
             ),
             None => None,
         };
