@@ -622,14 +622,10 @@ impl Session {
                         self.transition(Transition::Paused);
                         return Ok(true);
                     }
-                    // A real stop raced with the interrupt: keep it for the user, stay stopped.
-                    if let Some(kind) = self.internal_of(&ev) {
-                        self.handle_internal(kind).await;
-                        self.gdb.cmd(Command::exec_interrupt()).await?;
-                        continue;
+                    // A real stop raced with the interrupt.
+                    if !self.stop_while_pausing(&ev).await? {
+                        return Ok(false);
                     }
-                    self.record_user_stop(&ev).await;
-                    return Ok(false);
                 }
                 Ok(Ok(AsyncEvent::Exited(e))) => {
                     self.transition(Transition::Ended(format!("gdb exited ({e})")));
@@ -638,13 +634,9 @@ impl Session {
                 // The interrupt's stop may be among the lost: ask gdb where the machine is. A
                 // stop found that way cannot be told from a breakpoint's: it is the user's.
                 Ok(Err(broadcast::error::RecvError::Lagged(n))) => {
-                    if let Resynced::Stopped(ev) = self.gdb_state(n).await {
-                        if let Some(kind) = self.internal_of(&ev) {
-                            self.handle_internal(kind).await;
-                            self.gdb.cmd(Command::exec_interrupt()).await?;
-                            continue;
-                        }
-                        self.record_user_stop(&ev).await;
+                    if let Resynced::Stopped(ev) = self.gdb_state(n).await
+                        && !self.stop_while_pausing(&ev).await?
+                    {
                         return Ok(false);
                     }
                 }
@@ -653,6 +645,19 @@ impl Session {
                 Err(_) => return Err(SessionError::NoStop),
             }
         }
+    }
+
+    /// A stop that is not the interrupt's, met while pausing: the session's own is handled and
+    /// the interrupt sent again (true: keep waiting); a user's is kept for the user, and the
+    /// machine stays stopped (false).
+    async fn stop_while_pausing(&mut self, ev: &StopEvent) -> Result<bool, SessionError> {
+        if let Some(kind) = self.internal_of(ev) {
+            self.handle_internal(kind).await;
+            self.gdb.cmd(Command::exec_interrupt()).await?;
+            return Ok(true);
+        }
+        self.record_user_stop(ev).await;
+        Ok(false)
     }
 
     /// Which of the session's own breakpoints a stop is at: by number, or for a stop re-read
