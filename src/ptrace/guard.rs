@@ -838,6 +838,14 @@ impl TraceJournal {
 mod tests {
     use super::*;
 
+    /// Bytes of this test process that only the calling test writes through `/proc/self/mem`:
+    /// on the heap, never a `static` or a literal, which the compiler may share with constants
+    /// of other code (a test that wrote 0xcc into a static `[0x57]` once turned another test's
+    /// `push rdi` into an `int3`).
+    fn scratch<const N: usize>(bytes: [u8; N]) -> &'static [u8; N] {
+        Box::leak(Box::new(bytes))
+    }
+
     /// A guard over a byte of this test process, watching a `sleep` that stands for gdb and
     /// opening its pidfd with `open`; the tracer's end is dropped at once, as when the daemon is
     /// killed. Returns whether the byte was still an `int3` after `ms` milliseconds (while the
@@ -887,31 +895,30 @@ mod tests {
     fn guard_keeps_bytes_while_gdb_lives_when_pidfd_open_fails_with_emfile() {
         // Before: any pidfd_open failure was taken for "gdb is gone", and the bytes restored
         // under a live gdb.
-        static CELL: [u8; 1] = [0x55];
+        let cell = scratch([0x55]);
         let emfile = |_| Err(io::Error::from_raw_os_error(libc::EMFILE));
-        assert!(kept_while_the_watched_process_lives(&CELL, emfile, 400));
+        assert!(kept_while_the_watched_process_lives(cell, emfile, 400));
     }
 
     #[test]
     fn guard_wait_on_a_wake_that_is_not_the_exit_falls_back_instead_of_ending() {
         // A descriptor that polls readable at once, as an error or a stray wake would: before,
         // the guard took any return of poll but an error for gdb's exit (and spun on errors).
-        static CELL: [u8; 1] = [0x41];
+        let cell = scratch([0x41]);
         let ready = |_| std::fs::File::open("/dev/null").map(OwnedFd::from);
-        assert!(kept_while_the_watched_process_lives(&CELL, ready, 400));
+        assert!(kept_while_the_watched_process_lives(cell, ready, 400));
     }
 
     #[test]
     fn guard_wait_ends_with_the_process_on_a_real_pidfd() {
-        static CELL: [u8; 1] = [0x53];
-        assert!(kept_while_the_watched_process_lives(&CELL, pidfd_open, 200));
+        let cell = scratch([0x53]);
+        assert!(kept_while_the_watched_process_lives(cell, pidfd_open, 200));
     }
 
     #[test]
     fn a_dismissed_watching_guard_leaves_the_bytes_when_the_watched_process_ends() {
         use std::os::unix::fs::FileExt;
-        static CELL: [u8; 1] = [0x57];
-        let addr = CELL.as_ptr() as u64;
+        let addr = scratch([0x57u8]).as_ptr() as u64;
         let f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -980,8 +987,7 @@ mod tests {
     #[test]
     fn restores_on_pipe_close_and_not_after_dismiss() {
         use std::os::unix::fs::FileExt;
-        static CELL: [u8; 2] = [0x55, 0x48];
-        let addr = CELL.as_ptr() as u64;
+        let addr = scratch([0x55u8, 0x48]).as_ptr() as u64;
         let me = std::process::id() as i32;
         let f = std::fs::OpenOptions::new()
             .read(true)
@@ -1011,11 +1017,11 @@ mod tests {
     #[test]
     fn restores_a_probe_jump_only_where_it_still_is() {
         use std::os::unix::fs::FileExt;
-        static CODE: [u8; 16] = [
+        const CODE: [u8; 16] = [
             0x48, 0x8b, 0x4e, 0x08, 0x48, 0x8b, 0x46, 0x10, 0x55, 0x48, 0x89, 0xe5, 0x41, 0x57,
             0x90, 0x90,
         ];
-        let a = CODE.as_ptr() as u64;
+        let a = scratch(CODE).as_ptr() as u64;
         let me = std::process::id() as i32;
         let f = std::fs::OpenOptions::new()
             .read(true)
