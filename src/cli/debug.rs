@@ -198,7 +198,7 @@ pub fn run(cmd: DebugCmd, t: &Global) -> anyhow::Result<i32> {
         DebugCmd::Status => Request::Status,
     };
     // The daemon checks every request too; checking here says it before connecting.
-    req.check().map_err(anyhow::Error::msg)?;
+    req.check()?;
     let mut r = request(t, &req)?;
     if matches!(req, Request::Status) && r.ok {
         // Where the session daemon's log is (gdb's last words, the daemon's diagnostics).

@@ -90,6 +90,78 @@ pub enum Op {
 /// What [`Op::Install`] did: the symbols (if it was given a file) and where the breakpoints went.
 pub type Installed = (Option<Result<LoadedSymbols, String>>, Vec<Placement>);
 
+/// Why a module swap (`load --replace`, `load --build`) or its build did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum SwapError {
+    #[error(
+        "{umid} runs {}, which is not a kernel in the cache {}: build the module against that kernel's build tree yourself and `umldbg load --replace FILE.ko`",
+        image.display(),
+        cache.display()
+    )]
+    NotCachedKernel {
+        umid: String,
+        image: PathBuf,
+        cache: PathBuf,
+    },
+    #[error("internal: {0}")]
+    Internal(#[source] tokio::task::JoinError),
+    #[error("the session is over")]
+    SessionOver,
+    #[error("the session ended during the swap")]
+    SessionEnded,
+    /// The session's answer (gdb's words, or the symbols it could not give).
+    #[error("{0}")]
+    Session(String),
+    #[error(transparent)]
+    Load(#[from] crate::guest::load::LoadError),
+    #[error(transparent)]
+    Shell(#[from] crate::guest::shell::ShellError),
+    #[error("{}: {source}", path.display())]
+    File {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("copy {} to {}: {source}", from.display(), to.display())]
+    Copy {
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the guest does not list module {0} after loading it")]
+    NotListed(String),
+    #[error("{}: {source}: give the directory of the module's source and Makefile", dir.display())]
+    SourceDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{} has no Makefile or Kbuild: an out-of-tree module needs one (e.g. `obj-m += mymod.o`)",
+        .0.display()
+    )]
+    NoMakefile(PathBuf),
+    #[error("run make: {0} (install build-essential)")]
+    Make(#[source] std::io::Error),
+    #[error(
+        "the module in {} does not build: {why} (make -C {} M={} ARCH=um modules); the machine keeps running the module it has",
+        dir.display(),
+        build_dir.display(),
+        dir.display()
+    )]
+    DoesNotBuild {
+        dir: PathBuf,
+        build_dir: PathBuf,
+        why: String,
+    },
+    /// The swap's report: what failed, and what runs now.
+    #[error("{0}")]
+    NotReplaced(String),
+    #[error("make built no module in {}: does its Makefile say `obj-m += NAME.o`?", .0.display())]
+    NothingBuilt(PathBuf),
+}
+
 /// What a replace job needs from the session, copied out of it.
 pub struct JobContext {
     pub tx: mpsc::Sender<Msg>,
@@ -113,42 +185,40 @@ pub async fn run_job(ctx: JobContext, input: JobInput, reply: oneshot::Sender<Re
     let r = job(&ctx, input).await;
     let _ = reply.send(match r {
         Ok((text, data)) => Response::ok_data(text, data),
-        Err(e) => Response::err(e),
+        Err(e) => Response::err(e.to_string()),
     });
 }
 
 async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
+    f: impl FnOnce() -> Result<T, SwapError> + Send + 'static,
+) -> Result<T, SwapError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| format!("internal: {e}"))?
+        .map_err(SwapError::Internal)?
 }
 
 async fn ask<T>(
     tx: &mpsc::Sender<Msg>,
     make: impl FnOnce(oneshot::Sender<T>) -> Op,
-) -> Result<T, String> {
+) -> Result<T, SwapError> {
     let (rtx, rrx) = oneshot::channel();
     tx.send(Msg::Op(make(rtx)))
         .await
-        .map_err(|_| "the session is over".to_string())?;
-    rrx.await
-        .map_err(|_| "the session ended during the swap".to_string())
+        .map_err(|_| SwapError::SessionOver)?;
+    rrx.await.map_err(|_| SwapError::SessionEnded)
 }
 
-async fn job(ctx: &JobContext, input: JobInput) -> Result<(String, serde_json::Value), String> {
+async fn job(ctx: &JobContext, input: JobInput) -> Result<(String, serde_json::Value), SwapError> {
     let (files, built) = match input {
         JobInput::File(f) => (vec![f], None),
         JobInput::Build(dir) => {
-            let m = crate::kernel::manifest::find_by_image(&ctx.cache, &ctx.image).ok_or_else(|| {
-                format!(
-                    "{} runs {}, which is not a kernel in the cache {}: build the module against that kernel's build tree yourself and `umldbg load --replace FILE.ko`",
-                    ctx.umid,
-                    ctx.image.display(),
-                    ctx.cache.display()
-                )
-            })?;
+            let m = crate::kernel::manifest::find_by_image(&ctx.cache, &ctx.image).ok_or_else(
+                || SwapError::NotCachedKernel {
+                    umid: ctx.umid.clone(),
+                    image: ctx.image.clone(),
+                    cache: ctx.cache.clone(),
+                },
+            )?;
             let d = dir.clone();
             let t0 = std::time::Instant::now();
             let kos = blocking(move || build_module(&d, &m.build_dir)).await?;
@@ -194,17 +264,24 @@ fn staged_name(name: &str, build_id: Option<&str>) -> String {
     }
 }
 
-async fn replace_one(ctx: &JobContext, arg: &str) -> Result<(String, serde_json::Value), String> {
-    let r = resolve(arg, &ctx.search, ctx.modules_dir.as_deref()).map_err(|e| e.to_string())?;
-    let bytes = std::fs::read(&r.file).map_err(|e| format!("{}: {e}", r.file.display()))?;
+async fn replace_one(
+    ctx: &JobContext,
+    arg: &str,
+) -> Result<(String, serde_json::Value), SwapError> {
+    let r = resolve(arg, &ctx.search, ctx.modules_dir.as_deref())?;
+    let bytes = std::fs::read(&r.file).map_err(|source| SwapError::File {
+        path: r.file.clone(),
+        source,
+    })?;
     let new_id = crate::kmod::elf_build_id(&bytes);
     let console = ctx.console.clone();
     let umid = ctx.umid.clone();
     let name = r.name.clone();
     let listing = blocking(move || {
-        exec(&console, &umid, &modules::listing_script_for(&name), 30)
-            .map(|t| modules::parse_listing(&t))
-            .map_err(|e| e.to_string())
+        Ok(
+            exec(&console, &umid, &modules::listing_script_for(&name), 30)
+                .map(|t| modules::parse_listing(&t))?,
+        )
     })
     .await?;
     let before = listing
@@ -219,20 +296,19 @@ async fn replace_one(ctx: &JobContext, arg: &str) -> Result<(String, serde_json:
             ctx.cache.clone(),
             r.clone(),
         );
-        let mods = blocking(move || {
-            load_in_guest_on(&console, &umid, &rr, &cache, None).map_err(|e| e.to_string())
-        })
-        .await?;
+        let mods =
+            blocking(move || Ok(load_in_guest_on(&console, &umid, &rr, &cache, None)?)).await?;
         let m = mods
             .into_iter()
             .find(|m| modules::same_module_name(&m.name, &r.name))
-            .ok_or_else(|| format!("the guest does not list module {} after loading it", r.name))?;
+            .ok_or_else(|| SwapError::NotListed(r.name.clone()))?;
         let ls = ask(&ctx.tx, |reply| Op::AddSymbols {
             module: m,
             file: file.clone(),
             reply,
         })
-        .await??;
+        .await?
+        .map_err(SwapError::Session)?;
         return Ok((
             format!(
                 "{}: loaded (it was not loaded): .text {:#x}, symbols from {}",
@@ -249,7 +325,8 @@ async fn replace_one(ctx: &JobContext, arg: &str) -> Result<(String, serde_json:
             file: file.clone(),
             reply,
         })
-        .await??;
+        .await?
+        .map_err(SwapError::Session)?;
         return Ok((
             format!(
                 "{}: the guest runs this build already (build-id {}): nothing to replace; symbols from {}",
@@ -263,10 +340,16 @@ async fn replace_one(ctx: &JobContext, arg: &str) -> Result<(String, serde_json:
 
     // Stage the new build beside the old one.
     let stage = crate::lab::state::machine_stage_dir(&ctx.cache, &ctx.umid);
-    std::fs::create_dir_all(&stage).map_err(|e| format!("{}: {e}", stage.display()))?;
+    std::fs::create_dir_all(&stage).map_err(|source| SwapError::File {
+        path: stage.clone(),
+        source,
+    })?;
     let staged = stage.join(staged_name(&r.name, new_id.as_deref()));
-    std::fs::copy(&r.file, &staged)
-        .map_err(|e| format!("copy {} to {}: {e}", r.file.display(), staged.display()))?;
+    std::fs::copy(&r.file, &staged).map_err(|source| SwapError::Copy {
+        from: r.file.clone(),
+        to: staged.clone(),
+        source,
+    })?;
     let installed_old = ctx
         .modules_dir
         .as_deref()
@@ -302,17 +385,12 @@ async fn replace_one(ctx: &JobContext, arg: &str) -> Result<(String, serde_json:
         module: before.name.clone(),
         reply,
     })
-    .await??;
+    .await?
+    .map_err(SwapError::Session)?;
     let t_swap = std::time::Instant::now();
     let script = swap_script(&before.name, &staged, &r.depends, &put_back);
     let (console, umid) = (ctx.console.clone(), ctx.umid.clone());
-    let out = blocking(move || {
-        console
-            .run(&script, 120)
-            .map(|(_, out)| out)
-            .map_err(|e| e.to_string())
-    })
-    .await;
+    let out = blocking(move || Ok(console.run(&script, 120).map(|(_, out)| out)?)).await;
     let (outcome, listing) = match out {
         Ok(o) => (parse_swap(&o), modules::parse_listing(&o)),
         Err(e) => {
@@ -320,9 +398,8 @@ async fn replace_one(ctx: &JobContext, arg: &str) -> Result<(String, serde_json:
             // its symbols and the breakpoints go back where its code is: ask what is there.
             let (console, umid2, n) = (ctx.console.clone(), umid.clone(), before.name.clone());
             let listing = blocking(move || {
-                exec(&console, &umid2, &modules::listing_script_for(&n), 30)
-                    .map(|t| modules::parse_listing(&t))
-                    .map_err(|e| e.to_string())
+                Ok(exec(&console, &umid2, &modules::listing_script_for(&n), 30)
+                    .map(|t| modules::parse_listing(&t))?)
             })
             .await
             .unwrap_or_default();
@@ -448,7 +525,7 @@ async fn replace_one(ctx: &JobContext, arg: &str) -> Result<(String, serde_json:
     if replaced {
         Ok((lines.join("\n"), data))
     } else {
-        Err(lines.join("\n"))
+        Err(SwapError::NotReplaced(lines.join("\n")))
     }
 }
 
@@ -742,18 +819,13 @@ pub fn parse_swap(out: &str) -> SwapOutcome {
 
 /// Build the out-of-tree module(s) in `dir` against a kernel build tree; the `.ko` files made,
 /// in the order kbuild lists them. A compile error comes back as the compiler's first error.
-pub fn build_module(dir: &Path, build_dir: &Path) -> Result<Vec<PathBuf>, String> {
-    let dir = std::fs::canonicalize(dir).map_err(|e| {
-        format!(
-            "{}: {e}: give the directory of the module's source and Makefile",
-            dir.display()
-        )
+pub fn build_module(dir: &Path, build_dir: &Path) -> Result<Vec<PathBuf>, SwapError> {
+    let dir = std::fs::canonicalize(dir).map_err(|source| SwapError::SourceDir {
+        dir: dir.to_path_buf(),
+        source,
     })?;
     if !dir.join("Makefile").is_file() && !dir.join("Kbuild").is_file() {
-        return Err(format!(
-            "{} has no Makefile or Kbuild: an out-of-tree module needs one (e.g. `obj-m += mymod.o`)",
-            dir.display()
-        ));
+        return Err(SwapError::NoMakefile(dir));
     }
     let jobs = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -766,7 +838,7 @@ pub fn build_module(dir: &Path, build_dir: &Path) -> Result<Vec<PathBuf>, String
         .arg(format!("-j{jobs}"))
         .arg("modules")
         .output()
-        .map_err(|e| format!("run make: {e} (install build-essential)"))?;
+        .map_err(SwapError::Make)?;
     if !out.status.success() {
         let text = format!(
             "{}\n{}",
@@ -794,12 +866,11 @@ pub fn build_module(dir: &Path, build_dir: &Path) -> Result<Vec<PathBuf>, String
                     .collect::<Vec<_>>()
                     .join(" | ")
             });
-        return Err(format!(
-            "the module in {} does not build: {why} (make -C {} M={} ARCH=um modules); the machine keeps running the module it has",
-            dir.display(),
-            build_dir.display(),
-            dir.display()
-        ));
+        return Err(SwapError::DoesNotBuild {
+            dir,
+            build_dir: build_dir.to_path_buf(),
+            why,
+        });
     }
     let order = std::fs::read_to_string(dir.join("modules.order")).unwrap_or_default();
     let mut kos: Vec<PathBuf> = order
@@ -828,10 +899,7 @@ pub fn build_module(dir: &Path, build_dir: &Path) -> Result<Vec<PathBuf>, String
         kos.sort();
     }
     if kos.is_empty() {
-        return Err(format!(
-            "make built no module in {}: does its Makefile say `obj-m += NAME.o`?",
-            dir.display()
-        ));
+        return Err(SwapError::NothingBuilt(dir));
     }
     Ok(kos)
 }

@@ -231,7 +231,7 @@ pub fn daemon_main(opts: AttachOptions) -> i32 {
                 0
             }
             Err(e) => {
-                report(Err(e));
+                report(Err(e.to_string()));
                 1
             }
         }
@@ -247,26 +247,53 @@ type Started = (
     tokio::sync::broadcast::Sender<protocol::Event>,
 );
 
-async fn start(opts: &AttachOptions) -> Result<Started, String> {
-    let umid = crate::uml::ids::Umid::new(opts.umid.clone()).map_err(|e| e.to_string())?;
-    let inst = crate::uml::instance::UmlInstance::resolve(&umid, &opts.uml_dir)
-        .map_err(|e| e.to_string())?;
+/// Why the session daemon could not start; its text goes back to `attach` over the ready pipe.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    BadUmid(#[from] crate::uml::ids::IdError),
+    #[error(transparent)]
+    Instance(#[from] crate::uml::instance::InstanceError),
+    #[error("/proc/{pid}/exe: {source}")]
+    Exe {
+        pid: i32,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{umid} is being traced by umldbg process {holder}: stop that trace first")]
+    Traced { umid: String, holder: String },
+    #[error(transparent)]
+    Join(#[from] tokio::task::JoinError),
+    /// The guest console named or found could not be used.
+    #[error("{0}")]
+    Console(String),
+    #[error(transparent)]
+    Session(#[from] session::SessionError),
+    #[error("bind {}: {source}", path.display())]
+    Bind {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+async fn start(opts: &AttachOptions) -> Result<Started, StartError> {
+    let umid = crate::uml::ids::Umid::new(opts.umid.clone())?;
+    let inst = crate::uml::instance::UmlInstance::resolve(&umid, &opts.uml_dir)?;
     let pid = inst.pid.get();
     let image = std::fs::read_link(format!("/proc/{pid}/exe"))
-        .map_err(|e| format!("/proc/{pid}/exe: {e}"))?;
+        .map_err(|source| StartError::Exe { pid, source })?;
     let modules_dir = modules_dir_for(&image, &opts.cache);
     let mut notes = Vec::new();
     // `umldbg trace` can hold the machine's text with probes and no ptrace at all: the text lock
     // (held for the life of this process) keeps a gdb session and a trace apart, and bytes a
     // killed tracer and its guard both left behind are put back before gdb sees the text.
     let journal = crate::ptrace::guard::journal_path(&opts.uml_dir, &opts.umid);
-    let text_lock = crate::ptrace::guard::TextLock::take(&journal).map_err(|holder| {
-        format!(
-            "{} is being traced by umldbg process {}: stop that trace first",
-            opts.umid,
-            holder.map(|p| p.to_string()).unwrap_or_else(|| "?".into())
-        )
-    })?;
+    let text_lock =
+        crate::ptrace::guard::TextLock::take(&journal).map_err(|holder| StartError::Traced {
+            umid: opts.umid.clone(),
+            holder: holder.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
+        })?;
     match crate::ptrace::guard::TraceJournal::open(&journal, pid).repair() {
         Ok(fixed) if !fixed.is_empty() => notes.push(format!(
             "put back {} byte(s) a killed tracer left in kernel text",
@@ -281,8 +308,8 @@ async fn start(opts: &AttachOptions) -> Result<Started, String> {
             let mut notes = Vec::new();
             guest_console(&o, &i, &mut notes).map(|c| (c, notes))
         })
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
+        .map_err(StartError::Console)
         .map(|(c, n)| {
             notes.extend(n);
             c
@@ -331,13 +358,13 @@ async fn start(opts: &AttachOptions) -> Result<Started, String> {
         journal: journal.clone(),
     };
     let (mut session, summary) =
-        session::Session::start(cfg, guest_modules, tx.clone(), events.clone())
-            .await
-            .map_err(|e| e.to_string())?;
+        session::Session::start(cfg, guest_modules, tx.clone(), events.clone()).await?;
     session.text_lock = Some(text_lock);
     let sock = client::socket_path(&opts.uml_dir, &opts.umid);
-    let listener = tokio::net::UnixListener::bind(&sock)
-        .map_err(|e| format!("bind {}: {e}", sock.display()))?;
+    let listener = tokio::net::UnixListener::bind(&sock).map_err(|source| StartError::Bind {
+        path: sock.clone(),
+        source,
+    })?;
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600));
     Ok((session, summary, listener, tx, rx, events))

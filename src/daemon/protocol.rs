@@ -80,21 +80,52 @@ pub enum Request {
 /// Longest request line the daemon reads; a longer one gets an error reply and is skipped.
 pub const MAX_REQUEST_LINE: usize = 1 << 20;
 
+/// A request line or request that the daemon refuses; the text is the reply's.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("request line longer than {MAX_REQUEST_LINE} bytes: send one JSON object per line")]
+    TooLong,
+    #[error("request line is not UTF-8 ({0}): send one JSON object per line")]
+    NotUtf8(std::str::Utf8Error),
+    #[error("empty request line: send one JSON object per line, e.g. {{\"op\":\"status\"}}")]
+    Empty,
+    #[error("bad request {shown:?}: {source}")]
+    Json {
+        /// The line's first 200 characters.
+        shown: String,
+        source: serde_json::Error,
+    },
+    #[error("{what} is empty: give one, e.g. {example}")]
+    Blank {
+        what: &'static str,
+        example: &'static str,
+    },
+    #[error("give a module or --build {}, not both", .0.display())]
+    ModuleAndBuild(std::path::PathBuf),
+    #[error(transparent)]
+    Seconds(#[from] crate::util::SecondsError),
+}
+
 impl Request {
     /// Checks what a request carries before anything of it reaches gdb: the CLI calls it before
     /// sending, the daemon again on every line it reads (a script or IDE may send anything).
-    pub fn check(&self) -> Result<(), String> {
-        fn not_blank(what: &str, text: &str, example: &str) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), RequestError> {
+        fn not_blank(
+            what: &'static str,
+            text: &str,
+            example: &'static str,
+        ) -> Result<(), RequestError> {
             if text.trim().is_empty() {
-                Err(format!("{what} is empty: give one, e.g. {example}"))
+                Err(RequestError::Blank { what, example })
             } else {
                 Ok(())
             }
         }
         match self {
-            Request::Wait { timeout: Some(t) } => crate::util::seconds("--timeout", *t)
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
+            Request::Wait { timeout: Some(t) } => {
+                crate::util::seconds("--timeout", *t)?;
+                Ok(())
+            }
             Request::Break { location, cond } => {
                 // An empty location means "here" to gdb: a breakpoint in the host libc of the
                 // UML process, which stops the machine at once.
@@ -124,10 +155,7 @@ impl Request {
                 ..
             } => {
                 if !file.trim().is_empty() {
-                    return Err(format!(
-                        "give a module or --build {}, not both",
-                        dir.display()
-                    ));
+                    return Err(RequestError::ModuleAndBuild(dir.clone()));
                 }
                 not_blank(
                     "the --build directory",
@@ -206,26 +234,19 @@ impl LineSplitter {
 }
 
 /// Parse and check one request line; the error is the reply's text.
-pub fn parse_line(line: &RawLine) -> Result<Request, String> {
+pub fn parse_line(line: &RawLine) -> Result<Request, RequestError> {
     let bytes = match line {
-        RawLine::TooLong => {
-            return Err(format!(
-                "request line longer than {MAX_REQUEST_LINE} bytes: send one JSON object per line"
-            ));
-        }
+        RawLine::TooLong => return Err(RequestError::TooLong),
         RawLine::Line(b) => b,
     };
-    let text = std::str::from_utf8(bytes)
-        .map_err(|e| format!("request line is not UTF-8 ({e}): send one JSON object per line"))?;
+    let text = std::str::from_utf8(bytes).map_err(RequestError::NotUtf8)?;
     let text = text.trim_end_matches('\r');
     if text.trim().is_empty() {
-        return Err(
-            "empty request line: send one JSON object per line, e.g. {\"op\":\"status\"}".into(),
-        );
+        return Err(RequestError::Empty);
     }
-    let req: Request = serde_json::from_str(text).map_err(|e| {
-        let shown: String = text.chars().take(200).collect();
-        format!("bad request {shown:?}: {e}")
+    let req: Request = serde_json::from_str(text).map_err(|source| RequestError::Json {
+        shown: text.chars().take(200).collect(),
+        source,
     })?;
     req.check()?;
     Ok(req)
@@ -403,7 +424,7 @@ mod tests {
             RawLine::Line(b"{\"op\":\"break\",\"location\":\"\"}".to_vec()),
             RawLine::Line(b"{\"op\":\"break\",\"location\":\" \\t\"}".to_vec()),
         ] {
-            let e = parse_line(&raw).unwrap_err();
+            let e = parse_line(&raw).unwrap_err().to_string();
             assert!(!e.contains('\n'), "{raw:?}: {e}");
         }
         assert!(matches!(

@@ -92,7 +92,7 @@ async fn connection(
         let req = match parse_line(&raw) {
             Ok(r) => r,
             Err(e) => {
-                send_line(&mut w, &Response::err(e)).await?;
+                send_line(&mut w, &Response::err(e.to_string())).await?;
                 continue;
             }
         };

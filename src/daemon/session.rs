@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::error::SessionError;
+pub use super::error::SessionError;
 use super::protocol::{Event, FrameInfo, Request, Response, StopInfo};
 use super::text::TextGuard;
 use crate::gdbmi::{
