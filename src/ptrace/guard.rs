@@ -846,48 +846,78 @@ mod tests {
         Box::leak(Box::new(bytes))
     }
 
-    /// A guard over a byte of this test process, watching a `sleep` that stands for gdb and
-    /// opening its pidfd with `open`; the tracer's end is dropped at once, as when the daemon is
-    /// killed. Returns whether the byte was still an `int3` after `ms` milliseconds (while the
-    /// watched process lives), and checks that it is back once the watched process has exited.
+    /// A byte of this test process with an `int3` in it, armed in a guard that watches a
+    /// `sleep` standing for gdb.
+    struct Watched {
+        mem: std::fs::File,
+        addr: u64,
+        gdb: std::process::Child,
+        guard: Option<Guard>,
+        guard_pid: i32,
+    }
+
+    impl Watched {
+        fn start(original: u8, open: fn(i32) -> io::Result<OwnedFd>) -> Watched {
+            use std::os::unix::fs::FileExt;
+            let addr = scratch([original]).as_ptr() as u64;
+            let mem = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/proc/self/mem")
+                .unwrap();
+            let gdb = std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap();
+            let mut g = Guard::watching(std::process::id() as i32, gdb.id() as i32, &open).unwrap();
+            g.arm(addr, original).unwrap();
+            mem.write_all_at(&[INT3], addr).unwrap();
+            Watched {
+                mem,
+                addr,
+                gdb,
+                guard_pid: g.pid(),
+                guard: Some(g),
+            }
+        }
+
+        fn byte(&self) -> u8 {
+            use std::os::unix::fs::FileExt;
+            let mut b = [0u8; 1];
+            self.mem.read_exact_at(&mut b, self.addr).unwrap();
+            b[0]
+        }
+
+        /// Kills the watched process and waits (at most 5 s) for the guard to exit.
+        fn end_gdb(&mut self) {
+            self.gdb.kill().unwrap();
+            self.gdb.wait().unwrap();
+            let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while process_running(self.guard_pid) && std::time::Instant::now() < end {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            assert!(!process_running(self.guard_pid), "the guard exits");
+        }
+    }
+
+    /// The tracer's end is dropped at once, as when the daemon is killed: whether the byte was
+    /// still an `int3` after `ms` milliseconds (while the watched process lives); and it must be
+    /// back once the watched process has exited.
     fn kept_while_the_watched_process_lives(
-        cell: &'static [u8; 1],
+        original: u8,
         open: fn(i32) -> io::Result<OwnedFd>,
         ms: u64,
     ) -> bool {
-        use std::os::unix::fs::FileExt;
-        let addr = cell.as_ptr() as u64;
-        let original = cell[0];
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/proc/self/mem")
-            .unwrap();
-        let mut gdb = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
-        let mut g = Guard::watching(std::process::id() as i32, gdb.id() as i32, &open).unwrap();
-        let guard_pid = g.pid();
-        g.arm(addr, original).unwrap();
-        f.write_all_at(&[INT3], addr).unwrap();
-        drop(g);
+        let mut w = Watched::start(original, open);
+        drop(w.guard.take());
         std::thread::sleep(std::time::Duration::from_millis(ms));
-        let mut b = [0u8; 1];
-        f.read_exact_at(&mut b, addr).unwrap();
-        let kept = b[0] == INT3 && process_running(guard_pid);
-        gdb.kill().unwrap();
-        gdb.wait().unwrap();
-        let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while process_running(guard_pid) && std::time::Instant::now() < end {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        f.read_exact_at(&mut b, addr).unwrap();
+        let kept = w.byte() == INT3 && process_running(w.guard_pid);
+        w.end_gdb();
         assert_eq!(
-            b[0], original,
+            w.byte(),
+            original,
             "the guard restores once the watched process is gone"
         );
-        assert!(!process_running(guard_pid), "and then exits");
         kept
     }
 
@@ -895,55 +925,29 @@ mod tests {
     fn guard_keeps_bytes_while_gdb_lives_when_pidfd_open_fails_with_emfile() {
         // Before: any pidfd_open failure was taken for "gdb is gone", and the bytes restored
         // under a live gdb.
-        let cell = scratch([0x55]);
         let emfile = |_| Err(io::Error::from_raw_os_error(libc::EMFILE));
-        assert!(kept_while_the_watched_process_lives(cell, emfile, 400));
+        assert!(kept_while_the_watched_process_lives(0x55, emfile, 400));
     }
 
     #[test]
     fn guard_wait_on_a_wake_that_is_not_the_exit_falls_back_instead_of_ending() {
         // A descriptor that polls readable at once, as an error or a stray wake would: before,
         // the guard took any return of poll but an error for gdb's exit (and spun on errors).
-        let cell = scratch([0x41]);
         let ready = |_| std::fs::File::open("/dev/null").map(OwnedFd::from);
-        assert!(kept_while_the_watched_process_lives(cell, ready, 400));
+        assert!(kept_while_the_watched_process_lives(0x41, ready, 400));
     }
 
     #[test]
     fn guard_wait_ends_with_the_process_on_a_real_pidfd() {
-        let cell = scratch([0x53]);
-        assert!(kept_while_the_watched_process_lives(cell, pidfd_open, 200));
+        assert!(kept_while_the_watched_process_lives(0x53, pidfd_open, 200));
     }
 
     #[test]
     fn a_dismissed_watching_guard_leaves_the_bytes_when_the_watched_process_ends() {
-        use std::os::unix::fs::FileExt;
-        let addr = scratch([0x57u8]).as_ptr() as u64;
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/proc/self/mem")
-            .unwrap();
-        let mut gdb = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
-        let mut g =
-            Guard::watching(std::process::id() as i32, gdb.id() as i32, &pidfd_open).unwrap();
-        let guard_pid = g.pid();
-        g.arm(addr, 0x57).unwrap();
-        f.write_all_at(&[INT3], addr).unwrap();
-        g.dismiss().unwrap();
-        gdb.kill().unwrap();
-        gdb.wait().unwrap();
-        let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while process_running(guard_pid) && std::time::Instant::now() < end {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        let mut b = [0u8; 1];
-        f.read_exact_at(&mut b, addr).unwrap();
-        assert_eq!(b[0], INT3);
-        f.write_all_at(&[0x57], addr).unwrap();
+        let mut w = Watched::start(0x57, pidfd_open);
+        w.guard.take().unwrap().dismiss().unwrap();
+        w.end_gdb();
+        assert_eq!(w.byte(), INT3);
     }
 
     #[test]
