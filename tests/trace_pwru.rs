@@ -201,11 +201,7 @@ fn all_skb_over_a_lab_follows_a_ping_to_rs_reject_and_names_the_drop() {
             .any(|s| s["end"] == "dropped: NETFILTER_DROP" && s["machine"] == "MachineR"),
         "{journey}"
     );
-    let summaries = v
-        .iter()
-        .find_map(|x| x.get("summaries"))
-        .and_then(|s| s.as_array())
-        .unwrap();
+    let summaries = summaries(&v);
     assert_eq!(summaries.len(), 3);
     for s in summaries {
         assert_eq!(s["lost"], 0, "{s}");
@@ -416,6 +412,14 @@ fn function_names<'a>(hits: &[&'a serde_json::Value]) -> Vec<&'a str> {
         .collect()
 }
 
+/// The per-machine summaries of a `--lab` trace's output.
+fn summaries(v: &[serde_json::Value]) -> &[serde_json::Value] {
+    v.iter()
+        .find_map(|x| x.get("summaries"))
+        .and_then(|s| s.as_array())
+        .expect("a summaries line")
+}
+
 /// Where `f` stands in R's story of a packet (the functions its hits were in, in order).
 fn position_in_story(story: &[&str], f: &str) -> usize {
     story
@@ -575,12 +579,7 @@ wait; cat /tmp/tpd-ping.out",
         .count();
     assert_eq!(dropped_journeys, 3, "{journeys:?}");
 
-    let summaries = v
-        .iter()
-        .find_map(|x| x.get("summaries"))
-        .and_then(|s| s.as_array())
-        .unwrap();
-    for s in summaries {
+    for s in summaries(&v) {
         assert_eq!(s["lost"], 0, "{s}");
         let want = if s["machine"] == "MachineB" { 0 } else { 3 };
         assert_eq!(s["packets"], want, "{s}");
@@ -633,12 +632,7 @@ fn a_ping_to_an_address_r_has_no_route_for_ends_in_rs_no_route_drop() {
     assert!(pos("ip_route_input_slow") < pos("ip_error"), "{story:?}");
     assert!(pos("ip_error") < pos("sk_skb_reason_drop"), "{story:?}");
     assert!(!story.contains(&"ip_forward"), "{story:?}");
-    let summaries = v
-        .iter()
-        .find_map(|x| x.get("summaries"))
-        .and_then(|s| s.as_array())
-        .unwrap();
-    for s in summaries {
+    for s in summaries(&v) {
         assert_eq!(s["lost"], 0, "{s}");
     }
     lab.assert_all_alive();

@@ -262,11 +262,8 @@ impl Session {
             })?;
             symbols.add_module(&sym, "kallsyms");
         }
+        // What an earlier tracer left in the text the daemon's start has put back already.
         let text = TextGuard::new(cfg.pid, &cfg.journal, gdb.pid())?;
-        let n = text.repair();
-        if n > 0 {
-            tracing::warn!("restored {n} breakpoint byte(s) left by an earlier session");
-        }
         gdb.cmd_timeout(Command::target_attach(cfg.pid as u32), long)
             .await
             .map_err(|source| SessionError::Attach {

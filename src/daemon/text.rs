@@ -50,11 +50,6 @@ impl TextGuard {
         })
     }
 
-    /// Puts back what an earlier tracer left in; how many places.
-    pub fn repair(&self) -> usize {
-        self.journal.repair().map(|v| v.len()).unwrap_or(0)
-    }
-
     /// Notes the addresses of breakpoint `number` (the machine is stopped).
     pub fn record(&mut self, number: u32, addrs: &[u64]) {
         for &a in addrs {
@@ -100,7 +95,7 @@ impl TextGuard {
     /// gdb is gone with its breakpoints perhaps in: puts the bytes back (the guard does the
     /// same; whoever comes first), returns how many.
     pub fn gdb_gone(&mut self) -> usize {
-        let n = self.repair();
+        let n = self.journal.repair().map(|v| v.len()).unwrap_or(0);
         self.journal.clear();
         self.by_number.clear();
         // The guard sees gdb's exit too and ends by itself.

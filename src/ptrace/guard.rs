@@ -846,6 +846,15 @@ mod tests {
         Box::leak(Box::new(bytes))
     }
 
+    /// This test process's memory, to read and write as a tracer does.
+    fn self_mem() -> std::fs::File {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/proc/self/mem")
+            .unwrap()
+    }
+
     /// A byte of this test process with an `int3` in it, armed in a guard that watches a
     /// `sleep` standing for gdb.
     struct Watched {
@@ -860,11 +869,7 @@ mod tests {
         fn start(original: u8, open: fn(i32) -> io::Result<OwnedFd>) -> Watched {
             use std::os::unix::fs::FileExt;
             let addr = scratch([original]).as_ptr() as u64;
-            let mem = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open("/proc/self/mem")
-                .unwrap();
+            let mem = self_mem();
             let gdb = std::process::Command::new("sleep")
                 .arg("30")
                 .spawn()
@@ -993,11 +998,7 @@ mod tests {
         use std::os::unix::fs::FileExt;
         let addr = scratch([0x55u8, 0x48]).as_ptr() as u64;
         let me = std::process::id() as i32;
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/proc/self/mem")
-            .unwrap();
+        let f = self_mem();
         let mut g = Guard::spawn(me).unwrap();
         g.arm(addr, 0x55).unwrap();
         g.arm(addr + 1, 0x48).unwrap();
@@ -1027,11 +1028,7 @@ mod tests {
         ];
         let a = scratch(CODE).as_ptr() as u64;
         let me = std::process::id() as i32;
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/proc/self/mem")
-            .unwrap();
+        let f = self_mem();
         let jmp = [0xe9, 1, 2, 3, 4];
         for int3_first in [true, false] {
             let mut g = Guard::spawn_with(me, int3_first).unwrap();

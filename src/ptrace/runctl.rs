@@ -1045,9 +1045,13 @@ impl Inner {
             if let Some(e) = self.exited {
                 return Ok(e);
             }
-            let got = match deadline {
-                None => match raw_waitpid(-1, 0) {
-                    Ok(x) => x,
+            // Blocking without a deadline; with one, polling between SIGCHLDs until it passes.
+            let flags = if deadline.is_some() { libc::WNOHANG } else { 0 };
+            let got = loop {
+                match raw_waitpid(-1, flags) {
+                    Ok(Some(x)) => break Some(x),
+                    Ok(None) if deadline.is_none() => break None,
+                    Ok(None) => {}
                     Err(nix::Error::EINTR) => return Err(RunError::Interrupted),
                     Err(nix::Error::ECHILD) => return self.gone(),
                     Err(e) => {
@@ -1057,27 +1061,14 @@ impl Inner {
                             source: e,
                         });
                     }
-                },
-                Some(d) => loop {
-                    match raw_waitpid(-1, libc::WNOHANG) {
-                        Ok(Some(x)) => break Some(x),
-                        Ok(None) => {}
-                        Err(nix::Error::EINTR) => return Err(RunError::Interrupted),
-                        Err(nix::Error::ECHILD) => return self.gone(),
-                        Err(e) => {
-                            return Err(RunError::Ptrace {
-                                op: "waitpid",
-                                tid: -1,
-                                source: e,
-                            });
-                        }
-                    }
+                }
+                if let Some(d) = deadline {
                     let now = Instant::now();
                     if now >= d {
                         return Err(RunError::Timeout(timeout.unwrap_or_default()));
                     }
                     self.sleep_for_child(d - now)?;
-                },
+                }
             };
             let Some((tid, status)) = got else { continue };
             self.counters.waits += 1;
